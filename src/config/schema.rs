@@ -1,0 +1,234 @@
+//! The config file's shape, as serde reads it (`deny_unknown_fields` everywhere, so a
+//! misspelt key is an error with its line, not a silently ignored setting).
+//!
+//! Credentials appear in three forms (inline, `*_env`, `*_file`); `load` resolves them
+//! into `SecretString`s and checks that exactly one form is given.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::scoring::spec::ScoringSpec;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default, rename = "portal")]
+    pub portals: Vec<PortalSection>,
+    pub scoring: ScoringSpec,
+}
+
+/// `[server]`: how the daemon listens, where it keeps state and how hard it works.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Address the webhook endpoint listens on.
+    pub listen: String,
+    /// Where sled keeps the queue, the ledger and the crossings.
+    pub data_dir: PathBuf,
+    /// Concurrent lead-processing workers (each still obeys the portal's rate limit).
+    pub workers: usize,
+    /// Events for one lead within this window become one fetch.
+    pub coalesce_ms: u64,
+    /// How often the reconciliation sweep looks for leads changed without a webhook.
+    pub sweep_interval_secs: u64,
+    /// Largest webhook body accepted; bigger ones get 413.
+    pub max_body_bytes: usize,
+    /// Most leads waiting on disk; beyond it the intake answers 503 with Retry-After.
+    pub queue_limit: usize,
+    /// Delays between attempts for a failing lead; after the last one it is dead-lettered.
+    pub retry_delays_secs: Vec<u64>,
+    /// Token that guards /dashboard (optional; without it the page is served only on loopback).
+    pub dashboard_token: Option<SecretString>,
+    pub dashboard_token_env: Option<String>,
+    pub dashboard_token_file: Option<PathBuf>,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: "127.0.0.1:8088".into(),
+            data_dir: PathBuf::from("/var/lib/leadscore"),
+            workers: 4,
+            coalesce_ms: 2000,
+            sweep_interval_secs: 300,
+            max_body_bytes: 64 * 1024,
+            queue_limit: 100_000,
+            retry_delays_secs: vec![1, 5, 30, 120, 600, 1800],
+            dashboard_token: None,
+            dashboard_token_env: None,
+            dashboard_token_file: None,
+        }
+    }
+}
+
+/// Which CRM a portal is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CrmKind {
+    Bitrix24,
+    Amocrm,
+}
+
+impl CrmKind {
+    /// The name used in config files and webhook paths.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CrmKind::Bitrix24 => "bitrix24",
+            CrmKind::Amocrm => "amocrm",
+        }
+    }
+}
+
+/// `[[portal]]`: one CRM account. The credential keys that apply depend on `crm`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortalSection {
+    /// Short id used in webhook paths (`/webhooks/bitrix24/<id>`) and the store.
+    pub id: String,
+    pub crm: CrmKind,
+
+    // --- Bitrix24 ---
+    /// Inbound webhook URL `https://PORTAL/rest/USER/CODE/` (secret: the code is a password).
+    pub webhook_url: Option<SecretString>,
+    pub webhook_url_env: Option<String>,
+    pub webhook_url_file: Option<PathBuf>,
+    /// Outgoing-webhook application token that authenticates events sent to us.
+    pub application_token: Option<SecretString>,
+    pub application_token_env: Option<String>,
+    pub application_token_file: Option<PathBuf>,
+    /// Expected `auth[member_id]` of events (optional extra check).
+    pub member_id: Option<String>,
+    /// Expected `auth[domain]` of events (optional extra check).
+    pub domain: Option<String>,
+    /// Bitrix24 plan, for the default rate limit: "standard" (2/s, burst 50) or "enterprise" (5/s, 250).
+    pub plan: Option<String>,
+
+    // --- amoCRM / Kommo ---
+    /// `https://SUBDOMAIN.amocrm.ru` or `https://SUBDOMAIN.kommo.com`; for Bitrix24 OAuth apps, the portal URL.
+    pub base_url: Option<String>,
+    /// Long-lived token of a private integration.
+    pub access_token: Option<SecretString>,
+    pub access_token_env: Option<String>,
+    pub access_token_file: Option<PathBuf>,
+    /// OAuth2 app credentials (both CRMs).
+    pub client_id: Option<String>,
+    pub client_secret: Option<SecretString>,
+    pub client_secret_env: Option<String>,
+    pub client_secret_file: Option<PathBuf>,
+    pub redirect_uri: Option<String>,
+    /// First refresh token (or authorization code); later ones are rotated into the store.
+    pub refresh_token: Option<SecretString>,
+    pub refresh_token_env: Option<String>,
+    pub refresh_token_file: Option<PathBuf>,
+    /// Secret expected in `?secret=` of amoCRM webhooks.
+    pub webhook_secret: Option<SecretString>,
+    pub webhook_secret_env: Option<String>,
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Expected `account[id]` of amoCRM webhooks.
+    pub account_id: Option<String>,
+    /// Expected `account[subdomain]` of amoCRM webhooks.
+    pub subdomain: Option<String>,
+
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitSection>,
+    #[serde(default)]
+    pub fields: FieldsSection,
+    #[serde(default)]
+    pub task: TaskSection,
+}
+
+/// Overrides of the CRM's default request pacing.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSection {
+    /// Sustained requests per second (Bitrix24: the bucket's drain rate).
+    pub per_second: f64,
+    /// Requests allowed at once (Bitrix24: the bucket size).
+    pub burst: u32,
+}
+
+/// `[portal.fields]`: where the score lands in the CRM and where lead data comes from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FieldsSection {
+    /// Integer field for the score, e.g. `UF_CRM_LEADSCORE` (Bitrix24) or a field id (amoCRM).
+    pub score: Option<String>,
+    /// Enumeration field for the tier.
+    pub tier: Option<String>,
+    /// Tier id -> enumeration item id in the CRM (`leadscore setup` prints them).
+    pub tier_values: BTreeMap<String, String>,
+    /// Text field for the readable breakdown.
+    pub breakdown: Option<String>,
+    /// Also post the breakdown as a timeline comment / note when the score changes.
+    pub comment: bool,
+    /// Neutral field name (`industry`, `revenue`, `employees`, `region`, `custom.<x>`, ...)
+    /// -> the CRM field that holds it.
+    pub map: BTreeMap<String, String>,
+}
+
+impl Default for FieldsSection {
+    fn default() -> Self {
+        FieldsSection {
+            score: None,
+            tier: None,
+            tier_values: BTreeMap::new(),
+            breakdown: None,
+            comment: false,
+            map: BTreeMap::new(),
+        }
+    }
+}
+
+/// How the "call now" reminder is created in the CRM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskKind {
+    /// Bitrix24 `tasks.task.add` / amoCRM task.
+    Task,
+    /// Bitrix24 `crm.activity.todo.add` (the CRM-native to-do on the lead card).
+    Todo,
+}
+
+/// `[portal.task]`: the "call now" task for the responsible rep.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TaskSection {
+    pub enabled: bool,
+    pub kind: TaskKind,
+    /// Title; `{score}`, `{tier}`, `{lead}` and `{name}` are filled in.
+    pub title: String,
+    /// Body; the same placeholders plus `{why}` (the explanation).
+    pub text: String,
+    /// Deadline, minutes from creation.
+    pub deadline_minutes: u32,
+    /// After a task, a new one for the same lead waits at least this long.
+    pub cooldown_hours: u32,
+    /// Overrides `scoring.triggers.call_now_above` for this portal.
+    pub threshold: Option<i32>,
+    /// Overrides `scoring.triggers.rearm_below` for this portal.
+    pub rearm_below: Option<i32>,
+    /// Who gets the task when the lead has no responsible user.
+    pub fallback_responsible_id: Option<String>,
+}
+
+impl Default for TaskSection {
+    fn default() -> Self {
+        TaskSection {
+            enabled: true,
+            kind: TaskKind::Task,
+            title: "Позвонить сейчас: {name} (скоринг {score})".into(),
+            text: "Лид {lead} набрал {score} баллов ({tier}).\n{why}".into(),
+            deadline_minutes: 60,
+            cooldown_hours: 72,
+            threshold: None,
+            rearm_below: None,
+            fallback_responsible_id: None,
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Bitrix24 implementation of the `Crm` trait.

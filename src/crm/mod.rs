@@ -1,0 +1,160 @@
+//! The seam between the pipeline and a CRM.
+//!
+//! The pipeline knows leads, scores and tasks; each CRM integration knows its REST API.
+//! `Crm` is everything the pipeline asks of a CRM, phrased in neutral terms and in
+//! *batches*, so an implementation can pack many leads into few API requests (the rate
+//! limit, not the CPU, is what bounds throughput). Adding a CRM = one `impl Crm`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::lead::{Activity, Lead};
+
+pub mod bitrix24;
+
+/// The CRM's id of a lead, as text.
+pub type LeadId = String;
+
+/// What a webhook said changed. Bitrix24 activity events carry only the activity id,
+/// so the lead behind them is found later, by the worker, through the API.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Subject {
+    Lead(LeadId),
+    Activity(String),
+}
+
+/// A lead and its activity as fetched from the CRM.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fetched {
+    pub lead: Lead,
+    pub activities: Vec<Activity>,
+    /// The score currently stored in the CRM's score field, if any (lets the pipeline
+    /// notice an admin overwriting it by hand).
+    pub current_score: Option<i32>,
+}
+
+/// The values written back to one lead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScoreWrite {
+    pub lead_id: LeadId,
+    pub score: i32,
+    /// Tier id from the scoring model (`cold`, `warm`, `hot`); the impl maps it to the
+    /// CRM's enumeration value.
+    pub tier: String,
+    /// The readable explanation for the breakdown field.
+    pub breakdown: String,
+    /// Also post the explanation as a timeline comment / note.
+    pub comment: bool,
+}
+
+/// A "call now" reminder to create.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRequest {
+    pub lead_id: LeadId,
+    /// The rep; `None` lets the CRM pick its default (the integration's user).
+    pub responsible_id: Option<String>,
+    pub title: String,
+    pub text: String,
+    pub deadline: DateTime<Utc>,
+    /// Unique text put into the task so that, after a crash between "created in the
+    /// CRM" and "recorded in sled", recovery can find the task instead of doubling it.
+    pub marker: String,
+}
+
+/// A task the CRM holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRef {
+    pub id: String,
+    /// Still open (not completed)?
+    pub open: bool,
+}
+
+/// What `setup` created or found in the CRM, printed for the admin to paste into config.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FieldSetup {
+    pub score_field: String,
+    pub tier_field: String,
+    pub breakdown_field: String,
+    /// Tier id -> enumeration value id.
+    pub tier_values: BTreeMap<String, String>,
+    /// Field names that were created now (the rest already existed).
+    pub created: Vec<String>,
+}
+
+/// Why a CRM call failed, in the terms the pipeline's retry policy needs.
+#[derive(Debug, thiserror::Error)]
+pub enum CrmError {
+    /// Worth retrying later: rate limits, 5xx, timeouts, resets. `retry_after` is the
+    /// CRM's own hint (Retry-After, operating_reset_at) when it gave one.
+    #[error("temporary CRM failure: {message}")]
+    Transient {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// Will not succeed by retrying (validation, missing rights, bad request).
+    #[error("CRM rejected the request: {0}")]
+    Rejected(String),
+    /// Credentials are wrong, expired beyond refresh, or revoked: an admin must act.
+    #[error("CRM authentication failed: {0}")]
+    Auth(String),
+    /// The CRM blocked this integration (amoCRM 403 after limit violations): stop all
+    /// traffic to the portal.
+    #[error("CRM blocked the integration: {0}")]
+    Blocked(String),
+}
+
+impl CrmError {
+    /// Should the pipeline try this lead again later?
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, CrmError::Transient { .. })
+    }
+
+    /// The CRM's own hint for when to retry.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            CrmError::Transient { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// Everything the pipeline asks of a CRM. Methods take many leads at once so an
+/// implementation can batch; results are per lead so one bad lead does not fail the rest.
+#[async_trait]
+pub trait Crm: Send + Sync {
+    /// Find the leads that activities belong to (`None`: not bound to a lead, or gone).
+    async fn resolve_activities(
+        &self,
+        activity_ids: &[String],
+    ) -> Result<BTreeMap<String, Option<LeadId>>, CrmError>;
+
+    /// Fetch leads with their activities. A lead missing from the map was deleted.
+    async fn fetch(&self, lead_ids: &[LeadId]) -> Result<BTreeMap<LeadId, Fetched>, CrmError>;
+
+    /// Write scores back; the outer error means nothing is known to be written, the
+    /// per-lead results say exactly which writes were applied.
+    async fn write_scores(
+        &self,
+        writes: &[ScoreWrite],
+    ) -> Result<BTreeMap<LeadId, Result<(), CrmError>>, CrmError>;
+
+    /// Look for a task we created earlier (by its marker) on a lead.
+    async fn find_task(&self, lead_id: &str, marker: &str) -> Result<Option<TaskRef>, CrmError>;
+
+    /// Create the "call now" task or to-do.
+    async fn create_task(&self, task: &TaskRequest) -> Result<TaskRef, CrmError>;
+
+    /// Is a task we created still open? (No new task while one is open.)
+    async fn task_open(&self, lead_id: &str, task_id: &str) -> Result<bool, CrmError>;
+
+    /// Leads modified at or after `since`, for the reconciliation sweep that catches
+    /// webhooks the CRM never redelivers.
+    async fn changed_since(&self, since: DateTime<Utc>) -> Result<Vec<LeadId>, CrmError>;
+
+    /// Create the score, tier and breakdown fields if missing, reuse them if present.
+    async fn setup_fields(&self, tiers: &[(String, String)]) -> Result<FieldSetup, CrmError>;
+}

@@ -1,0 +1,9 @@
+//! leadscore: transparent, automatic lead scoring for Bitrix24 and amoCRM.
+//!
+//! The pipeline: webhook → durable queue (sled) → fetch → score → write-back → trigger.
+//! `main.rs` is a thin CLI; everything it runs lives here so tests run the same code.
+
+pub mod config;
+pub mod crm;
+pub mod lead;
+pub mod scoring;

@@ -1,0 +1,195 @@
+//! The `[scoring]` section of the config file, exactly as an admin writes it.
+//!
+//! These types only describe; `Model::compile` checks them (regexes, groups, tiers)
+//! and turns them into the fast form the engine evaluates. Keeping the two apart lets
+//! config validation report every mistake with its key path before anything runs.
+
+use serde::{Deserialize, Serialize};
+
+/// The whole scoring model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoringSpec {
+    /// Language of the explanations reps read on the lead card.
+    #[serde(default)]
+    pub language: Language,
+    /// Lowest possible total (default 0).
+    #[serde(default)]
+    pub min: i32,
+    /// Highest possible total (default 100).
+    #[serde(default = "default_max")]
+    pub max: i32,
+    /// Groups of rules with caps, e.g. engagement at most 40.
+    #[serde(default)]
+    pub groups: Vec<GroupSpec>,
+    pub rules: Vec<RuleSpec>,
+    pub tiers: Vec<TierSpec>,
+    #[serde(default)]
+    pub triggers: TriggerSpec,
+}
+
+fn default_max() -> i32 {
+    100
+}
+
+/// Explanation language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    #[default]
+    Ru,
+    En,
+}
+
+/// A group of rules whose subtotal is capped, so that no one kind of signal can
+/// make a lead hot on its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSpec {
+    pub id: String,
+    /// Shown in explanations; defaults to the id.
+    #[serde(default)]
+    pub label: Option<String>,
+    /// Lowest subtotal the group may contribute (e.g. -20 so negatives cannot bury a lead).
+    #[serde(default)]
+    pub min: Option<i32>,
+    /// Highest subtotal the group may contribute.
+    #[serde(default)]
+    pub max: Option<i32>,
+}
+
+/// One scoring rule: either a condition on lead fields (`when`) or a count of
+/// matching activities (`activity`), never both.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    /// Stable id: shown in breakdowns and kept in the score ledger.
+    pub id: String,
+    /// The group this rule belongs to (must be declared in `groups`).
+    pub group: String,
+    /// Human label reps read, e.g. "запрос демо".
+    pub label: String,
+    /// Points for a field match, or per matching activity. May be negative.
+    pub points: i32,
+    #[serde(default)]
+    pub when: Option<Condition>,
+    #[serde(default)]
+    pub activity: Option<ActivitySpec>,
+}
+
+/// A condition on lead fields. Exactly one operator key is set: a field test
+/// (`field` plus one of `equals`, `in`, `range`, `regex`, `contains`, `exists`,
+/// `email_domain_in`) or a combinator (`all`, `any`, `not`).
+///
+/// A flat table (not an enum) so that a mistake is reported by its key path.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Condition {
+    /// Neutral field name (see `lead::FIELD_NAMES`) or `custom.<name>`.
+    #[serde(default)]
+    pub field: Option<String>,
+    /// Case-insensitive equality after trimming.
+    #[serde(default)]
+    pub equals: Option<String>,
+    /// Case-insensitive membership.
+    #[serde(default, rename = "in")]
+    pub in_list: Option<Vec<String>>,
+    /// Numeric range, half-open: `min <= value < max`, either side optional.
+    #[serde(default)]
+    pub range: Option<RangeSpec>,
+    /// Regular expression (Rust `regex` syntax; add `(?i)` for case-insensitive).
+    #[serde(default)]
+    pub regex: Option<String>,
+    /// Case-insensitive substring.
+    #[serde(default)]
+    pub contains: Option<String>,
+    /// `true`: the field has a value; `false`: it has none.
+    #[serde(default)]
+    pub exists: Option<bool>,
+    /// The domain of any e-mail of the lead is in this list (case-insensitive).
+    #[serde(default)]
+    pub email_domain_in: Option<Vec<String>>,
+    #[serde(default)]
+    pub all: Option<Vec<Condition>>,
+    #[serde(default)]
+    pub any: Option<Vec<Condition>>,
+    #[serde(default)]
+    pub not: Option<Box<Condition>>,
+}
+
+/// Half-open numeric range `[min, max)`.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RangeSpec {
+    #[serde(default)]
+    pub min: Option<f64>,
+    #[serde(default)]
+    pub max: Option<f64>,
+}
+
+/// Which activities a behaviour rule counts and how their points age.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivitySpec {
+    /// Activity kind name (`call`, `demo_request`, `page_view`, ... or a custom kind).
+    pub kind: String,
+    #[serde(default)]
+    pub direction: Option<crate::lead::Direction>,
+    /// Regex the subject must match.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// Regex the URL must match.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Only activities in the last N days count.
+    #[serde(default)]
+    pub window_days: Option<f64>,
+    /// At most this many occurrences score (the newest ones).
+    #[serde(default)]
+    pub max_count: Option<u32>,
+    /// Each occurrence's points halve every N days.
+    #[serde(default)]
+    pub half_life_days: Option<f64>,
+}
+
+/// A score band: inclusive integer bounds. Tiers must cover `min..=max` of the model
+/// without gaps or overlaps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierSpec {
+    /// `cold`, `warm`, `hot`, ...: also the key for the CRM enumeration value.
+    pub id: String,
+    /// What reps read, e.g. "горячий".
+    #[serde(default)]
+    pub label: Option<String>,
+    pub min: i32,
+    pub max: i32,
+}
+
+/// Score-based triggers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerSpec {
+    /// "Call now" fires when the score goes from `<= call_now_above` to `> call_now_above`.
+    #[serde(default = "default_call_now")]
+    pub call_now_above: i32,
+    /// Hysteresis: a new crossing may fire only after the score fell below this mark.
+    #[serde(default = "default_rearm")]
+    pub rearm_below: i32,
+}
+
+fn default_call_now() -> i32 {
+    70
+}
+fn default_rearm() -> i32 {
+    60
+}
+
+impl Default for TriggerSpec {
+    fn default() -> Self {
+        TriggerSpec {
+            call_now_above: default_call_now(),
+            rearm_below: default_rearm(),
+        }
+    }
+}
