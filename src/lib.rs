@@ -7,3 +7,4 @@ pub mod config;
 pub mod crm;
 pub mod lead;
 pub mod scoring;
+pub mod store;

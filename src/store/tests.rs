@@ -1,0 +1,161 @@
+use super::*;
+
+fn t(secs: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_763_000_000 + secs, 0).unwrap()
+}
+
+fn cause(detail: &str, at: DateTime<Utc>) -> Cause {
+    Cause {
+        source: CauseSource::Webhook,
+        detail: detail.into(),
+        at,
+    }
+}
+
+fn lead(id: &str) -> Subject {
+    Subject::Lead(id.into())
+}
+
+const WINDOW: Duration = Duration::from_secs(2);
+
+#[test]
+fn events_for_one_lead_merge_into_one_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let a = s
+        .enqueue("p", &lead("1"), cause("e1", t(0)), t(0), WINDOW, 10)
+        .unwrap();
+    assert!(!a.merged);
+    assert_eq!(a.due_at, t(2));
+    let b = s
+        .enqueue("p", &lead("1"), cause("e2", t(1)), t(1), WINDOW, 10)
+        .unwrap();
+    assert!(b.merged);
+    assert_eq!(b.due_at, t(2), "a merge never delays the entry");
+    s.enqueue("p", &lead("2"), cause("e3", t(1)), t(1), WINDOW, 10)
+        .unwrap();
+    assert_eq!(s.pending_len(), 2);
+    let all = s.pending_all().unwrap();
+    let one = all.iter().find(|e| e.subject == lead("1")).unwrap();
+    assert_eq!(one.events, 2);
+    assert_eq!(one.gen, 2);
+    assert_eq!(one.causes.len(), 2);
+}
+
+#[test]
+fn a_full_queue_refuses_new_leads_but_merges_known_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    s.enqueue("p", &lead("1"), cause("e", t(0)), t(0), WINDOW, 1)
+        .unwrap();
+    let err = s
+        .enqueue("p", &lead("2"), cause("e", t(0)), t(0), WINDOW, 1)
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Full { limit: 1 }));
+    assert!(
+        s.enqueue("p", &lead("1"), cause("e", t(0)), t(0), WINDOW, 1)
+            .unwrap()
+            .merged
+    );
+}
+
+#[test]
+fn complete_keeps_an_entry_that_got_new_events_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    s.enqueue("p", &lead("1"), cause("e1", t(0)), t(0), WINDOW, 10)
+        .unwrap();
+    let read = s.pending_all().unwrap().remove(0);
+    s.enqueue("p", &lead("1"), cause("e2", t(1)), t(1), WINDOW, 10)
+        .unwrap();
+    let newer = s.complete(&read).unwrap().expect("newer entry survives");
+    assert_eq!(newer.gen, 2);
+    assert_eq!(s.pending_len(), 1);
+    assert_eq!(s.complete(&newer).unwrap(), None);
+    assert_eq!(s.pending_len(), 0);
+    assert!(s.pending_all().unwrap().is_empty());
+}
+
+#[test]
+fn retries_then_dead_letter_then_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    s.enqueue("p", &lead("7"), cause("e", t(0)), t(0), WINDOW, 10)
+        .unwrap();
+    let e = s.pending_all().unwrap().remove(0);
+    let e = s.retry_later(&e, "503", t(10)).unwrap();
+    assert_eq!((e.attempts, e.due_at), (1, t(10)));
+    // A new event does not pull a failing entry forward (the backoff stands).
+    let again = s
+        .enqueue("p", &lead("7"), cause("e", t(3)), t(3), WINDOW, 10)
+        .unwrap();
+    assert_eq!(again.due_at, t(10));
+    let e = s.pending_get(&e.key()).unwrap().unwrap();
+    let id = s.dead_letter(&e, "gave up", t(20)).unwrap();
+    assert_eq!(s.pending_len(), 0);
+    let dls = s.dead_letters().unwrap();
+    assert_eq!(dls.len(), 1);
+    assert_eq!(dls[0].error, "gave up");
+    assert!(s.replay(id, t(30)).unwrap());
+    assert!(s.dead_letters().unwrap().is_empty());
+    let back = s.pending_all().unwrap().remove(0);
+    assert_eq!((back.attempts, back.due_at), (0, t(30)));
+    assert_eq!(s.pending_len(), 1);
+    assert!(!s.replay(id, t(31)).unwrap(), "a replayed letter is gone");
+}
+
+#[test]
+fn retarget_moves_an_activity_onto_its_lead() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let act = Subject::Activity("55".into());
+    s.enqueue("p", &act, cause("act", t(0)), t(0), WINDOW, 10)
+        .unwrap();
+    s.enqueue("p", &lead("9"), cause("lead", t(0)), t(0), WINDOW, 10)
+        .unwrap();
+    let a = s.pending_get(&pending_key("p", &act)).unwrap().unwrap();
+    let l = s.retarget(&a, &"9".to_string(), t(1)).unwrap().unwrap();
+    assert_eq!(l.subject, lead("9"));
+    assert_eq!(l.events, 2);
+    assert_eq!(l.due_at, t(1));
+    assert_eq!(s.pending_len(), 1);
+    assert!(s.pending_get(&a.key()).unwrap().is_none());
+}
+
+#[test]
+fn state_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(dir.path()).unwrap();
+        s.enqueue("p", &lead("1"), cause("e", t(0)), t(0), WINDOW, 10)
+            .unwrap();
+        s.set_crossing(
+            "p",
+            "1",
+            &Crossing::Intent {
+                marker: "m".into(),
+                score: 80,
+                at: t(0),
+            },
+        )
+        .unwrap();
+        s.meta_set("sweep:p", "x").unwrap();
+        futures_flush(&s);
+    }
+    let s = Store::open(dir.path()).unwrap();
+    assert_eq!(s.pending_len(), 1);
+    assert!(matches!(
+        s.crossing("p", "1").unwrap(),
+        Crossing::Intent { score: 80, .. }
+    ));
+    assert_eq!(s.crossing("p", "2").unwrap(), Crossing::Armed);
+    assert_eq!(s.meta_get("sweep:p").unwrap().as_deref(), Some("x"));
+}
+
+fn futures_flush(s: &Store) {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(s.flush())
+        .unwrap();
+}
