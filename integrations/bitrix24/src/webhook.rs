@@ -427,6 +427,9 @@ mod tests {
             Err(WebhookError::Form(_))
         ));
         assert!(matches!(parse(b"\xff\xfe"), Err(WebhookError::Form(_))));
-        assert!(matches!(parse(b"{\"event\":\"ONCRMLEADADD\"}"), Err(_)));
+        assert_eq!(
+            parse(b"{\"event\":\"ONCRMLEADADD\"}").unwrap_err(),
+            WebhookError::Field("event")
+        );
     }
 }
