@@ -8,3 +8,6 @@ pub mod crm;
 pub mod lead;
 pub mod scoring;
 pub mod store;
+pub mod pipeline;
+pub mod intake;
+pub mod telemetry;

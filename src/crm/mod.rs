@@ -158,3 +158,26 @@ pub trait Crm: Send + Sync {
     /// Create the score, tier and breakdown fields if missing, reuse them if present.
     async fn setup_fields(&self, tiers: &[(String, String)]) -> Result<FieldSetup, CrmError>;
 }
+
+/// The config lines an admin pastes after `leadscore setup`.
+pub fn render_setup(portal: &crate::config::Portal, setup: &FieldSetup) -> String {
+    let mut out = String::new();
+    if setup.created.is_empty() {
+        out.push_str("All fields already existed; nothing was created.\n");
+    } else {
+        out.push_str(&format!("Created: {}\n", setup.created.join(", ")));
+    }
+    out.push_str(&format!(
+        "\nPut this into the [[portal]] with id = \"{}\":\n\n[portal.fields]\nscore = \"{}\"\ntier = \"{}\"\nbreakdown = \"{}\"\n",
+        portal.id, setup.score_field, setup.tier_field, setup.breakdown_field
+    ));
+    out.push_str("tier_values = { ");
+    let pairs: Vec<String> = setup
+        .tier_values
+        .iter()
+        .map(|(k, v)| format!("{k} = \"{v}\""))
+        .collect();
+    out.push_str(&pairs.join(", "));
+    out.push_str(" }\n");
+    out
+}

@@ -1,0 +1,44 @@
+//! Bitrix24 outgoing webhooks → subjects for the queue.
+
+use leadscore_bitrix24::webhook::{self, EventKind, WebhookError};
+
+use super::{Decoded, IntakeError};
+use crate::config::Portal;
+use crate::crm::Subject;
+
+/// Parse, authenticate and route one Bitrix24 event. Lead events queue the lead;
+/// activity events queue the activity (its lead is looked up by a worker, since the
+/// event carries only the activity id); everything else is acknowledged and ignored.
+pub fn decode(portal: &Portal, body: &[u8]) -> Result<Decoded, IntakeError> {
+    let unverified = webhook::parse(body).map_err(|e| IntakeError::Malformed(e.to_string()))?;
+    let Some(token) = portal.webhook.secret.as_ref() else {
+        // Validation requires a token for Bitrix24 portals; refuse rather than trust.
+        return Err(IntakeError::Unauthorized("no application token configured"));
+    };
+    let event = unverified
+        .verify(
+            token,
+            portal.webhook.member_id.as_deref(),
+            portal.webhook.domain.as_deref(),
+        )
+        .map_err(|e| match e {
+            WebhookError::WrongPortal(what) => IntakeError::Unauthorized(match what {
+                "member_id" => "member_id does not match the portal",
+                _ => "domain does not match the portal",
+            }),
+            _ => IntakeError::Unauthorized("wrong application token"),
+        })?;
+    let subjects = match (event.kind, event.entity_id.clone()) {
+        (k, Some(id)) if k.is_lead() => vec![Subject::Lead(id)],
+        // A deleted activity changes its lead's score too, but its owner can no longer
+        // be looked up; the reconciliation sweep covers that lead.
+        (EventKind::ActivityDelete, _) => Vec::new(),
+        (k, Some(id)) if k.is_activity() => vec![Subject::Activity(id)],
+        _ => Vec::new(),
+    };
+    let detail = match &event.entity_id {
+        Some(id) => format!("{} {}", event.name, id),
+        None => event.name.clone(),
+    };
+    Ok(Decoded { subjects, detail })
+}

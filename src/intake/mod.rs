@@ -1,0 +1,150 @@
+//! The HTTP side: CRM webhooks in, health out.
+//!
+//! A webhook is answered only after its event is durably in sled, and the handler makes
+//! no CRM calls, so it answers in milliseconds (both CRMs throttle or switch off slow
+//! endpoints). Everything else happens in the pipeline's workers.
+
+pub mod bitrix24;
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use crate::config::{CrmKind, Portal};
+use crate::crm::Subject;
+use crate::pipeline::{webhook_cause, Pipeline};
+use crate::store::StoreError;
+
+/// Shared state of the HTTP handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub pipeline: Arc<Pipeline>,
+}
+
+/// What a CRM-specific decoder made of a webhook body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoded {
+    /// Leads or activities the event is about (empty: not about leads, ignored).
+    pub subjects: Vec<Subject>,
+    /// Short description for the ledger's cause, e.g. `ONCRMLEADUPDATE`.
+    pub detail: String,
+}
+
+/// Why a webhook was refused. Each maps to one status code and one log line; none
+/// carries a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error("unknown portal")]
+    UnknownPortal,
+    #[error("malformed webhook: {0}")]
+    Malformed(String),
+    #[error("webhook authentication failed: {0}")]
+    Unauthorized(&'static str),
+    #[error("queue is full")]
+    QueueFull,
+    #[error("cannot persist the event: {0}")]
+    Store(StoreError),
+}
+
+impl IntoResponse for IntakeError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            IntakeError::UnknownPortal => (StatusCode::NOT_FOUND, "unknown_portal"),
+            IntakeError::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed"),
+            IntakeError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            IntakeError::QueueFull => (StatusCode::SERVICE_UNAVAILABLE, "queue_full"),
+            IntakeError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store"),
+        };
+        let mut resp = (
+            status,
+            Json(json!({"error": code, "message": self.to_string()})),
+        )
+            .into_response();
+        if matches!(self, IntakeError::QueueFull) {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("30"));
+        }
+        resp
+    }
+}
+
+/// The daemon's router.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/webhooks/{crm}/{portal}", post(webhook))
+        .route("/healthz", get(|| async { "ok" }))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+fn find_portal<'a>(pipeline: &'a Pipeline, crm: &str, id: &str) -> Result<&'a Portal, IntakeError> {
+    let rt = pipeline.portal(id).ok_or(IntakeError::UnknownPortal)?;
+    if rt.portal.crm.as_str() != crm {
+        return Err(IntakeError::UnknownPortal);
+    }
+    Ok(&rt.portal)
+}
+
+async fn webhook(
+    State(state): State<AppState>,
+    Path((crm, portal_id)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Result<Response, IntakeError> {
+    let result = accept(&state, &crm, &portal_id, query.as_deref(), &body).await;
+    match &result {
+        Ok(_) => {}
+        Err(e @ (IntakeError::Store(_) | IntakeError::QueueFull)) => {
+            warn!(crm = %crm, portal = %portal_id, error = %e, "webhook not accepted")
+        }
+        Err(e) => info!(crm = %crm, portal = %portal_id, error = %e, "webhook rejected"),
+    }
+    result
+}
+
+async fn accept(
+    state: &AppState,
+    crm: &str,
+    portal_id: &str,
+    _query: Option<&str>,
+    body: &[u8],
+) -> Result<Response, IntakeError> {
+    let pipeline = &state.pipeline;
+    let portal = find_portal(pipeline, crm, portal_id)?;
+    let decoded = match portal.crm {
+        CrmKind::Bitrix24 => bitrix24::decode(portal, body)?,
+        CrmKind::Amocrm => return Err(IntakeError::UnknownPortal),
+    };
+    if decoded.subjects.is_empty() {
+        debug!(portal = %portal.id, event = %decoded.detail, "event not about leads; ignored");
+        return Ok((StatusCode::OK, Json(json!({"status": "ignored"}))).into_response());
+    }
+    let now = Utc::now();
+    pipeline
+        .enqueue(
+            &portal.id,
+            &decoded.subjects,
+            webhook_cause(&decoded.detail, now),
+            now,
+        )
+        .await
+        .map_err(|e| match e {
+            StoreError::Full { .. } => IntakeError::QueueFull,
+            other => IntakeError::Store(other),
+        })?;
+    pipeline.store.flush().await.map_err(IntakeError::Store)?;
+    debug!(portal = %portal.id, event = %decoded.detail, subjects = decoded.subjects.len(), "queued");
+    Ok((
+        StatusCode::OK,
+        Json(json!({"status": "queued", "subjects": decoded.subjects.len()})),
+    )
+        .into_response())
+}

@@ -1,0 +1,465 @@
+//! The workers: take due leads from the store, fetch them in batches, score, write back
+//! only what changed, fire the "call now" trigger, and retry or dead-letter failures.
+//!
+//! Every step is idempotent and recorded in sled before the next begins, so a crash at
+//! any point resumes from the store without losing or doubling anything.
+
+pub mod scheduler;
+pub mod trigger;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use tokio::sync::{Mutex, Notify};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::Portal;
+use crate::crm::{Crm, CrmError, LeadId, ScoreWrite, Subject};
+use crate::scoring::spec::Language;
+use crate::scoring::Model;
+use crate::store::{Cause, CauseSource, LedgerEntry, PendingEntry, Store, StoreError, Written};
+
+use scheduler::Scheduler;
+
+/// Most leads fetched and written per worker pass: one Bitrix24 batch, one amoCRM page.
+pub const MAX_BATCH: usize = 50;
+
+/// Everything a worker needs to process one portal's leads.
+pub struct PortalRuntime {
+    pub portal: Portal,
+    pub crm: Arc<dyn Crm>,
+}
+
+/// Tunables of the pipeline, from `[server]`.
+#[derive(Debug, Clone)]
+pub struct PipelineSettings {
+    pub coalesce: Duration,
+    pub queue_limit: usize,
+    pub retry_delays: Vec<Duration>,
+    pub language: Language,
+}
+
+/// Why one lead could not be finished this pass.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Crm(#[from] CrmError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The shared pipeline: store, portals, model and the due-time index.
+pub struct Pipeline {
+    pub store: Arc<Store>,
+    portals: HashMap<String, Arc<PortalRuntime>>,
+    model: Arc<Model>,
+    settings: PipelineSettings,
+    scheduler: Mutex<Scheduler>,
+    wake: Notify,
+}
+
+/// How one processed lead ended, for logs, tests and the demo table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeadOutcome {
+    Written { score: i32, tier: String },
+    Unchanged { score: i32 },
+    Deleted,
+}
+
+impl Pipeline {
+    /// Build the pipeline and load every waiting entry from the store into the index,
+    /// so a restart resumes exactly where the last run stopped.
+    pub fn new(
+        store: Arc<Store>,
+        portals: Vec<PortalRuntime>,
+        model: Arc<Model>,
+        settings: PipelineSettings,
+    ) -> Result<Arc<Pipeline>, StoreError> {
+        let mut sched = Scheduler::default();
+        for e in store.pending_all()? {
+            sched.schedule(e.key(), e.due_at);
+        }
+        Ok(Arc::new(Pipeline {
+            store,
+            portals: portals
+                .into_iter()
+                .map(|p| (p.portal.id.clone(), Arc::new(p)))
+                .collect(),
+            model,
+            settings,
+            scheduler: Mutex::new(sched),
+            wake: Notify::new(),
+        }))
+    }
+
+    /// The portal runtime by id.
+    pub fn portal(&self, id: &str) -> Option<&Arc<PortalRuntime>> {
+        self.portals.get(id)
+    }
+
+    /// All portals.
+    pub fn portals(&self) -> impl Iterator<Item = &Arc<PortalRuntime>> {
+        self.portals.values()
+    }
+
+    /// Settings in force.
+    pub fn settings(&self) -> &PipelineSettings {
+        &self.settings
+    }
+
+    /// Durably record events and schedule them. The caller flushes (once per request)
+    /// before acknowledging.
+    pub async fn enqueue(
+        &self,
+        portal: &str,
+        subjects: &[Subject],
+        cause: Cause,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut due = Vec::with_capacity(subjects.len());
+        for s in subjects {
+            let out = self.store.enqueue(
+                portal,
+                s,
+                cause.clone(),
+                now,
+                self.settings.coalesce,
+                self.settings.queue_limit,
+            )?;
+            due.push((crate::store::pending_key(portal, s), out.due_at));
+        }
+        let mut sched = self.scheduler.lock().await;
+        for (k, d) in due {
+            sched.schedule(k, d);
+        }
+        drop(sched);
+        self.wake.notify_waiters();
+        Ok(())
+    }
+
+    /// No work scheduled and none in flight (used by the demo and tests to wait).
+    pub async fn is_idle(&self) -> bool {
+        self.scheduler.lock().await.is_idle()
+    }
+
+    /// Run `workers` worker loops until `shutdown`; in-flight batches finish first.
+    pub async fn run(self: Arc<Self>, workers: usize, shutdown: CancellationToken) {
+        let mut set = tokio::task::JoinSet::new();
+        for n in 0..workers.max(1) {
+            let me = self.clone();
+            let stop = shutdown.clone();
+            set.spawn(async move { me.worker_loop(n, stop).await });
+        }
+        while set.join_next().await.is_some() {}
+    }
+
+    async fn worker_loop(self: Arc<Self>, n: usize, shutdown: CancellationToken) {
+        debug!(worker = n, "worker started");
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let now = Utc::now();
+            let (keys, next) = {
+                let mut s = self.scheduler.lock().await;
+                let keys = s.take_due(now, MAX_BATCH);
+                (keys, s.next_due())
+            };
+            if keys.is_empty() {
+                let wait = next
+                    .map(|d| (d - now).to_std().unwrap_or(Duration::ZERO))
+                    .unwrap_or(Duration::from_secs(3600))
+                    .min(Duration::from_secs(3600))
+                    .max(Duration::from_millis(5));
+                let notified = self.wake.notified();
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = notified => {}
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                continue;
+            }
+            self.process_keys(&keys).await;
+            let mut s = self.scheduler.lock().await;
+            for k in &keys {
+                s.done(k);
+            }
+            // Whatever arrived for these keys while they were in flight is still in the
+            // store: schedule it now that the keys are free.
+            for k in &keys {
+                if let Ok(Some(e)) = self.store.pending_get(k) {
+                    s.schedule(k.clone(), e.due_at);
+                }
+            }
+            drop(s);
+            self.wake.notify_waiters();
+        }
+        debug!(worker = n, "worker stopped");
+    }
+
+    /// Process one batch of keys of one portal. Never panics on CRM or store errors:
+    /// each entry ends completed, rescheduled or dead-lettered.
+    pub async fn process_keys(&self, keys: &[Vec<u8>]) {
+        let mut entries = Vec::new();
+        for k in keys {
+            match self.store.pending_get(k) {
+                Ok(Some(e)) => entries.push(e),
+                Ok(None) => {}
+                Err(e) => warn!(error = %e, "cannot read a pending entry"),
+            }
+        }
+        let Some(first) = entries.first() else { return };
+        let Some(rt) = self.portals.get(&first.portal).cloned() else {
+            // The portal was removed from the config: keep the entries for when it returns.
+            warn!(portal = %first.portal, "events for a portal that is not configured");
+            return;
+        };
+        let (activities, leads): (Vec<_>, Vec<_>) = entries
+            .into_iter()
+            .partition(|e| matches!(e.subject, Subject::Activity(_)));
+        if !activities.is_empty() {
+            self.resolve_activities(&rt, activities).await;
+        }
+        if !leads.is_empty() {
+            self.process_leads(&rt, leads).await;
+        }
+        if let Err(e) = self.store.flush().await {
+            warn!(error = %e, "flush after batch failed");
+        }
+    }
+
+    async fn resolve_activities(&self, rt: &PortalRuntime, entries: Vec<PendingEntry>) {
+        let ids: Vec<String> = entries
+            .iter()
+            .filter_map(|e| match &e.subject {
+                Subject::Activity(id) => Some(id.clone()),
+                Subject::Lead(_) => None,
+            })
+            .collect();
+        let now = Utc::now();
+        match rt.crm.resolve_activities(&ids).await {
+            Ok(map) => {
+                for e in entries {
+                    let Subject::Activity(id) = &e.subject else {
+                        continue;
+                    };
+                    match map.get(id).cloned().flatten() {
+                        Some(lead) => match self.store.retarget(&e, &lead, now) {
+                            Ok(Some(le)) => {
+                                self.scheduler.lock().await.schedule(le.key(), le.due_at);
+                            }
+                            Ok(None) => {}
+                            Err(err) => self.fail(rt, &e, PipelineError::Store(err)).await,
+                        },
+                        None => {
+                            debug!(portal = %rt.portal.id, activity = %id, "activity not bound to a lead; ignored");
+                            if let Err(err) = self.store.complete(&e) {
+                                warn!(error = %err, "cannot complete entry");
+                            }
+                        }
+                    }
+                }
+            }
+            Err(err) => {
+                let msg = err.to_string();
+                let retry_after = err.retry_after();
+                for e in entries {
+                    self.fail_with(rt, &e, err.is_retryable(), &msg, retry_after)
+                        .await;
+                }
+            }
+        }
+    }
+
+    async fn process_leads(&self, rt: &PortalRuntime, entries: Vec<PendingEntry>) {
+        let ids: Vec<LeadId> = entries
+            .iter()
+            .filter_map(|e| match &e.subject {
+                Subject::Lead(id) => Some(id.clone()),
+                Subject::Activity(_) => None,
+            })
+            .collect();
+        let fetched = match rt.crm.fetch(&ids).await {
+            Ok(f) => f,
+            Err(err) => {
+                let msg = err.to_string();
+                for e in &entries {
+                    self.fail_with(rt, e, err.is_retryable(), &msg, err.retry_after())
+                        .await;
+                }
+                return;
+            }
+        };
+        let now = Utc::now();
+        let portal = &rt.portal;
+        let mut writes = Vec::new();
+        let mut scored = Vec::new();
+        for e in entries {
+            let Subject::Lead(id) = &e.subject else {
+                continue;
+            };
+            let Some(f) = fetched.get(id) else {
+                info!(portal = %portal.id, lead = %id, "lead no longer exists; dropped");
+                self.finish(&e).await;
+                continue;
+            };
+            let score = self.model.score(&f.lead, &f.activities, now);
+            let explanation = score.explain(self.settings.language, now);
+            let last = match self.store.written(&portal.id, id) {
+                Ok(w) => w,
+                Err(err) => {
+                    self.fail(rt, &e, err.into()).await;
+                    continue;
+                }
+            };
+            let same = last.as_ref().is_some_and(|w| {
+                w.score == score.total && w.tier == score.tier && w.breakdown == explanation
+            }) && f.current_score.is_none_or(|c| c == score.total);
+            if !same {
+                writes.push(ScoreWrite {
+                    lead_id: id.clone(),
+                    score: score.total,
+                    tier: score.tier.clone(),
+                    breakdown: explanation.clone(),
+                    comment: portal.fields.comment,
+                });
+            }
+            scored.push((e, f, score, explanation, !same));
+        }
+        let results = if writes.is_empty() {
+            Default::default()
+        } else {
+            match rt.crm.write_scores(&writes).await {
+                Ok(r) => r,
+                Err(err) => {
+                    let msg = err.to_string();
+                    for (e, _, _, _, needs_write) in &scored {
+                        if *needs_write {
+                            self.fail_with(rt, e, err.is_retryable(), &msg, err.retry_after())
+                                .await;
+                        }
+                    }
+                    scored.retain(|s| !s.4);
+                    Default::default()
+                }
+            }
+        };
+        for (e, f, score, explanation, needs_write) in scored {
+            let lead_id = f.lead.id.clone();
+            if needs_write {
+                match results.get(&lead_id) {
+                    Some(Ok(())) => {
+                        let written = Written {
+                            score: score.total,
+                            tier: score.tier.clone(),
+                            breakdown: explanation.clone(),
+                            at: now,
+                        };
+                        let ledger = LedgerEntry {
+                            at: now,
+                            score: score.total,
+                            tier: score.tier.clone(),
+                            explanation: explanation.clone(),
+                            detail: score.clone(),
+                            causes: e.causes.clone(),
+                        };
+                        if let Err(err) = self
+                            .store
+                            .record_write(&portal.id, &lead_id, &written, &ledger)
+                        {
+                            self.fail(rt, &e, err.into()).await;
+                            continue;
+                        }
+                        info!(portal = %portal.id, lead = %lead_id, score = score.total, tier = %score.tier, "score written");
+                    }
+                    Some(Err(err)) => {
+                        let msg = err.to_string();
+                        self.fail_with(rt, &e, err.is_retryable(), &msg, err.retry_after())
+                            .await;
+                        continue;
+                    }
+                    None => {
+                        self.fail_with(rt, &e, true, "write result missing", None)
+                            .await;
+                        continue;
+                    }
+                }
+            } else {
+                debug!(portal = %portal.id, lead = %lead_id, score = score.total, "unchanged; nothing written");
+            }
+            match trigger::apply(&self.store, rt, &f.lead, &score, &explanation, now).await {
+                Ok(_) => self.finish(&e).await,
+                Err(err) => self.fail(rt, &e, err).await,
+            }
+        }
+    }
+
+    async fn finish(&self, e: &PendingEntry) {
+        match self.store.complete(e) {
+            Ok(Some(newer)) => {
+                debug!(key = ?String::from_utf8_lossy(&newer.key()), "more events arrived meanwhile");
+            }
+            Ok(None) => {}
+            Err(err) => warn!(error = %err, "cannot complete entry"),
+        }
+    }
+
+    async fn fail(&self, rt: &PortalRuntime, e: &PendingEntry, err: PipelineError) {
+        let (retryable, retry_after) = match &err {
+            PipelineError::Crm(c) => (
+                c.is_retryable() || matches!(c, CrmError::Auth(_) | CrmError::Blocked(_)),
+                c.retry_after(),
+            ),
+            PipelineError::Store(_) => (true, None),
+        };
+        self.fail_with(rt, e, retryable, &err.to_string(), retry_after)
+            .await;
+    }
+
+    /// Retry later with backoff and jitter, or dead-letter when the schedule is spent
+    /// or the error cannot succeed by retrying.
+    async fn fail_with(
+        &self,
+        rt: &PortalRuntime,
+        e: &PendingEntry,
+        retryable: bool,
+        msg: &str,
+        retry_after: Option<Duration>,
+    ) {
+        let now = Utc::now();
+        let delays = &self.settings.retry_delays;
+        let attempt = e.attempts as usize;
+        if !retryable || attempt >= delays.len() {
+            match self.store.dead_letter(e, msg, now) {
+                Ok(id) => {
+                    warn!(portal = %rt.portal.id, subject = ?e.subject, dead_letter = id, error = %msg, "gave up; moved to the dead-letter queue")
+                }
+                Err(err) => warn!(error = %err, "cannot dead-letter entry"),
+            }
+            return;
+        }
+        let base = delays[attempt].max(retry_after.unwrap_or(Duration::ZERO));
+        let jitter = rand::rng().random_range(0.0..=0.25) * base.as_secs_f64();
+        let delay = base + Duration::from_secs_f64(jitter);
+        let due = now + chrono::Duration::from_std(delay).unwrap_or_default();
+        match self.store.retry_later(e, msg, due) {
+            Ok(_) => {
+                warn!(portal = %rt.portal.id, subject = ?e.subject, attempt = attempt + 1, retry_in_ms = delay.as_millis() as u64, error = %msg, "will retry");
+            }
+            Err(err) => warn!(error = %err, "cannot record retry"),
+        }
+    }
+}
+
+/// A webhook cause.
+pub fn webhook_cause(detail: impl Into<String>, at: DateTime<Utc>) -> Cause {
+    Cause {
+        source: CauseSource::Webhook,
+        detail: detail.into(),
+        at,
+    }
+}
