@@ -44,7 +44,10 @@ pub enum Error {
     /// The request did not finish in time (connect or total timeout).
     #[error("Bitrix24 request timed out")]
     Timeout,
-    /// Connection refused, reset, DNS failure, TLS failure or a broken body.
+    /// No connection could be made (refused, DNS, TLS): the request was not sent.
+    #[error("Bitrix24 connection could not be made: {0}")]
+    Connect(String),
+    /// The connection broke after the request may have been sent (reset, broken body).
     #[error("Bitrix24 connection failed: {0}")]
     Transport(String),
     /// The answer was not JSON (an HTML error page from a proxy or the portal).
@@ -92,6 +95,7 @@ impl Error {
             | Error::OperationTimeLimit { .. }
             | Error::Overload
             | Error::Timeout
+            | Error::Connect(_)
             | Error::Transport(_) => true,
             Error::Api { status, code, .. } => {
                 *status >= 500 || *status == 429 || retryable_code(code)
@@ -110,6 +114,19 @@ impl Error {
             } => Some((*at - Utc::now()).to_std().unwrap_or(Duration::ZERO)),
             _ => None,
         }
+    }
+
+    /// Certain that the portal did not execute the request (limits, no connection),
+    /// so even a non-idempotent call (`*.add`) may be repeated without doubling.
+    pub fn surely_not_executed(&self) -> bool {
+        matches!(
+            self,
+            Error::QueryLimitExceeded
+                | Error::OperationTimeLimit { .. }
+                | Error::Overload
+                | Error::Connect(_)
+                | Error::Auth { .. }
+        )
     }
 
     /// Is this the portal's "expired or invalid access token" answer (refresh and retry)?
@@ -192,6 +209,7 @@ impl From<reqwest::Error> for Error {
         if e.is_timeout() {
             return Error::Timeout;
         }
+        let connect = e.is_connect();
         let mut msg = e.to_string();
         let mut src = std::error::Error::source(&e);
         while let Some(s) = src {
@@ -199,7 +217,11 @@ impl From<reqwest::Error> for Error {
             msg.push_str(&s.to_string());
             src = s.source();
         }
-        Error::Transport(msg)
+        if connect {
+            Error::Connect(msg)
+        } else {
+            Error::Transport(msg)
+        }
     }
 }
 
