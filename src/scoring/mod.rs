@@ -1,5 +1,28 @@
 //! The scoring engine: pure, deterministic, no I/O and no clock.
+//!
+//! `Model::compile` checks a [`spec::ScoringSpec`] (collecting every mistake with its key
+//! path) and turns it into a fast form: regexes compiled once, lists lowercased once,
+//! fields resolved to an enum. `Model::score` then evaluates a lead and its activities at
+//! a caller-given `now` and returns a [`Score`] whose breakdown explains every point.
+//!
+//! Invariants of every [`Score`]: the entries' `points` sum to `unclamped`, which is also
+//! the sum of the groups' `points`; `total` is `unclamped` clamped to the model's bounds;
+//! `tier` is the tier containing `total`.
+
+mod compile;
+mod eval;
+mod explain;
 pub mod spec;
+#[cfg(test)]
+mod tests;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::lead::{Activity, Lead};
+
+pub use explain::render_table;
+pub use spec::Language;
 
 /// A mistake in the `[scoring]` section, by key path (e.g. `scoring.rules[3].when.regex`,
 /// 0-based indices) so config loading can point at the file's line and column.
@@ -9,13 +32,187 @@ pub struct SpecError {
     pub message: String,
 }
 
-/// Compiled scoring model (being built).
+impl std::fmt::Display for SpecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+impl std::error::Error for SpecError {}
+
+/// A compiled scoring model, shared read-only by all workers (it is `Send + Sync`).
 #[derive(Debug)]
-pub struct Model;
+pub struct Model {
+    pub(crate) language: Language,
+    pub(crate) min: i32,
+    pub(crate) max: i32,
+    pub(crate) groups: Vec<compile::Group>,
+    pub(crate) rules: Vec<compile::Rule>,
+    /// Sorted by `min`; they cover `min..=max` exactly.
+    pub(crate) tiers: Vec<TierInfo>,
+    pub(crate) triggers: spec::TriggerSpec,
+    /// `true` when some activity rule exists (lets fit-only models skip ordering work).
+    pub(crate) has_activity_rules: bool,
+}
+
+/// A tier as the model knows it, for summaries (`leadscore check`) and CRM mapping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierInfo {
+    /// `cold`, `warm`, `hot`, ...: the key of the CRM enumeration value.
+    pub id: String,
+    /// What reps read (the id when the config gives no label).
+    pub label: String,
+    /// Inclusive lower bound.
+    pub min: i32,
+    /// Inclusive upper bound.
+    pub max: i32,
+}
+
+/// The result of scoring one lead: the number, its tier and the reasons for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Score {
+    /// `unclamped` clamped to the model's bounds: the value written to the CRM.
+    pub total: i32,
+    /// Id of the tier containing `total`.
+    pub tier: String,
+    /// That tier's label, in the model's language.
+    pub tier_label: String,
+    /// Every declared group, in config order, with its subtotal after its cap.
+    pub groups: Vec<GroupTotal>,
+    /// One entry per rule that fired, in config order.
+    pub breakdown: Vec<Entry>,
+    /// Fit rules that could not be judged because the lead lacks the data.
+    pub gaps: Vec<DataGap>,
+    /// Sum of the capped group subtotals, before clamping to the model's bounds.
+    pub unclamped: i32,
+}
+
+/// A group's subtotal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupTotal {
+    pub id: String,
+    pub label: String,
+    /// Subtotal after the group's cap (the sum of its entries' `points`).
+    pub points: i32,
+    /// Subtotal before the cap (after decay and rounding).
+    pub raw_points: i32,
+    /// Whether the cap changed the subtotal.
+    pub capped: bool,
+}
+
+/// Why a rule contributed what it did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub rule_id: String,
+    pub label: String,
+    /// Group id.
+    pub group: String,
+    /// Points given, after decay and the group cap.
+    pub points: i32,
+    /// Points before cap and decay (for activity rules: points × counted occurrences).
+    pub raw_points: i32,
+    /// The group cap reduced this entry.
+    pub capped: bool,
+    /// Time decay reduced this entry.
+    pub decayed: bool,
+    pub evidence: Evidence,
+}
+
+/// What the rule saw.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Evidence {
+    /// A fit rule matched this value of this field (for e-mail domain lists: the domain;
+    /// for `exists = false`: an empty value).
+    Field { field: String, value: String },
+    /// An activity rule counted `count` occurrences between `oldest` and `newest`.
+    Activities {
+        count: u32,
+        newest: DateTime<Utc>,
+        oldest: DateTime<Utc>,
+    },
+}
+
+/// A fit rule that gave 0 because the lead has no value for `field`: something for the
+/// rep to ask, not a sign of a poor fit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataGap {
+    pub rule_id: String,
+    /// Neutral field name, e.g. `industry` or `custom.budget`.
+    pub field: String,
+}
 
 impl Model {
-    /// Check a spec and compile it (being built).
-    pub fn compile(_spec: &spec::ScoringSpec) -> Result<Model, Vec<SpecError>> {
-        Ok(Model)
+    /// Check a spec and compile it; on failure returns every mistake found, each with
+    /// the key path of the most specific offending key.
+    pub fn compile(spec: &spec::ScoringSpec) -> Result<Model, Vec<SpecError>> {
+        compile::compile(spec)
+    }
+
+    /// Score a lead at `now`. Pure and deterministic: the same inputs give the same
+    /// `Score`. Activities dated after `now` are ignored.
+    pub fn score(&self, lead: &Lead, activities: &[Activity], now: DateTime<Utc>) -> Score {
+        self.score_impl(lead, activities, now)
+    }
+
+    /// The total only, without building the breakdown: the same number as
+    /// `score(..).total`, for bulk re-scoring and backtests where allocation matters.
+    pub fn total_only(&self, lead: &Lead, activities: &[Activity], now: DateTime<Utc>) -> i32 {
+        self.total_impl(lead, activities, now)
+    }
+
+    /// The earliest time after `now` at which `score` would return a different `Score`
+    /// with no new data (an activity leaves its window, a future-dated one starts to
+    /// count, a decaying contribution's rounded points drop), or `None` if it never
+    /// changes. Lets the pipeline re-score decaying leads without waiting for a webhook.
+    /// Decay steps are rounded up to the next whole second.
+    pub fn next_change(
+        &self,
+        lead: &Lead,
+        activities: &[Activity],
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        self.next_change_impl(lead, activities, now)
+    }
+
+    /// Explanation language configured for the model.
+    pub fn language(&self) -> Language {
+        self.language
+    }
+
+    /// Lowest possible total.
+    pub fn min(&self) -> i32 {
+        self.min
+    }
+
+    /// Highest possible total.
+    pub fn max(&self) -> i32 {
+        self.max
+    }
+
+    /// The tiers, sorted from lowest to highest.
+    pub fn tiers(&self) -> &[TierInfo] {
+        &self.tiers
+    }
+
+    /// The tier a total falls in (totals outside the bounds are clamped first).
+    pub fn tier_for(&self, total: i32) -> &TierInfo {
+        let t = total.clamp(self.min, self.max);
+        self.tiers
+            .iter()
+            .find(|tier| tier.min <= t && t <= tier.max)
+            .unwrap_or(&self.tiers[self.tiers.len() - 1])
+    }
+
+    /// The "call now" thresholds of the model (portals may override them).
+    pub fn triggers(&self) -> &spec::TriggerSpec {
+        &self.triggers
+    }
+
+    /// `(group id, number of rules)` in config order, for one-screen summaries.
+    pub fn rules_per_group(&self) -> Vec<(&str, usize)> {
+        self.groups
+            .iter()
+            .map(|g| (g.id.as_str(), g.rules.len()))
+            .collect()
     }
 }

@@ -1,0 +1,675 @@
+//! Checking a `ScoringSpec` and compiling it into the form the engine evaluates.
+//!
+//! Every check pushes a `SpecError` and carries on, so an admin sees all mistakes in one
+//! pass. Paths name the most specific key (`scoring.rules[2].when.any[0].regex`).
+
+use std::collections::HashSet;
+
+use chrono::TimeDelta;
+use regex::Regex;
+
+use super::spec::{ActivitySpec, Condition, RuleSpec, ScoringSpec, TierSpec};
+use super::{Model, SpecError, TierInfo};
+use crate::lead::{ActivityKind, Direction, FIELD_NAMES};
+
+/// A declared group with the indices of its rules (config order).
+#[derive(Debug)]
+pub(crate) struct Group {
+    pub(crate) id: String,
+    pub(crate) label: String,
+    pub(crate) min: Option<i32>,
+    pub(crate) max: Option<i32>,
+    pub(crate) rules: Vec<usize>,
+}
+
+/// A compiled rule.
+#[derive(Debug)]
+pub(crate) struct Rule {
+    pub(crate) id: String,
+    pub(crate) label: String,
+    pub(crate) group: usize,
+    pub(crate) points: i32,
+    pub(crate) body: Body,
+}
+
+/// What a rule looks at.
+#[derive(Debug)]
+pub(crate) enum Body {
+    Fit(Cond),
+    Activity(ActRule),
+}
+
+/// A lead field resolved once, so evaluation does not compare names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FieldKind {
+    Name,
+    Position,
+    Email,
+    Phone,
+    Company,
+    Industry,
+    Revenue,
+    Employees,
+    Region,
+    Source,
+    Status,
+    ResponsibleId,
+    Custom,
+}
+
+/// A field reference: its kind plus the neutral name (for evidence, gaps and `custom.`).
+#[derive(Debug)]
+pub(crate) struct FieldRef {
+    pub(crate) kind: FieldKind,
+    /// The neutral name as written, e.g. `industry` or `custom.budget`.
+    pub(crate) name: String,
+    /// For `custom.<x>`: `x`.
+    pub(crate) custom_key: String,
+}
+
+/// A compiled condition.
+#[derive(Debug)]
+pub(crate) enum Cond {
+    Test { field: FieldRef, test: Test },
+    Exists { field: FieldRef, want: bool },
+    All(Vec<Cond>),
+    Any(Vec<Cond>),
+    Not(Box<Cond>),
+}
+
+/// A test on one field value.
+#[derive(Debug)]
+pub(crate) enum Test {
+    /// Lowercased text, and the same as a number when it parses as one.
+    Equals {
+        text: String,
+        number: Option<f64>,
+    },
+    In {
+        texts: Vec<String>,
+        numbers: Vec<f64>,
+    },
+    Range {
+        min: Option<f64>,
+        max: Option<f64>,
+    },
+    Regex(Regex),
+    /// Lowercased needle.
+    Contains(String),
+    /// Lowercased domains.
+    EmailDomainIn(Vec<String>),
+}
+
+/// A compiled behaviour rule.
+#[derive(Debug)]
+pub(crate) struct ActRule {
+    pub(crate) kind: ActivityKind,
+    pub(crate) direction: Option<Direction>,
+    pub(crate) subject: Option<Regex>,
+    pub(crate) url: Option<Regex>,
+    /// An activity counts while `now - at < window`.
+    pub(crate) window: Option<TimeDelta>,
+    pub(crate) max_count: Option<u32>,
+    pub(crate) half_life_days: Option<f64>,
+}
+
+/// Lowercase the way evaluation does (char by char, no locale), trimmed.
+pub(crate) fn lower(s: &str) -> String {
+    s.trim().chars().flat_map(char::to_lowercase).collect()
+}
+
+struct Errors(Vec<SpecError>);
+
+impl Errors {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(SpecError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+pub(crate) fn compile(spec: &ScoringSpec) -> Result<Model, Vec<SpecError>> {
+    let mut errs = Errors(Vec::new());
+
+    if spec.min >= spec.max {
+        errs.push(
+            "scoring.max",
+            format!("max ({}) must be greater than min ({})", spec.max, spec.min),
+        );
+    }
+
+    let mut groups = Vec::with_capacity(spec.groups.len());
+    let mut group_ids = HashSet::new();
+    for (i, g) in spec.groups.iter().enumerate() {
+        let p = format!("scoring.groups[{i}]");
+        if g.id.trim().is_empty() {
+            errs.push(format!("{p}.id"), "group id must not be empty");
+        } else if !group_ids.insert(g.id.as_str()) {
+            errs.push(format!("{p}.id"), format!("duplicate group id '{}'", g.id));
+        }
+        if let (Some(min), Some(max)) = (g.min, g.max) {
+            if min > max {
+                errs.push(
+                    format!("{p}.min"),
+                    format!("group min ({min}) is greater than its max ({max})"),
+                );
+            }
+        }
+        // A group where no rule fired contributes 0, so 0 must be a legal subtotal;
+        // this also guarantees a cap can always be met by trimming entries toward 0.
+        if let Some(min) = g.min.filter(|m| *m > 0) {
+            errs.push(
+                format!("{p}.min"),
+                format!("group min ({min}) must be 0 or less (an idle group contributes 0)"),
+            );
+        }
+        if let Some(max) = g.max.filter(|m| *m < 0) {
+            errs.push(
+                format!("{p}.max"),
+                format!("group max ({max}) must be 0 or more (an idle group contributes 0)"),
+            );
+        }
+        groups.push(Group {
+            id: g.id.clone(),
+            label: g.label.clone().unwrap_or_else(|| g.id.clone()),
+            min: g.min,
+            max: g.max,
+            rules: Vec::new(),
+        });
+    }
+
+    let mut rules = Vec::with_capacity(spec.rules.len());
+    let mut rule_ids = HashSet::new();
+    for (i, r) in spec.rules.iter().enumerate() {
+        let p = format!("scoring.rules[{i}]");
+        if r.id.trim().is_empty() {
+            errs.push(format!("{p}.id"), "rule id must not be empty");
+        } else if !rule_ids.insert(r.id.as_str()) {
+            errs.push(format!("{p}.id"), format!("duplicate rule id '{}'", r.id));
+        }
+        let group = spec.groups.iter().position(|g| g.id == r.group);
+        if group.is_none() {
+            let known: Vec<&str> = spec.groups.iter().map(|g| g.id.as_str()).collect();
+            errs.push(
+                format!("{p}.group"),
+                format!(
+                    "unknown group '{}' (declared: {})",
+                    r.group,
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            );
+        }
+        if let (Some(body), Some(group)) = (compile_body(r, &p, &mut errs), group) {
+            groups[group].rules.push(rules.len());
+            rules.push(Rule {
+                id: r.id.clone(),
+                label: r.label.clone(),
+                group,
+                points: r.points,
+                body,
+            });
+        }
+    }
+
+    let tiers = compile_tiers(spec, &mut errs);
+
+    let t = &spec.triggers;
+    if t.call_now_above < spec.min || t.call_now_above >= spec.max {
+        errs.push(
+            "scoring.triggers.call_now_above",
+            format!(
+                "threshold {} can never be crossed: it must be at least min ({}) and below max ({})",
+                t.call_now_above, spec.min, spec.max
+            ),
+        );
+    }
+    if t.rearm_below > t.call_now_above {
+        errs.push(
+            "scoring.triggers.rearm_below",
+            format!(
+                "rearm_below ({}) must not be above call_now_above ({})",
+                t.rearm_below, t.call_now_above
+            ),
+        );
+    }
+
+    if !errs.0.is_empty() {
+        return Err(errs.0);
+    }
+    let has_activity_rules = rules.iter().any(|r| matches!(r.body, Body::Activity(_)));
+    Ok(Model {
+        language: spec.language,
+        min: spec.min,
+        max: spec.max,
+        groups,
+        rules,
+        tiers,
+        triggers: spec.triggers.clone(),
+        has_activity_rules,
+    })
+}
+
+fn compile_body(r: &RuleSpec, p: &str, errs: &mut Errors) -> Option<Body> {
+    match (&r.when, &r.activity) {
+        (Some(_), Some(_)) => {
+            errs.push(
+                format!("{p}.activity"),
+                "a rule has either `when` (a field condition) or `activity`, not both",
+            );
+            None
+        }
+        (None, None) => {
+            errs.push(
+                p.to_string(),
+                "a rule needs `when` (a field condition) or `activity`",
+            );
+            None
+        }
+        (Some(c), None) => compile_cond(c, &format!("{p}.when"), errs).map(Body::Fit),
+        (None, Some(a)) => compile_activity(a, &format!("{p}.activity"), errs).map(Body::Activity),
+    }
+}
+
+/// The operator keys of a condition, in a fixed order (for "several operators").
+fn operators(c: &Condition) -> Vec<&'static str> {
+    let mut ops = Vec::new();
+    if c.equals.is_some() {
+        ops.push("equals");
+    }
+    if c.in_list.is_some() {
+        ops.push("in");
+    }
+    if c.range.is_some() {
+        ops.push("range");
+    }
+    if c.regex.is_some() {
+        ops.push("regex");
+    }
+    if c.contains.is_some() {
+        ops.push("contains");
+    }
+    if c.exists.is_some() {
+        ops.push("exists");
+    }
+    if c.email_domain_in.is_some() {
+        ops.push("email_domain_in");
+    }
+    if c.all.is_some() {
+        ops.push("all");
+    }
+    if c.any.is_some() {
+        ops.push("any");
+    }
+    if c.not.is_some() {
+        ops.push("not");
+    }
+    ops
+}
+
+fn compile_field(name: &str, path: &str, errs: &mut Errors) -> Option<FieldRef> {
+    let kind = match name {
+        "name" => FieldKind::Name,
+        "position" => FieldKind::Position,
+        "email" => FieldKind::Email,
+        "phone" => FieldKind::Phone,
+        "company" => FieldKind::Company,
+        "industry" => FieldKind::Industry,
+        "revenue" => FieldKind::Revenue,
+        "employees" => FieldKind::Employees,
+        "region" => FieldKind::Region,
+        "source" => FieldKind::Source,
+        "status" => FieldKind::Status,
+        "responsible_id" => FieldKind::ResponsibleId,
+        other => match other.strip_prefix("custom.") {
+            Some(key) if !key.is_empty() => FieldKind::Custom,
+            _ => {
+                errs.push(
+                    path.to_string(),
+                    format!(
+                        "unknown field '{name}' (known: {}, or custom.<name>)",
+                        FIELD_NAMES.join(", ")
+                    ),
+                );
+                return None;
+            }
+        },
+    };
+    Some(FieldRef {
+        kind,
+        name: name.to_string(),
+        custom_key: name.strip_prefix("custom.").unwrap_or("").to_string(),
+    })
+}
+
+fn compile_regex(src: &str, path: &str, errs: &mut Errors) -> Option<Regex> {
+    match Regex::new(src) {
+        Ok(re) => Some(re),
+        Err(e) => {
+            // The regex crate's message spans several lines; keep the first meaningful one.
+            let msg = e.to_string();
+            let detail = msg
+                .lines()
+                .rev()
+                .find(|l| l.starts_with("error:"))
+                .unwrap_or(msg.lines().next().unwrap_or("invalid"))
+                .trim_start_matches("error:")
+                .trim()
+                .to_string();
+            errs.push(path.to_string(), format!("invalid regex '{src}': {detail}"));
+            None
+        }
+    }
+}
+
+fn compile_list(items: &[String], path: &str, errs: &mut Errors) -> Option<Vec<String>> {
+    if items.is_empty() {
+        errs.push(path.to_string(), "the list must not be empty");
+        return None;
+    }
+    let mut ok = true;
+    for (j, item) in items.iter().enumerate() {
+        if item.trim().is_empty() {
+            errs.push(format!("{path}[{j}]"), "empty list item");
+            ok = false;
+        }
+    }
+    ok.then(|| items.iter().map(|s| lower(s)).collect())
+}
+
+fn parse_number(s: &str) -> Option<f64> {
+    s.trim().parse::<f64>().ok().filter(|n| n.is_finite())
+}
+
+fn compile_cond(c: &Condition, p: &str, errs: &mut Errors) -> Option<Cond> {
+    let ops = operators(c);
+    if ops.is_empty() {
+        errs.push(
+            p.to_string(),
+            "a condition needs one operator: equals, in, range, regex, contains, exists, email_domain_in, all, any or not",
+        );
+        return None;
+    }
+    if ops.len() > 1 {
+        errs.push(
+            format!("{p}.{}", ops[1]),
+            format!(
+                "a condition has exactly one operator, found {} (split it with `all`/`any`)",
+                ops.join(", ")
+            ),
+        );
+        return None;
+    }
+    let op = ops[0];
+    let combinator = matches!(op, "all" | "any" | "not");
+    if combinator {
+        if c.field.is_some() {
+            errs.push(
+                format!("{p}.field"),
+                format!("`{op}` combines conditions and takes no `field`; put `field` in each inner condition"),
+            );
+        }
+        return match op {
+            "all" | "any" => {
+                let list = if op == "all" {
+                    c.all.as_ref()
+                } else {
+                    c.any.as_ref()
+                }?;
+                if list.is_empty() {
+                    errs.push(
+                        format!("{p}.{op}"),
+                        format!("`{op}` needs at least one condition"),
+                    );
+                    return None;
+                }
+                let mut out = Vec::with_capacity(list.len());
+                let mut ok = true;
+                for (j, inner) in list.iter().enumerate() {
+                    match compile_cond(inner, &format!("{p}.{op}[{j}]"), errs) {
+                        Some(ci) => out.push(ci),
+                        None => ok = false,
+                    }
+                }
+                (ok && c.field.is_none()).then(|| {
+                    if op == "all" {
+                        Cond::All(out)
+                    } else {
+                        Cond::Any(out)
+                    }
+                })
+            }
+            _ => {
+                let inner = compile_cond(c.not.as_deref()?, &format!("{p}.not"), errs)?;
+                c.field.is_none().then(|| Cond::Not(Box::new(inner)))
+            }
+        };
+    }
+
+    let field = match &c.field {
+        None => {
+            errs.push(p.to_string(), format!("`{op}` needs a `field`"));
+            None
+        }
+        Some(name) => compile_field(name, &format!("{p}.field"), errs),
+    };
+    let op_path = format!("{p}.{op}");
+    let test = match op {
+        "equals" => {
+            let v = c.equals.as_deref()?;
+            Some(Test::Equals {
+                text: lower(v),
+                number: parse_number(v),
+            })
+        }
+        "in" => compile_list(c.in_list.as_deref()?, &op_path, errs).map(|texts| Test::In {
+            numbers: texts.iter().filter_map(|t| parse_number(t)).collect(),
+            texts,
+        }),
+        "range" => {
+            let r = c.range?;
+            let finite = |v: Option<f64>| v.is_none_or(f64::is_finite);
+            if r.min.is_none() && r.max.is_none() {
+                errs.push(op_path, "a range needs `min`, `max` or both");
+                None
+            } else if !finite(r.min) || !finite(r.max) {
+                errs.push(op_path, "range bounds must be finite numbers");
+                None
+            } else if matches!((r.min, r.max), (Some(a), Some(b)) if a >= b) {
+                errs.push(
+                    op_path,
+                    format!(
+                        "range min ({}) must be below max ({}): the range is min <= value < max",
+                        r.min.unwrap_or_default(),
+                        r.max.unwrap_or_default()
+                    ),
+                );
+                None
+            } else {
+                Some(Test::Range {
+                    min: r.min,
+                    max: r.max,
+                })
+            }
+        }
+        "regex" => compile_regex(c.regex.as_deref()?, &op_path, errs).map(Test::Regex),
+        "contains" => {
+            let v = c.contains.as_deref()?;
+            if v.trim().is_empty() {
+                errs.push(op_path, "`contains` needs a non-empty text");
+                None
+            } else {
+                Some(Test::Contains(lower(v)))
+            }
+        }
+        "email_domain_in" => {
+            compile_list(c.email_domain_in.as_deref()?, &op_path, errs).map(|domains| {
+                Test::EmailDomainIn(
+                    domains
+                        .into_iter()
+                        .map(|d| d.trim_start_matches('@').to_string())
+                        .collect(),
+                )
+            })
+        }
+        "exists" => {
+            let want = c.exists?;
+            return field.map(|field| Cond::Exists { field, want });
+        }
+        _ => None,
+    };
+    Some(Cond::Test {
+        field: field?,
+        test: test?,
+    })
+}
+
+fn positive_days(v: Option<f64>, path: &str, what: &str, errs: &mut Errors) -> Option<Option<f64>> {
+    match v {
+        Some(d) if !(d.is_finite() && d > 0.0) => {
+            errs.push(
+                path.to_string(),
+                format!("{what} must be a positive number of days, got {d}"),
+            );
+            None
+        }
+        other => Some(other),
+    }
+}
+
+fn compile_activity(a: &ActivitySpec, p: &str, errs: &mut Errors) -> Option<ActRule> {
+    let mut ok = true;
+    if a.kind.trim().is_empty() {
+        errs.push(format!("{p}.kind"), "activity kind must not be empty");
+        ok = false;
+    }
+    let subject = match &a.subject {
+        Some(s) => {
+            let re = compile_regex(s, &format!("{p}.subject"), errs);
+            ok &= re.is_some();
+            re
+        }
+        None => None,
+    };
+    let url = match &a.url {
+        Some(s) => {
+            let re = compile_regex(s, &format!("{p}.url"), errs);
+            ok &= re.is_some();
+            re
+        }
+        None => None,
+    };
+    let window = positive_days(
+        a.window_days,
+        &format!("{p}.window_days"),
+        "window_days",
+        errs,
+    );
+    let half_life = positive_days(
+        a.half_life_days,
+        &format!("{p}.half_life_days"),
+        "half_life_days",
+        errs,
+    );
+    if a.max_count == Some(0) {
+        errs.push(format!("{p}.max_count"), "max_count must be at least 1");
+        ok = false;
+    }
+    let window = window?.map(|d| TimeDelta::milliseconds((d * 86_400_000.0).round() as i64));
+    let half_life_days = half_life?;
+    ok.then(|| ActRule {
+        kind: ActivityKind::from_name(a.kind.trim()),
+        direction: a.direction,
+        subject,
+        url,
+        window,
+        max_count: a.max_count,
+        half_life_days,
+    })
+}
+
+fn compile_tiers(spec: &ScoringSpec, errs: &mut Errors) -> Vec<TierInfo> {
+    if spec.tiers.is_empty() {
+        errs.push("scoring.tiers", "at least one tier is needed");
+        return Vec::new();
+    }
+    let mut ids = HashSet::new();
+    let mut sane: Vec<(usize, &TierSpec)> = Vec::new();
+    for (i, t) in spec.tiers.iter().enumerate() {
+        let p = format!("scoring.tiers[{i}]");
+        if t.id.trim().is_empty() {
+            errs.push(format!("{p}.id"), "tier id must not be empty");
+        } else if !ids.insert(t.id.as_str()) {
+            errs.push(format!("{p}.id"), format!("duplicate tier id '{}'", t.id));
+        }
+        if t.min > t.max {
+            errs.push(
+                format!("{p}.min"),
+                format!("tier min ({}) is greater than its max ({})", t.min, t.max),
+            );
+        } else {
+            sane.push((i, t));
+        }
+    }
+    // Coverage is checked on the well-formed tiers, lowest first.
+    sane.sort_by_key(|(i, t)| (t.min, t.max, *i));
+    if let Some(&(i, first)) = sane.first() {
+        if first.min != spec.min {
+            errs.push(
+                format!("scoring.tiers[{i}].min"),
+                format!(
+                    "the lowest tier must start at the score's min ({}), not {}",
+                    spec.min, first.min
+                ),
+            );
+        }
+    }
+    for pair in sane.windows(2) {
+        let ((_, a), (j, b)) = (pair[0], pair[1]);
+        if b.min <= a.max {
+            errs.push(
+                format!("scoring.tiers[{j}].min"),
+                format!(
+                    "tier '{}' ({}..={}) overlaps tier '{}' ({}..={})",
+                    b.id, b.min, b.max, a.id, a.min, a.max
+                ),
+            );
+        } else if b.min > a.max.saturating_add(1) {
+            errs.push(
+                format!("scoring.tiers[{j}].min"),
+                format!(
+                    "gap: no tier covers {}..={} (tier '{}' ends at {}, '{}' starts at {})",
+                    a.max.saturating_add(1),
+                    b.min - 1,
+                    a.id,
+                    a.max,
+                    b.id,
+                    b.min
+                ),
+            );
+        }
+    }
+    if let Some(&(i, last)) = sane.iter().max_by_key(|(i, t)| (t.max, usize::MAX - *i)) {
+        if last.max != spec.max {
+            errs.push(
+                format!("scoring.tiers[{i}].max"),
+                format!(
+                    "the highest tier must end at the score's max ({}), not {}",
+                    spec.max, last.max
+                ),
+            );
+        }
+    }
+    sane.iter()
+        .map(|(_, t)| TierInfo {
+            id: t.id.clone(),
+            label: t.label.clone().unwrap_or_else(|| t.id.clone()),
+            min: t.min,
+            max: t.max,
+        })
+        .collect()
+}

@@ -1,0 +1,654 @@
+//! Evaluation: rules → per-rule outcomes → group caps → total, tier and breakdown.
+//!
+//! The hot path does not allocate: field values are borrowed from the lead, case-folding
+//! uses a stack buffer, and activities are walked newest-first without sorting when the
+//! caller already passes them in time order (the common case). Only `score` allocates,
+//! to build the owned `Score`.
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use super::compile::{ActRule, Body, Cond, FieldKind, FieldRef, Rule, Test};
+use super::{DataGap, Entry, Evidence, GroupTotal, Model, Score};
+use crate::lead::{Activity, FieldValue, Lead};
+
+const MS_PER_DAY: f64 = 86_400_000.0;
+
+/// The values of one lead field, borrowed, blanks skipped.
+enum Values<'a> {
+    One(Option<FieldValue<'a>>),
+    Many(std::slice::Iter<'a, String>),
+}
+
+impl<'a> Iterator for Values<'a> {
+    type Item = FieldValue<'a>;
+    fn next(&mut self) -> Option<FieldValue<'a>> {
+        match self {
+            Values::One(v) => v.take(),
+            Values::Many(it) => it
+                .map(|s| s.trim())
+                .find(|s| !s.is_empty())
+                .map(FieldValue::Text),
+        }
+    }
+}
+
+fn text(v: &Option<String>) -> Values<'_> {
+    Values::One(
+        v.as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(FieldValue::Text),
+    )
+}
+
+fn num(v: Option<f64>) -> Values<'static> {
+    Values::One(v.filter(|n| n.is_finite()).map(FieldValue::Number))
+}
+
+/// Same semantics as `Lead::values`, without allocating.
+fn values<'a>(lead: &'a Lead, f: &FieldRef) -> Values<'a> {
+    match f.kind {
+        FieldKind::Name => text(&lead.name),
+        FieldKind::Position => text(&lead.position),
+        FieldKind::Email => Values::Many(lead.emails.iter()),
+        FieldKind::Phone => Values::Many(lead.phones.iter()),
+        FieldKind::Company => text(&lead.company),
+        FieldKind::Industry => text(&lead.industry),
+        FieldKind::Revenue => num(lead.revenue),
+        FieldKind::Employees => num(lead.employees),
+        FieldKind::Region => text(&lead.region),
+        FieldKind::Source => text(&lead.source),
+        FieldKind::Status => text(&lead.status),
+        FieldKind::ResponsibleId => text(&lead.responsible_id),
+        FieldKind::Custom => Values::One(
+            lead.custom
+                .get(&f.custom_key)
+                .map(|s| s.trim())
+                .filter(|s| !s.is_empty())
+                .map(FieldValue::Text),
+        ),
+    }
+}
+
+/// Run `f` on the lowercase form of `s` (char-wise, like `compile::lower`), using a
+/// stack buffer so the common short value costs no allocation.
+fn with_lower<R>(s: &str, f: impl FnOnce(&str) -> R) -> R {
+    if !s.bytes().any(|b| b.is_ascii_uppercase() || b >= 0x80) {
+        return f(s);
+    }
+    let mut buf = [0u8; 256];
+    let mut len = 0;
+    for c in s.chars() {
+        for l in c.to_lowercase() {
+            let n = l.len_utf8();
+            if len + n > buf.len() {
+                return f(&super::compile::lower(s));
+            }
+            l.encode_utf8(&mut buf[len..]);
+            len += n;
+        }
+    }
+    match std::str::from_utf8(&buf[..len]) {
+        Ok(lowered) => f(lowered),
+        // Unreachable: the buffer holds whole encoded chars only.
+        Err(_) => f(&super::compile::lower(s)),
+    }
+}
+
+/// Run `f` on a field value as text (numbers formatted on the stack).
+fn with_text<R>(v: FieldValue<'_>, f: impl FnOnce(&str) -> R) -> R {
+    match v {
+        FieldValue::Text(s) => f(s),
+        FieldValue::Number(_) => {
+            use std::fmt::Write;
+            let mut buf = StackStr {
+                buf: [0; 64],
+                len: 0,
+            };
+            if write!(buf, "{v}").is_ok() {
+                f(buf.as_str())
+            } else {
+                f(&v.to_string())
+            }
+        }
+    }
+}
+
+struct StackStr {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl StackStr {
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    }
+}
+
+impl std::fmt::Write for StackStr {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        if end > self.buf.len() {
+            return Err(std::fmt::Error);
+        }
+        self.buf[self.len..end].copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+fn as_number(v: FieldValue<'_>) -> Option<f64> {
+    match v {
+        FieldValue::Number(n) => Some(n),
+        FieldValue::Text(s) => s.parse::<f64>().ok().filter(|n| n.is_finite()),
+    }
+}
+
+/// The domain part of an e-mail address (after the last `@`).
+fn domain(s: &str) -> Option<&str> {
+    s.rsplit_once('@')
+        .map(|(_, d)| d.trim())
+        .filter(|d| !d.is_empty())
+}
+
+/// A field test against one value: `Some(evidence value)` on a match.
+fn test_value<'a>(test: &Test, v: FieldValue<'a>) -> Option<FieldValue<'a>> {
+    let hit = match test {
+        Test::Equals { text, number } => match v {
+            FieldValue::Number(n) => number.is_some_and(|m| m == n),
+            FieldValue::Text(s) => with_lower(s, |l| l == text),
+        },
+        Test::In { texts, numbers } => match v {
+            FieldValue::Number(n) => numbers.contains(&n),
+            FieldValue::Text(s) => with_lower(s, |l| texts.iter().any(|t| t == l)),
+        },
+        Test::Range { min, max } => {
+            as_number(v).is_some_and(|n| min.is_none_or(|m| n >= m) && max.is_none_or(|m| n < m))
+        }
+        Test::Regex(re) => with_text(v, |s| re.is_match(s)),
+        Test::Contains(needle) => with_text(v, |s| with_lower(s, |l| l.contains(needle.as_str()))),
+        Test::EmailDomainIn(domains) => {
+            let FieldValue::Text(s) = v else { return None };
+            let d = domain(s)?;
+            return with_lower(d, |l| domains.iter().any(|x| x == l))
+                .then_some(FieldValue::Text(d));
+        }
+    };
+    hit.then_some(v)
+}
+
+/// The outcome of a condition: evidence is `(field name, value)`.
+pub(crate) enum Outcome<'a> {
+    Match(Option<(&'a str, FieldValue<'a>)>),
+    NoMatch(Option<(&'a str, FieldValue<'a>)>),
+    /// The condition depends on this field and the lead has no value for it.
+    Missing(&'a str),
+}
+
+/// Three-valued evaluation: a missing field makes a test unknown; `all` is false if
+/// any part is false, `any` is true if any part is true, otherwise unknown wins.
+fn eval_cond<'a>(c: &'a Cond, lead: &'a Lead) -> Outcome<'a> {
+    match c {
+        Cond::Exists { field, want } => {
+            let first = values(lead, field).next();
+            let ev = Some((field.name.as_str(), first.unwrap_or(FieldValue::Text(""))));
+            if first.is_some() == *want {
+                Outcome::Match(ev)
+            } else {
+                Outcome::NoMatch(ev)
+            }
+        }
+        Cond::Test { field, test } => {
+            let mut vals = values(lead, field);
+            let Some(first) = vals.next() else {
+                return Outcome::Missing(&field.name);
+            };
+            if let Some(ev) = test_value(test, first) {
+                return Outcome::Match(Some((&field.name, ev)));
+            }
+            for v in vals {
+                if let Some(ev) = test_value(test, v) {
+                    return Outcome::Match(Some((&field.name, ev)));
+                }
+            }
+            Outcome::NoMatch(Some((&field.name, first)))
+        }
+        Cond::All(parts) => {
+            let mut missing = None;
+            let mut ev = None;
+            for p in parts {
+                match eval_cond(p, lead) {
+                    Outcome::NoMatch(e) => return Outcome::NoMatch(e),
+                    Outcome::Missing(f) => missing = missing.or(Some(f)),
+                    Outcome::Match(e) => ev = ev.or(e),
+                }
+            }
+            match missing {
+                Some(f) => Outcome::Missing(f),
+                None => Outcome::Match(ev),
+            }
+        }
+        Cond::Any(parts) => {
+            let mut missing = None;
+            let mut ev = None;
+            for p in parts {
+                match eval_cond(p, lead) {
+                    Outcome::Match(e) => return Outcome::Match(e),
+                    Outcome::Missing(f) => missing = missing.or(Some(f)),
+                    Outcome::NoMatch(e) => ev = ev.or(e),
+                }
+            }
+            match missing {
+                Some(f) => Outcome::Missing(f),
+                None => Outcome::NoMatch(ev),
+            }
+        }
+        Cond::Not(inner) => match eval_cond(inner, lead) {
+            Outcome::Match(e) => Outcome::NoMatch(e),
+            Outcome::NoMatch(e) => Outcome::Match(e),
+            Outcome::Missing(f) => Outcome::Missing(f),
+        },
+    }
+}
+
+/// Activities newest first, without sorting when the caller's order already allows it.
+pub(crate) enum Order<'a> {
+    Desc(&'a [Activity]),
+    Asc(&'a [Activity]),
+    Indexed(&'a [Activity], Vec<u32>),
+}
+
+impl<'a> Order<'a> {
+    pub(crate) fn new(acts: &'a [Activity]) -> Order<'a> {
+        if acts.windows(2).all(|w| w[0].at >= w[1].at) {
+            Order::Desc(acts)
+        } else if acts.windows(2).all(|w| w[0].at <= w[1].at) {
+            Order::Asc(acts)
+        } else {
+            let mut idx: Vec<u32> = (0..acts.len() as u32).collect();
+            // Stable: equal timestamps keep input order (ties score alike anyway).
+            idx.sort_by(|&a, &b| acts[b as usize].at.cmp(&acts[a as usize].at));
+            Order::Indexed(acts, idx)
+        }
+    }
+
+    fn for_each(&self, mut f: impl FnMut(&'a Activity) -> bool) {
+        match self {
+            Order::Desc(a) => {
+                for x in a.iter() {
+                    if !f(x) {
+                        return;
+                    }
+                }
+            }
+            Order::Asc(a) => {
+                for x in a.iter().rev() {
+                    if !f(x) {
+                        return;
+                    }
+                }
+            }
+            Order::Indexed(a, idx) => {
+                for &i in idx {
+                    if !f(&a[i as usize]) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl ActRule {
+    /// Does this activity match the rule, regardless of its time?
+    pub(crate) fn matches(&self, a: &Activity) -> bool {
+        a.kind == self.kind
+            && self.direction.is_none_or(|d| a.direction == Some(d))
+            && self
+                .subject
+                .as_ref()
+                .is_none_or(|re| a.subject.as_deref().is_some_and(|s| re.is_match(s)))
+            && self
+                .url
+                .as_ref()
+                .is_none_or(|re| a.url.as_deref().is_some_and(|u| re.is_match(u)))
+    }
+}
+
+/// What an activity rule counted at some `now`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ActTally {
+    pub(crate) count: u32,
+    /// Sum of per-occurrence points after decay, before rounding.
+    pub(crate) exact: f64,
+    pub(crate) newest: Option<DateTime<Utc>>,
+    pub(crate) oldest: Option<DateTime<Utc>>,
+}
+
+fn tally(rule: &ActRule, points: i32, order: &Order<'_>, now: DateTime<Utc>) -> ActTally {
+    let mut t = ActTally {
+        count: 0,
+        exact: 0.0,
+        newest: None,
+        oldest: None,
+    };
+    let limit = rule.max_count.unwrap_or(u32::MAX);
+    let p = f64::from(points);
+    order.for_each(|a| {
+        if a.at > now {
+            return true; // future-dated: not yet real
+        }
+        let age = now - a.at;
+        if rule.window.is_some_and(|w| age >= w) {
+            return false; // newest first: everything after is older still
+        }
+        if !rule.matches(a) {
+            return true;
+        }
+        t.exact += match rule.half_life_days {
+            Some(h) => p * (-(age.num_milliseconds() as f64 / MS_PER_DAY) / h).exp2(),
+            None => p,
+        };
+        t.count += 1;
+        t.newest = t.newest.or(Some(a.at));
+        t.oldest = Some(a.at);
+        t.count < limit
+    });
+    t
+}
+
+/// Round half away from zero and saturate into `i32`.
+fn round_points(x: f64) -> i32 {
+    let r = x.round();
+    if r >= f64::from(i32::MAX) {
+        i32::MAX
+    } else if r <= f64::from(i32::MIN) {
+        i32::MIN
+    } else {
+        r as i32
+    }
+}
+
+/// One rule's result before caps.
+enum RuleOut<'a> {
+    Nothing,
+    Gap(&'a str),
+    Field {
+        points: i32,
+        ev: Option<(&'a str, FieldValue<'a>)>,
+    },
+    Acts {
+        points: i32,
+        raw: i32,
+        tally: ActTally,
+    },
+}
+
+impl RuleOut<'_> {
+    fn points(&self) -> i32 {
+        match self {
+            RuleOut::Field { points, .. } | RuleOut::Acts { points, .. } => *points,
+            RuleOut::Nothing | RuleOut::Gap(_) => 0,
+        }
+    }
+}
+
+fn eval_rule<'a>(
+    rule: &'a Rule,
+    lead: &'a Lead,
+    order: &Order<'_>,
+    now: DateTime<Utc>,
+) -> RuleOut<'a> {
+    match &rule.body {
+        Body::Fit(c) => match eval_cond(c, lead) {
+            Outcome::Match(ev) => RuleOut::Field {
+                points: rule.points,
+                ev,
+            },
+            Outcome::NoMatch(_) => RuleOut::Nothing,
+            Outcome::Missing(f) => RuleOut::Gap(f),
+        },
+        Body::Activity(a) => {
+            let tally = tally(a, rule.points, order, now);
+            if tally.count == 0 {
+                RuleOut::Nothing
+            } else {
+                let raw = i64::from(rule.points) * i64::from(tally.count);
+                RuleOut::Acts {
+                    points: round_points(tally.exact),
+                    raw: raw.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
+                    tally,
+                }
+            }
+        }
+    }
+}
+
+fn cap(sum: i64, min: Option<i32>, max: Option<i32>) -> i64 {
+    let mut s = sum;
+    if let Some(m) = max {
+        s = s.min(i64::from(m));
+    }
+    if let Some(m) = min {
+        s = s.max(i64::from(m));
+    }
+    s
+}
+
+fn to_i32(x: i64) -> i32 {
+    x.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
+}
+
+fn evidence_text(v: FieldValue<'_>) -> String {
+    v.to_string()
+}
+
+impl Model {
+    fn order<'a>(&self, acts: &'a [Activity]) -> Order<'a> {
+        if self.has_activity_rules {
+            Order::new(acts)
+        } else {
+            Order::Desc(&[])
+        }
+    }
+
+    pub(crate) fn total_impl(&self, lead: &Lead, acts: &[Activity], now: DateTime<Utc>) -> i32 {
+        let order = self.order(acts);
+        let mut total: i64 = 0;
+        for g in &self.groups {
+            let sum: i64 = g
+                .rules
+                .iter()
+                .map(|&r| i64::from(eval_rule(&self.rules[r], lead, &order, now).points()))
+                .sum();
+            total += cap(sum, g.min, g.max);
+        }
+        to_i32(total.clamp(i64::from(self.min), i64::from(self.max)))
+    }
+
+    pub(crate) fn score_impl(&self, lead: &Lead, acts: &[Activity], now: DateTime<Utc>) -> Score {
+        let order = self.order(acts);
+        let mut breakdown: Vec<Entry> = Vec::new();
+        let mut gaps = Vec::new();
+        // Index of each entry's group, parallel to `breakdown`.
+        let mut entry_group: Vec<usize> = Vec::new();
+        for rule in &self.rules {
+            let (points, raw, decayed, evidence) = match eval_rule(rule, lead, &order, now) {
+                RuleOut::Nothing => continue,
+                RuleOut::Gap(field) => {
+                    gaps.push(DataGap {
+                        rule_id: rule.id.clone(),
+                        field: field.to_string(),
+                    });
+                    continue;
+                }
+                RuleOut::Field { points, ev } => {
+                    let (field, value) = match ev {
+                        Some((f, v)) => (f.to_string(), evidence_text(v)),
+                        None => (String::new(), String::new()),
+                    };
+                    (points, points, false, Evidence::Field { field, value })
+                }
+                RuleOut::Acts { points, raw, tally } => (
+                    points,
+                    raw,
+                    points != raw,
+                    Evidence::Activities {
+                        count: tally.count,
+                        newest: tally.newest.unwrap_or(now),
+                        oldest: tally.oldest.unwrap_or(now),
+                    },
+                ),
+            };
+            entry_group.push(rule.group);
+            breakdown.push(Entry {
+                rule_id: rule.id.clone(),
+                label: rule.label.clone(),
+                group: self.groups[rule.group].id.clone(),
+                points,
+                raw_points: raw,
+                capped: false,
+                decayed,
+                evidence,
+            });
+        }
+
+        let mut groups = Vec::with_capacity(self.groups.len());
+        let mut unclamped: i64 = 0;
+        for (gi, g) in self.groups.iter().enumerate() {
+            let raw: i64 = breakdown
+                .iter()
+                .zip(&entry_group)
+                .filter(|(_, &eg)| eg == gi)
+                .map(|(e, _)| i64::from(e.points))
+                .sum();
+            let capped = cap(raw, g.min, g.max);
+            // Trim entries toward 0 from the last rule backwards until the group meets its
+            // cap, so the breakdown still sums to the subtotal. Caps include 0 (checked at
+            // compile time), so trimming always suffices.
+            let mut excess = raw - capped;
+            for (e, _) in breakdown
+                .iter_mut()
+                .zip(&entry_group)
+                .rev()
+                .filter(|(_, &eg)| eg == gi)
+            {
+                if excess == 0 {
+                    break;
+                }
+                let p = i64::from(e.points);
+                let cut = if excess > 0 {
+                    p.clamp(0, excess)
+                } else {
+                    p.clamp(excess, 0)
+                };
+                if cut != 0 {
+                    e.points = to_i32(p - cut);
+                    e.capped = true;
+                    excess -= cut;
+                }
+            }
+            unclamped += capped;
+            groups.push(GroupTotal {
+                id: g.id.clone(),
+                label: g.label.clone(),
+                points: to_i32(capped),
+                raw_points: to_i32(raw),
+                capped: capped != raw,
+            });
+        }
+
+        let total = to_i32(unclamped.clamp(i64::from(self.min), i64::from(self.max)));
+        let tier = self.tier_for(total);
+        Score {
+            total,
+            tier: tier.id.clone(),
+            tier_label: tier.label.clone(),
+            groups,
+            breakdown,
+            gaps,
+            unclamped: to_i32(unclamped),
+        }
+    }
+
+    /// The earliest instant strictly after `t` at which some activity rule's input
+    /// changes: a matching activity starts counting (future-dated) or leaves its window,
+    /// or a decaying sum crosses a rounding boundary.
+    fn next_event(
+        &self,
+        acts: &[Activity],
+        order: &Order<'_>,
+        t: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        let mut best: Option<DateTime<Utc>> = None;
+        let mut offer = |c: DateTime<Utc>| {
+            if c > t && best.is_none_or(|b| c < b) {
+                best = Some(c);
+            }
+        };
+        for rule in &self.rules {
+            let Body::Activity(a) = &rule.body else {
+                continue;
+            };
+            for act in acts.iter().filter(|x| a.matches(x)) {
+                offer(act.at);
+                if let Some(w) = a.window {
+                    if let Some(exit) = act.at.checked_add_signed(w) {
+                        offer(exit);
+                    }
+                }
+            }
+            if let Some(h) = a.half_life_days {
+                let tl = tally(a, rule.points, order, t);
+                let r = round_points(tl.exact);
+                if r != 0 {
+                    // |S| decays as 0.5^(dt/h); the rounded value changes once |S| falls
+                    // below |r| - 0.5 (rounding is half away from zero).
+                    let target = f64::from(r).abs() - 0.5;
+                    let dt_days = h * (tl.exact.abs() / target).log2().max(0.0);
+                    let exact_secs = t.timestamp() as f64
+                        + f64::from(t.timestamp_subsec_nanos()) / 1e9
+                        + dt_days * 86_400.0;
+                    if exact_secs.is_finite() && exact_secs < 1e15 {
+                        if let Some(c) = DateTime::from_timestamp(exact_secs.floor() as i64 + 1, 0)
+                        {
+                            offer(c);
+                        }
+                    }
+                }
+            }
+        }
+        best
+    }
+
+    pub(crate) fn next_change_impl(
+        &self,
+        lead: &Lead,
+        acts: &[Activity],
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        if !self.has_activity_rules {
+            return None;
+        }
+        let order = Order::new(acts);
+        let base = self.score_impl(lead, acts, now);
+        let mut t = now;
+        // Some events change nothing visible (an uncounted activity leaving its window);
+        // skip those. The bound keeps a pathological input from looping long: returning
+        // an earlier instant is safe, the caller just re-scores and finds no change.
+        for _ in 0..512 {
+            let c = self.next_event(acts, &order, t)?;
+            if self.score_impl(lead, acts, c) != base {
+                return Some(c);
+            }
+            t = c;
+        }
+        Some(t)
+    }
+}
+
+/// Age of `at` at `now` in whole days (floor), never negative.
+pub(crate) fn age_days(at: DateTime<Utc>, now: DateTime<Utc>) -> i64 {
+    let d: TimeDelta = now - at;
+    d.num_days().max(0)
+}

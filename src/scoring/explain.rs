@@ -1,0 +1,384 @@
+//! Human-readable explanations of a `Score`: one line for the CRM text field and a
+//! table for the `leadscore explain` command.
+
+use chrono::{DateTime, Utc};
+
+use super::eval::age_days;
+use super::{Entry, Evidence, Score};
+use crate::scoring::spec::Language;
+
+/// Longest explanation, in characters: it lands in a CRM string field, and reps read
+/// the head of it anyway.
+pub const MAX_EXPLANATION_CHARS: usize = 1000;
+
+/// The minus sign (U+2212), not a hyphen: it reads better and does not wrap.
+const MINUS: char = '\u{2212}';
+
+/// Signed points, `+15` / `−5` / `0`.
+fn signed(points: i32) -> String {
+    match points.cmp(&0) {
+        std::cmp::Ordering::Greater => format!("+{points}"),
+        std::cmp::Ordering::Less => format!("{MINUS}{}", i64::from(points).abs()),
+        std::cmp::Ordering::Equal => "0".to_string(),
+    }
+}
+
+/// Plain signed number for tables (`-5`), where alignment beats typography.
+fn plain_signed(points: i32) -> String {
+    if points > 0 {
+        format!("+{points}")
+    } else {
+        points.to_string()
+    }
+}
+
+/// Russian plural form for a count: 1 день, 2 дня, 5 дней, 11 дней, 21 день.
+fn ru_plural(n: i64, one: &'static str, few: &'static str, many: &'static str) -> &'static str {
+    let n = n.abs();
+    let (m10, m100) = (n % 10, n % 100);
+    if m10 == 1 && m100 != 11 {
+        one
+    } else if (2..=4).contains(&m10) && !(12..=14).contains(&m100) {
+        few
+    } else {
+        many
+    }
+}
+
+/// "сегодня" / "2 дня назад" / "today" / "2 days ago".
+pub fn ago(at: DateTime<Utc>, now: DateTime<Utc>, lang: Language) -> String {
+    let days = age_days(at, now);
+    match (lang, days) {
+        (Language::Ru, 0) => "сегодня".to_string(),
+        (Language::En, 0) => "today".to_string(),
+        (Language::Ru, d) => format!("{d} {} назад", ru_plural(d, "день", "дня", "дней")),
+        (Language::En, 1) => "1 day ago".to_string(),
+        (Language::En, d) => format!("{d} days ago"),
+    }
+}
+
+/// How a field is called in explanations.
+pub fn field_label(field: &str, lang: Language) -> &str {
+    let (ru, en) = match field {
+        "name" => ("имя", "name"),
+        "position" => ("должность", "job title"),
+        "email" => ("e-mail", "e-mail"),
+        "phone" => ("телефон", "phone"),
+        "company" => ("компания", "company"),
+        "industry" => ("отрасль", "industry"),
+        "revenue" => ("выручка", "revenue"),
+        "employees" => ("численность", "headcount"),
+        "region" => ("регион", "region"),
+        "source" => ("источник", "source"),
+        "status" => ("статус", "status"),
+        "responsible_id" => ("ответственный", "responsible"),
+        other => {
+            let custom = other.strip_prefix("custom.").unwrap_or(other);
+            return custom;
+        }
+    };
+    match lang {
+        Language::Ru => ru,
+        Language::En => en,
+    }
+}
+
+/// Whether a field's value is shown in the one-line explanation. Contact details and
+/// ids are left out: the line is visible to everyone who opens the lead, and the rule's
+/// label already says what matched ("бесплатный почтовый домен").
+fn shows_value(field: &str) -> bool {
+    !matches!(field, "name" | "email" | "phone" | "responsible_id" | "")
+}
+
+fn quoted(value: &str, lang: Language) -> String {
+    match lang {
+        Language::Ru => format!("«{value}»"),
+        Language::En => format!("\"{value}\""),
+    }
+}
+
+fn is_number(value: &str) -> bool {
+    value.parse::<f64>().is_ok()
+}
+
+fn capped_note(lang: Language) -> &'static str {
+    match lang {
+        Language::Ru => "лимит группы",
+        Language::En => "group cap",
+    }
+}
+
+/// One entry as a phrase: `+15 должность «Генеральный директор»`,
+/// `+20 запрос демо (2 дня назад)`, `+6 чтение блога ×3 (сегодня)`.
+fn phrase(e: &Entry, lang: Language, now: DateTime<Utc>) -> String {
+    let mut s = format!("{} {}", signed(e.points), e.label);
+    match &e.evidence {
+        Evidence::Field { field, value } => {
+            if shows_value(field) && !value.is_empty() {
+                s.push(' ');
+                if is_number(value) {
+                    s.push_str(&format!("({value})"));
+                } else {
+                    s.push_str(&quoted(value, lang));
+                }
+            }
+            if e.capped {
+                s.push_str(&format!(" ({})", capped_note(lang)));
+            }
+        }
+        Evidence::Activities { count, newest, .. } => {
+            if *count > 1 {
+                s.push_str(&format!(" ×{count}"));
+            }
+            s.push_str(&format!(" ({}", ago(*newest, now, lang)));
+            if e.capped {
+                s.push_str(&format!("; {}", capped_note(lang)));
+            }
+            s.push(')');
+        }
+    }
+    s
+}
+
+/// Distinct gap fields, in order of first appearance.
+fn gap_fields(score: &Score) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for g in &score.gaps {
+        if !out.contains(&g.field.as_str()) {
+            out.push(&g.field);
+        }
+    }
+    out
+}
+
+impl Score {
+    /// The one-line explanation reps read on the lead card, e.g.
+    /// `75 — горячий: +15 должность «Генеральный директор»; +20 запрос демо (2 дня назад);
+    /// −5 бесплатный почтовый домен; нет данных: отрасль`. Entries that ended at 0 are
+    /// left out. At most [`MAX_EXPLANATION_CHARS`] characters: the tail is replaced by
+    /// `… (ещё N)` / `… (N more)`.
+    pub fn explain(&self, lang: Language, now: DateTime<Utc>) -> String {
+        let head = format!("{} — {}", self.total, self.tier_label);
+        let mut parts: Vec<String> = self
+            .breakdown
+            .iter()
+            .filter(|e| e.points != 0)
+            .map(|e| phrase(e, lang, now))
+            .collect();
+        let gaps = gap_fields(self);
+        if !gaps.is_empty() {
+            let names: Vec<&str> = gaps.iter().map(|f| field_label(f, lang)).collect();
+            let prefix = match lang {
+                Language::Ru => "нет данных: ",
+                Language::En => "no data: ",
+            };
+            parts.push(format!("{prefix}{}", names.join(", ")));
+        }
+        let one_line = |s: &str| s.replace(['\n', '\r'], " ");
+        let join = |parts: &[String]| {
+            if parts.is_empty() {
+                head.clone()
+            } else {
+                format!("{head}: {}", parts.join("; "))
+            }
+        };
+        let full = one_line(&join(&parts));
+        if full.chars().count() <= MAX_EXPLANATION_CHARS {
+            return full;
+        }
+        // Drop parts from the tail until the line plus the "… (N more)" note fits.
+        let total_parts = parts.len();
+        for keep in (0..total_parts).rev() {
+            let dropped = total_parts - keep;
+            let note = match lang {
+                Language::Ru => format!("… (ещё {dropped})"),
+                Language::En => format!("… ({dropped} more)"),
+            };
+            let mut line = one_line(&join(&parts[..keep]));
+            line.push_str(if keep == 0 { ": " } else { "; " });
+            line.push_str(&note);
+            if line.chars().count() <= MAX_EXPLANATION_CHARS {
+                return line;
+            }
+        }
+        // Even the head is too long (an absurd tier label): cut by characters.
+        let mut cut: String = full.chars().take(MAX_EXPLANATION_CHARS - 1).collect();
+        cut.push('…');
+        cut
+    }
+}
+
+fn evidence_cell(e: &Entry, lang: Language, now: DateTime<Utc>) -> String {
+    match &e.evidence {
+        Evidence::Field { field, value } if field.is_empty() => value.clone(),
+        Evidence::Field { field, value } if value.is_empty() => match lang {
+            Language::Ru => format!("{field}: нет значения"),
+            Language::En => format!("{field}: no value"),
+        },
+        Evidence::Field { field, value } => format!("{field} = {value}"),
+        Evidence::Activities {
+            count,
+            newest,
+            oldest,
+        } => {
+            let (newest, oldest) = (ago(*newest, now, lang), ago(*oldest, now, lang));
+            match lang {
+                Language::Ru if *count == 1 => format!("1× ({newest})"),
+                Language::Ru => format!("{count}× (последнее {newest}, первое {oldest})"),
+                Language::En if *count == 1 => format!("1× ({newest})"),
+                Language::En => format!("{count}× (newest {newest}, oldest {oldest})"),
+            }
+        }
+    }
+}
+
+fn pad(s: &str, width: usize) -> String {
+    let n = s.chars().count();
+    let mut out = s.to_string();
+    out.extend(std::iter::repeat_n(' ', width.saturating_sub(n)));
+    out
+}
+
+fn pad_left(s: &str, width: usize) -> String {
+    let n = s.chars().count();
+    let mut out: String = std::iter::repeat_n(' ', width.saturating_sub(n)).collect();
+    out.push_str(s);
+    out
+}
+
+/// A plain-text table for `leadscore explain`: one row per entry (rule, group, points,
+/// points before cap/decay, evidence), then group subtotals, the total, the tier and the
+/// data gaps.
+pub fn render_table(score: &Score, lang: Language, now: DateTime<Utc>) -> String {
+    let ru = lang == Language::Ru;
+    let headers = if ru {
+        [
+            "Правило",
+            "Группа",
+            "Баллы",
+            "До лимита/затухания",
+            "Основание",
+        ]
+    } else {
+        ["Rule", "Group", "Points", "Before cap/decay", "Evidence"]
+    };
+    let mut rows: Vec<[String; 5]> = Vec::new();
+    for e in &score.breakdown {
+        let mut marks = Vec::new();
+        if e.capped {
+            marks.push(if ru { "лимит" } else { "capped" });
+        }
+        if e.decayed {
+            marks.push(if ru { "затухание" } else { "decayed" });
+        }
+        let before = if marks.is_empty() {
+            plain_signed(e.raw_points)
+        } else {
+            format!("{} ({})", plain_signed(e.raw_points), marks.join(", "))
+        };
+        rows.push([
+            format!("{} ({})", e.rule_id, e.label),
+            e.group.clone(),
+            plain_signed(e.points),
+            before,
+            evidence_cell(e, lang, now),
+        ]);
+    }
+    let mut widths = headers.map(|h| h.chars().count());
+    for r in &rows {
+        for (w, cell) in widths.iter_mut().zip(r.iter()) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; 5]| -> String {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i > 0 {
+                s.push_str("  ");
+            }
+            if i == 2 || i == 3 {
+                s.push_str(&pad_left(c, widths[i]));
+            } else if i == 4 {
+                s.push_str(c);
+            } else {
+                s.push_str(&pad(c, widths[i]));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let mut out = String::new();
+    out.push_str(&line(headers));
+    out.push('\n');
+    let rule_len: usize = widths.iter().sum::<usize>() + 8;
+    out.push_str(&"-".repeat(rule_len));
+    out.push('\n');
+    if rows.is_empty() {
+        out.push_str(if ru {
+            "(ни одно правило не сработало)\n"
+        } else {
+            "(no rule fired)\n"
+        });
+    }
+    for r in &rows {
+        out.push_str(&line([&r[0], &r[1], &r[2], &r[3], &r[4]]));
+        out.push('\n');
+    }
+    out.push('\n');
+    for g in &score.groups {
+        let cap = if g.capped {
+            if ru {
+                format!(" (до лимита {})", plain_signed(g.raw_points))
+            } else {
+                format!(" (before cap {})", plain_signed(g.raw_points))
+            }
+        } else {
+            String::new()
+        };
+        let name = if ru { "Группа" } else { "Group" };
+        out.push_str(&format!(
+            "{name} {} ({}): {}{cap}\n",
+            g.id,
+            g.label,
+            plain_signed(g.points)
+        ));
+    }
+    let clamp_note = if score.unclamped != score.total {
+        if ru {
+            format!(" (до ограничения шкалой {})", score.unclamped)
+        } else {
+            format!(" (before clamping {})", score.unclamped)
+        }
+    } else {
+        String::new()
+    };
+    if ru {
+        out.push_str(&format!("Итого: {}{clamp_note}\n", score.total));
+        out.push_str(&format!(
+            "Категория: {} ({})\n",
+            score.tier_label, score.tier
+        ));
+    } else {
+        out.push_str(&format!("Total: {}{clamp_note}\n", score.total));
+        out.push_str(&format!("Tier: {} ({})\n", score.tier_label, score.tier));
+    }
+    let gaps: Vec<String> = score
+        .gaps
+        .iter()
+        .map(|g| format!("{} [{}]", field_label(&g.field, lang), g.rule_id))
+        .collect();
+    let none = if ru { "нет" } else { "none" };
+    let title = if ru {
+        "Нет данных"
+    } else {
+        "Data gaps"
+    };
+    out.push_str(&format!(
+        "{title}: {}\n",
+        if gaps.is_empty() {
+            none.to_string()
+        } else {
+            gaps.join(", ")
+        }
+    ));
+    out
+}
