@@ -1,1 +1,1023 @@
-//! (in progress)
+//! The Bitrix24 REST client: authentication, pacing, retries, typed helpers.
+//!
+//! One [`Client`] per portal, cheap to clone and shared by all workers, so every request
+//! to the portal goes through one [`Pacer`] and one [`OperatingTracker`].
+//!
+//! **Lead methods: `crm.lead.list` / `crm.lead.update`, not `crm.item.*`.** The
+//! `crm.lead.*` family is marked deprecated in favour of `crm.item.*` (entityTypeId 1),
+//! but for what the daemon does the old methods fit better, and they still work:
+//! - `crm.lead.list` with `select: ["*", "UF_*", "EMAIL", "PHONE"]` returns a lead's
+//!   e-mails and phones (multi-fields) in the same answer; `crm.item.list` documents
+//!   `fm` only as a write field, so reading contacts would cost extra requests.
+//! - Keys come back under the names admins configure and `crm.lead.userfield.list`
+//!   reports (`UF_CRM_LEADSCORE`), while `crm.item.*` camel-cases them
+//!   (`ufCrmLeadscore`) unless `useOriginalUfNames` is passed on every call.
+//! - `filter: {"@ID": [..50 ids..]}` plus `start: -1` fetches 50 leads in one request
+//!   without the slow `total` count.
+//!
+//! `crm.item.get` / `list` / `update` are provided too ([`Client::item_get`] …) for
+//! portals where the lead methods are switched off; the daemon does not need them.
+//!
+//! **Retries** follow [`RetryPolicy`]: limit errors, 5xx, timeouts and resets are
+//! retried with exponential backoff and jitter (429 waits for `operating_reset_at`);
+//! other 4xx are not. Methods that create things (`*.add`, or a batch containing one)
+//! are only repeated when the portal surely did not execute them (limit answers, no
+//! connection), so a timeout can never double a task; the caller recovers through
+//! the task marker instead.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::{Mutex, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::batch::{self, BatchCommand, CommandResult, MAX_COMMANDS};
+use crate::error::{classify_at, Error};
+use crate::limiter::{OperatingConfig, OperatingTracker, Pacer, PacingConfig, PacingStats};
+use crate::types::{
+    value_i64, value_text, ActivityRecord, Item, LeadRecord, PageInfo, TaskRecord, Time, UserField,
+};
+
+/// Bitrix24's OAuth server (token refresh).
+pub const DEFAULT_OAUTH_SERVER: &str = "https://oauth.bitrix.info/oauth/token/";
+
+/// OAuth tokens of an app installation. The refresh token rotates on every refresh.
+#[derive(Clone)]
+pub struct OAuthTokens {
+    /// `None` forces a refresh before the first call.
+    pub access_token: Option<SecretString>,
+    pub refresh_token: SecretString,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl fmt::Debug for OAuthTokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OAuthTokens")
+            .field(
+                "access_token",
+                &self.access_token.as_ref().map(|_| "[REDACTED]"),
+            )
+            .field("refresh_token", &"[REDACTED]")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// Called with the new tokens after every refresh, so the daemon can persist the
+/// rotated refresh token (the old one stops working).
+pub type TokenCallback = Arc<dyn Fn(&OAuthTokens) + Send + Sync>;
+
+/// OAuth app credentials.
+#[derive(Clone)]
+pub struct OAuth {
+    /// The portal, e.g. `https://example.bitrix24.ru` (with or without `/rest/`).
+    pub base_url: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub tokens: OAuthTokens,
+    pub on_refresh: TokenCallback,
+    /// The token endpoint; [`DEFAULT_OAUTH_SERVER`] in production, 127.0.0.1 in tests.
+    pub oauth_server: String,
+}
+
+/// How the client authenticates.
+#[derive(Clone)]
+pub enum Auth {
+    /// Inbound webhook `https://PORTAL/rest/USER/CODE/`; the whole URL is a secret.
+    WebhookUrl(SecretString),
+    OAuth(OAuth),
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Auth::WebhookUrl(_) => f.write_str("WebhookUrl([REDACTED])"),
+            Auth::OAuth(o) => f
+                .debug_struct("OAuth")
+                .field("base_url", &o.base_url)
+                .field("client_id", &o.client_id)
+                .field("tokens", &o.tokens)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// When and how often to retry, as data.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts in total, the first included.
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    pub factor: f64,
+    /// ± fraction of each delay drawn at random (0.2 = ±20%).
+    pub jitter: f64,
+    /// Longest wait for an operating-limit reset before giving up on this call.
+    pub max_operating_wait: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 6,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+            factor: 2.0,
+            jitter: 0.2,
+            max_operating_wait: Duration::from_secs(600),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Retry this error (for an idempotent call or not) on attempt `attempt` (1-based)?
+    pub fn should_retry(&self, e: &Error, attempt: u32, idempotent: bool) -> bool {
+        attempt < self.max_attempts
+            && e.is_retryable()
+            && (idempotent || e.surely_not_executed())
+            && e.retry_after().is_none_or(|w| w <= self.max_operating_wait)
+    }
+
+    /// Delay before the next attempt after `attempt` failed with `e`.
+    pub fn delay(&self, attempt: u32, e: &Error) -> Duration {
+        let exp =
+            self.base_delay.as_secs_f64() * self.factor.powi(attempt.saturating_sub(1) as i32);
+        let mut secs = exp.min(self.max_delay.as_secs_f64());
+        if let Some(hint) = e.retry_after() {
+            secs = secs.max(hint.as_secs_f64());
+        } else if matches!(e, Error::OperationTimeLimit { .. }) {
+            secs = secs.max(10.0);
+        }
+        let j = if self.jitter > 0.0 {
+            rand::rng().random_range(-self.jitter..=self.jitter)
+        } else {
+            0.0
+        };
+        Duration::from_secs_f64((secs * (1.0 + j)).max(0.0))
+    }
+}
+
+/// Client settings beyond authentication.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub connect_timeout: Duration,
+    /// Whole-request timeout; Bitrix24 cuts requests off at 60 s itself.
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+    pub pacing: PacingConfig,
+    pub operating: OperatingConfig,
+    /// Batches [`Client::batch_all`] keeps in flight at once (pacing still applies).
+    pub max_in_flight: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(65),
+            retry: RetryPolicy::default(),
+            pacing: PacingConfig::standard(),
+            operating: OperatingConfig::default(),
+            max_in_flight: 4,
+        }
+    }
+}
+
+/// A successful answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response {
+    pub result: Value,
+    pub page: PageInfo,
+    pub time: Time,
+}
+
+enum AuthState {
+    Webhook {
+        base: SecretString,
+    },
+    OAuth {
+        rest_base: String,
+        client_id: String,
+        client_secret: SecretString,
+        oauth_server: String,
+        tokens: Mutex<OAuthTokens>,
+        on_refresh: TokenCallback,
+    },
+}
+
+struct Inner {
+    http: reqwest::Client,
+    auth: AuthState,
+    config: ClientConfig,
+    pacer: Pacer,
+    operating: OperatingTracker,
+}
+
+/// A paced, retrying Bitrix24 client for one portal. Clones share everything.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.inner.auth {
+            AuthState::Webhook { .. } => "webhook [REDACTED]",
+            AuthState::OAuth { .. } => "oauth [REDACTED]",
+        };
+        f.debug_struct("Client")
+            .field("auth", &kind)
+            .field("pacing", &self.inner.config.pacing)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A method that creates something; repeating it after an unclear failure could double it.
+fn is_idempotent(method: &str) -> bool {
+    !method.to_ascii_lowercase().ends_with(".add")
+}
+
+fn redact(text: &str, secrets: &[&str]) -> String {
+    let mut out = text.to_string();
+    for s in secrets.iter().filter(|s| s.len() >= 4) {
+        out = out.replace(s, "[REDACTED]");
+    }
+    out
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    access_token: Option<String>,
+    refresh_token: Option<String>,
+    expires_in: Option<Value>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+impl Client {
+    /// Build a client. Fails on an unusable webhook URL or pacing settings.
+    pub fn new(auth: Auth, config: ClientConfig) -> Result<Client, Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.timeout)
+            .user_agent(concat!("leadscore-bitrix24/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Config(e.without_url().to_string()))?;
+        let auth = match auth {
+            Auth::WebhookUrl(url) => {
+                let u = url.expose_secret().trim();
+                let parsed = reqwest::Url::parse(u)
+                    .map_err(|_| Error::Config("the webhook URL is not a valid URL".into()))?;
+                if !matches!(parsed.scheme(), "http" | "https") || !parsed.path().contains("/rest/")
+                {
+                    return Err(Error::Config(
+                        "the webhook URL must look like https://PORTAL/rest/USER/CODE/".into(),
+                    ));
+                }
+                let base = if u.ends_with('/') {
+                    u.to_string()
+                } else {
+                    format!("{u}/")
+                };
+                AuthState::Webhook {
+                    base: SecretString::from(base),
+                }
+            }
+            Auth::OAuth(o) => {
+                let trimmed = o.base_url.trim().trim_end_matches('/');
+                reqwest::Url::parse(trimmed)
+                    .map_err(|_| Error::Config("the portal base_url is not a valid URL".into()))?;
+                let rest_base = if trimmed.ends_with("/rest") {
+                    format!("{trimmed}/")
+                } else {
+                    format!("{trimmed}/rest/")
+                };
+                AuthState::OAuth {
+                    rest_base,
+                    client_id: o.client_id,
+                    client_secret: o.client_secret,
+                    oauth_server: o.oauth_server,
+                    tokens: Mutex::new(o.tokens),
+                    on_refresh: o.on_refresh,
+                }
+            }
+        };
+        let pacer = Pacer::new(config.pacing).map_err(|e| Error::Config(e.to_string()))?;
+        let operating = OperatingTracker::new(config.operating);
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                auth,
+                config,
+                pacer,
+                operating,
+            }),
+        })
+    }
+
+    /// Pacing counters (requests sent, 503s seen, time waited).
+    pub fn stats(&self) -> PacingStats {
+        self.inner.pacer.stats()
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// Call a method with JSON parameters (POST), paced and retried per the policy.
+    pub async fn call(&self, method: &str, params: Value) -> Result<Response, Error> {
+        self.call_inner(method, &params, &[method], is_idempotent(method))
+            .await
+    }
+
+    async fn call_inner(
+        &self,
+        method: &str,
+        params: &Value,
+        gated_methods: &[&str],
+        idempotent: bool,
+    ) -> Result<Response, Error> {
+        let inner = &self.inner;
+        let policy = inner.config.retry;
+        let mut attempt = 0u32;
+        let mut refreshed = false;
+        loop {
+            attempt += 1;
+            for m in gated_methods {
+                let waited = inner.operating.wait(m).await;
+                if !waited.is_zero() {
+                    inner.pacer.add_operating_wait(waited);
+                }
+            }
+            inner.pacer.acquire().await;
+            let err = match self.send_once(method, params).await {
+                Ok(resp) => {
+                    let secs = resp.time.duration.or(resp.time.processing).unwrap_or(0.0);
+                    inner.operating.record(method, secs, resp.time.operating);
+                    return Ok(resp);
+                }
+                Err(e) => e,
+            };
+            match &err {
+                Error::QueryLimitExceeded => inner.pacer.on_limit_exceeded(),
+                Error::OperationTimeLimit { .. } => {
+                    let wait = err.retry_after().unwrap_or(Duration::from_secs(10));
+                    inner
+                        .operating
+                        .pause_until(method, tokio::time::Instant::now() + wait);
+                }
+                _ => {}
+            }
+            if err.is_expired_token() && !refreshed && matches!(inner.auth, AuthState::OAuth { .. })
+            {
+                refreshed = true;
+                self.refresh().await?;
+                attempt -= 1;
+                continue;
+            }
+            if !policy.should_retry(&err, attempt, idempotent) {
+                tracing::debug!(method, attempt, error = %err, "bitrix24 call failed");
+                return Err(err);
+            }
+            let delay = policy.delay(attempt, &err);
+            tracing::debug!(method, attempt, ?delay, error = %err, "bitrix24 call will be retried");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    async fn access_token(&self) -> Result<Option<SecretString>, Error> {
+        match &self.inner.auth {
+            AuthState::Webhook { .. } => Ok(None),
+            AuthState::OAuth { tokens, .. } => {
+                let current = tokens.lock().await.clone();
+                let fresh = current.access_token.clone().filter(|_| {
+                    current
+                        .expires_at
+                        .is_none_or(|at| at > Utc::now() + chrono::Duration::seconds(30))
+                });
+                match fresh {
+                    Some(t) => Ok(Some(t)),
+                    None => self.refresh().await.map(Some),
+                }
+            }
+        }
+    }
+
+    /// Exchange the refresh token for new tokens and hand them to the callback.
+    async fn refresh(&self) -> Result<SecretString, Error> {
+        let AuthState::OAuth {
+            client_id,
+            client_secret,
+            oauth_server,
+            tokens,
+            on_refresh,
+            ..
+        } = &self.inner.auth
+        else {
+            return Err(Error::Config("refresh needs an OAuth client".into()));
+        };
+        let mut guard = tokens.lock().await;
+        let resp = self
+            .inner
+            .http
+            .get(oauth_server)
+            .query(&[
+                ("grant_type", "refresh_token"),
+                ("client_id", client_id.as_str()),
+                ("client_secret", client_secret.expose_secret()),
+                ("refresh_token", guard.refresh_token.expose_secret()),
+            ])
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        let body: TokenAnswer = resp.json().await.map_err(|_| Error::Auth {
+            code: "invalid_oauth_answer".into(),
+            description: format!("the OAuth server answered HTTP {status} without valid JSON"),
+        })?;
+        let (Some(access), Some(refresh)) = (body.access_token, body.refresh_token) else {
+            return Err(Error::Auth {
+                code: body.error.unwrap_or_else(|| "refresh_failed".into()),
+                description: body
+                    .error_description
+                    .unwrap_or_else(|| format!("token refresh failed with HTTP {status}")),
+            });
+        };
+        let expires_in = body.expires_in.as_ref().and_then(value_i64).unwrap_or(3600);
+        *guard = OAuthTokens {
+            access_token: Some(SecretString::from(access)),
+            refresh_token: SecretString::from(refresh),
+            expires_at: Some(Utc::now() + chrono::Duration::seconds(expires_in)),
+        };
+        on_refresh(&guard);
+        tracing::info!("bitrix24 OAuth tokens refreshed");
+        Ok(guard.access_token.clone().expect("just set"))
+    }
+
+    async fn send_once(&self, method: &str, params: &Value) -> Result<Response, Error> {
+        let token = self.access_token().await?;
+        let (url, secret_parts): (String, Vec<String>) = match &self.inner.auth {
+            AuthState::Webhook { base } => {
+                let b = base.expose_secret();
+                let code = b
+                    .trim_end_matches('/')
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                (format!("{b}{method}"), vec![code])
+            }
+            AuthState::OAuth { rest_base, .. } => (format!("{rest_base}{method}"), Vec::new()),
+        };
+        let mut body = params.clone();
+        if let (Some(t), Value::Object(map)) = (&token, &mut body) {
+            map.insert("auth".into(), Value::String(t.expose_secret().to_string()));
+        }
+        let resp = self.inner.http.post(&url).json(&body).send().await?;
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .map(|s| Utc::now() + chrono::Duration::seconds(s));
+        let bytes = resp.bytes().await?;
+        let json: Value = match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(_) => {
+                let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).to_string();
+                let mut secrets: Vec<&str> = secret_parts.iter().map(String::as_str).collect();
+                let tok;
+                if let Some(t) = &token {
+                    tok = t.expose_secret().to_string();
+                    secrets.push(&tok);
+                }
+                return Err(Error::NotJson {
+                    status,
+                    content_type,
+                    snippet: redact(&text, &secrets),
+                });
+            }
+        };
+        let time = json.get("time").map(Time::from_value).unwrap_or_default();
+        if let Some(code) = json.get("error") {
+            let code = value_text(code).unwrap_or_default();
+            let description = json
+                .get("error_description")
+                .and_then(value_text)
+                .unwrap_or_default();
+            let reset_at = time.operating_reset_at.or_else(|| {
+                json.get("operating_reset_at").and_then(|v| {
+                    Time::from_value(&json!({ "operating_reset_at": v })).operating_reset_at
+                })
+            });
+            let status = if status == 200 { 400 } else { status };
+            return Err(classify_at(
+                Some(status),
+                &code,
+                &description,
+                method,
+                reset_at.or(retry_after),
+            ));
+        }
+        if !(200..300).contains(&status) {
+            return Err(classify_at(Some(status), "", "", method, retry_after));
+        }
+        let Some(result) = json.get("result").cloned() else {
+            return Err(Error::Decode {
+                method: method.into(),
+                detail: "no result in the answer".into(),
+            });
+        };
+        Ok(Response {
+            result,
+            page: PageInfo {
+                next: json.get("next").and_then(value_i64).map(|n| n as u64),
+                total: json.get("total").and_then(value_i64).map(|n| n as u64),
+            },
+            time,
+        })
+    }
+
+    /// One `batch` request (≤ 50 commands, `halt=0`): per-command results.
+    pub async fn batch(
+        &self,
+        commands: &[BatchCommand],
+    ) -> Result<BTreeMap<String, CommandResult>, Error> {
+        let body = batch::build(commands)?;
+        let methods: Vec<&str> = commands.iter().map(|c| c.method.as_str()).collect();
+        let idempotent = commands.iter().all(|c| is_idempotent(&c.method));
+        let resp = self
+            .call_inner("batch", &body, &methods, idempotent)
+            .await?;
+        let out = batch::split(commands, &resp.result)?;
+        for c in commands {
+            let r = &out[&c.key];
+            if let Some(t) = &r.time {
+                let secs = t.duration.or(t.processing).unwrap_or(0.0);
+                self.inner.operating.record(&c.method, secs, t.operating);
+            }
+            if let Err(e @ Error::OperationTimeLimit { .. }) = &r.result {
+                let wait = e.retry_after().unwrap_or(Duration::from_secs(10));
+                self.inner
+                    .operating
+                    .pause_until(&c.method, tokio::time::Instant::now() + wait);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Any number of commands, split into batches of 50 and sent with up to
+    /// `max_in_flight` in flight (each paced). A batch that fails as a whole gives
+    /// every one of its commands that error, so each command's outcome is known.
+    pub async fn batch_all(
+        &self,
+        commands: Vec<BatchCommand>,
+    ) -> Result<BTreeMap<String, CommandResult>, Error> {
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(dup) = commands.iter().find(|c| !seen.insert(c.key.clone())) {
+            return Err(Error::Config(format!("duplicate batch key {:?}", dup.key)));
+        }
+        let chunks: Vec<Vec<BatchCommand>> =
+            commands.chunks(MAX_COMMANDS).map(<[_]>::to_vec).collect();
+        for chunk in &chunks {
+            batch::build(chunk)?;
+        }
+        let sem = Arc::new(Semaphore::new(self.inner.config.max_in_flight.max(1)));
+        let mut set = JoinSet::new();
+        for chunk in chunks {
+            let client = self.clone();
+            let sem = sem.clone();
+            set.spawn(async move {
+                let _permit = sem.acquire_owned().await;
+                let res = client.batch(&chunk).await;
+                (chunk, res)
+            });
+        }
+        let mut out = BTreeMap::new();
+        while let Some(joined) = set.join_next().await {
+            let (chunk, res) =
+                joined.map_err(|e| Error::Transport(format!("batch task failed: {e}")))?;
+            match res {
+                Ok(map) => out.extend(map),
+                Err(e) => {
+                    for c in chunk {
+                        out.insert(
+                            c.key,
+                            CommandResult {
+                                result: Err(e.clone()),
+                                page: PageInfo::default(),
+                                time: None,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    // ---- typed helpers -------------------------------------------------------------
+
+    /// `crm.lead.list`: one page (50) of leads. Pass `start: -1` style paging via
+    /// `start` (`None` = -1, no total count).
+    pub async fn lead_list(
+        &self,
+        filter: Value,
+        select: &[&str],
+        order: Value,
+        start: Option<u64>,
+    ) -> Result<(Vec<LeadRecord>, PageInfo), Error> {
+        let start = start.map_or(json!(-1), |s| json!(s));
+        let resp = self
+            .call(
+                "crm.lead.list",
+                json!({"filter": filter, "select": select, "order": order, "start": start}),
+            )
+            .await?;
+        Ok((decode_list("crm.lead.list", &resp.result)?, resp.page))
+    }
+
+    /// `crm.lead.update` without a live-feed event (no notification spam for reps).
+    pub async fn lead_update(&self, id: &str, fields: Value) -> Result<(), Error> {
+        let resp = self
+            .call("crm.lead.update", lead_update_params(id, fields))
+            .await?;
+        expect_true("crm.lead.update", &resp.result)
+    }
+
+    /// `crm.item.get` (camelCase item).
+    pub async fn item_get(&self, entity_type_id: u32, id: &str) -> Result<Item, Error> {
+        let resp = self
+            .call(
+                "crm.item.get",
+                json!({"entityTypeId": entity_type_id, "id": id}),
+            )
+            .await?;
+        decode(
+            "crm.item.get",
+            resp.result.get("item").unwrap_or(&Value::Null),
+        )
+    }
+
+    /// `crm.item.list`: one page of items.
+    pub async fn item_list(
+        &self,
+        entity_type_id: u32,
+        select: &[&str],
+        filter: Value,
+        order: Value,
+        start: Option<u64>,
+    ) -> Result<(Vec<Item>, PageInfo), Error> {
+        let start = start.map_or(json!(-1), |s| json!(s));
+        let resp = self
+            .call(
+                "crm.item.list",
+                json!({"entityTypeId": entity_type_id, "select": select, "filter": filter, "order": order, "start": start}),
+            )
+            .await?;
+        let items = resp
+            .result
+            .get("items")
+            .cloned()
+            .unwrap_or(Value::Array(Vec::new()));
+        Ok((decode_list("crm.item.list", &items)?, resp.page))
+    }
+
+    /// `crm.item.update`; returns the updated item.
+    pub async fn item_update(
+        &self,
+        entity_type_id: u32,
+        id: &str,
+        fields: Value,
+    ) -> Result<Item, Error> {
+        let resp = self
+            .call(
+                "crm.item.update",
+                json!({"entityTypeId": entity_type_id, "id": id, "fields": fields}),
+            )
+            .await?;
+        decode(
+            "crm.item.update",
+            resp.result.get("item").unwrap_or(&Value::Null),
+        )
+    }
+
+    /// `crm.activity.list`: one page.
+    pub async fn activity_list(
+        &self,
+        filter: Value,
+        select: &[&str],
+        order: Value,
+        start: Option<u64>,
+    ) -> Result<(Vec<ActivityRecord>, PageInfo), Error> {
+        let start = start.map_or(json!(-1), |s| json!(s));
+        let resp = self
+            .call(
+                "crm.activity.list",
+                json!({"filter": filter, "select": select, "order": order, "start": start}),
+            )
+            .await?;
+        Ok((decode_list("crm.activity.list", &resp.result)?, resp.page))
+    }
+
+    /// `crm.activity.get`.
+    pub async fn activity_get(&self, id: &str) -> Result<ActivityRecord, Error> {
+        let resp = self.call("crm.activity.get", json!({"id": id})).await?;
+        decode("crm.activity.get", &resp.result)
+    }
+
+    /// `crm.timeline.comment.add` on an entity (`"lead"`); returns the comment id.
+    pub async fn timeline_comment_add(
+        &self,
+        entity_type: &str,
+        entity_id: &str,
+        comment: &str,
+    ) -> Result<String, Error> {
+        let resp = self
+            .call(
+                "crm.timeline.comment.add",
+                comment_params(entity_type, entity_id, comment),
+            )
+            .await?;
+        id_of("crm.timeline.comment.add", &resp.result)
+    }
+
+    /// `tasks.task.add`; `fields` as documented (`TITLE`, `RESPONSIBLE_ID`,
+    /// `UF_CRM_TASK`, …). See [`task_fields`].
+    pub async fn task_add(&self, fields: Value) -> Result<TaskRecord, Error> {
+        let resp = self
+            .call("tasks.task.add", json!({ "fields": fields }))
+            .await?;
+        decode(
+            "tasks.task.add",
+            resp.result.get("task").unwrap_or(&Value::Null),
+        )
+    }
+
+    /// `tasks.task.list` (first page) with a filter and select (camel- or upper-case).
+    pub async fn task_list(
+        &self,
+        filter: Value,
+        select: &[&str],
+    ) -> Result<Vec<TaskRecord>, Error> {
+        let resp = self
+            .call(
+                "tasks.task.list",
+                json!({"filter": filter, "select": select}),
+            )
+            .await?;
+        let tasks = resp
+            .result
+            .get("tasks")
+            .cloned()
+            .unwrap_or(Value::Array(Vec::new()));
+        decode_list("tasks.task.list", &tasks)
+    }
+
+    /// `crm.activity.todo.add`; returns the to-do's activity id.
+    pub async fn todo_add(&self, params: Value) -> Result<String, Error> {
+        let resp = self.call("crm.activity.todo.add", params).await?;
+        id_of("crm.activity.todo.add", &resp.result)
+    }
+
+    /// `crm.lead.userfield.list`.
+    pub async fn lead_userfield_list(&self, filter: Value) -> Result<Vec<UserField>, Error> {
+        let resp = self
+            .call(
+                "crm.lead.userfield.list",
+                json!({"filter": filter, "order": {"ID": "ASC"}}),
+            )
+            .await?;
+        decode_list("crm.lead.userfield.list", &resp.result)
+    }
+
+    /// `crm.lead.userfield.add`; returns the new field's id.
+    pub async fn lead_userfield_add(&self, fields: Value) -> Result<String, Error> {
+        let resp = self
+            .call("crm.lead.userfield.add", json!({ "fields": fields }))
+            .await?;
+        id_of("crm.lead.userfield.add", &resp.result)
+    }
+
+    /// `crm.lead.userfield.update` (used to add missing enumeration items).
+    pub async fn lead_userfield_update(&self, id: &str, fields: Value) -> Result<(), Error> {
+        let resp = self
+            .call(
+                "crm.lead.userfield.update",
+                json!({"id": id, "fields": fields}),
+            )
+            .await?;
+        expect_true("crm.lead.userfield.update", &resp.result)
+    }
+}
+
+/// Parameters of `crm.lead.update` (also used inside batches).
+pub fn lead_update_params(id: &str, fields: Value) -> Value {
+    json!({"id": id, "fields": fields, "params": {"REGISTER_SONET_EVENT": "N"}})
+}
+
+/// Parameters of `crm.timeline.comment.add` (lowercase `fields`, as required since crm 23.100).
+pub fn comment_params(entity_type: &str, entity_id: &str, comment: &str) -> Value {
+    json!({"fields": {"ENTITY_ID": entity_id, "ENTITY_TYPE": entity_type, "COMMENT": comment}})
+}
+
+/// `tasks.task.add` fields for a high-priority task bound to a lead.
+pub fn task_fields(
+    lead_id: &str,
+    title: &str,
+    description: &str,
+    responsible_id: Option<&str>,
+    deadline: DateTime<Utc>,
+) -> Value {
+    let mut f = json!({
+        "TITLE": title,
+        "DESCRIPTION": description,
+        "DEADLINE": deadline.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "PRIORITY": 2,
+        "UF_CRM_TASK": [format!("L_{lead_id}")],
+    });
+    if let Some(r) = responsible_id {
+        f["RESPONSIBLE_ID"] = json!(r);
+    }
+    f
+}
+
+/// Decode one value into a type, with the method name in the error.
+pub fn decode<T: serde::de::DeserializeOwned>(method: &str, v: &Value) -> Result<T, Error> {
+    serde_json::from_value(v.clone()).map_err(|e| Error::Decode {
+        method: method.into(),
+        detail: e.to_string(),
+    })
+}
+
+/// Decode a list that PHP may have sent as a map or as `[]`/`false`.
+pub fn decode_list<T: serde::de::DeserializeOwned>(
+    method: &str,
+    v: &Value,
+) -> Result<Vec<T>, Error> {
+    match v {
+        Value::Array(items) => items.iter().map(|i| decode(method, i)).collect(),
+        Value::Object(m) => m.values().map(|i| decode(method, i)).collect(),
+        Value::Null | Value::Bool(false) => Ok(Vec::new()),
+        other => Err(Error::Decode {
+            method: method.into(),
+            detail: format!("expected a list, got {other}"),
+        }),
+    }
+}
+
+/// An id answer: a bare number/string, or `{"id": …}` (to-dos), or `{"ID": …}`.
+pub fn id_of(method: &str, v: &Value) -> Result<String, Error> {
+    value_text(v)
+        .filter(|s| s != "N" && s != "Y")
+        .or_else(|| v.get("id").and_then(value_text))
+        .or_else(|| v.get("ID").and_then(value_text))
+        .ok_or_else(|| Error::Decode {
+            method: method.into(),
+            detail: "no id in the answer".into(),
+        })
+}
+
+/// `result: true` answers; `false` means the portal refused without saying why.
+pub fn expect_true(method: &str, v: &Value) -> Result<(), Error> {
+    match v {
+        Value::Bool(true) => Ok(()),
+        Value::String(s) if s == "1" || s.eq_ignore_ascii_case("true") => Ok(()),
+        Value::Number(n) if n.as_i64() == Some(1) => Ok(()),
+        _ => Err(Error::Command {
+            code: "UPDATE_REFUSED".into(),
+            description: format!("{method} answered {v} instead of true"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_policy_is_data() {
+        let p = RetryPolicy {
+            jitter: 0.0,
+            ..RetryPolicy::default()
+        };
+        assert!(p.should_retry(&Error::QueryLimitExceeded, 1, true));
+        assert!(!p.should_retry(&Error::QueryLimitExceeded, p.max_attempts, true));
+        assert!(p.should_retry(&Error::Timeout, 1, true));
+        assert!(
+            !p.should_retry(&Error::Timeout, 1, false),
+            "a timed-out *.add may have run"
+        );
+        assert!(p.should_retry(&Error::Connect("refused".into()), 1, false));
+        let bad = Error::classify(
+            Some(400),
+            "ERROR_CORE",
+            "Task title is not specified",
+            "tasks.task.add",
+        );
+        assert!(!p.should_retry(&bad, 1, true));
+        assert_eq!(p.delay(1, &Error::Timeout), Duration::from_millis(500));
+        assert_eq!(p.delay(3, &Error::Timeout), Duration::from_secs(2));
+        assert_eq!(p.delay(20, &Error::Timeout), Duration::from_secs(30));
+        let e = Error::OperationTimeLimit {
+            method: "m".into(),
+            reset_at: Some(Utc::now() + chrono::Duration::seconds(120)),
+        };
+        assert!(p.delay(1, &e) >= Duration::from_secs(118));
+        let far = Error::OperationTimeLimit {
+            method: "m".into(),
+            reset_at: Some(Utc::now() + chrono::Duration::seconds(3600)),
+        };
+        assert!(!p.should_retry(&far, 1, true));
+        let jittery = RetryPolicy::default();
+        for _ in 0..50 {
+            let d = jittery.delay(2, &Error::Timeout).as_secs_f64();
+            assert!((0.8..=1.2).contains(&d), "{d}");
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let c = Client::new(
+            Auth::WebhookUrl(SecretString::from(
+                "https://x.bitrix24.ru/rest/1/s3cr3tc0de/".to_string(),
+            )),
+            ClientConfig::default(),
+        )
+        .unwrap();
+        let d = format!("{c:?}");
+        assert!(!d.contains("s3cr3tc0de"), "{d}");
+        let o = Auth::OAuth(OAuth {
+            base_url: "https://x.bitrix24.ru".into(),
+            client_id: "app.1".into(),
+            client_secret: SecretString::from("cl1ents3cret".to_string()),
+            tokens: OAuthTokens {
+                access_token: Some(SecretString::from("acc3ss".to_string())),
+                refresh_token: SecretString::from("refr3sh".to_string()),
+                expires_at: None,
+            },
+            on_refresh: Arc::new(|_| {}),
+            oauth_server: DEFAULT_OAUTH_SERVER.into(),
+        });
+        let d = format!("{o:?}");
+        assert!(
+            !d.contains("cl1ents3cret") && !d.contains("acc3ss") && !d.contains("refr3sh"),
+            "{d}"
+        );
+        assert_eq!(
+            redact("<a href=/rest/1/s3cr3tc0de/x>", &["s3cr3tc0de"]),
+            "<a href=/rest/1/[REDACTED]/x>"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_webhook_urls() {
+        for u in [
+            "not a url",
+            "ftp://x/rest/1/c/",
+            "https://x.bitrix24.ru/1/c/",
+        ] {
+            let e = Client::new(
+                Auth::WebhookUrl(SecretString::from(u.to_string())),
+                ClientConfig::default(),
+            )
+            .unwrap_err();
+            assert!(matches!(e, Error::Config(_)));
+            assert!(!e.to_string().contains(u));
+        }
+    }
+
+    #[test]
+    fn answer_helpers() {
+        assert_eq!(id_of("m", &json!(999)).unwrap(), "999");
+        assert_eq!(id_of("m", &json!({"id": 5})).unwrap(), "5");
+        assert!(id_of("m", &json!(true)).is_err());
+        assert!(expect_true("m", &json!(true)).is_ok());
+        assert!(expect_true("m", &json!(false)).is_err());
+        let f = task_fields(
+            "42",
+            "Call",
+            "marker",
+            Some("7"),
+            DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+        );
+        assert_eq!(f["UF_CRM_TASK"], json!(["L_42"]));
+        assert_eq!(f["PRIORITY"], json!(2));
+        assert_eq!(f["RESPONSIBLE_ID"], json!("7"));
+        assert_eq!(f["DEADLINE"], json!("2027-01-15T08:00:00Z"));
+    }
+}

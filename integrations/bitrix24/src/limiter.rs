@@ -410,7 +410,7 @@ mod tests {
         }
         let took = start.elapsed().as_secs_f64();
         assert_eq!(bucket.rejected, 0);
-        assert!(took >= 75.0 && took <= 75.0 * 1.05, "took {took}");
+        assert!((75.0..=75.0 * 1.05).contains(&took), "took {took}");
         let stats = pacer.stats();
         assert_eq!(stats.requests_sent, 200);
         assert!(stats.total_wait.as_secs_f64() > 70.0);
