@@ -1,1 +1,1091 @@
 //! Bitrix24 implementation of the `Crm` trait.
+//!
+//! Everything goes through one paced [`Client`] per portal and is packed into `batch`
+//! requests: fetching 50 leads with their activities costs 2 requests (one batch with
+//! one `crm.lead.list` filtered by the 50 ids plus 49 `crm.activity.list`, then one
+//! more batch for the last activity list), a score write-back for 50 leads costs 1.
+//! Lead data is read with `crm.lead.list` and written with `crm.lead.update` (see the
+//! client module for why these and not `crm.item.*`).
+//!
+//! **Activities → neutral kinds.** `TYPE_ID` 1 meeting, 2 call, 3 task, 4 e-mail (with
+//! `DIRECTION` 1 incoming / 2 outgoing), 5 (calendar import) meeting. `TYPE_ID` 6 is
+//! provider-managed and classified by `PROVIDER_ID`: `CRM_WEBFORM` → form (a demo
+//! request when its subject mentions "demo"/"демо"), `CRM_TODO` → task,
+//! `VOXIMPLANT_CALL`/`CALL` → call, `CRM_EMAIL` → e-mail, `CRM_MEETING` → meeting,
+//! anything else → a custom kind named after the provider (lower-case).
+//! Website behaviour that Bitrix24 has no activity type for (demo requests, downloads,
+//! page views) is recognised by a **subject tag**: whatever puts it into the CRM (a site
+//! tracker calling `crm.activity.add`, a form handler, a robot) starts the `SUBJECT`
+//! with `[demo]`, `[download]`, `[page]`, `[email_open]` or `[form]`, e.g.
+//! `[download] Price list 2026`, and may put the URL first in `DESCRIPTION`. Tags are
+//! matched case-insensitively before the type rules and can be replaced with
+//! [`Bitrix24Crm::with_classifier`]. `START_TIME` (else `CREATED`) is the time.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use leadscore_bitrix24::batch::{BatchCommand, CommandResult};
+use leadscore_bitrix24::client::{
+    comment_params, decode, decode_list, lead_update_params, task_fields, Auth, Client,
+    ClientConfig, OAuth, OAuthTokens, TokenCallback, DEFAULT_OAUTH_SERVER,
+};
+use leadscore_bitrix24::error::Error;
+use leadscore_bitrix24::limiter::PacingConfig;
+use leadscore_bitrix24::types::{
+    value_f64, value_i64, value_text, ActivityRecord, LeadRecord, TaskRecord, UserField,
+};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{json, Map, Value};
+
+use super::{Crm, CrmError, Fetched, FieldSetup, LeadId, ScoreWrite, TaskRef, TaskRequest};
+use crate::config::{FieldsSection, Portal, PortalAuth, TaskKind, TaskSection};
+use crate::lead::{Activity, ActivityKind, Direction, Lead};
+use crate::store::Store;
+
+/// Bitrix24's owner type id of leads.
+const LEAD_OWNER_TYPE: u32 = 1;
+
+/// Field names `setup` creates when the config names none (Bitrix24 prefixes `UF_CRM_`).
+const DEFAULT_SCORE_FIELD: &str = "UF_CRM_LEADSCORE";
+const DEFAULT_TIER_FIELD: &str = "UF_CRM_LEADSCORE_TIER";
+const DEFAULT_BREAKDOWN_FIELD: &str = "UF_CRM_LEADSCORE_WHY";
+
+/// Lead fields read for scoring (`*` = all standard fields, `UF_*` = all user fields;
+/// multi-fields must be named).
+const LEAD_SELECT: [&str; 4] = ["*", "UF_*", "EMAIL", "PHONE"];
+
+const ACTIVITY_SELECT: [&str; 14] = [
+    "ID",
+    "OWNER_ID",
+    "OWNER_TYPE_ID",
+    "TYPE_ID",
+    "PROVIDER_ID",
+    "PROVIDER_TYPE_ID",
+    "SUBJECT",
+    "DESCRIPTION",
+    "DIRECTION",
+    "COMPLETED",
+    "START_TIME",
+    "CREATED",
+    "RESPONSIBLE_ID",
+    "END_TIME",
+];
+
+/// Recognises website behaviour by a tag at the start of an activity's subject.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActivityClassifier {
+    /// (tag, kind), matched case-insensitively as a prefix of `SUBJECT`.
+    pub subject_tags: Vec<(String, ActivityKind)>,
+}
+
+impl Default for ActivityClassifier {
+    fn default() -> Self {
+        ActivityClassifier {
+            subject_tags: vec![
+                ("[demo]".into(), ActivityKind::DemoRequest),
+                ("[download]".into(), ActivityKind::Download),
+                ("[page]".into(), ActivityKind::PageView),
+                ("[email_open]".into(), ActivityKind::EmailOpen),
+                ("[form]".into(), ActivityKind::Form),
+            ],
+        }
+    }
+}
+
+impl ActivityClassifier {
+    /// Translate one Bitrix24 activity; `None` when it has no usable time.
+    pub fn classify(&self, a: &ActivityRecord) -> Option<Activity> {
+        let at = a.start_time.or(a.created)?;
+        let subject = a.subject.clone().unwrap_or_default();
+        let url = a.description.as_deref().and_then(first_url);
+        let direction = match a.direction.as_deref() {
+            Some("1") => Some(Direction::Incoming),
+            Some("2") => Some(Direction::Outgoing),
+            _ => None,
+        };
+        let lower = subject.to_lowercase();
+        let tagged = self
+            .subject_tags
+            .iter()
+            .find(|(tag, _)| lower.starts_with(&tag.to_lowercase()));
+        let (kind, subject) = match tagged {
+            Some((tag, kind)) => {
+                let rest: String = subject.chars().skip(tag.chars().count()).collect();
+                (kind.clone(), rest.trim().to_string())
+            }
+            None => (type_kind(a, &lower), subject),
+        };
+        Some(Activity {
+            id: a.id.clone(),
+            kind,
+            direction,
+            subject: (!subject.is_empty()).then_some(subject),
+            url,
+            at,
+            contact_id: None,
+        })
+    }
+}
+
+fn type_kind(a: &ActivityRecord, lower_subject: &str) -> ActivityKind {
+    match a.type_id.as_deref() {
+        Some("1") | Some("5") => ActivityKind::Meeting,
+        Some("2") => ActivityKind::Call,
+        Some("3") => ActivityKind::Task,
+        Some("4") => ActivityKind::Email,
+        _ => {
+            let provider = a.provider_id.as_deref().unwrap_or("").to_ascii_uppercase();
+            match provider.as_str() {
+                "CRM_WEBFORM"
+                    if lower_subject.contains("demo") || lower_subject.contains("демо") =>
+                {
+                    ActivityKind::DemoRequest
+                }
+                "CRM_WEBFORM" => ActivityKind::Form,
+                "CRM_TODO" | "TASKS" | "TASKS_TASK" => ActivityKind::Task,
+                "VOXIMPLANT_CALL" | "CALL" | "CRM_CALL_LIST" => ActivityKind::Call,
+                "CRM_EMAIL" | "EMAIL" => ActivityKind::Email,
+                "CRM_MEETING" | "MEETING" => ActivityKind::Meeting,
+                "" => ActivityKind::Custom("activity".into()),
+                other => ActivityKind::Custom(other.to_ascii_lowercase()),
+            }
+        }
+    }
+}
+
+fn first_url(text: &str) -> Option<String> {
+    text.split_whitespace()
+        .find(|w| w.starts_with("http://") || w.starts_with("https://"))
+        .map(|w| {
+            w.trim_end_matches(['.', ',', ';', ')', '"', '\''])
+                .to_string()
+        })
+}
+
+/// Why a `Bitrix24Crm` could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The portal's credentials are not Bitrix24 ones.
+    #[error("portal {0}: no Bitrix24 webhook_url or OAuth credentials")]
+    NotBitrix24(String),
+    #[error(transparent)]
+    Client(#[from] Error),
+    #[error("portal {portal}: cannot read the rotated OAuth tokens from the store: {detail}")]
+    Store { portal: String, detail: String },
+}
+
+/// The `Crm` of one Bitrix24 portal.
+#[derive(Debug, Clone)]
+pub struct Bitrix24Crm {
+    portal_id: String,
+    client: Client,
+    fields: FieldsSection,
+    task: TaskSection,
+    classifier: ActivityClassifier,
+    max_activity_pages: u32,
+}
+
+fn store_key(portal: &str) -> String {
+    format!("oauth:bitrix24:{portal}")
+}
+
+impl Bitrix24Crm {
+    /// Build from the resolved config. For OAuth portals, a refresh token rotated into
+    /// the store by an earlier run wins over the one in the config (which is single-use
+    /// once rotated), and every new pair is written back to the store and flushed.
+    pub fn new(portal: &Portal, store: Arc<Store>) -> Result<Bitrix24Crm, BuildError> {
+        let auth = match &portal.auth {
+            PortalAuth::Bitrix24Webhook { url } => Auth::WebhookUrl(url.clone()),
+            PortalAuth::Bitrix24OAuth {
+                base_url,
+                client_id,
+                client_secret,
+                refresh_token,
+            } => {
+                let key = store_key(&portal.id);
+                let stored = store.meta_get(&key).map_err(|e| BuildError::Store {
+                    portal: portal.id.clone(),
+                    detail: e.to_string(),
+                })?;
+                let tokens = stored
+                    .as_deref()
+                    .and_then(tokens_from_json)
+                    .unwrap_or_else(|| OAuthTokens {
+                        access_token: None,
+                        refresh_token: refresh_token.clone(),
+                        expires_at: None,
+                    });
+                let persist: TokenCallback = Arc::new(move |t: &OAuthTokens| {
+                    if let Err(e) = store.meta_set(&key, &tokens_to_json(t)) {
+                        tracing::error!(error = %e, "cannot store rotated Bitrix24 OAuth tokens");
+                        return;
+                    }
+                    let store = store.clone();
+                    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                        rt.spawn(async move {
+                            if let Err(e) = store.flush().await {
+                                tracing::error!(error = %e, "cannot flush rotated Bitrix24 OAuth tokens");
+                            }
+                        });
+                    }
+                });
+                Auth::OAuth(OAuth {
+                    base_url: base_url.clone(),
+                    client_id: client_id.clone(),
+                    client_secret: client_secret.clone(),
+                    tokens,
+                    on_refresh: persist,
+                    oauth_server: DEFAULT_OAUTH_SERVER.into(),
+                })
+            }
+            _ => return Err(BuildError::NotBitrix24(portal.id.clone())),
+        };
+        let client = Client::new(auth, Self::client_config(portal))?;
+        Ok(Self::with_client(portal, client))
+    }
+
+    /// Build around a ready client (tests, the demo, a custom OAuth server).
+    pub fn with_client(portal: &Portal, client: Client) -> Bitrix24Crm {
+        Bitrix24Crm {
+            portal_id: portal.id.clone(),
+            client,
+            fields: portal.fields.clone(),
+            task: portal.task.clone(),
+            classifier: ActivityClassifier::default(),
+            max_activity_pages: 4,
+        }
+    }
+
+    /// The client settings a portal's config implies (its rate limit as the bucket).
+    pub fn client_config(portal: &Portal) -> ClientConfig {
+        ClientConfig {
+            pacing: PacingConfig {
+                per_second: portal.rate_limit.per_second,
+                burst: portal.rate_limit.burst,
+                ..PacingConfig::standard()
+            },
+            ..ClientConfig::default()
+        }
+    }
+
+    /// Replace the subject-tag rules for website behaviour.
+    pub fn with_classifier(mut self, classifier: ActivityClassifier) -> Self {
+        self.classifier = classifier;
+        self
+    }
+
+    /// Read at most this many pages (50 each, newest first) of activities per lead.
+    pub fn with_max_activity_pages(mut self, pages: u32) -> Self {
+        self.max_activity_pages = pages.max(1);
+        self
+    }
+
+    /// The portal this CRM talks to (config id).
+    pub fn portal_id(&self) -> &str {
+        &self.portal_id
+    }
+
+    /// The underlying client (pacing counters for metrics and benchmarks).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn score_field(&self) -> &str {
+        self.fields.score.as_deref().unwrap_or(DEFAULT_SCORE_FIELD)
+    }
+
+    fn lead_from(&self, raw: &Map<String, Value>) -> Result<(Lead, Option<i32>), CrmError> {
+        let rec: LeadRecord =
+            decode("crm.lead.list", &Value::Object(raw.clone())).map_err(to_crm)?;
+        let name = [rec.name.as_deref(), rec.last_name.as_deref()]
+            .into_iter()
+            .flatten()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let multi = |v: &[leadscore_bitrix24::types::MultiField]| -> Vec<String> {
+            v.iter()
+                .filter_map(|m| m.value.clone())
+                .filter(|s| !s.trim().is_empty())
+                .collect()
+        };
+        let mut lead = Lead {
+            id: rec.id.clone(),
+            name: if name.is_empty() {
+                rec.title.clone()
+            } else {
+                Some(name)
+            },
+            position: rec.post.clone(),
+            emails: multi(&rec.email),
+            phones: multi(&rec.phone),
+            company: rec.company_title.clone(),
+            source: rec.source_id.clone(),
+            status: rec.status_id.clone(),
+            responsible_id: rec.assigned_by_id.clone(),
+            created_at: rec.date_create,
+            updated_at: rec.date_modify,
+            ..Lead::default()
+        };
+        for (neutral, field) in &self.fields.map {
+            let Some(v) = raw.get(field) else { continue };
+            let text = match v {
+                Value::Array(items) => {
+                    let parts: Vec<String> = items.iter().filter_map(value_text).collect();
+                    (!parts.is_empty()).then(|| parts.join(", "))
+                }
+                other => value_text(other),
+            };
+            match neutral.as_str() {
+                "revenue" => lead.revenue = value_f64(v),
+                "employees" => lead.employees = value_f64(v),
+                "name" => lead.name = text.or(lead.name.take()),
+                "position" => lead.position = text.or(lead.position.take()),
+                "company" => lead.company = text.or(lead.company.take()),
+                "industry" => lead.industry = text,
+                "region" => lead.region = text,
+                "source" => lead.source = text.or(lead.source.take()),
+                "status" => lead.status = text.or(lead.status.take()),
+                "responsible_id" => lead.responsible_id = text.or(lead.responsible_id.take()),
+                "email" => lead.emails.extend(text),
+                "phone" => lead.phones.extend(text),
+                other => {
+                    let key = other.strip_prefix("custom.").unwrap_or(other);
+                    if let Some(t) = text {
+                        lead.custom.insert(key.to_string(), t);
+                    }
+                }
+            }
+        }
+        let score = raw
+            .get(self.score_field())
+            .and_then(value_i64)
+            .and_then(|n| i32::try_from(n).ok());
+        Ok((lead, score))
+    }
+
+    fn activity_command(&self, lead_id: &str, start: u64) -> BatchCommand {
+        BatchCommand::new(
+            format!("a{lead_id}_{start}"),
+            "crm.activity.list",
+            json!({
+                "filter": {"OWNER_TYPE_ID": LEAD_OWNER_TYPE, "OWNER_ID": lead_id},
+                "select": ACTIVITY_SELECT,
+                "order": {"ID": "DESC"},
+                "start": start,
+            }),
+        )
+    }
+
+    async fn find_todo(&self, lead_id: &str, marker: &str) -> Result<Option<TaskRef>, CrmError> {
+        let (items, _) = self
+            .client
+            .activity_list(
+                json!({"OWNER_TYPE_ID": LEAD_OWNER_TYPE, "OWNER_ID": lead_id, "PROVIDER_ID": "CRM_TODO"}),
+                &ACTIVITY_SELECT,
+                json!({"ID": "DESC"}),
+                Some(0),
+            )
+            .await
+            .map_err(to_crm)?;
+        Ok(items
+            .into_iter()
+            .find(|a| a.description.as_deref().is_some_and(|d| d.contains(marker)))
+            .map(|a| TaskRef {
+                open: a.completed.as_deref() != Some("Y"),
+                id: a.id,
+            }))
+    }
+}
+
+fn tokens_to_json(t: &OAuthTokens) -> String {
+    json!({
+        "access_token": t.access_token.as_ref().map(|s| s.expose_secret().to_string()),
+        "refresh_token": t.refresh_token.expose_secret(),
+        "expires_at": t.expires_at.map(|d| d.to_rfc3339()),
+    })
+    .to_string()
+}
+
+fn tokens_from_json(s: &str) -> Option<OAuthTokens> {
+    let v: Value = serde_json::from_str(s).ok()?;
+    Some(OAuthTokens {
+        access_token: v
+            .get("access_token")
+            .and_then(Value::as_str)
+            .map(|s| SecretString::from(s.to_string())),
+        refresh_token: SecretString::from(v.get("refresh_token")?.as_str()?.to_string()),
+        expires_at: v
+            .get("expires_at")
+            .and_then(Value::as_str)
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+            .map(|d| d.with_timezone(&Utc)),
+    })
+}
+
+/// Map a client error to the pipeline's terms.
+pub fn to_crm(e: Error) -> CrmError {
+    match &e {
+        Error::Overload => CrmError::Blocked(e.to_string()),
+        Error::Auth { .. } => CrmError::Auth(e.to_string()),
+        _ if e.is_retryable() => CrmError::Transient {
+            message: e.to_string(),
+            retry_after: e.retry_after(),
+        },
+        _ => CrmError::Rejected(e.to_string()),
+    }
+}
+
+fn is_numeric_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 18 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The first error of a set of command results, preferring the most actionable kind.
+fn first_error<'a>(results: impl Iterator<Item = &'a CommandResult>) -> Option<Error> {
+    let mut errors: Vec<&Error> = results.filter_map(|r| r.result.as_ref().err()).collect();
+    errors.sort_by_key(|e| match e {
+        Error::Auth { .. } => 0,
+        Error::Overload => 1,
+        e if e.is_retryable() => 2,
+        _ => 3,
+    });
+    errors.first().map(|e| (*e).clone())
+}
+
+#[async_trait]
+impl Crm for Bitrix24Crm {
+    async fn resolve_activities(
+        &self,
+        activity_ids: &[String],
+    ) -> Result<BTreeMap<String, Option<LeadId>>, CrmError> {
+        let mut out = BTreeMap::new();
+        let mut cmds = Vec::new();
+        for id in activity_ids.iter().collect::<BTreeSet<_>>() {
+            if is_numeric_id(id) {
+                cmds.push(BatchCommand::new(
+                    format!("g{id}"),
+                    "crm.activity.get",
+                    json!({ "id": id }),
+                ));
+            } else {
+                out.insert(id.clone(), None);
+            }
+        }
+        if cmds.is_empty() {
+            return Ok(out);
+        }
+        let results = self.client.batch_all(cmds).await.map_err(to_crm)?;
+        for (key, r) in &results {
+            let id = key[1..].to_string();
+            match &r.result {
+                Ok(v) => {
+                    let a: ActivityRecord = decode("crm.activity.get", v).map_err(to_crm)?;
+                    let lead = (a.owner_type_id.as_deref() == Some("1"))
+                        .then_some(a.owner_id)
+                        .flatten();
+                    out.insert(id, lead);
+                }
+                Err(e) if e.is_not_found() => {
+                    out.insert(id, None);
+                }
+                Err(e) => return Err(to_crm(e.clone())),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn fetch(&self, lead_ids: &[LeadId]) -> Result<BTreeMap<LeadId, Fetched>, CrmError> {
+        let ids: Vec<&String> = lead_ids
+            .iter()
+            .filter(|id| is_numeric_id(id))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if ids.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let mut cmds = Vec::new();
+        for (i, chunk) in ids.chunks(50).enumerate() {
+            cmds.push(BatchCommand::new(
+                format!("l{i}"),
+                "crm.lead.list",
+                json!({"filter": {"@ID": chunk}, "select": LEAD_SELECT, "order": {"ID": "ASC"}, "start": -1}),
+            ));
+        }
+        cmds.extend(ids.iter().map(|id| self.activity_command(id, 0)));
+        let results = self.client.batch_all(cmds).await.map_err(to_crm)?;
+        if let Some(e) = first_error(results.values()) {
+            return Err(to_crm(e));
+        }
+        let mut out = BTreeMap::new();
+        for (key, r) in results.iter().filter(|(k, _)| k.starts_with('l')) {
+            let rows: Vec<Map<String, Value>> =
+                decode_list("crm.lead.list", r.result.as_ref().expect("checked"))
+                    .map_err(to_crm)?;
+            for raw in rows {
+                let (lead, current_score) = self.lead_from(&raw)?;
+                tracing::trace!(batch = %key, lead = %lead.id, "lead fetched");
+                out.insert(
+                    lead.id.clone(),
+                    Fetched {
+                        lead,
+                        activities: Vec::new(),
+                        current_score,
+                    },
+                );
+            }
+        }
+        // Activities: first pages are in `results`; follow `next` for busy leads.
+        let mut pending: Vec<(String, CommandResult)> = results
+            .into_iter()
+            .filter(|(k, _)| k.starts_with('a'))
+            .collect();
+        let mut page = 1;
+        while !pending.is_empty() {
+            let mut more = Vec::new();
+            for (key, r) in pending {
+                let lead_id = key[1..].split('_').next().unwrap_or("").to_string();
+                let rows: Vec<ActivityRecord> =
+                    decode_list("crm.activity.list", r.result.as_ref().expect("checked"))
+                        .map_err(to_crm)?;
+                if let Some(f) = out.get_mut(&lead_id) {
+                    f.activities
+                        .extend(rows.iter().filter_map(|a| self.classifier.classify(a)));
+                    if let Some(next) = r.page.next {
+                        if page < self.max_activity_pages && !rows.is_empty() {
+                            more.push(self.activity_command(&lead_id, next));
+                        }
+                    }
+                }
+            }
+            if more.is_empty() {
+                break;
+            }
+            page += 1;
+            let results = self.client.batch_all(more).await.map_err(to_crm)?;
+            if let Some(e) = first_error(results.values()) {
+                return Err(to_crm(e));
+            }
+            pending = results.into_iter().collect();
+        }
+        for f in out.values_mut() {
+            f.activities
+                .sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.id.cmp(&b.id)));
+            f.activities.dedup_by(|a, b| a.id == b.id);
+        }
+        Ok(out)
+    }
+
+    async fn write_scores(
+        &self,
+        writes: &[ScoreWrite],
+    ) -> Result<BTreeMap<LeadId, Result<(), CrmError>>, CrmError> {
+        let mut out = BTreeMap::new();
+        let mut cmds = Vec::new();
+        for w in writes {
+            if !is_numeric_id(&w.lead_id) {
+                out.insert(
+                    w.lead_id.clone(),
+                    Err(CrmError::Rejected(format!(
+                        "{:?} is not a lead id",
+                        w.lead_id
+                    ))),
+                );
+                continue;
+            }
+            let mut fields = Map::new();
+            fields.insert(self.score_field().to_string(), json!(w.score));
+            if let Some(tier_field) = &self.fields.tier {
+                match self.fields.tier_values.get(&w.tier) {
+                    Some(item) => {
+                        fields.insert(tier_field.clone(), json!(item));
+                    }
+                    None => {
+                        out.insert(
+                            w.lead_id.clone(),
+                            Err(CrmError::Rejected(format!(
+                                "tier {:?} has no enumeration id in fields.tier_values (run `leadscore setup`)",
+                                w.tier
+                            ))),
+                        );
+                        continue;
+                    }
+                }
+            }
+            if let Some(b) = &self.fields.breakdown {
+                fields.insert(b.clone(), json!(w.breakdown));
+            }
+            cmds.push(BatchCommand::new(
+                format!("u{}", w.lead_id),
+                "crm.lead.update",
+                lead_update_params(&w.lead_id, Value::Object(fields)),
+            ));
+            if w.comment {
+                cmds.push(BatchCommand::new(
+                    format!("m{}", w.lead_id),
+                    "crm.timeline.comment.add",
+                    comment_params("lead", &w.lead_id, &w.breakdown),
+                ));
+            }
+        }
+        if cmds.is_empty() {
+            return Ok(out);
+        }
+        let results = self.client.batch_all(cmds).await.map_err(to_crm)?;
+        for w in writes {
+            if out.contains_key(&w.lead_id) {
+                continue;
+            }
+            let update = results.get(&format!("u{}", w.lead_id));
+            let outcome = match update.map(|r| &r.result) {
+                Some(Ok(v)) => {
+                    leadscore_bitrix24::client::expect_true("crm.lead.update", v).map_err(to_crm)
+                }
+                Some(Err(e)) => Err(to_crm(e.clone())),
+                None => Err(CrmError::Transient {
+                    message: "no result for the update".into(),
+                    retry_after: None,
+                }),
+            };
+            let outcome = match (outcome, results.get(&format!("m{}", w.lead_id))) {
+                (Ok(()), Some(CommandResult { result: Err(e), .. })) => Err(to_crm(e.clone())),
+                (o, _) => o,
+            };
+            out.insert(w.lead_id.clone(), outcome);
+        }
+        Ok(out)
+    }
+
+    async fn find_task(&self, lead_id: &str, marker: &str) -> Result<Option<TaskRef>, CrmError> {
+        if !is_numeric_id(lead_id) {
+            return Ok(None);
+        }
+        if self.task.kind == TaskKind::Todo {
+            return self.find_todo(lead_id, marker).await;
+        }
+        let tasks = self
+            .client
+            .task_list(
+                json!({"UF_CRM_TASK": format!("L_{lead_id}")}),
+                &["ID", "TITLE", "DESCRIPTION", "STATUS", "RESPONSIBLE_ID"],
+            )
+            .await
+            .map_err(to_crm)?;
+        Ok(tasks
+            .into_iter()
+            .find(|t| t.description.as_deref().is_some_and(|d| d.contains(marker)))
+            .map(|t| TaskRef {
+                open: t.is_open(),
+                id: t.id,
+            }))
+    }
+
+    async fn create_task(&self, task: &TaskRequest) -> Result<TaskRef, CrmError> {
+        if !is_numeric_id(&task.lead_id) {
+            return Err(CrmError::Rejected(format!(
+                "{:?} is not a lead id",
+                task.lead_id
+            )));
+        }
+        let responsible = task
+            .responsible_id
+            .clone()
+            .or_else(|| self.task.fallback_responsible_id.clone());
+        let description = format!("{}\n\n{}", task.text, task.marker);
+        match self.task.kind {
+            TaskKind::Task => {
+                let fields = task_fields(
+                    &task.lead_id,
+                    &task.title,
+                    &description,
+                    responsible.as_deref(),
+                    task.deadline,
+                );
+                let t: TaskRecord = self.client.task_add(fields).await.map_err(to_crm)?;
+                Ok(TaskRef {
+                    id: t.id,
+                    open: true,
+                })
+            }
+            TaskKind::Todo => {
+                let mut params = json!({
+                    "ownerTypeId": LEAD_OWNER_TYPE,
+                    "ownerId": task.lead_id,
+                    "deadline": task.deadline.to_rfc3339_opts(SecondsFormat::Secs, true),
+                    "title": task.title,
+                    "description": description,
+                });
+                if let Some(r) = responsible {
+                    params["responsibleId"] = json!(r);
+                }
+                let id = self.client.todo_add(params).await.map_err(to_crm)?;
+                Ok(TaskRef { id, open: true })
+            }
+        }
+    }
+
+    async fn task_open(&self, _lead_id: &str, task_id: &str) -> Result<bool, CrmError> {
+        if !is_numeric_id(task_id) {
+            return Ok(false);
+        }
+        match self.task.kind {
+            TaskKind::Task => {
+                let tasks = self
+                    .client
+                    .task_list(json!({ "ID": task_id }), &["ID", "STATUS"])
+                    .await
+                    .map_err(to_crm)?;
+                Ok(tasks.iter().any(|t| t.id == task_id && t.is_open()))
+            }
+            TaskKind::Todo => match self.client.activity_get(task_id).await {
+                Ok(a) => Ok(a.completed.as_deref() != Some("Y")),
+                Err(e) if e.is_not_found() => Ok(false),
+                Err(e) => Err(to_crm(e)),
+            },
+        }
+    }
+
+    async fn changed_since(&self, since: DateTime<Utc>) -> Result<Vec<LeadId>, CrmError> {
+        let mut out = Vec::new();
+        let mut last: u64 = 0;
+        let since = since.to_rfc3339_opts(SecondsFormat::Secs, false);
+        // Bounded: 2,000 pages = 100,000 leads per sweep; the next sweep continues.
+        for _ in 0..2000 {
+            let (rows, _) = self
+                .client
+                .lead_list(
+                    json!({">=DATE_MODIFY": since, ">ID": last}),
+                    &["ID", "DATE_MODIFY"],
+                    json!({"ID": "ASC"}),
+                    None,
+                )
+                .await
+                .map_err(to_crm)?;
+            let n = rows.len();
+            for r in rows {
+                if let Ok(id) = r.id.parse::<u64>() {
+                    last = last.max(id);
+                }
+                out.push(r.id);
+            }
+            if n < 50 {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn setup_fields(&self, tiers: &[(String, String)]) -> Result<FieldSetup, CrmError> {
+        let score = self.score_field().to_string();
+        let tier = self
+            .fields
+            .tier
+            .clone()
+            .unwrap_or_else(|| DEFAULT_TIER_FIELD.into());
+        let breakdown = self
+            .fields
+            .breakdown
+            .clone()
+            .unwrap_or_else(|| DEFAULT_BREAKDOWN_FIELD.into());
+        let existing = self
+            .client
+            .lead_userfield_list(json!({}))
+            .await
+            .map_err(to_crm)?;
+        let find = |name: &str| {
+            existing
+                .iter()
+                .find(|f| f.field_name.eq_ignore_ascii_case(name))
+                .cloned()
+        };
+        let mut created = Vec::new();
+        let wanted: [(&str, &str, &str); 3] = [
+            (&score, "integer", "Lead score"),
+            (&tier, "enumeration", "Lead tier"),
+            (&breakdown, "string", "Lead score: why"),
+        ];
+        for (name, kind, label) in wanted {
+            if let Some(f) = find(name) {
+                let actual = f.user_type_id.as_deref().unwrap_or("");
+                if !actual.eq_ignore_ascii_case(kind) {
+                    return Err(CrmError::Rejected(format!(
+                        "field {name} exists with type {actual:?}, expected {kind}"
+                    )));
+                }
+                continue;
+            }
+            let code = name.strip_prefix("UF_CRM_").ok_or_else(|| {
+                CrmError::Rejected(format!("field name {name:?} must start with UF_CRM_"))
+            })?;
+            let mut fields = json!({
+                "FIELD_NAME": code,
+                "USER_TYPE_ID": kind,
+                "LABEL": label,
+                "EDIT_FORM_LABEL": label,
+                "LIST_COLUMN_LABEL": label,
+                "MULTIPLE": "N",
+                "MANDATORY": "N",
+                "SHOW_FILTER": "Y",
+                "XML_ID": name,
+            });
+            if kind == "enumeration" {
+                fields["LIST"] = enum_items(tiers, &[]);
+                fields["SETTINGS"] = json!({"DISPLAY": "LIST"});
+            }
+            self.client
+                .lead_userfield_add(fields)
+                .await
+                .map_err(to_crm)?;
+            created.push(name.to_string());
+        }
+        // Enumeration ids exist only after creation: read the tier field back.
+        let mut tier_field = self.read_userfield(&tier).await?;
+        let missing: Vec<&(String, String)> = tiers
+            .iter()
+            .filter(|(id, _)| {
+                !tier_field
+                    .list
+                    .iter()
+                    .any(|i| i.xml_id.as_deref() == Some(id))
+            })
+            .collect();
+        if !missing.is_empty() {
+            self.client
+                .lead_userfield_update(
+                    &tier_field.id,
+                    json!({ "LIST": enum_items(tiers, &tier_field.list) }),
+                )
+                .await
+                .map_err(to_crm)?;
+            tier_field = self.read_userfield(&tier).await?;
+        }
+        let mut tier_values = BTreeMap::new();
+        for (id, _) in tiers {
+            let item = tier_field
+                .list
+                .iter()
+                .find(|i| i.xml_id.as_deref() == Some(id.as_str()))
+                .ok_or_else(|| {
+                    CrmError::Rejected(format!("tier {id:?} is missing from {tier} after setup"))
+                })?;
+            tier_values.insert(id.clone(), item.id.clone());
+        }
+        Ok(FieldSetup {
+            score_field: score,
+            tier_field: tier,
+            breakdown_field: breakdown,
+            tier_values,
+            created,
+        })
+    }
+}
+
+impl Bitrix24Crm {
+    async fn read_userfield(&self, name: &str) -> Result<UserField, CrmError> {
+        self.client
+            .lead_userfield_list(json!({ "FIELD_NAME": name }))
+            .await
+            .map_err(to_crm)?
+            .into_iter()
+            .find(|f| f.field_name.eq_ignore_ascii_case(name))
+            .ok_or_else(|| CrmError::Rejected(format!("field {name} not found after creating it")))
+    }
+}
+
+/// `LIST` for the tier enumeration: existing items kept (with their ids), missing tiers
+/// added with `XML_ID` = tier id so lookups survive renames.
+fn enum_items(
+    tiers: &[(String, String)],
+    existing: &[leadscore_bitrix24::types::EnumItem],
+) -> Value {
+    let mut items: Vec<Value> = existing
+        .iter()
+        .map(|i| json!({"ID": i.id, "VALUE": i.value, "XML_ID": i.xml_id, "SORT": i.sort}))
+        .collect();
+    for (n, (id, label)) in tiers.iter().enumerate() {
+        if existing
+            .iter()
+            .any(|i| i.xml_id.as_deref() == Some(id.as_str()))
+        {
+            continue;
+        }
+        items.push(json!({"VALUE": label, "XML_ID": id, "SORT": (n + 1) * 10, "DEF": "N"}));
+    }
+    Value::Array(items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{CrmKind, RateLimitSection, WebhookCheck};
+
+    fn portal() -> Portal {
+        let mut fields = FieldsSection {
+            score: Some("UF_CRM_LEADSCORE".into()),
+            tier: Some("UF_CRM_LEADSCORE_TIER".into()),
+            breakdown: Some("UF_CRM_LEADSCORE_WHY".into()),
+            ..FieldsSection::default()
+        };
+        fields.map.insert("revenue".into(), "UF_CRM_REVENUE".into());
+        fields.map.insert("employees".into(), "UF_CRM_STAFF".into());
+        fields
+            .map
+            .insert("industry".into(), "UF_CRM_INDUSTRY".into());
+        fields
+            .map
+            .insert("custom.budget".into(), "UF_CRM_BUDGET".into());
+        Portal {
+            id: "p".into(),
+            crm: CrmKind::Bitrix24,
+            auth: PortalAuth::Bitrix24Webhook {
+                url: SecretString::from("http://127.0.0.1:9/rest/1/code/".to_string()),
+            },
+            webhook: WebhookCheck::default(),
+            rate_limit: RateLimitSection {
+                per_second: 2.0,
+                burst: 50,
+            },
+            fields,
+            task: TaskSection::default(),
+            threshold: 70,
+            rearm_below: 60,
+        }
+    }
+
+    fn crm() -> Bitrix24Crm {
+        let p = portal();
+        let client = Client::new(
+            Auth::WebhookUrl(SecretString::from(
+                "http://127.0.0.1:9/rest/1/code/".to_string(),
+            )),
+            Bitrix24Crm::client_config(&p),
+        )
+        .unwrap();
+        Bitrix24Crm::with_client(&p, client)
+    }
+
+    #[test]
+    fn maps_a_lead_with_mapping_and_score() {
+        let raw = json!({"ID": "42", "TITLE": "Лид с сайта", "NAME": "Иван", "LAST_NAME": "Петров",
+            "POST": "Генеральный директор", "COMPANY_TITLE": "ООО Ромашка", "ASSIGNED_BY_ID": "7",
+            "SOURCE_ID": "WEB", "STATUS_ID": "NEW", "DATE_CREATE": "2026-11-20T10:00:00+03:00",
+            "EMAIL": [{"VALUE": "ivan@romashka.ru", "VALUE_TYPE": "WORK"}, {"VALUE": ""}],
+            "PHONE": [{"VALUE": "+7 900 000-00-00"}],
+            "UF_CRM_REVENUE": "12 000 000", "UF_CRM_STAFF": 150, "UF_CRM_INDUSTRY": "Retail",
+            "UF_CRM_BUDGET": ["yes"], "UF_CRM_LEADSCORE": "64"});
+        let (lead, score) = crm().lead_from(raw.as_object().unwrap()).unwrap();
+        assert_eq!(lead.name.as_deref(), Some("Иван Петров"));
+        assert_eq!(lead.position.as_deref(), Some("Генеральный директор"));
+        assert_eq!(lead.emails, vec!["ivan@romashka.ru"]);
+        assert_eq!(lead.phones.len(), 1);
+        assert_eq!(lead.company.as_deref(), Some("ООО Ромашка"));
+        assert_eq!(lead.responsible_id.as_deref(), Some("7"));
+        assert_eq!(lead.revenue, Some(12_000_000.0));
+        assert_eq!(lead.employees, Some(150.0));
+        assert_eq!(lead.industry.as_deref(), Some("Retail"));
+        assert_eq!(lead.custom["budget"], "yes");
+        assert_eq!(
+            lead.created_at.unwrap().to_rfc3339(),
+            "2026-11-20T07:00:00+00:00"
+        );
+        assert_eq!(score, Some(64));
+        let (lead, score) = crm()
+            .lead_from(json!({"ID": "1", "TITLE": "T"}).as_object().unwrap())
+            .unwrap();
+        assert_eq!((lead.name.as_deref(), score), (Some("T"), None));
+    }
+
+    fn act(v: Value) -> ActivityRecord {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn classifies_activities() {
+        let c = ActivityClassifier::default();
+        let t = "2026-11-20T10:00:00+03:00";
+        let k = |v: Value| c.classify(&act(v)).unwrap();
+        assert_eq!(
+            k(json!({"ID": "1", "TYPE_ID": "2", "DIRECTION": "1", "START_TIME": t})).kind,
+            ActivityKind::Call
+        );
+        assert_eq!(
+            k(json!({"ID": "1", "TYPE_ID": "2", "DIRECTION": "1", "START_TIME": t})).direction,
+            Some(Direction::Incoming)
+        );
+        assert_eq!(
+            k(json!({"ID": "1", "TYPE_ID": "4", "DIRECTION": "2", "CREATED": t})).direction,
+            Some(Direction::Outgoing)
+        );
+        assert_eq!(
+            k(json!({"ID": "1", "TYPE_ID": "1", "START_TIME": t})).kind,
+            ActivityKind::Meeting
+        );
+        assert_eq!(k(json!({"ID": "1", "TYPE_ID": "6", "PROVIDER_ID": "CRM_WEBFORM", "SUBJECT": "Заявка", "START_TIME": t})).kind, ActivityKind::Form);
+        assert_eq!(k(json!({"ID": "1", "TYPE_ID": "6", "PROVIDER_ID": "CRM_WEBFORM", "SUBJECT": "Запрос демо", "START_TIME": t})).kind, ActivityKind::DemoRequest);
+        assert_eq!(k(json!({"ID": "1", "TYPE_ID": "6", "PROVIDER_ID": "IMOPENLINES_SESSION", "START_TIME": t})).kind, ActivityKind::Custom("imopenlines_session".into()));
+        let d = k(
+            json!({"ID": "9", "TYPE_ID": "6", "PROVIDER_ID": "REST_APP", "SUBJECT": "[Download] Price list 2026",
+            "DESCRIPTION": "https://example.ru/price.pdf, from the site", "START_TIME": t}),
+        );
+        assert_eq!(d.kind, ActivityKind::Download);
+        assert_eq!(d.subject.as_deref(), Some("Price list 2026"));
+        assert_eq!(d.url.as_deref(), Some("https://example.ru/price.pdf"));
+        assert_eq!(
+            k(json!({"ID": "1", "SUBJECT": "[page] /pricing", "CREATED": t})).kind,
+            ActivityKind::PageView
+        );
+        assert!(
+            c.classify(&act(json!({"ID": "1", "TYPE_ID": "2"})))
+                .is_none(),
+            "no time, no activity"
+        );
+    }
+
+    #[test]
+    fn errors_map_to_pipeline_terms() {
+        assert!(to_crm(Error::QueryLimitExceeded).is_retryable());
+        assert!(matches!(to_crm(Error::Overload), CrmError::Blocked(_)));
+        assert!(matches!(
+            to_crm(Error::Auth {
+                code: "NO_AUTH_FOUND".into(),
+                description: String::new()
+            }),
+            CrmError::Auth(_)
+        ));
+        assert!(matches!(
+            to_crm(Error::classify(Some(400), "", "Not found", "m")),
+            CrmError::Rejected(_)
+        ));
+    }
+
+    #[test]
+    fn tokens_round_trip_through_the_store_format() {
+        let t = OAuthTokens {
+            access_token: Some(SecretString::from("a".to_string())),
+            refresh_token: SecretString::from("r".to_string()),
+            expires_at: Some(DateTime::from_timestamp(1_800_000_000, 0).unwrap()),
+        };
+        let back = tokens_from_json(&tokens_to_json(&t)).unwrap();
+        assert_eq!(back.refresh_token.expose_secret(), "r");
+        assert_eq!(back.expires_at, t.expires_at);
+        assert!(tokens_from_json("{}").is_none());
+    }
+
+    #[test]
+    fn enum_items_keep_existing_and_add_missing() {
+        let existing: Vec<leadscore_bitrix24::types::EnumItem> =
+            serde_json::from_value(json!([{"ID": "5", "VALUE": "Cold", "XML_ID": "cold"}]))
+                .unwrap();
+        let tiers = vec![
+            ("cold".to_string(), "Cold".to_string()),
+            ("hot".to_string(), "Hot".to_string()),
+        ];
+        let items = enum_items(&tiers, &existing);
+        assert_eq!(items[0]["ID"], json!("5"));
+        assert_eq!(items[1]["XML_ID"], json!("hot"));
+        assert_eq!(items.as_array().unwrap().len(), 2);
+    }
+}
