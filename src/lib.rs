@@ -11,3 +11,4 @@ pub mod store;
 pub mod pipeline;
 pub mod intake;
 pub mod telemetry;
+pub mod metrics;
