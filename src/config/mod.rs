@@ -4,14 +4,21 @@
 //! scoring model and returns *all* mistakes at once, each with file, line, column and
 //! key path, so an admin fixes the file in one pass.
 
+mod error;
+mod load;
+mod locate;
 pub mod schema;
+mod summary;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use secrecy::SecretString;
 
+pub use error::{ConfigError, ConfigErrors, ConfigWarning};
+pub use load::{load, load_str, ENV_DATA_DIR, ENV_LISTEN, ENV_WORKERS};
 pub use schema::{CrmKind, FieldsSection, RateLimitSection, ServerSection, TaskKind, TaskSection};
+pub use summary::summary;
 
 use crate::scoring::{spec::ScoringSpec, Model};
 
@@ -25,6 +32,11 @@ pub struct Config {
     pub scoring: ScoringSpec,
     /// The compiled scoring model shared by all workers.
     pub model: Arc<Model>,
+    /// Risky but valid settings, for `leadscore check` and the start-up log.
+    pub warnings: Vec<ConfigWarning>,
+    /// `LEADSCORE_*` variables that overrode `[server]` settings, so the summary can
+    /// say where a value came from.
+    pub env_overrides: Vec<String>,
 }
 
 /// `[server]` with the dashboard token resolved.
@@ -71,7 +83,10 @@ pub enum PortalAuth {
         refresh_token: SecretString,
     },
     /// amoCRM private integration with a long-lived token.
-    AmoLongLived { base_url: String, token: SecretString },
+    AmoLongLived {
+        base_url: String,
+        token: SecretString,
+    },
     /// amoCRM OAuth2 with single-use refresh tokens.
     AmoOAuth {
         base_url: String,
@@ -95,4 +110,27 @@ pub struct WebhookCheck {
     pub account_id: Option<String>,
     /// amoCRM `account[subdomain]`.
     pub subdomain: Option<String>,
+}
+
+impl PortalAuth {
+    /// How the portal signs in, in words for the summary and logs (never the secret).
+    pub fn kind_label(&self) -> &'static str {
+        match self {
+            PortalAuth::Bitrix24Webhook { .. } => "inbound webhook",
+            PortalAuth::Bitrix24OAuth { .. } => "OAuth app",
+            PortalAuth::AmoLongLived { .. } => "long-lived token",
+            PortalAuth::AmoOAuth { .. } => "OAuth2 app",
+        }
+    }
+
+    /// The CRM account's address when the config names it (the webhook URL's host
+    /// is not shown: the URL is a secret).
+    pub fn base_url(&self) -> Option<&str> {
+        match self {
+            PortalAuth::Bitrix24Webhook { .. } => None,
+            PortalAuth::Bitrix24OAuth { base_url, .. }
+            | PortalAuth::AmoLongLived { base_url, .. }
+            | PortalAuth::AmoOAuth { base_url, .. } => Some(base_url),
+        }
+    }
 }

@@ -154,7 +154,7 @@ pub struct RateLimitSection {
 }
 
 /// `[portal.fields]`: where the score lands in the CRM and where lead data comes from.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FieldsSection {
     /// Integer field for the score, e.g. `UF_CRM_LEADSCORE` (Bitrix24) or a field id (amoCRM).
@@ -170,19 +170,6 @@ pub struct FieldsSection {
     /// Neutral field name (`industry`, `revenue`, `employees`, `region`, `custom.<x>`, ...)
     /// -> the CRM field that holds it.
     pub map: BTreeMap<String, String>,
-}
-
-impl Default for FieldsSection {
-    fn default() -> Self {
-        FieldsSection {
-            score: None,
-            tier: None,
-            tier_values: BTreeMap::new(),
-            breakdown: None,
-            comment: false,
-            map: BTreeMap::new(),
-        }
-    }
 }
 
 /// How the "call now" reminder is created in the CRM.

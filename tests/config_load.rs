@@ -1,0 +1,679 @@
+//! Config loading: a valid file loads with every credential resolved; a broken file
+//! reports every mistake at its exact line; secrets never leak into Debug, errors or
+//! the summary.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use leadscore::config::{load, load_str, summary, Config, ConfigErrors, PortalAuth};
+use secrecy::ExposeSecret;
+
+const FIXTURES: &str = "tests/fixtures/config";
+
+fn env_from(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let map: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |name| map.get(name).cloned()
+}
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+const B24_URL: &str = "https://example.bitrix24.ru/rest/1/b24-webhook-CODE-5a9e/";
+const AMO_CLIENT_SECRET: &str = "amo-client-secret-FIXTURE-0d17";
+const AMO_WEBHOOK_SECRET: &str = "amo-webhook-secret-FIXTURE-c4b8";
+const B24_APP_TOKEN: &str = "b24-app-token-FIXTURE-7f3a";
+const AMO_REFRESH: &str = "amo-refresh-FIXTURE-91c2";
+
+fn valid_env() -> impl Fn(&str) -> Option<String> {
+    env_from(&[
+        ("TEST_B24_WEBHOOK_URL", B24_URL),
+        ("TEST_AMO_CLIENT_SECRET", AMO_CLIENT_SECRET),
+        ("TEST_AMO_WEBHOOK_SECRET", AMO_WEBHOOK_SECRET),
+    ])
+}
+
+fn load_valid() -> Config {
+    let label = format!("{FIXTURES}/valid.toml");
+    let text = std::fs::read_to_string(&label).unwrap();
+    match load_str(&text, &label, &valid_env()) {
+        Ok(c) => c,
+        Err(e) => panic!("valid.toml should load:\n{e}"),
+    }
+}
+
+/// `FILE:LINE:COL: KEY` of each error, the part the tests pin down exactly.
+fn heads(errors: &ConfigErrors) -> Vec<String> {
+    errors
+        .iter()
+        .map(|e| format!("{}:{}:{}: {}", e.file, e.line, e.column, e.key_path))
+        .collect()
+}
+
+/// A minimal scoring model that compiles; tests append portals and servers to it.
+const SCORING: &str = r#"
+[scoring]
+[[scoring.groups]]
+id = "fit"
+[[scoring.rules]]
+id = "ceo"
+group = "fit"
+label = "CEO"
+points = 15
+when = { field = "position", contains = "ceo" }
+[[scoring.tiers]]
+id = "cold"
+min = 0
+max = 70
+[[scoring.tiers]]
+id = "hot"
+min = 71
+max = 100
+"#;
+
+const B24_PORTAL: &str = r#"
+[[portal]]
+id = "p"
+crm = "bitrix24"
+webhook_url_env = "URL"
+application_token_env = "TOKEN"
+[portal.fields]
+score = "UF_S"
+tier = "UF_T"
+"#;
+
+fn b24_env() -> impl Fn(&str) -> Option<String> {
+    env_from(&[("URL", B24_URL), ("TOKEN", B24_APP_TOKEN)])
+}
+
+fn errors_of(text: &str, env: &dyn Fn(&str) -> Option<String>) -> ConfigErrors {
+    match load_str(text, "t.toml", env) {
+        Ok(_) => panic!("expected errors for:\n{text}"),
+        Err(e) => e,
+    }
+}
+
+fn ok(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Config {
+    match load_str(text, "t.toml", env) {
+        Ok(c) => c,
+        Err(e) => panic!("expected a valid config, got:\n{e}"),
+    }
+}
+
+#[test]
+fn valid_config_loads_with_credentials_resolved() {
+    let c = load_valid();
+    assert_eq!(c.server.listen, "127.0.0.1:0");
+    assert_eq!(c.server.workers, 2);
+    // A relative data_dir resolves against the config file's directory.
+    assert_eq!(c.server.data_dir, Path::new(FIXTURES).join("state"));
+    assert_eq!(c.portals.len(), 2);
+
+    let b24 = &c.portals[0];
+    assert_eq!(b24.id, "b24-main");
+    match &b24.auth {
+        PortalAuth::Bitrix24Webhook { url } => assert_eq!(url.expose_secret(), B24_URL),
+        other => panic!("expected a Bitrix24 webhook, got {}", other.kind_label()),
+    }
+    // From a file: exactly one trailing newline is trimmed.
+    assert_eq!(
+        b24.webhook.secret.as_ref().unwrap().expose_secret(),
+        B24_APP_TOKEN
+    );
+    assert_eq!(b24.webhook.domain.as_deref(), Some("example.bitrix24.ru"));
+    // plan = "enterprise" → 5 requests/s, burst 250.
+    assert_eq!(b24.rate_limit.per_second, 5.0);
+    assert_eq!(b24.rate_limit.burst, 250);
+    // Portal task overrides win over scoring.triggers.
+    assert_eq!((b24.threshold, b24.rearm_below), (75, 65));
+
+    let amo = &c.portals[1];
+    match &amo.auth {
+        PortalAuth::AmoOAuth {
+            base_url,
+            client_id,
+            client_secret,
+            redirect_uri,
+            refresh_token,
+        } => {
+            assert_eq!(base_url, "https://example.amocrm.ru");
+            assert_eq!(client_id, "5f1c-client");
+            assert_eq!(client_secret.expose_secret(), AMO_CLIENT_SECRET);
+            assert_eq!(redirect_uri, "https://leadscore.example.ru/oauth/amocrm");
+            // The file ends in "\r\n": both characters of the one line ending go.
+            assert_eq!(refresh_token.expose_secret(), AMO_REFRESH);
+        }
+        other => panic!("expected amoCRM OAuth, got {}", other.kind_label()),
+    }
+    assert_eq!(
+        amo.webhook.secret.as_ref().unwrap().expose_secret(),
+        AMO_WEBHOOK_SECRET
+    );
+    assert_eq!((amo.rate_limit.per_second, amo.rate_limit.burst), (5.0, 5));
+    assert_eq!((amo.threshold, amo.rearm_below), (70, 60));
+    assert_eq!(c.scoring.rules.len(), 3);
+}
+
+#[test]
+fn load_reads_a_file_and_resolves_relative_paths_against_it() {
+    // `load` takes the process environment; use a file that needs no variables.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("creds")).unwrap();
+    std::fs::write(dir.path().join("creds/url"), format!("{B24_URL}\n")).unwrap();
+    std::fs::write(dir.path().join("creds/token"), "tok\n\n").unwrap();
+    let text = format!(
+        "[[portal]]\nid = \"p\"\ncrm = \"bitrix24\"\nwebhook_url_file = \"creds/url\"\napplication_token_file = \"creds/token\"\n[portal.fields]\nscore = \"S\"\ntier = \"T\"\n{SCORING}"
+    );
+    let path = dir.path().join("leadscore.toml");
+    std::fs::write(&path, text).unwrap();
+    let c = load(&path).unwrap_or_else(|e| panic!("{e}"));
+    match &c.portals[0].auth {
+        PortalAuth::Bitrix24Webhook { url } => assert_eq!(url.expose_secret(), B24_URL),
+        other => panic!("unexpected {}", other.kind_label()),
+    }
+    // Only one trailing newline is trimmed: the second is part of the value.
+    assert_eq!(
+        c.portals[0]
+            .webhook
+            .secret
+            .as_ref()
+            .unwrap()
+            .expose_secret(),
+        "tok\n"
+    );
+    assert_eq!(c.path, path);
+}
+
+#[test]
+fn load_of_a_missing_file_is_one_error() {
+    let errors = load(Path::new("/nonexistent/leadscore.toml")).unwrap_err();
+    assert_eq!(
+        heads(&errors),
+        vec!["/nonexistent/leadscore.toml:1:1: (file)"]
+    );
+    assert!(errors.to_string().contains("cannot read the config file"));
+}
+
+#[test]
+fn example_config_passes() {
+    let path = "config/leadscore.example.toml";
+    let text = std::fs::read_to_string(path).expect("the example config exists");
+    let env = env_from(&[
+        ("LEADSCORE_B24_WEBHOOK_URL", B24_URL),
+        ("LEADSCORE_B24_APP_TOKEN", B24_APP_TOKEN),
+        ("LEADSCORE_AMO_TOKEN", "amo-long-lived"),
+        ("LEADSCORE_AMO_WEBHOOK_SECRET", AMO_WEBHOOK_SECRET),
+        ("LEADSCORE_DASHBOARD_TOKEN", "dash"),
+    ]);
+    if let Err(e) = load_str(&text, path, &env) {
+        panic!("the example config must pass `leadscore check`:\n{e}");
+    }
+}
+
+#[test]
+fn broken_config_reports_every_error_at_its_line() {
+    let label = format!("{FIXTURES}/broken.toml");
+    let text = std::fs::read_to_string(&label).unwrap();
+    let env = env_from(&[
+        ("B24_APP_TOKEN", "x"),
+        ("AMO_TOKEN", "y"),
+        ("B24_URL", B24_URL),
+    ]);
+    let errors = load_str(&text, &label, &env).unwrap_err();
+    let all = heads(&errors);
+    let f = &label;
+    // Every error of config loading itself, exactly, in file order.
+    let own: Vec<String> = all
+        .iter()
+        .filter(|h| !h.contains(": scoring."))
+        .cloned()
+        .collect();
+    let expected: Vec<String> = [
+        "3:1: server.listen",
+        "4:1: server.workers",
+        "8:1: servr",
+        "12:1: portal[0].id",
+        "14:1: portal[0].webhook_url_env",
+        "16:1: portal[0].application_token_env",
+        "17:1: portal[0].access_token_env",
+        "18:1: portal[0].plan",
+        "19:16: portal[0].rate_limit.per_second",
+        "19:34: portal[0].rate_limit.burst",
+        "25:1: portal[0].fields.tier_values",
+        "27:1: portal[0].fields.tier_values.warm",
+        "28:1: portal[0].fields.tier_values.lukewarm",
+        "31:1: portal[0].task.threshold",
+        "33:1: portal[1].webhook_secret",
+        "36:1: portal[1].base_url",
+        "37:1: portal[1].access_token_file",
+        "38:1: portal[1].plan",
+        "40:1: portal[1].fields.score",
+        "40:1: portal[1].fields.tier",
+        "43:1: portal[2].base_url",
+        "43:1: portal[2]",
+        "43:1: portal[2].webhook_secret",
+        "44:1: portal[2].id",
+        "51:1: portal[3].aplication_token_env",
+        "55:7: portal[4].crm",
+    ]
+    .iter()
+    .map(|s| format!("{f}:{s}"))
+    .collect();
+    assert_eq!(own, expected, "all errors:\n{errors}");
+
+    // The scoring engine's findings, mapped onto the file.
+    for want in [
+        "68:30: scoring.rules[0].when.regex",
+        "71:1: scoring.rules[1].id",
+        "72:1: scoring.rules[1].group",
+    ] {
+        let want = format!("{f}:{want}");
+        assert!(all.contains(&want), "missing {want} in:\n{errors}");
+    }
+
+    // Messages that matter, by key.
+    let msg = |key: &str| {
+        errors
+            .iter()
+            .find(|e| e.key_path == key)
+            .map(|e| e.message.clone())
+            .unwrap_or_default()
+    };
+    assert!(msg("portal[0].webhook_url_env").contains("`B24_NOT_SET` is not set"));
+    assert!(msg("portal[2].id").contains("duplicate portal id `dup`"));
+    assert!(msg("portal[2].id").contains("line 34"));
+    assert!(msg("portal[3].aplication_token_env").contains("did you mean `application_token_env`"));
+    assert!(msg("portal[1].plan").contains("only to bitrix24"));
+    // The inline secret next to a mistake is not repeated anywhere.
+    assert!(!errors.to_string().contains("inline-app-token-SECRET-1"));
+    // Display: one `FILE:LINE:COL: KEY: message` per line.
+    let shown = errors.to_string();
+    assert_eq!(shown.lines().count(), errors.len());
+    assert!(shown.lines().next().unwrap().starts_with(&format!(
+        "{f}:3:1: server.listen: `localhost` is not a socket address"
+    )));
+}
+
+#[test]
+fn scoring_errors_carry_line_and_key() {
+    let text = r#"
+[scoring]
+[[scoring.groups]]
+id = "fit"
+[[scoring.rules]]
+id = "a"
+group = "fit"
+label = "A"
+points = 1
+when = { field = "position", regex = "[" }
+[[scoring.rules]]
+id = "a"
+group = "nope"
+label = "A2"
+points = 1
+when = { field = "position", contains = "x" }
+[[scoring.tiers]]
+id = "all"
+min = 0
+max = 100
+"#;
+    let errors = errors_of(text, &no_env);
+    let all = heads(&errors);
+    for want in [
+        "t.toml:10:30: scoring.rules[0].when.regex",
+        "t.toml:12:1: scoring.rules[1].id",
+        "t.toml:13:1: scoring.rules[1].group",
+    ] {
+        assert!(
+            all.contains(&want.to_string()),
+            "missing {want} in:\n{errors}"
+        );
+    }
+}
+
+#[test]
+fn unset_environment_variable_is_named() {
+    let text = format!("{B24_PORTAL}{SCORING}");
+    let env = env_from(&[("TOKEN", B24_APP_TOKEN)]);
+    let errors = errors_of(&text, &env);
+    assert_eq!(
+        heads(&errors),
+        vec!["t.toml:5:1: portal[0].webhook_url_env"]
+    );
+    assert_eq!(errors.0[0].message, "environment variable `URL` is not set");
+    let env = env_from(&[("TOKEN", B24_APP_TOKEN), ("URL", "")]);
+    let errors = errors_of(&text, &env);
+    assert_eq!(errors.0[0].message, "environment variable `URL` is empty");
+}
+
+#[test]
+fn file_credentials_report_unreadable_and_empty_files() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("empty"), "\n").unwrap();
+    let text = format!(
+        "[[portal]]\nid = \"p\"\ncrm = \"bitrix24\"\nwebhook_url_file = \"missing\"\napplication_token_file = \"empty\"\n[portal.fields]\nscore = \"S\"\ntier = \"T\"\n{SCORING}"
+    );
+    let label = dir.path().join("c.toml").display().to_string();
+    let errors = load_str(&text, &label, &no_env).unwrap_err();
+    assert_eq!(
+        heads(&errors),
+        vec![
+            format!("{label}:4:1: portal[0].webhook_url_file"),
+            format!("{label}:5:1: portal[0].application_token_file"),
+        ]
+    );
+    assert!(errors.0[0].message.starts_with("cannot read `"));
+    assert!(errors.0[0].message.contains("missing"));
+    assert!(errors.0[1].message.ends_with("is empty"));
+}
+
+#[cfg(unix)]
+#[test]
+fn world_readable_secret_file_is_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    for (name, value, mode) in [("url", B24_URL, 0o600), ("token", "tok", 0o644)] {
+        let p = dir.path().join(name);
+        std::fs::write(&p, value).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let text = format!(
+        "[[portal]]\nid = \"p\"\ncrm = \"bitrix24\"\nwebhook_url_file = \"url\"\napplication_token_file = \"token\"\n[portal.fields]\nscore = \"S\"\ntier = \"T\"\n{SCORING}"
+    );
+    let label = dir.path().join("c.toml").display().to_string();
+    let c = load_str(&text, &label, &no_env).unwrap_or_else(|e| panic!("{e}"));
+    let keys: Vec<&str> = c.warnings.iter().map(|w| w.key_path.as_str()).collect();
+    assert_eq!(keys, vec!["portal[0].application_token_file"]);
+}
+
+#[test]
+fn secrets_never_appear_in_debug_summary_or_errors() {
+    let c = load_valid();
+    let debug = format!("{c:?}");
+    let shown = summary(&c);
+    for secret in [
+        B24_URL,
+        "b24-webhook-CODE-5a9e",
+        B24_APP_TOKEN,
+        AMO_CLIENT_SECRET,
+        AMO_REFRESH,
+        AMO_WEBHOOK_SECRET,
+    ] {
+        assert!(!debug.contains(secret), "Debug shows {secret}");
+        assert!(!shown.contains(secret), "summary shows {secret}");
+    }
+    assert!(debug.contains("REDACTED"));
+
+    // A malformed webhook URL is reported without its value.
+    let text = format!(
+        "[[portal]]\nid = \"p\"\ncrm = \"bitrix24\"\nwebhook_url = \"https://x.bitrix24.ru/not-rest/HUSH-1\"\napplication_token = \"HUSH-2\"\n[portal.fields]\nscore = \"S\"\ntier = \"T\"\n{SCORING}"
+    );
+    let errors = errors_of(&text, &no_env);
+    assert_eq!(heads(&errors), vec!["t.toml:4:1: portal[0].webhook_url"]);
+    // A secret of the wrong type is reported without its value either.
+    let text = format!(
+        "[[portal]]\nid = \"p\"\ncrm = \"amocrm\"\nbase_url = \"https://a.amocrm.ru\"\naccess_token = 98765432123\nwebhook_secret = \"HUSH-3\"\n{SCORING}"
+    );
+    let errors2 = errors_of(&text, &no_env);
+    assert_eq!(heads(&errors2), vec!["t.toml:5:16: portal[0].access_token"]);
+    let text_all = format!("{errors}\n{errors2}\n{errors:?}\n{errors2:?}");
+    for secret in ["HUSH-1", "HUSH-2", "HUSH-3", "98765432123"] {
+        assert!(
+            !text_all.contains(secret),
+            "an error shows {secret}:\n{text_all}"
+        );
+    }
+}
+
+#[test]
+fn syntax_error_points_at_its_line() {
+    let text = "[server]\nworkers = 4\nlisten = \"127.0.0.1:80\nqueue_limit = 5\n";
+    let errors = errors_of(text, &no_env);
+    assert!(!errors.is_empty());
+    assert_eq!(errors.0[0].line, 3, "{errors}");
+    assert_eq!(errors.0[0].key_path, "syntax");
+
+    let text = format!("{SCORING}\n[server]\nworkers = = 4\n");
+    let errors = errors_of(&text, &no_env);
+    let line = SCORING.lines().count() + 3;
+    assert_eq!(errors.0[0].line, line, "{errors}");
+}
+
+#[test]
+fn type_errors_in_separate_sections_are_all_reported() {
+    let text = format!(
+        "[server]\nworkers = \"four\"\n{B24_PORTAL}[portal.task]\nthreshold = \"high\"\n{SCORING}[[scoring.rules]]\nid = \"x\"\ngroup = \"fit\"\nlabel = \"X\"\npoints = \"ten\"\n"
+    );
+    let errors = errors_of(&text, &b24_env());
+    let keys: Vec<&str> = errors.iter().map(|e| e.key_path.as_str()).collect();
+    assert_eq!(
+        keys,
+        vec![
+            "server.workers",
+            "portal[0].task.threshold",
+            "scoring.rules[1].points"
+        ],
+        "{errors}"
+    );
+}
+
+#[test]
+fn credential_forms_and_crm_requirements() {
+    // Two forms of one credential.
+    let text = format!(
+        "[[portal]]\nid = \"p\"\ncrm = \"bitrix24\"\nwebhook_url_env = \"URL\"\nwebhook_url_file = \"/dev/null\"\napplication_token_env = \"TOKEN\"\n[portal.fields]\nscore = \"S\"\ntier = \"T\"\n{SCORING}"
+    );
+    let errors = errors_of(&text, &b24_env());
+    assert_eq!(
+        heads(&errors),
+        vec!["t.toml:5:1: portal[0].webhook_url_file"]
+    );
+
+    // Bitrix24 with neither webhook nor OAuth, and no application token.
+    let text = format!("[[portal]]\nid = \"p\"\ncrm = \"bitrix24\"\n{SCORING}");
+    let errors = errors_of(&text, &no_env);
+    assert_eq!(
+        heads(&errors),
+        vec![
+            "t.toml:1:1: portal[0]",
+            "t.toml:1:1: portal[0].application_token"
+        ]
+    );
+
+    // A half-configured Bitrix24 OAuth app names each missing key.
+    let text = format!(
+        "[[portal]]\nid = \"p\"\ncrm = \"bitrix24\"\nbase_url = \"https://x.bitrix24.ru\"\nclient_id = \"app.1\"\napplication_token_env = \"TOKEN\"\n[portal.fields]\nscore = \"S\"\ntier = \"T\"\n{SCORING}"
+    );
+    let errors = errors_of(&text, &b24_env());
+    assert_eq!(
+        heads(&errors),
+        vec![
+            "t.toml:1:1: portal[0].client_secret",
+            "t.toml:1:1: portal[0].refresh_token"
+        ]
+    );
+
+    // Webhook and OAuth keys together.
+    let text = format!(
+        "[[portal]]\nid = \"p\"\ncrm = \"bitrix24\"\nwebhook_url_env = \"URL\"\nclient_id = \"app.1\"\napplication_token_env = \"TOKEN\"\n[portal.fields]\nscore = \"S\"\ntier = \"T\"\n{SCORING}"
+    );
+    let errors = errors_of(&text, &b24_env());
+    assert_eq!(heads(&errors), vec!["t.toml:5:1: portal[0].client_id"]);
+
+    // amoCRM: a long-lived token mixed with OAuth keys; webhook_url is Bitrix24's.
+    let text = format!(
+        "[[portal]]\nid = \"a\"\ncrm = \"amocrm\"\nbase_url = \"https://a.amocrm.ru\"\naccess_token_env = \"T\"\nrefresh_token_env = \"R\"\nwebhook_secret_env = \"S\"\nwebhook_url = \"https://x/rest/1/y/\"\n{SCORING}"
+    );
+    let env = env_from(&[("T", "t"), ("R", "r"), ("S", "s")]);
+    let errors = errors_of(&text, &env);
+    assert_eq!(
+        heads(&errors),
+        vec![
+            "t.toml:6:1: portal[0].refresh_token_env",
+            "t.toml:8:1: portal[0].webhook_url"
+        ]
+    );
+
+    // amoCRM with a long-lived token is complete; the default pacing is 7/s burst 7.
+    let text = format!(
+        "[[portal]]\nid = \"a\"\ncrm = \"amocrm\"\nbase_url = \"https://a.amocrm.ru\"\naccess_token_env = \"T\"\nwebhook_secret_env = \"S\"\n[portal.fields]\nscore = \"1\"\ntier = \"2\"\n{SCORING}"
+    );
+    let c = ok(&text, &env);
+    assert!(matches!(c.portals[0].auth, PortalAuth::AmoLongLived { .. }));
+    assert_eq!(
+        (
+            c.portals[0].rate_limit.per_second,
+            c.portals[0].rate_limit.burst
+        ),
+        (7.0, 7)
+    );
+}
+
+#[test]
+fn bitrix24_default_pacing_is_the_standard_plan() {
+    let c = ok(&format!("{B24_PORTAL}{SCORING}"), &b24_env());
+    let rl = c.portals[0].rate_limit;
+    assert_eq!((rl.per_second, rl.burst), (2.0, 50));
+}
+
+#[test]
+fn env_overrides_server_settings_after_the_file() {
+    let text = format!("[server]\nlisten = \"127.0.0.1:8088\"\nworkers = 4\n{SCORING}");
+    let env = env_from(&[
+        ("LEADSCORE_LISTEN", "0.0.0.0:9000"),
+        ("LEADSCORE_DATA_DIR", "/srv/leadscore"),
+        ("LEADSCORE_WORKERS", "8"),
+    ]);
+    let c = ok(&text, &env);
+    assert_eq!(c.server.listen, "0.0.0.0:9000");
+    assert_eq!(c.server.data_dir, Path::new("/srv/leadscore"));
+    assert_eq!(c.server.workers, 8);
+    assert_eq!(
+        c.env_overrides,
+        vec![
+            "LEADSCORE_LISTEN",
+            "LEADSCORE_DATA_DIR",
+            "LEADSCORE_WORKERS"
+        ]
+    );
+    assert!(summary(&c).contains("from env: LEADSCORE_LISTEN"));
+
+    // Bad override values are errors at the key they override.
+    let env = env_from(&[
+        ("LEADSCORE_LISTEN", "nowhere"),
+        ("LEADSCORE_WORKERS", "many"),
+    ]);
+    let errors = errors_of(&text, &env);
+    assert_eq!(
+        heads(&errors),
+        vec!["t.toml:2:1: server.listen", "t.toml:3:1: server.workers"]
+    );
+    assert!(errors.0[0].message.contains("LEADSCORE_LISTEN"));
+    assert!(errors.0[1].message.contains("LEADSCORE_WORKERS"));
+
+    // Without a [server] table the defaults apply and overrides still work.
+    let c = ok(SCORING, &env_from(&[("LEADSCORE_WORKERS", "3")]));
+    assert_eq!(c.server.workers, 3);
+    assert_eq!(c.server.listen, "127.0.0.1:8088");
+}
+
+#[test]
+fn risky_settings_are_warnings() {
+    let text = format!(
+        "[server]\ncoalesce_ms = 600000\nsweep_interval_secs = 60\n[[portal]]\nid = \"p\"\ncrm = \"bitrix24\"\nwebhook_url_env = \"URL\"\napplication_token = \"{B24_APP_TOKEN}\"\nrate_limit = {{ per_second = 10.0, burst = 50 }}\n[portal.fields]\nscore = \"S\"\ntier = \"T\"\n[portal.task]\nthreshold = 98\n{SCORING}"
+    );
+    let c = ok(&text, &b24_env());
+    let keys: Vec<String> = c
+        .warnings
+        .iter()
+        .map(|w| format!("{}:{}", w.line, w.key_path))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            "2:server.coalesce_ms",
+            "8:portal[0].application_token",
+            "9:portal[0].rate_limit.per_second",
+            "14:portal[0].task.threshold",
+        ]
+    );
+    let all: String = c.warnings.iter().map(|w| format!("{w}\n")).collect();
+    assert!(!all.contains(B24_APP_TOKEN));
+    assert!(all.contains("application_token_env"));
+    // The summary lists the warnings too.
+    assert!(summary(&c).contains("warnings 4"));
+}
+
+#[test]
+fn thresholds_must_be_reachable_and_rearm_below_them() {
+    let text = format!(
+        "{B24_PORTAL}[portal.task]\nthreshold = 100\n[[portal]]\nid = \"q\"\ncrm = \"bitrix24\"\nwebhook_url_env = \"URL\"\napplication_token_env = \"TOKEN\"\n[portal.fields]\nscore = \"S\"\ntier = \"T\"\n[portal.task]\nthreshold = 40\nrearm_below = 50\n{SCORING}"
+    );
+    let errors = errors_of(&text, &b24_env());
+    assert_eq!(
+        heads(&errors),
+        vec![
+            "t.toml:11:1: portal[0].task.threshold",
+            "t.toml:22:1: portal[1].task.rearm_below"
+        ]
+    );
+    assert!(errors.0[0].message.contains("no tier reaches it"));
+}
+
+#[test]
+fn fields_are_required_when_writing_back_and_map_names_are_checked() {
+    let text = format!(
+        "[[portal]]\nid = \"p\"\ncrm = \"bitrix24\"\nwebhook_url_env = \"URL\"\napplication_token_env = \"TOKEN\"\n[portal.fields]\nbreakdown = \"UF_WHY\"\n[portal.fields.map]\nindustri = \"UF_I\"\n\"custom.budget\" = \"UF_B\"\n{SCORING}"
+    );
+    let errors = errors_of(&text, &b24_env());
+    assert_eq!(
+        heads(&errors),
+        vec![
+            "t.toml:6:1: portal[0].fields.score",
+            "t.toml:6:1: portal[0].fields.tier",
+            "t.toml:9:1: portal[0].fields.map.industri",
+        ]
+    );
+
+    // A portal that writes nothing back is valid but warned about.
+    let text = format!(
+        "[[portal]]\nid = \"p\"\ncrm = \"bitrix24\"\nwebhook_url_env = \"URL\"\napplication_token_env = \"TOKEN\"\n{SCORING}"
+    );
+    let c = ok(&text, &b24_env());
+    assert_eq!(c.warnings.len(), 1);
+    assert_eq!(c.warnings[0].key_path, "portal[0]");
+    assert!(summary(&c).contains("writes nothing back"));
+}
+
+#[test]
+fn missing_scoring_section_is_an_error() {
+    let errors = errors_of("[server]\nworkers = 1\n", &no_env);
+    assert_eq!(heads(&errors), vec!["t.toml:1:1: scoring"]);
+}
+
+#[test]
+fn summary_fits_one_screen_and_names_the_essentials() {
+    let c = load_valid();
+    let s = summary(&c);
+    assert!(s.lines().count() <= 25, "{s}");
+    for needle in [
+        "b24-main",
+        "bitrix24",
+        "inbound webhook",
+        "5/s burst 250",
+        "amo_1",
+        "OAuth2 app https://example.amocrm.ru",
+        "score=UF_CRM_LEADSCORE",
+        "fit",
+        "max 60",
+        "ceo, free_mail",
+        "cold 0..30 · warm 31..70 · hot 71..100",
+        "above 70 (re-arm below 60)",
+        "above 75 (re-arm below 65)",
+    ] {
+        assert!(s.contains(needle), "summary lacks {needle:?}:\n{s}");
+    }
+}
