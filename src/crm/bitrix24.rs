@@ -1089,3 +1089,253 @@ mod tests {
         assert_eq!(items.as_array().unwrap().len(), 2);
     }
 }
+
+/// The impl against the sandbox portal over real HTTP on 127.0.0.1.
+#[cfg(test)]
+mod sandbox_tests {
+    use super::*;
+    use crate::config::{CrmKind, RateLimitSection, WebhookCheck};
+    use leadscore_bitrix24::sandbox::{RateLimit, Sandbox, SandboxHandle, SandboxOptions};
+
+    fn portal_for(sb: &SandboxHandle, kind: TaskKind) -> Portal {
+        let mut fields = FieldsSection::default();
+        fields.map.insert("revenue".into(), "UF_CRM_REVENUE".into());
+        Portal {
+            id: "sbx".into(),
+            crm: CrmKind::Bitrix24,
+            auth: PortalAuth::Bitrix24Webhook {
+                url: sb.webhook_url(),
+            },
+            webhook: WebhookCheck::default(),
+            rate_limit: RateLimitSection {
+                per_second: 20.0,
+                burst: 20,
+            },
+            fields,
+            task: TaskSection {
+                kind,
+                ..TaskSection::default()
+            },
+            threshold: 70,
+            rearm_below: 60,
+        }
+    }
+
+    async fn start() -> SandboxHandle {
+        Sandbox::start(SandboxOptions {
+            rate_limit: Some(RateLimit {
+                burst: 20.0,
+                drain_per_sec: 20.0,
+            }),
+            ..SandboxOptions::default()
+        })
+        .await
+        .unwrap()
+    }
+
+    fn tiers() -> Vec<(String, String)> {
+        [("cold", "Холодный"), ("warm", "Тёплый"), ("hot", "Горячий")]
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    /// A CRM whose config holds what `setup` printed.
+    async fn configured(sb: &SandboxHandle, kind: TaskKind) -> Bitrix24Crm {
+        let mut portal = portal_for(sb, kind);
+        let (_dir, store) = test_store();
+        let bare = Bitrix24Crm::new(&portal, store).unwrap();
+        let setup = bare.setup_fields(&tiers()).await.unwrap();
+        portal.fields.score = Some(setup.score_field);
+        portal.fields.tier = Some(setup.tier_field);
+        portal.fields.breakdown = Some(setup.breakdown_field);
+        portal.fields.tier_values = setup.tier_values;
+        Bitrix24Crm::with_client(&portal, bare.client().clone())
+    }
+
+    /// A store in a temp dir; keep the `TempDir` alive as long as the store.
+    fn test_store() -> (tempfile::TempDir, Arc<Store>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        (dir, Arc::new(store))
+    }
+
+    #[tokio::test]
+    async fn setup_is_idempotent_and_returns_enum_ids() {
+        let sb = start().await;
+        let (_dir, store) = test_store();
+        let crm = Bitrix24Crm::new(&portal_for(&sb, TaskKind::Task), store).unwrap();
+        let first = crm.setup_fields(&tiers()).await.unwrap();
+        assert_eq!(first.created.len(), 3);
+        assert_eq!(first.score_field, DEFAULT_SCORE_FIELD);
+        assert_eq!(first.tier_values.len(), 3);
+        let second = crm.setup_fields(&tiers()).await.unwrap();
+        assert!(second.created.is_empty());
+        assert_eq!(second.tier_values, first.tier_values);
+        assert_eq!(sb.userfields().len(), 3);
+        sb.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn fetch_write_and_tasks_in_few_requests() {
+        let sb = start().await;
+        let crm = configured(&sb, TaskKind::Task).await;
+        let mut ids = Vec::new();
+        for i in 0..60 {
+            let id = sb
+                .add_lead(
+                    json!({"TITLE": format!("Lead {i}"), "NAME": "Olga", "POST": "Director",
+                    "EMAIL": [{"VALUE": format!("o{i}@corp.test"), "VALUE_TYPE": "WORK"}],
+                    "ASSIGNED_BY_ID": 1, "UF_CRM_REVENUE": "5000000"}),
+                )
+                .unwrap();
+            sb.add_activity(
+                json!({"OWNER_TYPE_ID": 1, "OWNER_ID": id, "TYPE_ID": 6, "PROVIDER_ID": "REST_APP",
+                "SUBJECT": "[demo] Demo request", "START_TIME": "2026-11-20T10:00:00+03:00"}),
+            )
+            .unwrap();
+            ids.push(id.to_string());
+        }
+        // One busy lead: 120 activities = 3 pages.
+        for n in 0..119 {
+            sb.add_activity(
+                json!({"OWNER_TYPE_ID": 1, "OWNER_ID": ids[0], "TYPE_ID": 2, "DIRECTION": 1,
+                "SUBJECT": format!("call {n}"), "START_TIME": "2026-11-21T10:00:00+03:00"}),
+            )
+            .unwrap();
+        }
+        sb.reset_counters();
+        let mut wanted = ids.clone();
+        wanted.push("99999".into()); // deleted / unknown: absent from the answer
+        let fetched = crm.fetch(&wanted).await.unwrap();
+        assert_eq!(fetched.len(), 60);
+        // 2 lead lists + 60 activity lists = 62 commands = 2 batches; then pages 2 and 3
+        // of the busy lead: 2 more.
+        assert_eq!(sb.counters().requests, 4, "{:?}", sb.counters());
+        let busy = &fetched[&ids[0]];
+        assert_eq!(busy.activities.len(), 120);
+        let f = &fetched[&ids[5]];
+        assert_eq!(f.lead.position.as_deref(), Some("Director"));
+        assert_eq!(f.lead.emails, vec!["o5@corp.test"]);
+        assert_eq!(f.lead.revenue, Some(5_000_000.0));
+        assert_eq!(f.activities.len(), 1);
+        assert_eq!(f.activities[0].kind, ActivityKind::DemoRequest);
+        assert_eq!(f.current_score, None);
+
+        // Write back 60 scores with comments: 120 commands = 3 batches.
+        sb.reset_counters();
+        let writes: Vec<ScoreWrite> = ids
+            .iter()
+            .map(|id| ScoreWrite {
+                lead_id: id.clone(),
+                score: 75,
+                tier: "hot".into(),
+                breakdown: "Demo request +20".into(),
+                comment: true,
+            })
+            .collect();
+        let res = crm.write_scores(&writes).await.unwrap();
+        assert!(res.values().all(Result::is_ok), "{res:?}");
+        assert_eq!(sb.counters().requests, 3);
+        assert_eq!(sb.comments().len(), 60);
+        let again = crm.fetch(&ids[..1]).await.unwrap();
+        assert_eq!(again[&ids[0]].current_score, Some(75));
+        let lead = sb.get_lead(ids[0].parse().unwrap()).unwrap();
+        let hot = &crm.fields.tier_values["hot"];
+        assert_eq!(
+            value_text(&lead[crm.fields.tier.as_ref().unwrap()]).as_deref(),
+            Some(hot.as_str())
+        );
+        // A lead that does not exist fails alone.
+        let res = crm
+            .write_scores(&[
+                ScoreWrite {
+                    lead_id: "99999".into(),
+                    ..writes[0].clone()
+                },
+                writes[1].clone(),
+            ])
+            .await
+            .unwrap();
+        assert!(
+            matches!(res["99999"], Err(CrmError::Rejected(_))),
+            "{res:?}"
+        );
+        assert!(res[&ids[1]].is_ok());
+
+        // Task: created once, found by marker, closed when the rep completes it.
+        let req = TaskRequest {
+            lead_id: ids[2].clone(),
+            responsible_id: Some("1".into()),
+            title: "Позвонить сейчас".into(),
+            text: "75 баллов".into(),
+            deadline: Utc::now() + chrono::Duration::hours(1),
+            marker: "leadscore:sbx:2:1".into(),
+        };
+        assert_eq!(crm.find_task(&ids[2], &req.marker).await.unwrap(), None);
+        let t = crm.create_task(&req).await.unwrap();
+        let found = crm.find_task(&ids[2], &req.marker).await.unwrap().unwrap();
+        assert_eq!(
+            found,
+            TaskRef {
+                id: t.id.clone(),
+                open: true
+            }
+        );
+        assert!(crm.task_open(&ids[2], &t.id).await.unwrap());
+        sb.complete_task(t.id.parse().unwrap()).unwrap();
+        assert!(!crm.task_open(&ids[2], &t.id).await.unwrap());
+        assert_eq!(sb.tasks().len(), 1);
+
+        // Activities resolve to their lead.
+        let act_id = sb
+            .activities()
+            .iter()
+            .find(|a| a["OWNER_ID"] == json!(ids[3]))
+            .unwrap()["ID"]
+            .clone();
+        let act_id = value_text(&act_id).unwrap();
+        let map = crm
+            .resolve_activities(&[act_id.clone(), "424242".into()])
+            .await
+            .unwrap();
+        assert_eq!(map[&act_id].as_deref(), Some(ids[3].as_str()));
+        assert_eq!(map["424242"], None);
+
+        // The sweep sees every lead modified since a time in the past.
+        let changed = crm
+            .changed_since(Utc::now() - chrono::Duration::hours(1))
+            .await
+            .unwrap();
+        assert_eq!(changed.len(), 60);
+        assert_eq!(sb.count_status(503), 0);
+        sb.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn todo_kind_uses_crm_todos() {
+        let sb = start().await;
+        let crm = configured(&sb, TaskKind::Todo).await;
+        let id = sb
+            .add_lead(json!({"TITLE": "x", "ASSIGNED_BY_ID": 1}))
+            .unwrap()
+            .to_string();
+        let req = TaskRequest {
+            lead_id: id.clone(),
+            responsible_id: None,
+            title: "Call".into(),
+            text: "now".into(),
+            deadline: Utc::now() + chrono::Duration::hours(1),
+            marker: "leadscore:sbx:todo:1".into(),
+        };
+        let t = crm.create_task(&req).await.unwrap();
+        assert_eq!(sb.todos().len(), 1);
+        let found = crm.find_task(&id, &req.marker).await.unwrap().unwrap();
+        assert_eq!(found.id, t.id);
+        assert!(crm.task_open(&id, &t.id).await.unwrap());
+        sb.update_activity(t.id.parse().unwrap(), json!({"COMPLETED": "Y"}))
+            .unwrap();
+        assert!(!crm.task_open(&id, &t.id).await.unwrap());
+        sb.shutdown().await;
+    }
+}
