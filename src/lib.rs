@@ -3,12 +3,15 @@
 //! The pipeline: webhook → durable queue (sled) → fetch → score → write-back → trigger.
 //! `main.rs` is a thin CLI; everything it runs lives here so tests run the same code.
 
+pub mod app;
+pub mod cli;
 pub mod config;
 pub mod crm;
+pub mod demo;
+pub mod intake;
 pub mod lead;
+pub mod metrics;
+pub mod pipeline;
 pub mod scoring;
 pub mod store;
-pub mod pipeline;
-pub mod intake;
 pub mod telemetry;
-pub mod metrics;

@@ -1,1 +1,128 @@
-fn main() {}
+//! The `leadscore` command line. Thin on purpose: every command is a function in the
+//! library (`leadscore::cli`), so tests run exactly what admins run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use leadscore::cli;
+use leadscore::telemetry::LogFormat;
+
+/// Transparent, automatic lead scoring for Bitrix24 and amoCRM.
+#[derive(Debug, Parser)]
+#[command(name = "leadscore", version, about)]
+struct Args {
+    /// Log format (default: human on a terminal, JSON otherwise).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate a config file and print a one-screen summary (exit 2 on errors).
+    Check {
+        /// The config file.
+        config: PathBuf,
+    },
+    /// Score one lead from JSON files and print the breakdown.
+    Explain {
+        #[arg(long)]
+        config: PathBuf,
+        /// Lead JSON (the neutral model, see config/samples/).
+        #[arg(long)]
+        lead: PathBuf,
+        /// Activities JSON array.
+        #[arg(long)]
+        activities: Option<PathBuf>,
+        /// Score as of this time (RFC 3339), default now.
+        #[arg(long)]
+        now: Option<String>,
+    },
+    /// Run the daemon: webhooks in, scores and tasks out.
+    Serve {
+        #[arg(long, env = "LEADSCORE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Run the daemon against a built-in sandbox CRM with sample leads: no account needed.
+    Demo {
+        /// Keep the demo's state in this directory (default: a fresh temporary one).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Create (or find) the score, tier and breakdown fields in the CRM.
+    Setup {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        portal: String,
+    },
+    /// Print a lead's score history from the ledger.
+    History {
+        #[arg(long, env = "LEADSCORE_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        portal: String,
+        #[arg(long)]
+        lead: String,
+    },
+    /// Inspect and replay the dead-letter queue.
+    Dlq {
+        #[arg(long, env = "LEADSCORE_CONFIG")]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqAction {
+    /// List dead letters.
+    List,
+    /// Put dead letters back into the queue.
+    Replay {
+        /// The dead letter's id.
+        id: Option<u64>,
+        /// Replay all of them.
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+    },
+    /// Delete a dead letter.
+    Drop { id: u64 },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let format = args.log_format.unwrap_or_else(LogFormat::detect);
+    let result = match args.command {
+        Command::Check { config } => return cli::check(&config),
+        Command::Explain {
+            config,
+            lead,
+            activities,
+            now,
+        } => cli::explain(&config, &lead, activities.as_deref(), now.as_deref()),
+        Command::Serve { config } => cli::serve(&config, format),
+        Command::Demo { data_dir } => cli::demo(data_dir, format),
+        Command::Setup { config, portal } => cli::setup(&config, &portal, format),
+        Command::History {
+            config,
+            portal,
+            lead,
+        } => cli::history(&config, &portal, &lead),
+        Command::Dlq { config, action } => match action {
+            DlqAction::List => cli::dlq_list(&config),
+            DlqAction::Replay { id, all } => cli::dlq_replay(&config, id, all),
+            DlqAction::Drop { id } => cli::dlq_drop(&config, id),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -296,8 +296,15 @@ impl Store {
     }
 
     /// Make everything written so far durable. Webhooks are acknowledged only after this.
+    ///
+    /// sled's own `flush_async` can stall when several tasks flush at once, so the
+    /// blocking `flush` runs on tokio's blocking pool instead (concurrent callers share
+    /// one fsync of sled's log).
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| StoreError::Sled(sled::Error::Io(std::io::Error::other(e))))??;
         Ok(())
     }
 

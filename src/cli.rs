@@ -1,0 +1,254 @@
+//! What each `leadscore` subcommand does. `main.rs` only parses arguments.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, Config};
+use crate::lead::{Activity, Lead};
+use crate::store::Store;
+use crate::telemetry::{self, LogFormat};
+
+/// Load a config or print every error (with file:line:col) and fail.
+pub fn load_config(path: &Path) -> anyhow::Result<Config> {
+    match config::load(path) {
+        Ok(config) => {
+            for w in &config.warnings {
+                eprintln!("warning: {w}");
+            }
+            Ok(config)
+        }
+        Err(errors) => bail!("{} has errors:\n{errors}", path.display()),
+    }
+}
+
+/// `leadscore check CONFIG`: summary and exit 0, or every error and exit 2.
+pub fn check(path: &Path) -> ExitCode {
+    match config::load(path) {
+        Ok(config) => {
+            print!("{}", config::summary(&config));
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("{} error(s) in {}", errors.0.len(), path.display());
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not valid", path.display()))
+}
+
+/// `leadscore explain`: score one lead from files and print the table.
+pub fn explain(
+    config_path: &Path,
+    lead_path: &Path,
+    activities_path: Option<&Path>,
+    now: Option<&str>,
+) -> anyhow::Result<()> {
+    let config = load_config(config_path)?;
+    let lead: Lead = read_json(lead_path)?;
+    let activities: Vec<Activity> = match activities_path {
+        Some(p) => read_json(p)?,
+        None => Vec::new(),
+    };
+    let now = match now {
+        Some(s) => DateTime::parse_from_rfc3339(s)
+            .with_context(|| format!("--now {s:?} is not an RFC 3339 time"))?
+            .with_timezone(&Utc),
+        None => Utc::now(),
+    };
+    let score = config.model.score(&lead, &activities, now);
+    print!(
+        "{}",
+        crate::scoring::render_table(&score, config.scoring.language, now)
+    );
+    println!();
+    println!("{}", score.explain(config.scoring.language, now));
+    Ok(())
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Cancel `token` on SIGINT or SIGTERM.
+pub fn cancel_on_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term => {}
+        }
+        tracing::info!("shutdown requested");
+        token.cancel();
+    });
+}
+
+/// `leadscore serve`.
+pub fn serve(config_path: &Path, format: LogFormat) -> anyhow::Result<()> {
+    telemetry::init(format, "info", std::io::stderr);
+    let config = load_config(config_path)?;
+    runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&config.server.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+        let shutdown = CancellationToken::new();
+        cancel_on_signals(shutdown.clone());
+        crate::app::run(config, listener, shutdown).await
+    })
+}
+
+/// `leadscore demo`.
+pub fn demo(data_dir: Option<PathBuf>, format: LogFormat) -> anyhow::Result<()> {
+    telemetry::init(format, "warn", std::io::stderr);
+    runtime()?.block_on(crate::demo::run(data_dir, &mut std::io::stdout()))
+}
+
+/// `leadscore setup`: create or find the CRM fields and print the config lines.
+pub fn setup(config_path: &Path, portal_id: &str, format: LogFormat) -> anyhow::Result<()> {
+    telemetry::init(format, "warn", std::io::stderr);
+    let config = load_config(config_path)?;
+    let portal = config
+        .portals
+        .iter()
+        .find(|p| p.id == portal_id)
+        .with_context(|| format!("no portal {portal_id:?} in {}", config_path.display()))?
+        .clone();
+    runtime()?.block_on(async move {
+        let store = crate::app::open_store(&config)?;
+        let crm = crate::app::build_crm(&portal, &store)?;
+        let tiers: Vec<(String, String)> = config
+            .model
+            .tiers()
+            .iter()
+            .map(|t| (t.id.clone(), t.label.clone()))
+            .collect();
+        let setup = crm.setup_fields(&tiers).await?;
+        store.flush().await?;
+        println!("{}", crate::crm::render_setup(&portal, &setup));
+        Ok(())
+    })
+}
+
+fn open_store(config: &Config) -> anyhow::Result<Arc<Store>> {
+    crate::app::open_store(config)
+}
+
+/// `leadscore history`.
+pub fn history(config_path: &Path, portal: &str, lead: &str) -> anyhow::Result<()> {
+    let config = load_config(config_path)?;
+    let store = open_store(&config)?;
+    let entries = store.ledger(portal, lead)?;
+    if entries.is_empty() {
+        println!("no score history for lead {lead} in portal {portal}");
+        return Ok(());
+    }
+    println!(
+        "{:<25} {:>5}  {:<8} {:<28} explanation",
+        "time", "score", "tier", "cause"
+    );
+    for e in entries {
+        let cause = e
+            .causes
+            .last()
+            .map(|c| format!("{:?}: {}", c.source, c.detail).to_lowercase())
+            .unwrap_or_default();
+        println!(
+            "{:<25} {:>5}  {:<8} {:<28} {}",
+            e.at.format("%Y-%m-%d %H:%M:%S UTC"),
+            e.score,
+            e.tier,
+            truncate(&cause, 28),
+            e.explanation
+        );
+    }
+    Ok(())
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// `leadscore dlq list`.
+pub fn dlq_list(config_path: &Path) -> anyhow::Result<()> {
+    let config = load_config(config_path)?;
+    let store = open_store(&config)?;
+    let letters = store.dead_letters()?;
+    if letters.is_empty() {
+        println!("the dead-letter queue is empty");
+    }
+    for d in letters {
+        println!(
+            "{:>6}  {}  portal={} subject={:?} attempts={} error={}",
+            d.id,
+            d.at.format("%Y-%m-%d %H:%M:%S UTC"),
+            d.entry.portal,
+            d.entry.subject,
+            d.entry.attempts,
+            d.error
+        );
+    }
+    Ok(())
+}
+
+/// `leadscore dlq replay [ID|--all]`.
+pub fn dlq_replay(config_path: &Path, id: Option<u64>, all: bool) -> anyhow::Result<()> {
+    let config = load_config(config_path)?;
+    let store = open_store(&config)?;
+    let ids: Vec<u64> = match (id, all) {
+        (Some(id), _) => vec![id],
+        (None, true) => store.dead_letters()?.iter().map(|d| d.id).collect(),
+        (None, false) => bail!("name a dead letter id or pass --all"),
+    };
+    let mut n = 0;
+    for id in ids {
+        if store.replay(id, Utc::now())? {
+            n += 1;
+        } else {
+            eprintln!("no dead letter {id}");
+        }
+    }
+    runtime()?.block_on(store.flush())?;
+    println!("{n} dead letter(s) queued again; the daemon processes them on its next start");
+    Ok(())
+}
+
+/// `leadscore dlq drop ID`.
+pub fn dlq_drop(config_path: &Path, id: u64) -> anyhow::Result<()> {
+    let config = load_config(config_path)?;
+    let store = open_store(&config)?;
+    if !store.drop_dead_letter(id)? {
+        bail!("no dead letter {id}");
+    }
+    runtime()?.block_on(store.flush())?;
+    println!("dead letter {id} dropped");
+    Ok(())
+}

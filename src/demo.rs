@@ -1,0 +1,811 @@
+//! `leadscore demo`: the whole product on one machine, no account, no network.
+//!
+//! Starts the Bitrix24 sandbox (real wire format, real 2 req/s burst 50 leaky bucket),
+//! creates the score fields the way `setup` does, starts the daemon against it with the
+//! shipped seed model, plays a realistic day in fast-forward and prints what a sales rep
+//! would see on the lead cards.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::{DateTime, SecondsFormat, Utc};
+use leadscore_bitrix24::sandbox::{Sandbox, SandboxHandle, SandboxOptions};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::app;
+use crate::config::{self, Config};
+use crate::pipeline::Pipeline;
+use crate::store::Crossing;
+
+/// The seed model every demo run uses: the shipped example config.
+const EXAMPLE_CONFIG: &str = include_str!("../config/leadscore.example.toml");
+
+/// The demo's portal id (webhook path `/webhooks/bitrix24/demo`).
+pub const PORTAL: &str = "demo";
+
+/// Build the demo config: the example's `[scoring]` with a `[server]` and a portal
+/// pointing at the sandbox.
+pub fn demo_config_text(
+    data_dir: &std::path::Path,
+    webhook_url: &str,
+    app_token: &str,
+) -> anyhow::Result<String> {
+    let example: toml::Table =
+        toml::from_str(EXAMPLE_CONFIG).context("the bundled example config does not parse")?;
+    let scoring = example
+        .get("scoring")
+        .context("example config has no [scoring]")?
+        .clone();
+    let mut scoring_doc = toml::Table::new();
+    scoring_doc.insert("scoring".into(), scoring);
+    let dir = data_dir.display().to_string();
+    let head = format!(
+        r#"# Written by `leadscore demo`. The sandbox it points at is gone once the demo ends,
+# but `leadscore history --config THIS_FILE --portal demo --lead ID` still reads the ledger.
+[server]
+listen = "127.0.0.1:0"
+data_dir = {dir:?}
+workers = 2
+coalesce_ms = 800
+sweep_interval_secs = 5
+
+[[portal]]
+id = "{PORTAL}"
+crm = "bitrix24"
+webhook_url = {webhook_url:?}
+application_token = {app_token:?}
+
+[portal.fields]
+score = "UF_CRM_LEADSCORE"
+tier = "UF_CRM_LEADSCORE_TIER"
+breakdown = "UF_CRM_LEADSCORE_WHY"
+comment = true
+tier_values = {{ cold = "0", warm = "0", hot = "0" }}
+
+[portal.fields.map]
+industry = "UF_CRM_INDUSTRY"
+revenue = "UF_CRM_REVENUE"
+employees = "UF_CRM_EMPLOYEES"
+region = "UF_CRM_REGION"
+
+[portal.task]
+deadline_minutes = 30
+
+"#
+    );
+    Ok(format!("{head}{}", toml::to_string(&scoring_doc)?))
+}
+
+/// One seed lead: Bitrix24 fields plus the activities that will arrive later.
+struct SeedLead {
+    fields: Value,
+    /// (seconds after start of phase 2, activity fields without owner)
+    later: Vec<Value>,
+}
+
+fn lead(
+    name: &str,
+    last: &str,
+    post: &str,
+    company: &str,
+    email: &str,
+    industry: &str,
+    revenue: Option<u64>,
+    employees: Option<u64>,
+    region: &str,
+    responsible: u32,
+) -> Value {
+    let mut f = json!({
+        "TITLE": format!("{company}: {name} {last}"),
+        "NAME": name,
+        "LAST_NAME": last,
+        "POST": post,
+        "COMPANY_TITLE": company,
+        "SOURCE_ID": "WEB",
+        "ASSIGNED_BY_ID": responsible.to_string(),
+        "EMAIL": [{"VALUE": email, "VALUE_TYPE": "WORK"}],
+        "UF_CRM_INDUSTRY": industry,
+        "UF_CRM_REGION": region,
+    });
+    if let Some(r) = revenue {
+        f["UF_CRM_REVENUE"] = json!(r.to_string());
+    }
+    if let Some(e) = employees {
+        f["UF_CRM_EMPLOYEES"] = json!(e.to_string());
+    }
+    f
+}
+
+fn bitrix_time(t: DateTime<Utc>) -> String {
+    t.with_timezone(&chrono::FixedOffset::east_opt(3 * 3600).expect("valid offset"))
+        .to_rfc3339_opts(SecondsFormat::Secs, false)
+}
+
+fn web(tag: &str, subject: &str, url: &str, at: DateTime<Utc>) -> Value {
+    json!({
+        "TYPE_ID": 6,
+        "PROVIDER_ID": "REST_APP",
+        "PROVIDER_TYPE_ID": "SITE",
+        "SUBJECT": format!("{tag} {subject}"),
+        "DESCRIPTION": url,
+        "START_TIME": bitrix_time(at),
+        "COMPLETED": "Y",
+    })
+}
+
+fn call(incoming: bool, at: DateTime<Utc>) -> Value {
+    json!({
+        "TYPE_ID": 2,
+        "SUBJECT": if incoming { "Входящий звонок" } else { "Исходящий звонок" },
+        "DIRECTION": if incoming { 1 } else { 2 },
+        "START_TIME": bitrix_time(at),
+        "COMPLETED": "Y",
+    })
+}
+
+fn meeting(at: DateTime<Utc>) -> Value {
+    json!({"TYPE_ID": 1, "SUBJECT": "Встреча: презентация", "START_TIME": bitrix_time(at), "COMPLETED": "Y"})
+}
+
+fn seed(now: DateTime<Utc>) -> Vec<SeedLead> {
+    let days = |d: i64| now - chrono::Duration::days(d);
+    let hours = |h: i64| now - chrono::Duration::hours(h);
+    let demo = |at| web("[demo]", "Заявка на демо", "https://example.ru/demo", at);
+    let price = |at| {
+        web(
+            "[download]",
+            "Прайс-лист 2026",
+            "https://example.ru/files/price-2026.pdf",
+            at,
+        )
+    };
+    let pricing = |at| web("[page]", "Цены", "https://example.ru/pricing", at);
+    let blog = |at| web("[page]", "Блог", "https://example.ru/blog/crm-tips", at);
+    let careers = |at| web("[page]", "Вакансии", "https://example.ru/careers", at);
+    let open = |at| web("[email_open]", "Рассылка ноября", "", at);
+    vec![
+        // Crosses 70 in phase 2: strong fit, then a demo request and a price list.
+        SeedLead {
+            fields: lead(
+                "Анна",
+                "Смирнова",
+                "Генеральный директор",
+                "ООО «СеверЛогистик»",
+                "a.smirnova@severlog.ru",
+                "Логистика",
+                Some(800_000_000),
+                Some(240),
+                "Москва",
+                3,
+            ),
+            later: vec![pricing(hours(3)), demo(hours(1)), price(hours(1))],
+        },
+        SeedLead {
+            fields: lead(
+                "Игорь",
+                "Петров",
+                "Коммерческий директор",
+                "АО «УралСталь»",
+                "petrov@uralsteel.ru",
+                "Производство",
+                Some(2_500_000_000),
+                Some(450),
+                "Екатеринбург",
+                3,
+            ),
+            later: vec![call(true, hours(5)), meeting(days(2))],
+        },
+        SeedLead {
+            fields: lead(
+                "Мария",
+                "Кузнецова",
+                "Менеджер по закупкам",
+                "ТД «Опт-Маркет»",
+                "m.kuznetsova@optmarket.ru",
+                "Оптовая торговля",
+                Some(120_000_000),
+                Some(60),
+                "Казань",
+                4,
+            ),
+            later: vec![price(days(1)), open(days(2)), open(days(1))],
+        },
+        SeedLead {
+            fields: lead(
+                "Дмитрий",
+                "Волков",
+                "Студент",
+                "",
+                "dima.volkov@gmail.com",
+                "",
+                None,
+                None,
+                "",
+                4,
+            ),
+            later: vec![careers(hours(2)), blog(days(3))],
+        },
+        SeedLead {
+            fields: lead(
+                "Елена",
+                "Соколова",
+                "Директор по развитию",
+                "ООО «СтройИнвест»",
+                "sokolova@stroyinvest.ru",
+                "Строительство",
+                Some(600_000_000),
+                Some(180),
+                "Санкт-Петербург",
+                3,
+            ),
+            later: vec![demo(days(10)), meeting(days(3))],
+        },
+        SeedLead {
+            fields: lead(
+                "Алексей",
+                "Морозов",
+                "Owner",
+                "Morozov Coffee",
+                "alexey@gmail.com",
+                "Общепит",
+                Some(15_000_000),
+                Some(12),
+                "Тверь",
+                5,
+            ),
+            later: vec![pricing(hours(6))],
+        },
+        SeedLead {
+            fields: lead(
+                "Ольга",
+                "Новикова",
+                "Head of IT",
+                "Ритейл Групп",
+                "o.novikova@retailgroup.ru",
+                "Ритейл",
+                Some(4_000_000_000),
+                Some(1200),
+                "Москва",
+                5,
+            ),
+            later: vec![blog(days(1)), blog(days(2)), blog(days(4)), open(hours(8))],
+        },
+        SeedLead {
+            fields: lead(
+                "Сергей",
+                "Лебедев",
+                "Менеджер",
+                "ИП Лебедев",
+                "lebedev@mail.ru",
+                "Услуги",
+                None,
+                Some(3),
+                "Новосибирск",
+                4,
+            ),
+            later: vec![],
+        },
+        SeedLead {
+            fields: lead(
+                "Наталья",
+                "Козлова",
+                "Финансовый директор",
+                "ООО «АгроТех»",
+                "kozlova@agrotech.ru",
+                "Сельское хозяйство",
+                Some(350_000_000),
+                Some(310),
+                "Краснодар",
+                3,
+            ),
+            later: vec![call(true, days(1))],
+        },
+        SeedLead {
+            fields: lead(
+                "Павел",
+                "Егоров",
+                "CEO",
+                "Cloudify",
+                "pavel@cloudify.io",
+                "IT",
+                Some(90_000_000),
+                Some(45),
+                "Москва",
+                5,
+            ),
+            later: vec![demo(hours(2)), pricing(hours(2))],
+        },
+        SeedLead {
+            fields: lead(
+                "Татьяна",
+                "Орлова",
+                "Бухгалтер",
+                "ООО «Ромашка»",
+                "orlova@yandex.ru",
+                "",
+                None,
+                None,
+                "Москва",
+                4,
+            ),
+            later: vec![careers(days(1))],
+        },
+        SeedLead {
+            fields: lead(
+                "Виктор",
+                "Андреев",
+                "Руководитель отдела логистики",
+                "ТК «Магистраль»",
+                "andreev@magistral-tk.ru",
+                "Логистика",
+                Some(1_100_000_000),
+                Some(520),
+                "Новосибирск",
+                3,
+            ),
+            later: vec![open(days(1)), price(days(4))],
+        },
+        SeedLead {
+            fields: lead(
+                "Юлия",
+                "Захарова",
+                "Маркетолог",
+                "Studio Z",
+                "julia@studioz.ru",
+                "Реклама",
+                Some(20_000_000),
+                Some(8),
+                "Санкт-Петербург",
+                5,
+            ),
+            later: vec![blog(hours(4)), blog(days(1))],
+        },
+        SeedLead {
+            fields: lead(
+                "Константин",
+                "Белов",
+                "Директор",
+                "ООО «ТехноПарк»",
+                "belov@technopark.ru",
+                "Производство",
+                None,
+                Some(150),
+                "Татарстан",
+                3,
+            ),
+            later: vec![],
+        },
+        SeedLead {
+            fields: lead(
+                "Ирина",
+                "Медведева",
+                "Менеджер проектов",
+                "ГК «Город»",
+                "medvedeva@gorod-gk.ru",
+                "Строительство",
+                Some(5_000_000_000),
+                Some(2000),
+                "Москва",
+                4,
+            ),
+            later: vec![meeting(days(20))],
+        },
+        SeedLead {
+            fields: lead(
+                "Артём",
+                "Никитин",
+                "Основатель",
+                "Nikitin Labs",
+                "artem@nikitinlabs.ru",
+                "IT",
+                Some(40_000_000),
+                Some(25),
+                "Казань",
+                5,
+            ),
+            later: vec![pricing(days(2)), call(true, days(2))],
+        },
+        SeedLead {
+            fields: lead(
+                "Светлана",
+                "Фёдорова",
+                "Офис-менеджер",
+                "ООО «Деловые линии»",
+                "fedorova@inbox.ru",
+                "Логистика",
+                None,
+                Some(90),
+                "Москва",
+                4,
+            ),
+            later: vec![open(days(3))],
+        },
+        SeedLead {
+            fields: lead(
+                "Роман",
+                "Алексеев",
+                "Директор по закупкам",
+                "ООО «ФудСнаб»",
+                "alekseev@foodsnab.ru",
+                "Оптовая торговля",
+                Some(700_000_000),
+                Some(130),
+                "Ленинградская область",
+                3,
+            ),
+            later: vec![price(hours(20))],
+        },
+        SeedLead {
+            fields: lead(
+                "Екатерина",
+                "Степанова",
+                "",
+                "",
+                "kate.stepanova@gmail.com",
+                "",
+                None,
+                None,
+                "",
+                5,
+            ),
+            later: vec![blog(hours(1))],
+        },
+        SeedLead {
+            fields: lead(
+                "Николай",
+                "Яковлев",
+                "Генеральный директор",
+                "ООО «Яковлев и партнёры»",
+                "yakovlev@yp-law.ru",
+                "Юридические услуги",
+                Some(60_000_000),
+                Some(35),
+                "Москва",
+                3,
+            ),
+            later: vec![],
+        },
+    ]
+}
+
+/// Wait until the sandbox has delivered every webhook and the daemon has processed
+/// everything (including the echoes of its own writes), stable for a moment.
+async fn settle(
+    sandbox: &SandboxHandle,
+    pipeline: &Pipeline,
+    limit: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    let mut quiet = 0;
+    while quiet < 3 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the demo did not settle within {limit:?}"
+        );
+        sandbox.settle().await;
+        if pipeline.is_idle().await && sandbox.pending_deliveries() == 0 {
+            quiet += 1;
+        } else {
+            quiet = 0;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    Ok(())
+}
+
+fn random_token(len: usize) -> String {
+    use rand::Rng;
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
+        .collect()
+}
+
+fn shorten(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// Run the demo, printing to `out`.
+pub async fn run(data_dir: Option<PathBuf>, out: &mut dyn Write) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let dir = match data_dir {
+        Some(d) => d,
+        None => std::env::temp_dir().join(format!(
+            "leadscore-demo-{}",
+            Utc::now().format("%Y%m%d-%H%M%S")
+        )),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    writeln!(
+        out,
+        "leadscore demo: a sandbox Bitrix24 portal (2 req/s, burst 50), 20 leads, the seed model\n"
+    )?;
+
+    let sandbox = Sandbox::start(SandboxOptions::default())
+        .await
+        .context("cannot start the sandbox")?;
+    let app_token = random_token(32);
+    let text = demo_config_text(&dir, sandbox.webhook_url().expose_secret(), &app_token)?;
+    let config_path = dir.join("demo.toml");
+    std::fs::write(&config_path, &text)
+        .with_context(|| format!("cannot write {}", config_path.display()))?;
+    let mut config: Config =
+        config::load(&config_path).map_err(|e| anyhow::anyhow!("demo config is invalid:\n{e}"))?;
+
+    // `leadscore setup`: create the three lead fields, learn the tier enumeration ids.
+    let store = app::open_store(&config)?;
+    let portal = config.portals[0].clone();
+    let tiers: Vec<(String, String)> = config
+        .model
+        .tiers()
+        .iter()
+        .map(|t| (t.id.clone(), t.label.clone()))
+        .collect();
+    let setup = app::build_crm(&portal, &store)?
+        .setup_fields(&tiers)
+        .await
+        .context("setup failed")?;
+    writeln!(
+        out,
+        "setup: created lead fields {} (tier values {:?})",
+        setup.created.join(", "),
+        setup.tier_values
+    )?;
+    config.portals[0].fields.tier_values = setup.tier_values.clone();
+    // Keep the written config in step, so `history` and `check` work on it afterwards.
+    let mut tv = String::from("tier_values = { ");
+    tv.push_str(
+        &setup
+            .tier_values
+            .iter()
+            .map(|(k, v)| format!("{k} = \"{v}\""))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    tv.push_str(" }");
+    std::fs::write(
+        &config_path,
+        text.replace(
+            r#"tier_values = { cold = "0", warm = "0", hot = "0" }"#,
+            &tv,
+        ),
+    )?;
+
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let shutdown = CancellationToken::new();
+    let running =
+        app::start_with_store(config.clone(), store.clone(), listener, shutdown.clone()).await?;
+    let pipeline = running.pipeline.clone();
+    let hook = format!("http://{}/webhooks/bitrix24/{PORTAL}", running.addr);
+    for event in [
+        "ONCRMLEADADD",
+        "ONCRMLEADUPDATE",
+        "ONCRMACTIVITYADD",
+        "ONCRMACTIVITYUPDATE",
+    ] {
+        sandbox.bind_event(event, &hook, SecretString::from(app_token.clone()));
+    }
+    writeln!(
+        out,
+        "daemon: listening on {}, outgoing webhooks bound to it\n",
+        running.addr
+    )?;
+
+    let now = Utc::now();
+    let leads = seed(now);
+    // Phase 1: twenty leads arrive (a web form burst): twenty ONCRMLEADADD webhooks.
+    let mut ids = Vec::new();
+    for l in &leads {
+        ids.push(sandbox.add_lead(l.fields.clone())?);
+    }
+    settle(&sandbox, &pipeline, Duration::from_secs(40)).await?;
+    let writes_after_phase1 = sandbox.count_method("crm.lead.update");
+    writeln!(
+        out,
+        "phase 1: {} new leads scored with {} API requests ({} lead updates)",
+        ids.len(),
+        sandbox.counters().requests,
+        writes_after_phase1
+    )?;
+
+    // Phase 2: activity arrives in three waves (site tracker, calls, e-mail opens).
+    for wave in 0..3 {
+        for (l, id) in leads.iter().zip(&ids) {
+            for (i, a) in l.later.iter().enumerate() {
+                if i % 3 == wave {
+                    let mut a = a.clone();
+                    a["OWNER_TYPE_ID"] = json!(1);
+                    a["OWNER_ID"] = json!(id);
+                    sandbox.add_activity(a)?;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    settle(&sandbox, &pipeline, Duration::from_secs(40)).await?;
+    let tasks_after_phase2 = sandbox.tasks().len();
+    writeln!(
+        out,
+        "phase 2: activities arrived in 3 waves; {} call-now task(s) created",
+        tasks_after_phase2
+    )?;
+
+    // Phase 3: the portal's queue server delivers the same event twice, and a user edits
+    // a hot lead. Neither may create a second task.
+    let hot_lead = ids[0];
+    let body = leadscore_bitrix24_event_body(&sandbox, "ONCRMLEADUPDATE", hot_lead, &app_token);
+    let client = reqwest::Client::new();
+    for _ in 0..2 {
+        let status = client
+            .post(&hook)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.clone())
+            .send()
+            .await?
+            .status();
+        anyhow::ensure!(
+            status.is_success(),
+            "duplicate webhook was refused: {status}"
+        );
+    }
+    sandbox.update_lead(
+        hot_lead,
+        json!({"COMMENTS": "Просила перезвонить после обеда"}),
+    )?;
+    settle(&sandbox, &pipeline, Duration::from_secs(40)).await?;
+    writeln!(
+        out,
+        "phase 3: a duplicate webhook (twice) and a user edit on lead {hot_lead}: tasks still {}\n",
+        sandbox.tasks().len()
+    )?;
+
+    // The table a sales lead would look at.
+    let tasks = sandbox.tasks();
+    writeln!(
+        out,
+        "{:>4}  {:<34} {:>5}  {:<9} {:<5} why",
+        "lead", "name", "score", "tier", "task"
+    )?;
+    let mut rows = Vec::new();
+    for id in &ids {
+        let l = sandbox.get_lead(*id).unwrap_or(Value::Null);
+        let score = l["UF_CRM_LEADSCORE"]
+            .as_str()
+            .map(str::to_string)
+            .or_else(|| l["UF_CRM_LEADSCORE"].as_i64().map(|n| n.to_string()))
+            .unwrap_or_default();
+        let why = l["UF_CRM_LEADSCORE_WHY"].as_str().unwrap_or("").to_string();
+        let tier = why
+            .split(':')
+            .next()
+            .and_then(|h| h.split(" — ").nth(1))
+            .unwrap_or("")
+            .to_string();
+        let has_task = tasks
+            .iter()
+            .any(|t| t.crm_bindings.iter().any(|b| b == &format!("L_{id}")));
+        let name = format!(
+            "{} {}",
+            l["NAME"].as_str().unwrap_or(""),
+            l["LAST_NAME"].as_str().unwrap_or("")
+        );
+        rows.push((
+            score.parse::<i32>().unwrap_or(0),
+            *id,
+            name,
+            score,
+            tier,
+            has_task,
+            why,
+        ));
+    }
+    rows.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    for (_, id, name, score, tier, has_task, why) in &rows {
+        let why_rest = why.split_once(": ").map(|(_, r)| r).unwrap_or(why);
+        writeln!(
+            out,
+            "{:>4}  {:<34} {:>5}  {:<9} {:<5} {}",
+            id,
+            shorten(name, 34),
+            score,
+            tier,
+            if *has_task { "yes" } else { "" },
+            shorten(why_rest, 110)
+        )?;
+    }
+
+    let c = sandbox.counters();
+    let scored = ids.len();
+    let webhooks = sandbox.delivered();
+    let echo = webhooks
+        .iter()
+        .filter(|d| d.event == "ONCRMLEADUPDATE")
+        .count();
+    writeln!(out)?;
+    writeln!(
+        out,
+        "API requests: {} in all ({:.2} per lead), {} answered 503 QUERY_LIMIT_EXCEEDED",
+        c.requests,
+        c.requests as f64 / scored as f64,
+        c.by_status.get(&503).copied().unwrap_or(0)
+    )?;
+    writeln!(out, "webhooks: {} delivered by the portal, {} of them ONCRMLEADUPDATE (mostly echoes of our own writes; none caused a further write)", webhooks.len(), echo)?;
+    writeln!(
+        out,
+        "lead updates: {}, call-now tasks: {}, timeline comments: {}",
+        sandbox.count_method("crm.lead.update"),
+        tasks.len(),
+        sandbox.comments().len()
+    )?;
+    let crossings = store.crossings_all(PORTAL)?;
+    let fired = crossings
+        .iter()
+        .filter(|(_, c)| matches!(c, Crossing::Fired { .. }))
+        .count();
+    writeln!(out, "crossings recorded in sled: {fired}")?;
+
+    shutdown.cancel();
+    running.handle.await.context("daemon task panicked")??;
+    drop(pipeline);
+    sandbox.shutdown().await;
+    writeln!(
+        out,
+        "\nfinished in {:.1} s. State (sled) is in {}",
+        started.elapsed().as_secs_f64(),
+        dir.display()
+    )?;
+    writeln!(
+        out,
+        "see a lead's score history:  leadscore history --config {} --portal {PORTAL} --lead {}",
+        config_path.display(),
+        ids[0]
+    )?;
+    Ok(())
+}
+
+/// The body the portal's queue server would POST for an event (used to replay a
+/// duplicate delivery, as the real queue sometimes does).
+fn leadscore_bitrix24_event_body(
+    sandbox: &SandboxHandle,
+    event: &str,
+    id: u64,
+    token: &str,
+) -> String {
+    let pairs = [
+        ("event", event.to_string()),
+        ("event_handler_id", "1".to_string()),
+        ("data[FIELDS][ID]", id.to_string()),
+        ("ts", Utc::now().timestamp().to_string()),
+        ("auth[domain]", sandbox.domain().to_string()),
+        ("auth[client_endpoint]", sandbox.client_endpoint()),
+        (
+            "auth[server_endpoint]",
+            "https://oauth.bitrix.info/rest/".to_string(),
+        ),
+        ("auth[member_id]", sandbox.member_id().to_string()),
+        ("auth[application_token]", token.to_string()),
+    ];
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                percent_encoding::utf8_percent_encode(k, percent_encoding::NON_ALPHANUMERIC),
+                percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
