@@ -429,6 +429,39 @@ fn secrets_never_appear_in_debug_summary_or_errors() {
 }
 
 #[test]
+fn a_secret_pasted_where_a_name_or_path_belongs_is_not_echoed() {
+    let text = format!(
+        "[[portal]]\nid = \"p\"\ncrm = \"bitrix24\"\nwebhook_url_file = \"https://x.bitrix24.ru/rest/1/HUSHCODE4/\"\napplication_token_env = \"jvh9y1ulvt2m6k5or90v9mg8nn32ozas\"\n[portal.fields]\nscore = \"S\"\ntier = \"T\"\n{SCORING}"
+    );
+    let errors = errors_of(&text, &no_env);
+    assert_eq!(
+        heads(&errors),
+        vec![
+            "t.toml:4:1: portal[0].webhook_url_file",
+            "t.toml:5:1: portal[0].application_token_env"
+        ]
+    );
+    let shown = format!("{errors}\n{errors:?}");
+    assert!(!shown.contains("HUSHCODE4"), "{shown}");
+    assert!(
+        !shown.contains("jvh9y1ulvt2m6k5or90v9mg8nn32ozas"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn portal_must_be_an_array_of_tables_and_none_is_a_warning() {
+    let text = format!("[portal]\nid = \"p\"\ncrm = \"bitrix24\"\n{SCORING}");
+    let errors = errors_of(&text, &no_env);
+    assert_eq!(heads(&errors), vec!["t.toml:1:1: portal"]);
+
+    let c = ok(SCORING, &no_env);
+    assert!(c.portals.is_empty());
+    let keys: Vec<&str> = c.warnings.iter().map(|w| w.key_path.as_str()).collect();
+    assert_eq!(keys, vec!["portal"]);
+}
+
+#[test]
 fn syntax_error_points_at_its_line() {
     let text = "[server]\nworkers = 4\nlisten = \"127.0.0.1:80\nqueue_limit = 5\n";
     let errors = errors_of(text, &no_env);

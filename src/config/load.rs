@@ -593,8 +593,13 @@ impl<'a> Ctx<'a> {
         }
         if let Some(var) = env {
             let path = format!("{base}.{env_key}");
-            if var.is_empty() || var.contains('=') || var.contains('\0') {
-                self.error(&path, "is not a valid environment variable name");
+            if !plausible_env_name(var) {
+                // Often the secret itself pasted in place of the variable's name:
+                // never echo it.
+                self.error(
+                    &path,
+                    "is not an environment variable name: write the NAME of the variable that holds the secret (the value is not shown)",
+                );
                 return Cred::Failed;
             }
             return match (self.env)(var) {
@@ -611,6 +616,13 @@ impl<'a> Ctx<'a> {
         }
         if let Some(file) = file {
             let path = format!("{base}.{file_key}");
+            if !plausible_file_name(file) {
+                self.error(
+                    &path,
+                    "is not a file path: write the path of the file that holds the secret (the value is not shown)",
+                );
+                return Cred::Failed;
+            }
             let full = if file.is_relative() {
                 self.base_dir.join(file)
             } else {
@@ -663,13 +675,7 @@ impl<'a> Ctx<'a> {
 
     fn portals(&mut self, spec: Option<&ScoringSpec>) -> Option<Vec<Portal>> {
         let len = match self.node("portal").map(|n| n.get_ref()) {
-            None => {
-                self.warn(
-                    "portal",
-                    "no [[portal]]: nothing will be scored until a CRM account is added",
-                );
-                return Some(Vec::new());
-            }
+            None => 0,
             Some(DeValue::Array(a)) => a.len(),
             Some(_) => {
                 self.error(
@@ -679,6 +685,12 @@ impl<'a> Ctx<'a> {
                 return None;
             }
         };
+        if len == 0 {
+            self.warn(
+                "portal",
+                "no [[portal]]: nothing will be scored until a CRM account is added",
+            );
+        }
         let mut portals = Vec::new();
         let mut ok = true;
         let mut seen: Vec<(String, usize)> = Vec::new();
@@ -1252,6 +1264,32 @@ impl<'a> Ctx<'a> {
     }
 }
 
+/// A portable variable name (`[A-Za-z_][A-Za-z0-9_]*`) that does not look like a
+/// token: real names have capitals or underscores, or are short.
+fn plausible_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let rest_ok = name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let name_like = name.chars().any(|c| c.is_ascii_uppercase() || c == '_') || name.len() < 20;
+    first_ok && rest_ok && name_like
+}
+
+/// Rejects a URL or a long bare token given where a path belongs.
+fn plausible_file_name(path: &Path) -> bool {
+    let Some(s) = path.to_str() else {
+        return true;
+    };
+    let url = s.contains("://");
+    let bare_token = !s.contains('/')
+        && !s.contains('.')
+        && s.len() >= 20
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    !s.is_empty() && !url && !bare_token
+}
+
 /// The names quoted in backticks in a serde message, in order.
 fn backticked(message: &str) -> Vec<String> {
     message
@@ -1307,6 +1345,41 @@ mod tests {
         );
         let m = "unknown field `zzz`, expected `id` or `crm`";
         assert_eq!(unknown_key_message(m), "unknown key `zzz`");
+    }
+
+    #[test]
+    fn env_names_and_file_paths_are_told_from_pasted_secrets() {
+        for name in [
+            "LEADSCORE_B24_TOKEN",
+            "token",
+            "_x",
+            "amo_webhook_secret_for_main",
+        ] {
+            assert!(plausible_env_name(name), "{name}");
+        }
+        for name in [
+            "",
+            "1ABC",
+            "https://x/rest/1/y/",
+            "jvh9y1ulvt2m6k5or90v9mg8nn32ozas",
+            "a.b.c",
+        ] {
+            assert!(!plausible_env_name(name), "{name}");
+        }
+        for path in [
+            "/run/credentials/leadscore.service/b24",
+            "token",
+            "secrets/amo",
+        ] {
+            assert!(plausible_file_name(Path::new(path)), "{path}");
+        }
+        for path in [
+            "",
+            "https://x/rest/1/y/",
+            "jvh9y1ulvt2m6k5or90v9mg8nn32ozas",
+        ] {
+            assert!(!plausible_file_name(Path::new(path)), "{path}");
+        }
     }
 
     #[test]
