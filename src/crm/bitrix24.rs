@@ -196,6 +196,16 @@ impl Bitrix24Crm {
     /// the store by an earlier run wins over the one in the config (which is single-use
     /// once rotated), and every new pair is written back to the store and flushed.
     pub fn new(portal: &Portal, store: Arc<Store>) -> Result<Bitrix24Crm, BuildError> {
+        Self::with_oauth_server(portal, store, DEFAULT_OAUTH_SERVER)
+    }
+
+    /// [`Bitrix24Crm::new`] with another OAuth token endpoint (tests point it at a
+    /// sandbox on 127.0.0.1; webhook portals ignore it).
+    pub fn with_oauth_server(
+        portal: &Portal,
+        store: Arc<Store>,
+        oauth_server: &str,
+    ) -> Result<Bitrix24Crm, BuildError> {
         let auth = match &portal.auth {
             PortalAuth::Bitrix24Webhook { url } => Auth::WebhookUrl(url.clone()),
             PortalAuth::Bitrix24OAuth {
@@ -237,7 +247,7 @@ impl Bitrix24Crm {
                     client_secret: client_secret.clone(),
                     tokens,
                     on_refresh: persist,
-                    oauth_server: DEFAULT_OAUTH_SERVER.into(),
+                    oauth_server: oauth_server.to_string(),
                 })
             }
             _ => return Err(BuildError::NotBitrix24(portal.id.clone())),
@@ -1336,6 +1346,57 @@ mod sandbox_tests {
         sb.update_activity(t.id.parse().unwrap(), json!({"COMPLETED": "Y"}))
             .unwrap();
         assert!(!crm.task_open(&id, &t.id).await.unwrap());
+        sb.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn oauth_tokens_rotate_into_the_store_and_survive_a_restart() {
+        use leadscore_bitrix24::sandbox::OAuthOptions;
+        let sb = Sandbox::start(SandboxOptions {
+            rate_limit: None,
+            oauth: Some(OAuthOptions {
+                client_id: "app.lead".into(),
+                client_secret: SecretString::from("cs"),
+                access_token: SecretString::from("at0"),
+                refresh_token: SecretString::from("rt0"),
+                access_ttl: std::time::Duration::from_secs(3600),
+            }),
+            ..SandboxOptions::default()
+        })
+        .await
+        .unwrap();
+        let mut portal = portal_for(&sb, TaskKind::Task);
+        portal.auth = PortalAuth::Bitrix24OAuth {
+            base_url: sb.client_endpoint(),
+            client_id: "app.lead".into(),
+            client_secret: SecretString::from("cs"),
+            refresh_token: SecretString::from("rt0"),
+        };
+        let id = sb.add_lead(json!({"TITLE": "x"})).unwrap().to_string();
+        let (_dir, store) = test_store();
+        // No access token at start: the first call refreshes and stores the new pair.
+        let crm =
+            Bitrix24Crm::with_oauth_server(&portal, store.clone(), &sb.oauth_token_url()).unwrap();
+        assert_eq!(crm.fetch(std::slice::from_ref(&id)).await.unwrap().len(), 1);
+        let saved = tokens_from_json(&store.meta_get(&store_key("sbx")).unwrap().unwrap()).unwrap();
+        let (_, portal_rt) = sb.oauth_tokens().unwrap();
+        assert_eq!(
+            saved.refresh_token.expose_secret(),
+            portal_rt.expose_secret()
+        );
+        assert_ne!(portal_rt.expose_secret(), "rt0");
+        // A restart reads the rotated token (the config's rt0 is spent) and keeps working
+        // after the access token expires.
+        drop(crm);
+        sb.expire_access_tokens();
+        let crm =
+            Bitrix24Crm::with_oauth_server(&portal, store.clone(), &sb.oauth_token_url()).unwrap();
+        assert_eq!(crm.fetch(std::slice::from_ref(&id)).await.unwrap().len(), 1);
+        let again = tokens_from_json(&store.meta_get(&store_key("sbx")).unwrap().unwrap()).unwrap();
+        assert_ne!(
+            again.refresh_token.expose_secret(),
+            saved.refresh_token.expose_secret()
+        );
         sb.shutdown().await;
     }
 }
