@@ -1,0 +1,446 @@
+//! The HTTP face of the sandbox: the token endpoint, then for `/api/v4/*` in this order
+//! the account block (403), authentication (401), the per-integration request limit
+//! (429, counted towards the block), the fault dice, and the endpoint itself; plus the
+//! call record. Connection resets are real: the handler marks its connection and the
+//! socket is closed with RST before any byte of a response is written.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use axum::body::{Body, Bytes};
+use axum::extract::connect_info::Connected;
+use axum::extract::{ConnectInfo, State as AxState};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::Response;
+use axum::serve::IncomingStream;
+use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+
+use super::api::{self, ApiError, Call, Reply};
+use super::limits::{Blocker, Dice, Windows};
+use super::oauth::{token_params, Auth, Refused};
+use super::query::Query;
+use super::store::{now_unix, State};
+use super::webhooks::{lock, Hooks};
+use super::{CallRecord, ErrorBody, FaultKind, MissingEntity};
+
+/// Settings a test may change while the sandbox runs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Runtime {
+    pub throttle_body: ErrorBody,
+    pub blocked_body: ErrorBody,
+    pub missing: MissingEntity,
+    pub timeout_batch_above: Option<usize>,
+}
+
+/// Everything the server and the handle share.
+pub(crate) struct Shared {
+    pub state: Mutex<State>,
+    pub auth: Mutex<Auth>,
+    pub windows: Mutex<Windows>,
+    pub blocker: Mutex<Blocker>,
+    pub dice: Mutex<Dice>,
+    pub calls: Mutex<Vec<CallRecord>>,
+    pub hooks: Arc<Hooks>,
+    pub runtime: Mutex<Runtime>,
+}
+
+impl Shared {
+    fn record(
+        &self,
+        method: &Method,
+        path: &str,
+        query: &str,
+        status: u16,
+        started: Instant,
+        fault: Option<FaultKind>,
+    ) {
+        lock(&self.calls).push(CallRecord {
+            method: method.as_str().to_owned(),
+            path: path.to_owned(),
+            route: route_of(path),
+            query: query.to_owned(),
+            status,
+            at: SystemTime::now(),
+            elapsed: started.elapsed(),
+            fault,
+        });
+    }
+}
+
+/// The path with ids replaced by `{id}`, for counting calls per endpoint.
+pub(crate) fn route_of(path: &str) -> String {
+    path.split('/')
+        .map(|s| {
+            let numeric = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+            let event_id = s.len() == 26
+                && s.starts_with("01")
+                && s.bytes().all(|b| b.is_ascii_alphanumeric());
+            if numeric || event_id {
+                "{id}"
+            } else {
+                s
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+// ------------------------------------------------------------------- severable connections
+
+/// A TCP stream the handler can sever: once `kill` is set, reads and writes fail and the
+/// socket closes with RST, so the client sees a reset and no response at all.
+pub(crate) struct Severable {
+    inner: TcpStream,
+    kill: Arc<AtomicBool>,
+}
+
+impl Severable {
+    fn severed(&self) -> io::Result<()> {
+        if self.kill.load(Ordering::SeqCst) {
+            let _ = self.inner.set_zero_linger();
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "sandbox fault: connection reset",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl AsyncRead for Severable {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.severed()?;
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Severable {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.severed()?;
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.severed()?;
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The listener handing out severable streams.
+pub(crate) struct SeverableListener(pub TcpListener);
+
+impl axum::serve::Listener for SeverableListener {
+    type Io = Severable;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.accept().await {
+                Ok((inner, addr)) => {
+                    let _ = inner.set_nodelay(true);
+                    return (
+                        Severable {
+                            inner,
+                            kill: Arc::new(AtomicBool::new(false)),
+                        },
+                        addr,
+                    );
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "sandbox: accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
+/// What a handler knows about its connection.
+#[derive(Clone)]
+pub(crate) struct Conn {
+    kill: Arc<AtomicBool>,
+}
+
+impl Connected<IncomingStream<'_, SeverableListener>> for Conn {
+    fn connect_info(stream: IncomingStream<'_, SeverableListener>) -> Self {
+        Self {
+            kill: stream.io().kill.clone(),
+        }
+    }
+}
+
+// ------------------------------------------------------------------- responses
+
+fn with_type(status: u16, body: Body, content_type: &'static str) -> Response {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+fn hal(status: u16, v: &Value) -> Response {
+    with_type(status, Body::from(v.to_string()), "application/hal+json")
+}
+
+fn problem(status: u16, v: &Value) -> Response {
+    with_type(
+        status,
+        Body::from(v.to_string()),
+        "application/problem+json",
+    )
+}
+
+fn no_content() -> Response {
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    resp
+}
+
+fn html(status: u16, title: &str) -> Response {
+    let page = format!(
+        "<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n<center><h1>{title}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+    );
+    with_type(status, Body::from(page), "text/html; charset=UTF-8")
+}
+
+fn problem_of(status: u16, title: &str, detail: &str) -> Value {
+    json!({
+        "title": title,
+        "type": format!("https://httpstatus.es/{status}"),
+        "status": status,
+        "detail": detail,
+    })
+}
+
+fn throttled(body: ErrorBody) -> Response {
+    match body {
+        ErrorBody::Json => problem(
+            429,
+            &problem_of(429, "Too Many Requests", "Too many requests"),
+        ),
+        ErrorBody::Html => html(429, "429 Too Many Requests"),
+    }
+}
+
+fn blocked(body: ErrorBody) -> Response {
+    match body {
+        ErrorBody::Json => problem(
+            403,
+            &problem_of(
+                403,
+                "Forbidden",
+                "Account is blocked for exceeding the API request limits",
+            ),
+        ),
+        ErrorBody::Html => html(403, "403 Forbidden"),
+    }
+}
+
+fn unauthorized() -> Response {
+    problem(
+        401,
+        &problem_of(401, "Unauthorized", "Неверный логин или пароль"),
+    )
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+}
+
+fn json_array_len(body: &[u8]) -> Option<usize> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Array(a)) => Some(a.len()),
+        _ => None,
+    }
+}
+
+// ------------------------------------------------------------------- the handler
+
+/// The single handler behind every path.
+pub(crate) async fn entry(
+    AxState(shared): AxState<Arc<Shared>>,
+    ConnectInfo(conn): ConnectInfo<Conn>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    let path = uri.path().to_owned();
+    let raw_query = uri.query().unwrap_or("").to_owned();
+
+    if path == "/oauth2/access_token" {
+        let resp = if method == Method::POST {
+            let ctype = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let params = token_params(ctype, &body);
+            let (status, v) = lock(&shared.auth).token_endpoint(&params);
+            if status == 200 {
+                with_type(200, Body::from(v.to_string()), "application/json")
+            } else {
+                problem(status, &v)
+            }
+        } else {
+            problem(
+                405,
+                &problem_of(405, "Method Not Allowed", "Method not allowed"),
+            )
+        };
+        shared.record(&method, &path, "", resp.status().as_u16(), started, None);
+        return resp;
+    }
+
+    if !path.starts_with("/api/v4/") {
+        shared.record(&method, &path, &raw_query, 404, started, None);
+        return problem(404, &problem_of(404, "Not Found", "Not Found"));
+    }
+
+    let runtime = *lock(&shared.runtime);
+    if lock(&shared.blocker).blocked {
+        shared.record(&method, &path, &raw_query, 403, started, None);
+        return blocked(runtime.blocked_body);
+    }
+
+    let integration = match lock(&shared.auth).authorize(bearer(&headers).as_deref()) {
+        Ok(i) => i,
+        Err(why) => {
+            if why == Refused::Expired {
+                tracing::debug!("sandbox: expired token presented");
+            }
+            shared.record(&method, &path, &raw_query, 401, started, None);
+            return unauthorized();
+        }
+    };
+
+    let now = Instant::now();
+    let admitted = lock(&shared.windows).admit(&integration, now);
+    if !admitted {
+        if lock(&shared.blocker).violation(now) {
+            tracing::warn!("sandbox: account blocked after repeated request-limit violations");
+        }
+        shared.record(&method, &path, &raw_query, 429, started, None);
+        return throttled(runtime.throttle_body);
+    }
+
+    let write = api::is_write(&method);
+    let fault = lock(&shared.dice).roll(write);
+    let early = match fault {
+        Some(FaultKind::TooManyRequests) => Some(throttled(runtime.throttle_body)),
+        Some(FaultKind::InternalServerError) => Some(problem(
+            500,
+            &problem_of(500, "Internal Server Error", "Internal Server Error"),
+        )),
+        Some(FaultKind::BadGatewayHtml) => Some(html(502, "502 Bad Gateway")),
+        Some(FaultKind::GatewayTimeout) => Some(html(504, "504 Gateway Time-out")),
+        Some(FaultKind::ConnectionReset) => {
+            conn.kill.store(true, Ordering::SeqCst);
+            shared.record(&method, &path, &raw_query, 0, started, fault);
+            return Response::new(Body::empty());
+        }
+        Some(FaultKind::SlowResponse) | None => None,
+    };
+    if let Some(resp) = early {
+        shared.record(
+            &method,
+            &path,
+            &raw_query,
+            resp.status().as_u16(),
+            started,
+            fault,
+        );
+        return resp;
+    }
+    if write {
+        if let (Some(max), Some(n)) = (runtime.timeout_batch_above, json_array_len(&body)) {
+            if n > max {
+                shared.record(&method, &path, &raw_query, 504, started, None);
+                return html(504, "504 Gateway Time-out");
+            }
+        }
+    }
+
+    let query = Query::parse(&raw_query);
+    let mut items = Vec::new();
+    let outcome = {
+        let mut st = lock(&shared.state);
+        let user = st.current_user_id();
+        let call = Call {
+            method: &method,
+            path: &path,
+            query: &query,
+            body: &body,
+            user,
+            now: now_unix(),
+            missing: runtime.missing,
+        };
+        api::dispatch(&mut st, &call, &mut items)
+    };
+    shared.hooks.emit(&items);
+    let resp = match outcome {
+        Ok(Reply::Json(status, v)) => hal(status, &v),
+        Ok(Reply::NoContent) => no_content(),
+        Err(e @ ApiError::Validation(_)) | Err(e @ ApiError::Problem { .. }) => {
+            problem(e.status(), &e.body())
+        }
+    };
+    if fault == Some(FaultKind::SlowResponse) {
+        // The change is already made; only the answer is late (past the client's timeout).
+        let delay = lock(&shared.dice).config.slow_delay;
+        tokio::time::sleep(delay).await;
+    }
+    shared.record(
+        &method,
+        &path,
+        &raw_query,
+        resp.status().as_u16(),
+        started,
+        fault,
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_of;
+
+    #[test]
+    fn routes_hide_ids() {
+        assert_eq!(route_of("/api/v4/leads/20000001"), "/api/v4/leads/{id}");
+        assert_eq!(
+            route_of("/api/v4/leads/20000001/notes"),
+            "/api/v4/leads/{id}/notes"
+        );
+        assert_eq!(route_of("/api/v4/events"), "/api/v4/events");
+    }
+}
