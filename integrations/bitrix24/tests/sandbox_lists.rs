@@ -188,3 +188,47 @@ async fn batch_runs_commands_with_references_and_php_quirks() {
     );
     p.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_large_portal_answers_id_filtered_batches_quickly() {
+    let p = portal().await;
+    p.add_userfield(json!({"FIELD_NAME": "SCORE", "USER_TYPE_ID": "integer"}))
+        .unwrap();
+    let ids: Vec<u64> = (0..10_000)
+        .map(|i| p.add_lead(json!({"TITLE": format!("L{i}")})).unwrap())
+        .collect();
+    let started = std::time::Instant::now();
+    let reads: serde_json::Map<String, Value> = ids
+        .chunks(50)
+        .take(50)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let q: Vec<String> = chunk
+                .iter()
+                .map(|id| format!("filter[@id][]={id}"))
+                .collect();
+            let cmd = format!(
+                "crm.item.list?entityTypeId=1&start=-1&select[]=id&select[]=ufCrm_SCORE&{}",
+                q.join("&")
+            );
+            (format!("r{i}"), json!(cmd))
+        })
+        .collect();
+    let r = ok(&p, "batch", json!({"cmd": reads})).await;
+    assert_eq!(r["result"]["r49"]["items"].as_array().unwrap().len(), 50);
+    assert_eq!(r["result"]["r49"]["items"][0]["id"], json!(ids[49 * 50]));
+    let writes: serde_json::Map<String, Value> = ids[..50]
+        .iter()
+        .map(|id| {
+            let cmd = format!("crm.item.update?entityTypeId=1&id={id}&fields[ufCrm_SCORE]=80");
+            (format!("w{id}"), json!(cmd))
+        })
+        .collect();
+    let r = ok(&p, "batch", json!({"cmd": writes})).await;
+    assert_eq!(r["result_error"], json!([]));
+    let elapsed = started.elapsed();
+    eprintln!("2,500 reads + 50 writes over 10,000 leads in two batches: {elapsed:?}");
+    assert!(elapsed < std::time::Duration::from_secs(5), "{elapsed:?}");
+    assert_eq!(p.get_lead(ids[0]).unwrap()["UF_CRM_SCORE"], json!("80"));
+    p.shutdown().await;
+}

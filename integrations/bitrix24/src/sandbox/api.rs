@@ -5,7 +5,7 @@
 use serde_json::{json, Map, Value};
 
 use super::php::{as_i64, as_list, param, scalar_string};
-use super::query::{page, parse_order, sort_records, Filter};
+use super::query::{page, parse_order, sort_records, Filter, PAGE};
 use super::store::{
     activity_kind, lead_field, lead_field_camel, missing_task, uf_from_camel, Actor, ApiError,
     Fired, Kind, LeadSelect, State, Task, MULTI_TYPES, OWNER_LEAD, TASK_FIELDS,
@@ -270,8 +270,9 @@ fn lead_list(st: &State, p: &Map<String, Value>) -> Result<Output, ApiError> {
     let filter = Filter::parse(param(p, &["filter", "FILTER"]), &map)?;
     let order = parse_order(param(p, &["order", "ORDER"]), &map)?;
     let select = lead_select_upper(&select_list(p));
-    let leads = filtered_leads(st, &filter, &order);
-    let pg = page(leads, param(p, &["start", "START"]));
+    let start = param(p, &["start", "START"]);
+    let leads = filtered_leads(st, &filter, &order, start);
+    let pg = page(leads, start);
     let items: Vec<Value> = pg
         .items
         .iter()
@@ -280,15 +281,32 @@ fn lead_list(st: &State, p: &Map<String, Value>) -> Result<Output, ApiError> {
     Ok(with_page(Value::Array(items), pg.total, pg.next))
 }
 
+/// Leads passing `filter`, ordered. Only ids the filter admits are looked at, and with
+/// `start=-1` in id order the scan stops after one page, so that walking a large portal
+/// with `>ID` stays cheap (the real portal's point of `start=-1`).
 fn filtered_leads<'a>(
     st: &'a State,
     filter: &Filter,
     order: &[(String, bool)],
+    start: Option<&Value>,
 ) -> Vec<&'a super::store::Lead> {
-    let mut leads: Vec<&super::store::Lead> = st
-        .leads
-        .values()
-        .filter(|l| filter.matches(&|f| st.lead_values(l, f)))
+    let hint = filter.id_hint("ID");
+    let id_order = order.is_empty() || order == [("ID".to_owned(), false)];
+    let no_count = start.and_then(as_i64).is_some_and(|s| s < 0);
+    let limit = if id_order && no_count {
+        PAGE
+    } else {
+        usize::MAX
+    };
+    let candidates: Box<dyn Iterator<Item = &super::store::Lead>> = match (&hint.set, hint.empty) {
+        (_, true) => Box::new(std::iter::empty()),
+        (Some(ids), false) => Box::new(ids.iter().filter_map(|id| st.leads.get(id))),
+        (None, false) => Box::new(st.leads.range(hint.lo..).map(|(_, l)| l)),
+    };
+    let mut leads: Vec<&super::store::Lead> = candidates
+        .take_while(|l| hint.hi.is_none_or(|h| l.id <= h))
+        .filter(|l| hint.admits(l.id) && filter.matches(&|f| st.lead_values(l, f)))
+        .take(limit)
         .collect();
     sort_records(&mut leads, order, &|l, f| st.lead_values(l, f), &|l| l.id);
     leads
@@ -440,8 +458,9 @@ fn item_method(
             let filter = Filter::parse(param(p, &["filter"]), &map)?;
             let order = parse_order(param(p, &["order"]), &map)?;
             let select = lead_select_camel(st, &select_list(p));
-            let leads = filtered_leads(st, &filter, &order);
-            let pg = page(leads, param(p, &["start"]));
+            let start = param(p, &["start"]);
+            let leads = filtered_leads(st, &filter, &order, start);
+            let pg = page(leads, start);
             let items: Vec<Value> = pg
                 .items
                 .iter()

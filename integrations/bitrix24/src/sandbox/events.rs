@@ -177,6 +177,7 @@ pub(crate) async fn run(
     queue: EventQueue,
     who: PortalIdentity,
     timeout: Duration,
+    delay: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut rx = queue.0;
@@ -207,6 +208,9 @@ pub(crate) async fn run(
         let client = client.clone();
         let who = who.clone();
         tokio::spawn(async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             let ts = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());

@@ -59,6 +59,12 @@ impl Bucket {
         self.level
     }
 
+    /// Sets the level directly.
+    pub(crate) fn set_level(&mut self, level: f64) {
+        self.level = level.max(0.0);
+        self.at = Instant::now();
+    }
+
     /// Empties the bucket.
     pub(crate) fn reset(&mut self) {
         self.level = 0.0;

@@ -229,6 +229,9 @@ pub struct SandboxOptions {
     pub oauth: Option<OAuthOptions>,
     /// Timeout of one outgoing-webhook POST.
     pub delivery_timeout: Duration,
+    /// Delay before each outgoing-webhook POST ("the request may arrive with a slight
+    /// delay"); zero by default so tests stay fast.
+    pub delivery_delay: Duration,
     /// Whether a task bound to a lead also adds a task activity (as real portals do).
     pub task_activities: bool,
 }
@@ -245,6 +248,7 @@ impl Default for SandboxOptions {
             faults: FaultConfig::default(),
             oauth: None,
             delivery_timeout: Duration::from_secs(10),
+            delivery_delay: Duration::ZERO,
             task_activities: true,
         }
     }
@@ -262,6 +266,7 @@ impl fmt::Debug for SandboxOptions {
             .field("faults", &self.faults)
             .field("oauth", &self.oauth)
             .field("delivery_timeout", &self.delivery_timeout)
+            .field("delivery_delay", &self.delivery_delay)
             .field("task_activities", &self.task_activities)
             .finish()
     }
@@ -424,6 +429,7 @@ impl Sandbox {
             queue,
             identity,
             opts.delivery_timeout,
+            opts.delivery_delay,
             stop_rx,
         ));
         Ok(SandboxHandle {
@@ -721,6 +727,12 @@ impl SandboxHandle {
     /// Empties the leaky bucket.
     pub fn reset_bucket(&self) {
         lock(&self.shared.bucket).reset();
+    }
+
+    /// Sets the bucket's level, e.g. to start a benchmark with a partly full bucket as
+    /// left behind by another client of the same portal.
+    pub fn set_bucket_level(&self, level: f64) {
+        lock(&self.shared.bucket).set_level(level);
     }
 
     /// The bucket's current level (requests counted and not yet drained).

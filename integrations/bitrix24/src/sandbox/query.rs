@@ -3,6 +3,7 @@
 //! ordering and the fixed 50-item pages with `next`/`total` (or none with `start=-1`).
 
 use std::cmp::Ordering;
+use std::collections::BTreeSet;
 
 use serde_json::{Map, Value};
 
@@ -35,6 +36,40 @@ enum Op {
 impl Op {
     fn negative(self) -> bool {
         matches!(self, Op::Ne | Op::NotIn | Op::NotContains)
+    }
+}
+
+/// What a filter says about ids: an explicit set and/or an inclusive range.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct IdHint {
+    /// Only these ids can match.
+    pub set: Option<BTreeSet<u64>>,
+    /// Smallest id that can match.
+    pub lo: u64,
+    /// Largest id that can match; `None` = unbounded.
+    pub hi: Option<u64>,
+    /// Nothing can match.
+    pub empty: bool,
+}
+
+impl IdHint {
+    fn raise(&mut self, lo: u64) {
+        self.lo = self.lo.max(lo);
+    }
+
+    fn lower(&mut self, hi: Option<u64>) {
+        match hi {
+            None => self.empty = true,
+            Some(h) => self.hi = Some(self.hi.map_or(h, |cur| cur.min(h))),
+        }
+    }
+
+    /// Whether `id` is inside the hint.
+    pub(crate) fn admits(&self, id: u64) -> bool {
+        !self.empty
+            && id >= self.lo
+            && self.hi.is_none_or(|h| id <= h)
+            && self.set.as_ref().is_none_or(|s| s.contains(&id))
     }
 }
 
@@ -106,6 +141,61 @@ impl Filter {
             }
         };
         Ok(Self { root })
+    }
+
+    /// Inclusive bounds on the record id implied by top-level AND conditions on
+    /// `id_field`, so that lists over many records only look at those that can match.
+    /// The full filter is still applied to every candidate.
+    pub(crate) fn id_hint(&self, id_field: &str) -> IdHint {
+        let mut hint = IdHint::default();
+        let Node::Group {
+            or: false,
+            children,
+        } = &self.root
+        else {
+            return hint;
+        };
+        for child in children {
+            let Node::Cond { op, field, values } = child else {
+                continue;
+            };
+            if field != id_field {
+                continue;
+            }
+            let first = values.first().and_then(as_f64);
+            match op {
+                Op::Eq | Op::In => {
+                    let ids: BTreeSet<u64> = values
+                        .iter()
+                        .filter_map(as_i64)
+                        .filter_map(|i| u64::try_from(i).ok())
+                        .collect();
+                    hint.set = Some(match hint.set.take() {
+                        Some(prev) => prev.intersection(&ids).copied().collect(),
+                        None => ids,
+                    });
+                }
+                Op::Gt | Op::Ge | Op::Lt | Op::Le => {
+                    let Some(v) = first else { continue };
+                    match op {
+                        Op::Gt => hint.raise((v.floor() + 1.0).max(0.0) as u64),
+                        Op::Ge => hint.raise(v.ceil().max(0.0) as u64),
+                        Op::Lt => hint.lower(if v <= 0.0 {
+                            None
+                        } else {
+                            Some(v.ceil() as u64 - 1)
+                        }),
+                        _ => hint.lower(if v < 0.0 {
+                            None
+                        } else {
+                            Some(v.floor() as u64)
+                        }),
+                    }
+                }
+                _ => {}
+            }
+        }
+        hint
     }
 
     /// Whether a record passes. `values` returns the type and current values of a field.
@@ -252,8 +342,8 @@ fn like(have: &str, pattern: &str) -> bool {
 pub(crate) fn cmp_typed(kind: Kind, a: &str, b: &str) -> Option<Ordering> {
     match kind {
         Kind::Int | Kind::Float => {
-            let x = as_f64(&Value::String(a.to_owned()))?;
-            let y = as_f64(&Value::String(b.to_owned()))?;
+            let x = a.trim().parse::<f64>().ok()?;
+            let y = b.trim().parse::<f64>().ok()?;
             x.partial_cmp(&y)
         }
         Kind::Date => Some(parse_date(a)?.cmp(&parse_date(b)?)),
@@ -380,6 +470,23 @@ mod tests {
             Ok(true)
         );
         assert!(Filter::parse(Some(&json!({"NOPE": 1})), &ident).is_err());
+    }
+
+    #[test]
+    fn id_hints_narrow_the_scan() {
+        let hint = |f: Value| Filter::parse(Some(&f), &ident).map(|p| p.id_hint("ID"));
+        let h = hint(json!({">ID": 10, "<=ID": 20})).unwrap();
+        assert_eq!((h.lo, h.hi, h.set.is_none()), (11, Some(20), true));
+        let h = hint(json!({"@ID": [3, 5, 7], "ID": [5, 7, 9]})).unwrap();
+        assert_eq!(
+            h.set.map(|s| s.into_iter().collect::<Vec<_>>()),
+            Some(vec![5, 7])
+        );
+        let h = hint(json!({"<ID": 0})).unwrap();
+        assert!(h.empty);
+        let h = hint(json!({"logic": "OR", "0": {"ID": 1}, "1": {"ID": 2}})).unwrap();
+        assert_eq!(h, IdHint::default(), "OR groups give no hint");
+        assert!(IdHint::default().admits(123));
     }
 
     #[test]
