@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::lead::{Activity, Lead};
 
+pub mod amocrm;
 pub mod bitrix24;
 
 /// The CRM's id of a lead, as text.

@@ -4,6 +4,7 @@
 //! no CRM calls, so it answers in milliseconds (both CRMs throttle or switch off slow
 //! endpoints). Everything else happens in the pipeline's workers.
 
+pub mod amocrm;
 pub mod bitrix24;
 
 use std::sync::Arc;

@@ -1,0 +1,174 @@
+//! amoCRM webhooks → subjects for the queue.
+//!
+//! amoCRM does not sign CRM webhooks: the hook URL carries our secret
+//! (`/webhooks/amocrm/{portal}?secret=…`), compared in constant time, and the body's
+//! `account[id]` / `account[subdomain]` must be the portal's when the config names
+//! them. One POST may carry several leads and actions; each lead is queued once.
+
+use leadscore_amocrm::webhook::{self, WebhookError};
+
+use super::{Decoded, IntakeError};
+use crate::config::Portal;
+use crate::crm::Subject;
+
+/// Parse, authenticate and route one amoCRM webhook. Lead events and notes on leads
+/// (and chat messages bound to a lead) queue the lead; contacts, companies, tasks and
+/// anything else are acknowledged and ignored.
+pub fn decode(portal: &Portal, query: Option<&str>, body: &[u8]) -> Result<Decoded, IntakeError> {
+    let Some(secret) = portal.webhook.secret.as_ref() else {
+        // Validation requires a secret for amoCRM portals; refuse rather than trust.
+        return Err(IntakeError::Unauthorized("no webhook secret configured"));
+    };
+    let given = webhook::query_secret(query);
+    let unverified = webhook::parse(body).map_err(|e| IntakeError::Malformed(e.to_string()))?;
+    let hook = unverified
+        .verify(
+            given.as_deref(),
+            secret,
+            portal.webhook.account_id.as_deref(),
+            portal.webhook.subdomain.as_deref(),
+        )
+        .map_err(|e| {
+            IntakeError::Unauthorized(match e {
+                WebhookError::MissingSecret => "no secret in the webhook URL",
+                WebhookError::WrongAccount("account[id]") => {
+                    "account[id] does not match the portal"
+                }
+                WebhookError::WrongAccount(_) => "account[subdomain] does not match the portal",
+                _ => "wrong webhook secret",
+            })
+        })?;
+    let subjects = hook.lead_ids().into_iter().map(Subject::Lead).collect();
+    Ok(Decoded {
+        subjects,
+        detail: hook.summary(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::SecretString;
+
+    use super::*;
+    use crate::config::{
+        CrmKind, FieldsSection, PortalAuth, RateLimitSection, TaskSection, WebhookCheck,
+    };
+
+    fn portal(account_id: Option<&str>, subdomain: Option<&str>) -> Portal {
+        Portal {
+            id: "amo".into(),
+            crm: CrmKind::Amocrm,
+            auth: PortalAuth::AmoLongLived {
+                base_url: "https://x.amocrm.ru".into(),
+                token: SecretString::from("t"),
+            },
+            webhook: WebhookCheck {
+                secret: Some(SecretString::from("hook-s3cret")),
+                account_id: account_id.map(str::to_string),
+                subdomain: subdomain.map(str::to_string),
+                ..WebhookCheck::default()
+            },
+            rate_limit: RateLimitSection {
+                per_second: 7.0,
+                burst: 7,
+            },
+            fields: FieldsSection::default(),
+            task: TaskSection::default(),
+            threshold: 70,
+            rearm_below: 60,
+        }
+    }
+
+    const MULTI: &str = "leads%5Bupdate%5D%5B0%5D%5Bid%5D=11&leads%5Bupdate%5D%5B1%5D%5Bid%5D=12\
+        &leads%5Bstatus%5D%5B0%5D%5Bid%5D=11&leads%5Bnote%5D%5B0%5D%5Bnote%5D%5Belement_type%5D=2\
+        &leads%5Bnote%5D%5B0%5D%5Bnote%5D%5Belement_id%5D=13&contacts%5Bupdate%5D%5B0%5D%5Bid%5D=99\
+        &account%5Bid%5D=29715442&account%5Bsubdomain%5D=ablaser";
+
+    #[test]
+    fn every_lead_once_notes_to_their_lead_other_entities_ignored() {
+        let d = decode(
+            &portal(Some("29715442"), Some("ablaser")),
+            Some("secret=hook-s3cret"),
+            MULTI.as_bytes(),
+        )
+        .unwrap();
+        let mut got = d.subjects.clone();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                Subject::Lead("11".into()),
+                Subject::Lead("12".into()),
+                Subject::Lead("13".into())
+            ]
+        );
+        assert!(d.detail.contains("leads[update]") && d.detail.contains("contacts[update]"));
+        let d = decode(
+            &portal(None, None),
+            Some("secret=hook-s3cret"),
+            b"contacts[add][0][id]=1&account[id]=5",
+        )
+        .unwrap();
+        assert!(d.subjects.is_empty());
+    }
+
+    #[test]
+    fn secret_and_account_are_checked() {
+        let p = portal(Some("29715442"), Some("ablaser"));
+        for q in [
+            None,
+            Some(""),
+            Some("secret="),
+            Some("secret=nope"),
+            Some("x=hook-s3cret"),
+        ] {
+            assert!(
+                matches!(
+                    decode(&p, q, MULTI.as_bytes()),
+                    Err(IntakeError::Unauthorized(_))
+                ),
+                "{q:?}"
+            );
+        }
+        let other_account = portal(Some("1"), None);
+        assert!(matches!(
+            decode(&other_account, Some("secret=hook-s3cret"), MULTI.as_bytes()),
+            Err(IntakeError::Unauthorized(
+                "account[id] does not match the portal"
+            ))
+        ));
+        let other_sub = portal(None, Some("other"));
+        assert!(matches!(
+            decode(&other_sub, Some("secret=hook-s3cret"), MULTI.as_bytes()),
+            Err(IntakeError::Unauthorized(
+                "account[subdomain] does not match the portal"
+            ))
+        ));
+        let mut no_secret = portal(None, None);
+        no_secret.webhook.secret = None;
+        assert!(matches!(
+            decode(&no_secret, Some("secret=hook-s3cret"), MULTI.as_bytes()),
+            Err(IntakeError::Unauthorized(_))
+        ));
+    }
+
+    #[test]
+    fn malformed_bodies_are_refused() {
+        let p = portal(None, None);
+        for body in [
+            &b"{\"leads\":1}"[..],
+            b"leads[update][0][name]=no-id&account[id]=1",
+            b"leads[update][0][id]=1",
+            b"a=%zz",
+        ] {
+            assert!(
+                matches!(
+                    decode(&p, Some("secret=hook-s3cret"), body),
+                    Err(IntakeError::Malformed(_))
+                ),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+}
