@@ -6,7 +6,8 @@
 //! would see on the lead cards.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -19,8 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app;
 use crate::config::{self, Config};
+use crate::crm::FieldSetup;
 use crate::pipeline::Pipeline;
-use crate::store::Crossing;
+use crate::store::{Crossing, Store};
 
 /// The seed model every demo run uses: the shipped example config.
 const EXAMPLE_CONFIG: &str = include_str!("../config/leadscore.example.toml");
@@ -82,12 +84,14 @@ deadline_minutes = 30
 }
 
 /// One seed lead: Bitrix24 fields plus the activities that will arrive later.
-struct SeedLead {
-    fields: Value,
-    /// (seconds after start of phase 2, activity fields without owner)
-    later: Vec<Value>,
+pub struct SeedLead {
+    pub fields: Value,
+    /// Activities that arrive in phase 2 (crm.activity.add fields, owner filled in later).
+    pub later: Vec<Value>,
 }
 
+// One call per seed row reads like the table it is; a struct would only add noise.
+#[allow(clippy::too_many_arguments)]
 fn lead(
     name: &str,
     last: &str,
@@ -152,7 +156,7 @@ fn meeting(at: DateTime<Utc>) -> Value {
     json!({"TYPE_ID": 1, "SUBJECT": "Встреча: презентация", "START_TIME": bitrix_time(at), "COMPLETED": "Y"})
 }
 
-fn seed(now: DateTime<Utc>) -> Vec<SeedLead> {
+pub fn seed_leads(now: DateTime<Utc>) -> Vec<SeedLead> {
     let days = |d: i64| now - chrono::Duration::days(d);
     let hours = |h: i64| now - chrono::Duration::hours(h);
     let demo = |at| web("[demo]", "Заявка на демо", "https://example.ru/demo", at);
@@ -473,9 +477,80 @@ fn seed(now: DateTime<Utc>) -> Vec<SeedLead> {
     ]
 }
 
+/// A sandbox portal made ready for the daemon: config written, fields created.
+pub struct Prepared {
+    pub config: Config,
+    pub store: Arc<Store>,
+    /// Where the config was written (`history` and `check` can read it).
+    pub config_path: PathBuf,
+    pub setup: FieldSetup,
+}
+
+/// Write the config for `sandbox` into `dir`, create the lead fields the way
+/// `leadscore setup` does, and return the config with the tier enumeration ids filled in.
+pub async fn prepare(
+    sandbox: &SandboxHandle,
+    dir: &Path,
+    app_token: &str,
+) -> anyhow::Result<Prepared> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let text = demo_config_text(dir, sandbox.webhook_url().expose_secret(), app_token)?;
+    let config_path = dir.join("demo.toml");
+    std::fs::write(&config_path, &text)
+        .with_context(|| format!("cannot write {}", config_path.display()))?;
+    let mut config: Config =
+        config::load(&config_path).map_err(|e| anyhow::anyhow!("demo config is invalid:\n{e}"))?;
+    let store = app::open_store(&config)?;
+    let portal = config.portals[0].clone();
+    let tiers: Vec<(String, String)> = config
+        .model
+        .tiers()
+        .iter()
+        .map(|t| (t.id.clone(), t.label.clone()))
+        .collect();
+    let setup = app::build_crm(&portal, &store)?
+        .setup_fields(&tiers)
+        .await
+        .context("setup failed")?;
+    config.portals[0].fields.tier_values = setup.tier_values.clone();
+    // Keep the written config in step, so `history` and `check` work on it afterwards.
+    let values = setup
+        .tier_values
+        .iter()
+        .map(|(k, v)| format!("{k} = \"{v}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    std::fs::write(
+        &config_path,
+        text.replace(
+            r#"tier_values = { cold = "0", warm = "0", hot = "0" }"#,
+            &format!("tier_values = {{ {values} }}"),
+        ),
+    )?;
+    Ok(Prepared {
+        config,
+        store,
+        config_path,
+        setup,
+    })
+}
+
+/// Subscribe the daemon's webhook URL to the lead and activity events, as an admin
+/// does in the portal's outgoing-webhook form.
+pub fn bind_events(sandbox: &SandboxHandle, hook_url: &str, app_token: &str) {
+    for event in [
+        "ONCRMLEADADD",
+        "ONCRMLEADUPDATE",
+        "ONCRMACTIVITYADD",
+        "ONCRMACTIVITYUPDATE",
+    ] {
+        sandbox.bind_event(event, hook_url, SecretString::from(app_token.to_string()));
+    }
+}
+
 /// Wait until the sandbox has delivered every webhook and the daemon has processed
 /// everything (including the echoes of its own writes), stable for a moment.
-async fn settle(
+pub async fn settle(
     sandbox: &SandboxHandle,
     pipeline: &Pipeline,
     limit: Duration,
@@ -527,7 +602,6 @@ pub async fn run(data_dir: Option<PathBuf>, out: &mut dyn Write) -> anyhow::Resu
             Utc::now().format("%Y%m%d-%H%M%S")
         )),
     };
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     writeln!(
         out,
         "leadscore demo: a sandbox Bitrix24 portal (2 req/s, burst 50), 20 leads, the seed model\n"
@@ -537,50 +611,17 @@ pub async fn run(data_dir: Option<PathBuf>, out: &mut dyn Write) -> anyhow::Resu
         .await
         .context("cannot start the sandbox")?;
     let app_token = random_token(32);
-    let text = demo_config_text(&dir, sandbox.webhook_url().expose_secret(), &app_token)?;
-    let config_path = dir.join("demo.toml");
-    std::fs::write(&config_path, &text)
-        .with_context(|| format!("cannot write {}", config_path.display()))?;
-    let mut config: Config =
-        config::load(&config_path).map_err(|e| anyhow::anyhow!("demo config is invalid:\n{e}"))?;
-
-    // `leadscore setup`: create the three lead fields, learn the tier enumeration ids.
-    let store = app::open_store(&config)?;
-    let portal = config.portals[0].clone();
-    let tiers: Vec<(String, String)> = config
-        .model
-        .tiers()
-        .iter()
-        .map(|t| (t.id.clone(), t.label.clone()))
-        .collect();
-    let setup = app::build_crm(&portal, &store)?
-        .setup_fields(&tiers)
-        .await
-        .context("setup failed")?;
+    let Prepared {
+        config,
+        store,
+        config_path,
+        setup,
+    } = prepare(&sandbox, &dir, &app_token).await?;
     writeln!(
         out,
         "setup: created lead fields {} (tier values {:?})",
         setup.created.join(", "),
         setup.tier_values
-    )?;
-    config.portals[0].fields.tier_values = setup.tier_values.clone();
-    // Keep the written config in step, so `history` and `check` work on it afterwards.
-    let mut tv = String::from("tier_values = { ");
-    tv.push_str(
-        &setup
-            .tier_values
-            .iter()
-            .map(|(k, v)| format!("{k} = \"{v}\""))
-            .collect::<Vec<_>>()
-            .join(", "),
-    );
-    tv.push_str(" }");
-    std::fs::write(
-        &config_path,
-        text.replace(
-            r#"tier_values = { cold = "0", warm = "0", hot = "0" }"#,
-            &tv,
-        ),
     )?;
 
     let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -589,14 +630,7 @@ pub async fn run(data_dir: Option<PathBuf>, out: &mut dyn Write) -> anyhow::Resu
         app::start_with_store(config.clone(), store.clone(), listener, shutdown.clone()).await?;
     let pipeline = running.pipeline.clone();
     let hook = format!("http://{}/webhooks/bitrix24/{PORTAL}", running.addr);
-    for event in [
-        "ONCRMLEADADD",
-        "ONCRMLEADUPDATE",
-        "ONCRMACTIVITYADD",
-        "ONCRMACTIVITYUPDATE",
-    ] {
-        sandbox.bind_event(event, &hook, SecretString::from(app_token.clone()));
-    }
+    bind_events(&sandbox, &hook, &app_token);
     writeln!(
         out,
         "daemon: listening on {}, outgoing webhooks bound to it\n",
@@ -604,7 +638,7 @@ pub async fn run(data_dir: Option<PathBuf>, out: &mut dyn Write) -> anyhow::Resu
     )?;
 
     let now = Utc::now();
-    let leads = seed(now);
+    let leads = seed_leads(now);
     // Phase 1: twenty leads arrive (a web form burst): twenty ONCRMLEADADD webhooks.
     let mut ids = Vec::new();
     for l in &leads {
@@ -645,7 +679,7 @@ pub async fn run(data_dir: Option<PathBuf>, out: &mut dyn Write) -> anyhow::Resu
     // Phase 3: the portal's queue server delivers the same event twice, and a user edits
     // a hot lead. Neither may create a second task.
     let hot_lead = ids[0];
-    let body = leadscore_bitrix24_event_body(&sandbox, "ONCRMLEADUPDATE", hot_lead, &app_token);
+    let body = event_body(&sandbox, "ONCRMLEADUPDATE", hot_lead, &app_token);
     let client = reqwest::Client::new();
     for _ in 0..2 {
         let status = client
@@ -777,12 +811,7 @@ pub async fn run(data_dir: Option<PathBuf>, out: &mut dyn Write) -> anyhow::Resu
 
 /// The body the portal's queue server would POST for an event (used to replay a
 /// duplicate delivery, as the real queue sometimes does).
-fn leadscore_bitrix24_event_body(
-    sandbox: &SandboxHandle,
-    event: &str,
-    id: u64,
-    token: &str,
-) -> String {
+pub fn event_body(sandbox: &SandboxHandle, event: &str, id: u64, token: &str) -> String {
     let pairs = [
         ("event", event.to_string()),
         ("event_handler_id", "1".to_string()),
