@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use leadscore::config::{load, load_str, summary, Config, ConfigErrors, PortalAuth};
+use leadscore::config::{
+    load, load_str, load_str_with, summary, Config, ConfigErrors, PortalAuth, Secrets,
+};
 use secrecy::ExposeSecret;
 
 const FIXTURES: &str = "tests/fixtures/config";
@@ -211,6 +213,33 @@ fn example_config_passes() {
     if let Err(e) = load_str(&text, path, &env) {
         panic!("the example config must pass `leadscore check`:\n{e}");
     }
+}
+
+#[test]
+fn optional_secrets_let_explain_use_a_config_without_the_daemons_environment() {
+    let path = "config/leadscore.example.toml";
+    let text = std::fs::read_to_string(path).expect("the example config exists");
+    // Strict: the unset variables are errors.
+    let errors = load_str(&text, path, &no_env).unwrap_err();
+    assert!(errors
+        .iter()
+        .all(|e| e.message.starts_with("environment variable")));
+    // Optional: they are warnings, and the credentials are left empty.
+    let c =
+        load_str_with(&text, path, &no_env, Secrets::Optional).unwrap_or_else(|e| panic!("{e}"));
+    let unresolved: Vec<&str> = c
+        .warnings
+        .iter()
+        .filter(|w| w.message.contains("is not set"))
+        .map(|w| w.key_path.as_str())
+        .collect();
+    assert_eq!(unresolved.len(), errors.len());
+    assert!(!c.portals.is_empty());
+
+    // Still an error in Optional mode: a mistake that is not about availability.
+    let text = format!("{B24_PORTAL}{SCORING}").replace("score = \"UF_S\"\n", "");
+    let errors = load_str_with(&text, "t.toml", &no_env, Secrets::Optional).unwrap_err();
+    assert_eq!(heads(&errors), vec!["t.toml:7:1: portal[0].fields.score"]);
 }
 
 #[test]

@@ -71,10 +71,27 @@ const AMOCRM_ONLY: &[&str] = &[
     "subdomain",
 ];
 
-/// Reads and checks the config file; relative `*_file` paths and a relative
-/// `data_dir` resolve against the file's directory. Environment overrides come from
-/// the process environment.
+/// How loading treats a credential whose variable is unset or whose file is unreadable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Secrets {
+    /// It is an error. For `serve`, and for `check` where the daemon runs.
+    #[default]
+    Require,
+    /// It is a warning and the credential is left empty: for commands that never talk
+    /// to a CRM (`explain`, `backtest`, `check` on a workstation without the
+    /// daemon's environment). Such a `Config` must not be used to serve.
+    Optional,
+}
+
+/// Reads and checks the config file; every credential must resolve. Relative
+/// `*_file` paths and a relative `data_dir` resolve against the file's directory.
+/// Environment overrides come from the process environment.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_with(path, Secrets::Require)
+}
+
+/// [`load`] with a choice of how unresolvable credentials count.
+pub fn load_with(path: &Path, secrets: Secrets) -> Result<Config, ConfigErrors> {
     let label = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
@@ -86,7 +103,13 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         }])
     })?;
     let base = base_dir(path);
-    load_inner(&text, &label, &base, &|name| std::env::var(name).ok())
+    load_inner(
+        &text,
+        &label,
+        &base,
+        &|name| std::env::var(name).ok(),
+        secrets,
+    )
 }
 
 /// Checks config text. `file_label` names the file in messages and is also the path
@@ -97,7 +120,23 @@ pub fn load_str(
     file_label: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigErrors> {
-    load_inner(text, file_label, &base_dir(Path::new(file_label)), env)
+    load_str_with(text, file_label, env, Secrets::Require)
+}
+
+/// [`load_str`] with a choice of how unresolvable credentials count.
+pub fn load_str_with(
+    text: &str,
+    file_label: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    secrets: Secrets,
+) -> Result<Config, ConfigErrors> {
+    load_inner(
+        text,
+        file_label,
+        &base_dir(Path::new(file_label)),
+        env,
+        secrets,
+    )
 }
 
 fn base_dir(path: &Path) -> PathBuf {
@@ -112,6 +151,7 @@ fn load_inner(
     file_label: &str,
     base_dir: &Path,
     env: &dyn Fn(&str) -> Option<String>,
+    secrets: Secrets,
 ) -> Result<Config, ConfigErrors> {
     let (root, syntax) = DeTable::parse_recoverable(text);
     let mut cx = Ctx {
@@ -119,6 +159,7 @@ fn load_inner(
         loc: Locator::new(text, root),
         base_dir,
         env,
+        secrets,
         errors: Vec::new(),
         warnings: Vec::new(),
     };
@@ -174,6 +215,9 @@ enum Cred {
     Absent,
     /// Given, but unusable; the error is already recorded.
     Failed,
+    /// Given, but its variable or file is not available and `Secrets::Optional`
+    /// allows that; the warning is recorded.
+    Unresolved,
     Value(SecretString),
 }
 
@@ -181,11 +225,16 @@ impl Cred {
     fn given(&self) -> bool {
         !matches!(self, Cred::Absent)
     }
+    /// The secret; an empty placeholder when unresolved.
     fn value(self) -> Option<SecretString> {
         match self {
             Cred::Value(v) => Some(v),
-            _ => None,
+            Cred::Unresolved => Some(SecretString::from(String::new())),
+            Cred::Absent | Cred::Failed => None,
         }
+    }
+    fn is_resolved(&self) -> bool {
+        matches!(self, Cred::Value(_))
     }
 }
 
@@ -194,6 +243,7 @@ struct Ctx<'a> {
     loc: Locator<'a>,
     base_dir: &'a Path,
     env: &'a dyn Fn(&str) -> Option<String>,
+    secrets: Secrets,
     errors: Vec<ConfigError>,
     warnings: Vec<ConfigWarning>,
 }
@@ -515,6 +565,7 @@ impl<'a> Ctx<'a> {
         );
         let dashboard_token = match token {
             Cred::Failed => return (None, overrides),
+            Cred::Unresolved => None,
             other => other.value(),
         };
         if !listen {
@@ -604,8 +655,8 @@ impl<'a> Ctx<'a> {
             }
             return match (self.env)(var) {
                 None => {
-                    self.error(&path, format!("environment variable `{var}` is not set"));
-                    Cred::Failed
+                    let message = format!("environment variable `{var}` is not set");
+                    self.unavailable(&path, message)
                 }
                 Some(v) if v.is_empty() => {
                     self.error(&path, format!("environment variable `{var}` is empty"));
@@ -630,8 +681,8 @@ impl<'a> Ctx<'a> {
             };
             return match std::fs::read_to_string(&full) {
                 Err(e) => {
-                    self.error(&path, format!("cannot read `{}`: {e}", full.display()));
-                    Cred::Failed
+                    let message = format!("cannot read `{}`: {e}", full.display());
+                    self.unavailable(&path, message)
                 }
                 Ok(mut text) => {
                     if text.ends_with('\n') {
@@ -650,6 +701,24 @@ impl<'a> Ctx<'a> {
             };
         }
         Cred::Absent
+    }
+
+    /// A credential's variable or file is missing: an error, or with
+    /// `Secrets::Optional` a warning and an unresolved credential.
+    fn unavailable(&mut self, path: &str, message: String) -> Cred {
+        match self.secrets {
+            Secrets::Require => {
+                self.error(path, message);
+                Cred::Failed
+            }
+            Secrets::Optional => {
+                self.warn(
+                    path,
+                    format!("{message} (left empty: fine for explain, an error for serve)"),
+                );
+                Cred::Unresolved
+            }
+        }
     }
 
     #[cfg(unix)]
@@ -858,8 +927,9 @@ impl<'a> Ctx<'a> {
                     "ignored: with `webhook_url` the portal address comes from the webhook URL",
                 );
             }
+            let resolved = webhook_url.is_resolved();
             webhook_url.value().and_then(|url| {
-                self.check_bitrix_webhook_url(&format!("{base}.webhook_url"), &url)
+                (!resolved || self.check_bitrix_webhook_url(&format!("{base}.webhook_url"), &url))
                     .then_some(PortalAuth::Bitrix24Webhook { url })
             })
         } else if s.base_url.is_some() || oauth.iter().any(|(_, g)| *g) {

@@ -16,7 +16,9 @@ use std::sync::Arc;
 use secrecy::SecretString;
 
 pub use error::{ConfigError, ConfigErrors, ConfigWarning};
-pub use load::{load, load_str, ENV_DATA_DIR, ENV_LISTEN, ENV_WORKERS};
+pub use load::{
+    load, load_str, load_str_with, load_with, Secrets, ENV_DATA_DIR, ENV_LISTEN, ENV_WORKERS,
+};
 pub use schema::{CrmKind, FieldsSection, RateLimitSection, ServerSection, TaskKind, TaskSection};
 pub use summary::summary;
 
