@@ -285,6 +285,29 @@ fn json_array_len(body: &[u8]) -> Option<usize> {
 
 // ------------------------------------------------------------------- the handler
 
+/// Records a slow call when its wait ends, answered or abandoned.
+struct RecordOnDrop<'a> {
+    shared: &'a Shared,
+    method: &'a Method,
+    path: &'a str,
+    query: &'a str,
+    status: u16,
+    started: Instant,
+}
+
+impl Drop for RecordOnDrop<'_> {
+    fn drop(&mut self) {
+        self.shared.record(
+            self.method,
+            self.path,
+            self.query,
+            self.status,
+            self.started,
+            Some(FaultKind::SlowResponse),
+        );
+    }
+}
+
 /// The single handler behind every path.
 pub(crate) async fn entry(
     AxState(shared): AxState<Arc<Shared>>,
@@ -414,19 +437,24 @@ pub(crate) async fn entry(
             problem(e.status(), &e.body())
         }
     };
+    let status = resp.status().as_u16();
     if fault == Some(FaultKind::SlowResponse) {
-        // The change is already made; only the answer is late (past the client's timeout).
+        // The change is already made; only the answer is late (past the client's
+        // timeout). The client may hang up meanwhile, which drops this future, so the
+        // call is recorded by a guard whichever way the wait ends.
         let delay = lock(&shared.dice).config.slow_delay;
+        let _record = RecordOnDrop {
+            shared: &shared,
+            method: &method,
+            path: &path,
+            query: &raw_query,
+            status,
+            started,
+        };
         tokio::time::sleep(delay).await;
+        return resp;
     }
-    shared.record(
-        &method,
-        &path,
-        &raw_query,
-        resp.status().as_u16(),
-        started,
-        fault,
-    );
+    shared.record(&method, &path, &raw_query, status, started, fault);
     resp
 }
 
