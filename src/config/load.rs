@@ -183,8 +183,8 @@ fn load_inner(
     if !cx.errors.is_empty() {
         return Err(cx.into_errors());
     }
-    // Without errors every part parsed; the `expect`-free form keeps the invariant
-    // checkable: a missing part here would be a bug in the checks above.
+    // With no error recorded every part is present. Were one missing, that would be a
+    // bug in the checks above: report it as an error rather than panic.
     match (spec, model, server, portals) {
         (Some(scoring), Some(model), Some(server), Some(portals)) => {
             let mut warnings = cx.warnings;
