@@ -537,15 +537,17 @@ pub async fn prepare(
 
 /// Subscribe the daemon's webhook URL to the lead and activity events, as an admin
 /// does in the portal's outgoing-webhook form.
-pub fn bind_events(sandbox: &SandboxHandle, hook_url: &str, app_token: &str) {
-    for event in [
+/// Returns the handler ids (to unbind when the daemon moves to another port).
+pub fn bind_events(sandbox: &SandboxHandle, hook_url: &str, app_token: &str) -> Vec<u32> {
+    [
         "ONCRMLEADADD",
         "ONCRMLEADUPDATE",
         "ONCRMACTIVITYADD",
         "ONCRMACTIVITYUPDATE",
-    ] {
-        sandbox.bind_event(event, hook_url, SecretString::from(app_token.to_string()));
-    }
+    ]
+    .iter()
+    .map(|event| sandbox.bind_event(event, hook_url, SecretString::from(app_token.to_string())))
+    .collect()
 }
 
 /// Wait until the sandbox has delivered every webhook and the daemon has processed
@@ -630,7 +632,7 @@ pub async fn run(data_dir: Option<PathBuf>, out: &mut dyn Write) -> anyhow::Resu
         app::start_with_store(config.clone(), store.clone(), listener, shutdown.clone()).await?;
     let pipeline = running.pipeline.clone();
     let hook = format!("http://{}/webhooks/bitrix24/{PORTAL}", running.addr);
-    bind_events(&sandbox, &hook, &app_token);
+    let _ = bind_events(&sandbox, &hook, &app_token);
     writeln!(
         out,
         "daemon: listening on {}, outgoing webhooks bound to it\n",

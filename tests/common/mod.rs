@@ -1,0 +1,199 @@
+//! Test harness: the real daemon (`app::start`, real HTTP on 127.0.0.1, real sled in a
+//! temp dir) against the Bitrix24 sandbox portal.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use leadscore::app::{self, Running};
+use leadscore::config::Config;
+use leadscore::demo;
+use leadscore::pipeline::Pipeline;
+use leadscore::store::Store;
+use leadscore_bitrix24::sandbox::{Sandbox, SandboxHandle, SandboxOptions};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// A daemon and its sandbox portal.
+pub struct Daemon {
+    pub sandbox: SandboxHandle,
+    pub dir: tempfile::TempDir,
+    pub config: Config,
+    pub token: String,
+    pub hook: String,
+    running: Option<Running>,
+    shutdown: CancellationToken,
+    bindings: Vec<u32>,
+}
+
+/// Knobs tests turn.
+pub struct Options {
+    pub sandbox: SandboxOptions,
+    pub token: String,
+    pub coalesce_ms: u64,
+    pub comment: bool,
+    pub bind_events: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            sandbox: SandboxOptions::default(),
+            token: "t0k3n-for-tests-0123456789abcdef".into(),
+            coalesce_ms: 150,
+            comment: false,
+            bind_events: true,
+        }
+    }
+}
+
+impl Daemon {
+    pub async fn start(opts: Options) -> Daemon {
+        let sandbox = Sandbox::start(opts.sandbox).await.expect("sandbox starts");
+        let dir = tempfile::tempdir().unwrap();
+        let prepared = demo::prepare(&sandbox, dir.path(), &opts.token)
+            .await
+            .expect("prepare");
+        let mut config = prepared.config;
+        config.server.coalesce_ms = opts.coalesce_ms;
+        config.server.retry_delays_secs = vec![1, 1, 2, 2, 3, 5];
+        config.server.sweep_interval_secs = 3600;
+        config.portals[0].fields.comment = opts.comment;
+        drop(prepared.store);
+        let mut d = Daemon {
+            sandbox,
+            dir,
+            config,
+            token: opts.token,
+            hook: String::new(),
+            running: None,
+            shutdown: CancellationToken::new(),
+            bindings: Vec::new(),
+        };
+        d.launch(opts.bind_events).await;
+        d
+    }
+
+    async fn launch(&mut self, bind: bool) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        self.shutdown = CancellationToken::new();
+        let running = app::start(self.config.clone(), listener, self.shutdown.clone())
+            .await
+            .expect("daemon starts");
+        self.hook = format!("http://{}/webhooks/bitrix24/{}", running.addr, demo::PORTAL);
+        for id in self.bindings.drain(..) {
+            self.sandbox.unbind_event(id);
+        }
+        if bind {
+            self.bindings = demo::bind_events(&self.sandbox, &self.hook, &self.token);
+        }
+        self.running = Some(running);
+    }
+
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.running.as_ref().expect("running").pipeline
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.pipeline().store
+    }
+
+    /// Stop gracefully (as on SIGTERM) and wait for the state to be flushed.
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(r) = self.running.take() {
+            let handle = r.handle;
+            drop(r.pipeline);
+            handle.await.unwrap().unwrap();
+        }
+    }
+
+    /// Stop and start again on the same data dir (a new port; events rebound).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.launch(true).await;
+    }
+
+    /// Wait until every webhook is delivered and every lead processed.
+    pub async fn settle(&self) {
+        demo::settle(&self.sandbox, self.pipeline(), Duration::from_secs(120))
+            .await
+            .expect("settles");
+    }
+
+    /// POST a raw body to the daemon's webhook URL.
+    pub async fn post(&self, body: &str) -> (u16, Value) {
+        post(&self.hook, body).await
+    }
+
+    /// The score the CRM holds for a lead.
+    pub fn crm_score(&self, id: u64) -> Option<i64> {
+        let lead = self.sandbox.get_lead(id)?;
+        let v = &lead["UF_CRM_LEADSCORE"];
+        v.as_i64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+    }
+
+    /// Tasks bound to a lead.
+    pub fn tasks_for(&self, id: u64) -> usize {
+        let tag = format!("L_{id}");
+        self.sandbox
+            .tasks()
+            .iter()
+            .filter(|t| t.crm_bindings.contains(&tag))
+            .count()
+    }
+
+    /// A lead with a strong fit (60 points in the seed model) and no activity yet.
+    pub fn add_strong_lead(&self, n: usize) -> u64 {
+        self.sandbox
+            .add_lead(json!({
+                "TITLE": format!("Lead {n}"),
+                "NAME": format!("Имя{n}"),
+                "POST": "Генеральный директор",
+                "EMAIL": [{"VALUE": format!("ceo{n}@factory{n}.ru"), "VALUE_TYPE": "WORK"}],
+                "ASSIGNED_BY_ID": "3",
+                "UF_CRM_INDUSTRY": "Производство",
+                "UF_CRM_REVENUE": "800000000",
+                "UF_CRM_EMPLOYEES": "240",
+                "UF_CRM_REGION": "Москва",
+            }))
+            .unwrap()
+    }
+
+    /// A demo-request activity on a lead (+20 in the seed model).
+    pub fn add_demo_request(&self, lead: u64) -> u64 {
+        self.sandbox
+            .add_activity(json!({
+                "OWNER_TYPE_ID": 1,
+                "OWNER_ID": lead,
+                "TYPE_ID": 6,
+                "PROVIDER_ID": "REST_APP",
+                "SUBJECT": "[demo] Заявка на демо",
+                "DESCRIPTION": "https://example.ru/demo",
+                "COMPLETED": "Y",
+            }))
+            .unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// POST a form body and read the JSON answer.
+pub async fn post(url: &str, body: &str) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("daemon answers");
+    let status = resp.status().as_u16();
+    let json = resp.json::<Value>().await.unwrap_or(Value::Null);
+    (status, json)
+}
