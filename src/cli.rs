@@ -15,7 +15,17 @@ use crate::telemetry::{self, LogFormat};
 
 /// Load a config or print every error (with file:line:col) and fail.
 pub fn load_config(path: &Path) -> anyhow::Result<Config> {
-    match config::load(path) {
+    load_config_with(path, config::Secrets::Require)
+}
+
+/// Load a config for a command that never talks to a CRM (`explain`, `history`,
+/// `dlq`): credentials that cannot be resolved here are warnings, not errors.
+pub fn load_config_offline(path: &Path) -> anyhow::Result<Config> {
+    load_config_with(path, config::Secrets::Optional)
+}
+
+fn load_config_with(path: &Path, secrets: config::Secrets) -> anyhow::Result<Config> {
+    match config::load_with(path, secrets) {
         Ok(config) => {
             for w in &config.warnings {
                 eprintln!("warning: {w}");
@@ -26,9 +36,16 @@ pub fn load_config(path: &Path) -> anyhow::Result<Config> {
     }
 }
 
-/// `leadscore check CONFIG`: summary and exit 0, or every error and exit 2.
-pub fn check(path: &Path) -> ExitCode {
-    match config::load(path) {
+/// `leadscore check CONFIG`: summary and exit 0, or every error and exit 2. With
+/// `offline`, credentials that cannot be resolved from this shell (systemd credentials,
+/// the service's environment) are warnings.
+pub fn check(path: &Path, offline: bool) -> ExitCode {
+    let secrets = if offline {
+        config::Secrets::Optional
+    } else {
+        config::Secrets::Require
+    };
+    match config::load_with(path, secrets) {
         Ok(config) => {
             print!("{}", config::summary(&config));
             ExitCode::SUCCESS
@@ -54,7 +71,7 @@ pub fn explain(
     activities_path: Option<&Path>,
     now: Option<&str>,
 ) -> anyhow::Result<()> {
-    let config = load_config(config_path)?;
+    let config = load_config_offline(config_path)?;
     let lead: Lead = read_json(lead_path)?;
     let activities: Vec<Activity> = match activities_path {
         Some(p) => read_json(p)?,
@@ -158,7 +175,7 @@ fn open_store(config: &Config) -> anyhow::Result<Arc<Store>> {
 
 /// `leadscore history`.
 pub fn history(config_path: &Path, portal: &str, lead: &str) -> anyhow::Result<()> {
-    let config = load_config(config_path)?;
+    let config = load_config_offline(config_path)?;
     let store = open_store(&config)?;
     let entries = store.ledger(portal, lead)?;
     if entries.is_empty() {
@@ -199,7 +216,7 @@ fn truncate(s: &str, n: usize) -> String {
 
 /// `leadscore dlq list`.
 pub fn dlq_list(config_path: &Path) -> anyhow::Result<()> {
-    let config = load_config(config_path)?;
+    let config = load_config_offline(config_path)?;
     let store = open_store(&config)?;
     let letters = store.dead_letters()?;
     if letters.is_empty() {
@@ -221,7 +238,7 @@ pub fn dlq_list(config_path: &Path) -> anyhow::Result<()> {
 
 /// `leadscore dlq replay [ID|--all]`.
 pub fn dlq_replay(config_path: &Path, id: Option<u64>, all: bool) -> anyhow::Result<()> {
-    let config = load_config(config_path)?;
+    let config = load_config_offline(config_path)?;
     let store = open_store(&config)?;
     let ids: Vec<u64> = match (id, all) {
         (Some(id), _) => vec![id],
@@ -243,7 +260,7 @@ pub fn dlq_replay(config_path: &Path, id: Option<u64>, all: bool) -> anyhow::Res
 
 /// `leadscore dlq drop ID`.
 pub fn dlq_drop(config_path: &Path, id: u64) -> anyhow::Result<()> {
-    let config = load_config(config_path)?;
+    let config = load_config_offline(config_path)?;
     let store = open_store(&config)?;
     if !store.drop_dead_letter(id)? {
         bail!("no dead letter {id}");

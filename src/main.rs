@@ -26,6 +26,10 @@ enum Command {
     Check {
         /// The config file.
         config: PathBuf,
+        /// Treat unresolvable credentials (env vars, credential files only the service
+        /// sees) as warnings.
+        #[arg(long)]
+        offline: bool,
     },
     /// Score one lead from JSON files and print the breakdown.
     Explain {
@@ -97,7 +101,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let format = args.log_format.unwrap_or_else(LogFormat::detect);
     let result = match args.command {
-        Command::Check { config } => return cli::check(&config),
+        Command::Check { config, offline } => return cli::check(&config, offline),
         Command::Explain {
             config,
             lead,
