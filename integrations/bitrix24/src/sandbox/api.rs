@@ -123,11 +123,12 @@ pub(crate) fn dispatch(
             let fields = match p.get("fields") {
                 Some(Value::Object(m)) => m.clone(),
                 _ => {
+                    // FIELDS, Fields and arFields are not accepted (docs' warning).
                     return Err(ApiError::new(
                         400,
-                        "",
-                        "Required parameter \"fields\" is not set",
-                    ))
+                        "100",
+                        "Required fields not provided: fields",
+                    ));
                 }
             };
             let id = st.add_comment(&fields, actor, fired)?;

@@ -1377,25 +1377,31 @@ impl State {
         actor: Actor,
         fired: &mut Vec<Fired>,
     ) -> Result<u64, ApiError> {
+        let missing =
+            |n: &str| ApiError::new(400, "100", format!("Required fields not provided: {n}"));
         let entity_id = fields
             .get("ENTITY_ID")
             .and_then(as_i64)
             .filter(|i| *i > 0)
-            .ok_or_else(|| ApiError::new(400, "", "ENTITY_ID is not defined or invalid"))?;
+            .ok_or_else(|| missing("ENTITY_ID"))?;
         let entity_type = fields
             .get("ENTITY_TYPE")
             .and_then(scalar_string)
             .map(|s| s.to_ascii_lowercase())
-            .ok_or_else(|| ApiError::new(400, "", "ENTITY_TYPE is not defined or invalid"))?;
+            .ok_or_else(|| missing("ENTITY_TYPE"))?;
         let comment = fields
             .get("COMMENT")
             .and_then(scalar_string)
             .unwrap_or_default();
-        if comment.is_empty() {
-            return Err(ApiError::new(400, "", "COMMENT is not defined or empty"));
+        if comment.trim().is_empty() {
+            return Err(ApiError::new(400, "INVALID_ARG_VALUE", "Empty comment"));
         }
         if entity_type == "lead" && !self.leads.contains_key(&(entity_id as u64)) {
-            return Err(ApiError::new(400, "", "Entity not found"));
+            return Err(ApiError::new(
+                400,
+                "OWNER_NOT_FOUND",
+                "Owner of the element not found",
+            ));
         }
         let id = self.next_comment;
         self.next_comment += 1;
