@@ -205,3 +205,43 @@ async fn failed_deliveries_are_recorded_and_not_retried() {
     p.shutdown().await;
     server.abort();
 }
+
+#[tokio::test]
+async fn updates_and_deletes_of_leads_and_activities_fire_their_events() {
+    let p = portal().await;
+    let (url, seen, server) = receiver(StatusCode::OK).await;
+    for event in [
+        "ONCRMLEADDELETE",
+        "ONCRMACTIVITYUPDATE",
+        "ONCRMACTIVITYDELETE",
+    ] {
+        p.bind_event(event, &url, SecretString::from("t"));
+    }
+    let lead = p.add_lead(json!({"TITLE": "A"})).unwrap();
+    let act = p
+        .add_activity(json!({"OWNER_TYPE_ID": 1, "OWNER_ID": lead, "TYPE_ID": 2}))
+        .unwrap();
+    assert!(p.update_activity(act, json!({"COMPLETED": "Y"})).unwrap());
+    assert!(!p.update_activity(act, json!({"COMPLETED": "Y"})).unwrap());
+    ok(&p, "crm.activity.delete", json!({"id": act})).await;
+    ok(&p, "crm.lead.delete", json!({"id": lead})).await;
+    p.settle().await;
+    let events: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, b)| b.split('&').next().unwrap().to_owned())
+        .collect();
+    let mut sorted = events.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        [
+            "event=ONCRMACTIVITYDELETE",
+            "event=ONCRMACTIVITYUPDATE",
+            "event=ONCRMLEADDELETE"
+        ]
+    );
+    p.shutdown().await;
+    server.abort();
+}

@@ -588,18 +588,15 @@ impl State {
                     }
                 }
                 None if !text.is_empty() => {
-                    let duplicate = lead.multi.iter().any(|m| {
-                        m.type_id == type_id && m.value == text && m.value_type == value_type
+                    // Like the portal: a value without ID is always a new entry, even
+                    // if the same value is already there.
+                    lead.multi.push(MultiValue {
+                        id: self.next_multi,
+                        type_id: type_id.to_owned(),
+                        value_type,
+                        value: text,
                     });
-                    if !duplicate {
-                        lead.multi.push(MultiValue {
-                            id: self.next_multi,
-                            type_id: type_id.to_owned(),
-                            value_type,
-                            value: text,
-                        });
-                        self.next_multi += 1;
-                    }
+                    self.next_multi += 1;
                 }
                 None => {}
             }
