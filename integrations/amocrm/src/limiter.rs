@@ -241,10 +241,21 @@ impl Limiter {
 
     /// A 429 arrived: pause the whole account for an exponentially growing, jittered
     /// time (1 s, 2 s, 4 s… up to `backoff_max`, each stretched by up to 50 %).
-    /// Returns the pause.
+    /// 429s that arrive while a pause is already running belong to the same wave (they
+    /// were sent before it began) and do not escalate it. Returns the pause in force.
     pub fn on_rate_limited(&self) -> Duration {
         self.rate_limited.fetch_add(1, Ordering::Relaxed);
-        let n = self.consecutive_429.fetch_add(1, Ordering::Relaxed).min(16);
+        let now = Instant::now();
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let active = slots.paused_until.is_some_and(|p| p > now);
+        let n = if active {
+            self.consecutive_429
+                .load(Ordering::Relaxed)
+                .saturating_sub(1)
+        } else {
+            self.consecutive_429.fetch_add(1, Ordering::Relaxed)
+        }
+        .min(16);
         let base = self
             .config
             .backoff_base
@@ -252,10 +263,12 @@ impl Limiter {
             .min(self.config.backoff_max);
         let jitter: f64 = rand::rng().random_range(1.0..1.5);
         let pause = base.mul_f64(jitter).min(self.config.backoff_max);
-        let until = Instant::now() + pause;
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        slots.paused_until = Some(slots.paused_until.map_or(until, |p| p.max(until)));
-        pause
+        let until = slots
+            .paused_until
+            .filter(|p| *p > now)
+            .map_or(now + pause, |p| p.max(now + pause));
+        slots.paused_until = Some(until);
+        until - now
     }
 
     /// A 403 arrived: stop all traffic to this account.
@@ -390,6 +403,9 @@ mod tests {
             first >= Duration::from_secs(1) && first < Duration::from_millis(1500),
             "{first:?}"
         );
+        // A 429 of the same wave (pause still running) does not escalate it.
+        let same_wave = limiter.on_rate_limited();
+        assert!(same_wave >= first && same_wave < Duration::from_millis(1500), "{same_wave:?}");
         let start = Instant::now();
         let l2 = limiter.clone();
         let other = tokio::spawn(async move {
@@ -405,10 +421,11 @@ mod tests {
             second >= Duration::from_secs(2) && second < Duration::from_secs(3),
             "{second:?}"
         );
+        tokio::time::sleep(second).await;
         limiter.on_success();
         let third = limiter.on_rate_limited();
         assert!(third < Duration::from_millis(1500), "{third:?}");
-        assert_eq!(limiter.stats().rate_limited, 3);
+        assert_eq!(limiter.stats().rate_limited, 4);
     }
 
     #[tokio::test(start_paused = true)]
