@@ -6,9 +6,9 @@
 use std::collections::HashSet;
 
 use chrono::TimeDelta;
-use regex::Regex;
 
 use super::spec::{ActivitySpec, Condition, RuleSpec, ScoringSpec, TierSpec};
+use super::text::{lower_str, Pattern};
 use super::{Model, SpecError, TierInfo};
 use crate::lead::{ActivityKind, Direction, FIELD_NAMES};
 
@@ -93,7 +93,7 @@ pub(crate) enum Test {
         min: Option<f64>,
         max: Option<f64>,
     },
-    Regex(Regex),
+    Regex(Pattern),
     /// Lowercased needle.
     Contains(String),
     /// Lowercased domains.
@@ -105,8 +105,8 @@ pub(crate) enum Test {
 pub(crate) struct ActRule {
     pub(crate) kind: ActivityKind,
     pub(crate) direction: Option<Direction>,
-    pub(crate) subject: Option<Regex>,
-    pub(crate) url: Option<Regex>,
+    pub(crate) subject: Option<Pattern>,
+    pub(crate) url: Option<Pattern>,
     /// An activity counts while `now - at < window`.
     pub(crate) window: Option<TimeDelta>,
     pub(crate) max_count: Option<u32>,
@@ -115,7 +115,7 @@ pub(crate) struct ActRule {
 
 /// Lowercase the way evaluation does (char by char, no locale), trimmed.
 pub(crate) fn lower(s: &str) -> String {
-    s.trim().chars().flat_map(char::to_lowercase).collect()
+    lower_str(s.trim())
 }
 
 struct Errors(Vec<SpecError>);
@@ -346,8 +346,8 @@ fn compile_field(name: &str, path: &str, errs: &mut Errors) -> Option<FieldRef> 
     })
 }
 
-fn compile_regex(src: &str, path: &str, errs: &mut Errors) -> Option<Regex> {
-    match Regex::new(src) {
+fn compile_regex(src: &str, path: &str, errs: &mut Errors) -> Option<Pattern> {
+    match Pattern::new(src) {
         Ok(re) => Some(re),
         Err(e) => {
             // The regex crate's message spans several lines; keep the first meaningful one.

@@ -8,6 +8,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::compile::{ActRule, Body, Cond, FieldKind, FieldRef, Rule, Test};
+use super::text::with_lower;
 use super::{DataGap, Entry, Evidence, GroupTotal, Model, Score};
 use crate::lead::{Activity, FieldValue, Lead};
 
@@ -67,31 +68,6 @@ fn values<'a>(lead: &'a Lead, f: &FieldRef) -> Values<'a> {
                 .filter(|s| !s.is_empty())
                 .map(FieldValue::Text),
         ),
-    }
-}
-
-/// Run `f` on the lowercase form of `s` (char-wise, like `compile::lower`), using a
-/// stack buffer so the common short value costs no allocation.
-fn with_lower<R>(s: &str, f: impl FnOnce(&str) -> R) -> R {
-    if !s.bytes().any(|b| b.is_ascii_uppercase() || b >= 0x80) {
-        return f(s);
-    }
-    let mut buf = [0u8; 256];
-    let mut len = 0;
-    for c in s.chars() {
-        for l in c.to_lowercase() {
-            let n = l.len_utf8();
-            if len + n > buf.len() {
-                return f(&super::compile::lower(s));
-            }
-            l.encode_utf8(&mut buf[len..]);
-            len += n;
-        }
-    }
-    match std::str::from_utf8(&buf[..len]) {
-        Ok(lowered) => f(lowered),
-        // Unreachable: the buffer holds whole encoded chars only.
-        Err(_) => f(&super::compile::lower(s)),
     }
 }
 
@@ -300,18 +276,27 @@ impl<'a> Order<'a> {
 }
 
 impl ActRule {
-    /// Does this activity match the rule, regardless of its time?
-    pub(crate) fn matches(&self, a: &Activity) -> bool {
-        a.kind == self.kind
-            && self.direction.is_none_or(|d| a.direction == Some(d))
-            && self
-                .subject
-                .as_ref()
-                .is_none_or(|re| a.subject.as_deref().is_some_and(|s| re.is_match(s)))
+    /// The cheap part of matching: kind and direction.
+    #[inline]
+    fn matches_kind(&self, a: &Activity) -> bool {
+        a.kind == self.kind && self.direction.is_none_or(|d| a.direction == Some(d))
+    }
+
+    /// The pattern part of matching: subject and URL regexes.
+    #[inline]
+    fn matches_text(&self, a: &Activity) -> bool {
+        self.subject
+            .as_ref()
+            .is_none_or(|re| a.subject.as_deref().is_some_and(|s| re.is_match(s)))
             && self
                 .url
                 .as_ref()
                 .is_none_or(|re| a.url.as_deref().is_some_and(|u| re.is_match(u)))
+    }
+
+    /// Does this activity match the rule, regardless of its time?
+    pub(crate) fn matches(&self, a: &Activity) -> bool {
+        self.matches_kind(a) && self.matches_text(a)
     }
 }
 
@@ -334,19 +319,24 @@ fn tally(rule: &ActRule, points: i32, order: &Order<'_>, now: DateTime<Utc>) -> 
     };
     let limit = rule.max_count.unwrap_or(u32::MAX);
     let p = f64::from(points);
+    // Comparing instants is cheap; date arithmetic is not, so it is done once per rule
+    // (the window's cutoff) and per counted occurrence only when points decay.
+    let cutoff = rule.window.and_then(|w| now.checked_sub_signed(w));
     order.for_each(|a| {
-        if a.at > now {
-            return true; // future-dated: not yet real
+        if a.at > now || !rule.matches_kind(a) {
+            return true; // future-dated (not yet real) or another kind
         }
-        let age = now - a.at;
-        if rule.window.is_some_and(|w| age >= w) {
+        if cutoff.is_some_and(|c| a.at <= c) {
             return false; // newest first: everything after is older still
         }
-        if !rule.matches(a) {
+        if !rule.matches_text(a) {
             return true;
         }
         t.exact += match rule.half_life_days {
-            Some(h) => p * (-(age.num_milliseconds() as f64 / MS_PER_DAY) / h).exp2(),
+            Some(h) => {
+                let age_days = (now - a.at).num_milliseconds() as f64 / MS_PER_DAY;
+                p * (-age_days / h).exp2()
+            }
             None => p,
         };
         t.count += 1;

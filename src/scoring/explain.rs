@@ -97,6 +97,26 @@ fn quoted(value: &str, lang: Language) -> String {
     }
 }
 
+/// `850000000` → `850 000 000` (narrow no-break spaces, as Russian typography groups
+/// digits); short numbers and non-integers are left alone.
+fn group_digits(value: &str) -> String {
+    let (sign, digits) = match value.strip_prefix('-') {
+        Some(d) => ("-", d),
+        None => ("", value),
+    };
+    if digits.len() < 5 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return value.to_string();
+    }
+    let mut out = String::from(sign);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push('\u{202F}');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn is_number(value: &str) -> bool {
     value.parse::<f64>().is_ok()
 }
@@ -117,7 +137,7 @@ fn phrase(e: &Entry, lang: Language, now: DateTime<Utc>) -> String {
             if shows_value(field) && !value.is_empty() {
                 s.push(' ');
                 if is_number(value) {
-                    s.push_str(&format!("({value})"));
+                    s.push_str(&format!("({})", group_digits(value)));
                 } else {
                     s.push_str(&quoted(value, lang));
                 }
@@ -361,10 +381,17 @@ pub fn render_table(score: &Score, lang: Language, now: DateTime<Utc>) -> String
         out.push_str(&format!("Total: {}{clamp_note}\n", score.total));
         out.push_str(&format!("Tier: {} ({})\n", score.tier_label, score.tier));
     }
-    let gaps: Vec<String> = score
-        .gaps
+    // One item per field, with the rules that wanted it: `отрасль [industry_target]`.
+    let mut gaps: Vec<(&str, Vec<&str>)> = Vec::new();
+    for g in &score.gaps {
+        match gaps.iter_mut().find(|(f, _)| *f == g.field) {
+            Some((_, rules)) => rules.push(&g.rule_id),
+            None => gaps.push((&g.field, vec![&g.rule_id])),
+        }
+    }
+    let gaps: Vec<String> = gaps
         .iter()
-        .map(|g| format!("{} [{}]", field_label(&g.field, lang), g.rule_id))
+        .map(|(f, rules)| format!("{} [{}]", field_label(f, lang), rules.join(", ")))
         .collect();
     let none = if ru { "нет" } else { "none" };
     let title = if ru {

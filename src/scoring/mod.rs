@@ -15,6 +15,7 @@ mod explain;
 pub mod spec;
 #[cfg(test)]
 mod tests;
+mod text;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

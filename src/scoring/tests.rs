@@ -1122,3 +1122,50 @@ fn score_round_trips_through_json() {
     let json = serde_json::to_string(&s).unwrap();
     assert_eq!(serde_json::from_str::<Score>(&json).unwrap(), s);
 }
+
+// ---------------------------------------------------------------------------------------
+// The shipped samples (config/samples/README.md documents these results).
+
+fn sample(name: &str) -> (Lead, Vec<Activity>) {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/config/samples");
+    let lead = std::fs::read_to_string(format!("{dir}/{name}.lead.json")).unwrap();
+    let acts = std::fs::read_to_string(format!("{dir}/{name}.activities.json")).unwrap();
+    (
+        serde_json::from_str(&lead).unwrap(),
+        serde_json::from_str(&acts).unwrap(),
+    )
+}
+
+#[test]
+fn samples_score_as_documented() {
+    let m = example_model();
+    let expected = [
+        ("hot-ceo", 85, "hot"),
+        ("thin", 1, "cold"),
+        ("careers-freemail", 0, "cold"),
+        ("warm-manager", 45, "warm"),
+    ];
+    for (name, total, tier) in expected {
+        let (lead, acts) = sample(name);
+        let s = m.score(&lead, &acts, now());
+        check_invariants(&s, &m);
+        println!("{name}: {}", s.explain(Language::Ru, now()));
+        println!("{}", render_table(&s, Language::Ru, now()));
+        println!("next change: {:?}", m.next_change(&lead, &acts, now()));
+        assert_eq!((s.total, s.tier.as_str()), (total, tier), "{name}");
+    }
+    let (lead, acts) = sample("hot-ceo");
+    assert_eq!(
+        m.score(&lead, &acts, now()).explain(Language::Ru, now()),
+        "85 — горячий: +15 должность «Генеральный директор»; \
+         +10 выручка 300 млн – 3 млрд (850\u{202F}000\u{202F}000); +15 численность 100–499 (240); \
+         +10 целевая отрасль «Строительство»; +5 регион присутствия «Москва»; \
+         +5 корпоративная почта; +18 запрос демо (2 дня назад); +5 смотрел цены (сегодня); \
+         +2 читал блог (3 дня назад)"
+    );
+    // The demo request decays from 18 to 17 points 2.697 days after it was made.
+    assert_eq!(
+        m.next_change(&lead, &acts, now()),
+        Some("2026-11-21T02:43:44Z".parse().unwrap())
+    );
+}
