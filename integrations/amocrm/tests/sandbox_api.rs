@@ -518,3 +518,63 @@ async fn tasks_notes_fields_account_users() {
     assert!(users["_embedded"]["users"][0]["email"].is_string());
     amo.shutdown().await;
 }
+
+#[tokio::test]
+async fn api_changes_write_the_event_feed() {
+    let amo = Sandbox::start(SandboxOptions::unlimited()).await.unwrap();
+    let score = amo.create_lead_field(FieldSpec::new("Score", FieldType::Numeric));
+    let lead = amo.add_lead(NewLead::named("e")).unwrap();
+    let pipeline = amo.pipelines()[0].clone();
+    let target = pipeline.stages[3].id;
+    let resp = send(
+        &amo,
+        Method::PATCH,
+        "/api/v4/leads",
+        &json!([{"id": lead, "status_id": target, "custom_fields_values": [{"field_id": score.id, "values": [{"value": 70}]}]}]),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+
+    let moved = get_json(
+        &amo,
+        &format!(
+            "/api/v4/events?filter[entity]=lead&filter[entity_id][]={lead}&filter[type]=lead_status_changed\
+             &filter[value_after][leads_statuses][0][pipeline_id]={}&filter[value_after][leads_statuses][0][status_id]={target}",
+            pipeline.id
+        ),
+    )
+    .await;
+    let e = &moved["_embedded"]["events"][0];
+    assert_eq!(e["value_after"][0]["lead_status"]["id"], target);
+    assert_eq!(
+        e["value_before"][0]["lead_status"]["id"],
+        pipeline.stages[1].id
+    );
+    assert_eq!(e["created_by"], amo.current_user_id());
+
+    let field_type = format!("custom_field_{}_value_changed", score.id);
+    let changed = get_json(&amo, &format!("/api/v4/events?filter[entity]=lead&filter[entity_id][]={lead}&filter[type]={field_type}")).await;
+    let e = &changed["_embedded"]["events"][0];
+    assert_eq!(e["type"], field_type.as_str());
+    assert_eq!(e["value_after"][0]["custom_field_value"]["text"], "70");
+    let any = get_json(
+        &amo,
+        "/api/v4/events?filter[type]=custom_field_value_changed",
+    )
+    .await;
+    assert_eq!(any["_embedded"]["events"].as_array().unwrap().len(), 1);
+
+    let other = pipeline.stages[2].id;
+    let none = get(
+        &amo,
+        &format!(
+            "/api/v4/events?filter[type]=lead_status_changed&filter[value_after][leads_statuses][0][pipeline_id]={}&filter[value_after][leads_statuses][0][status_id]={other}",
+            pipeline.id
+        ),
+    )
+    .await;
+    assert_eq!(none.status(), 204);
+    let added = get_json(&amo, "/api/v4/events?filter[type]=lead_added").await;
+    assert_eq!(added["_embedded"]["events"][0]["entity_id"], lead);
+    amo.shutdown().await;
+}

@@ -763,6 +763,24 @@ fn create_fields(st: &mut State, c: &Call<'_>, ty: EntityType) -> Result<Reply, 
 
 // ---------------------------------------------------------------------- events
 
+fn is_field_change(event_type: &str) -> bool {
+    event_type
+        .strip_prefix("custom_field_")
+        .and_then(|r| r.strip_suffix("_value_changed"))
+        .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// `{key}[i][pipeline_id]` / `{key}[i][status_id]` pairs as (pipeline, status).
+fn status_pairs(q: &Query, key: &str) -> Vec<(u64, u64)> {
+    (0..50)
+        .filter_map(|i| {
+            let p = q.get(&format!("{key}[{i}][pipeline_id]"))?.parse().ok()?;
+            let s = q.get(&format!("{key}[{i}][status_id]"))?.parse().ok()?;
+            Some((p, s))
+        })
+        .collect()
+}
+
 fn list_events(st: &State, c: &Call<'_>) -> Result<Reply, ApiError> {
     let q = c.query;
     let (page, limit) = paging(q, 100, 100)?;
@@ -806,22 +824,26 @@ fn list_events(st: &State, c: &Call<'_>) -> Result<Reply, ApiError> {
     let types = q.list_split("filter[type]");
     let wanted_ids: Vec<&str> = q.list("filter[id]");
     let created = range(q, "created_at")?;
+    // `custom_field_value_changed` stands for every `custom_field_{ID}_value_changed`.
     let type_matches = |e: &super::model::Event| {
         types.is_empty()
             || types.iter().any(|t| {
                 t == &e.event_type
-                    || (e.event_type == "custom_field_value_changed"
-                        && t.strip_prefix("custom_field_")
-                            .and_then(|r| r.strip_suffix("_value_changed"))
-                            .and_then(|id| id.parse::<u64>().ok())
-                            .is_some_and(|fid| {
-                                e.value_after
-                                    .get(0)
-                                    .or_else(|| e.value_before.get(0))
-                                    .and_then(|v| v.pointer("/custom_field_value/field_id"))
-                                    .and_then(json_u64)
-                                    == Some(fid)
-                            }))
+                    || (t == "custom_field_value_changed" && is_field_change(&e.event_type))
+            })
+    };
+    let statuses_after = status_pairs(q, "filter[value_after][leads_statuses]");
+    let statuses_before = status_pairs(q, "filter[value_before][leads_statuses]");
+    let status_matches = |wanted: &[(u64, u64)], v: &Value| {
+        wanted.is_empty()
+            || v.as_array().is_some_and(|items| {
+                items.iter().any(|i| {
+                    let s = i.pointer("/lead_status/id").and_then(json_u64);
+                    let p = i.pointer("/lead_status/pipeline_id").and_then(json_u64);
+                    wanted
+                        .iter()
+                        .any(|(wp, ws)| Some(*wp) == p && Some(*ws) == s)
+                })
             })
     };
     let mut found: Vec<(usize, &super::model::Event)> = st
@@ -834,6 +856,8 @@ fn list_events(st: &State, c: &Call<'_>) -> Result<Reply, ApiError> {
         .filter(|(_, e)| wanted_ids.is_empty() || wanted_ids.contains(&e.id.as_str()))
         .filter(|(_, e)| in_range(created, e.created_at))
         .filter(|(_, e)| type_matches(e))
+        .filter(|(_, e)| status_matches(&statuses_after, &e.value_after))
+        .filter(|(_, e)| status_matches(&statuses_before, &e.value_before))
         .collect();
     // Newest first, as the feed is shown.
     found.sort_by(|(ia, a), (ib, b)| b.created_at.cmp(&a.created_at).then(ib.cmp(ia)));

@@ -4,6 +4,7 @@
 //! call record. Connection resets are real: the handler marks its connection and the
 //! socket is closed with RST before any byte of a response is written.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -47,7 +48,7 @@ pub(crate) struct Shared {
     pub windows: Mutex<Windows>,
     pub blocker: Mutex<Blocker>,
     pub dice: Mutex<Dice>,
-    pub calls: Mutex<Vec<CallRecord>>,
+    pub calls: Mutex<CallLog>,
     pub hooks: Arc<Hooks>,
     pub runtime: Mutex<Runtime>,
 }
@@ -72,6 +73,35 @@ impl Shared {
             elapsed: started.elapsed(),
             fault,
         });
+    }
+}
+
+/// Most call records kept; the counters stay exact past it (a long demo run must not
+/// grow without bound).
+pub(crate) const CALL_LOG_CAP: usize = 50_000;
+
+/// The call record: the latest calls, and exact counts by (method, route, status).
+#[derive(Debug, Default)]
+pub(crate) struct CallLog {
+    pub records: VecDeque<CallRecord>,
+    pub counters: BTreeMap<(String, String, u16), usize>,
+}
+
+impl CallLog {
+    fn push(&mut self, c: CallRecord) {
+        *self
+            .counters
+            .entry((c.method.clone(), c.route.clone(), c.status))
+            .or_insert(0) += 1;
+        if self.records.len() >= CALL_LOG_CAP {
+            self.records.pop_front();
+        }
+        self.records.push_back(c);
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.records.clear();
+        self.counters.clear();
     }
 }
 

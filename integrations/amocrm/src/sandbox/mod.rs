@@ -58,7 +58,7 @@ pub use model::{
     NewTask, Note, Pipeline, Stage, StoredValue, Tag, Task, User,
 };
 
-use http::{Conn, Runtime, SeverableListener, Shared};
+use http::{CallLog, Conn, Runtime, SeverableListener, Shared};
 use limits::{Blocker, Dice, Windows};
 use oauth::Auth;
 use store::{now_unix, seed_value_json, AccountSeed, State};
@@ -502,7 +502,7 @@ impl Sandbox {
             windows: Mutex::new(Windows::new(options.rate_limit)),
             blocker: Mutex::new(Blocker::new(options.block)),
             dice: Mutex::new(Dice::new(options.faults.clone())),
-            calls: Mutex::new(Vec::new()),
+            calls: Mutex::new(CallLog::default()),
             hooks: hooks.clone(),
             runtime: Mutex::new(Runtime {
                 throttle_body: options.throttle_body,
@@ -1044,38 +1044,37 @@ impl SandboxHandle {
 
     // ------------------------------------------------------------------ call record
 
-    /// Every request received, in order of completion.
+    /// The latest requests received (up to 50 000), in order of completion.
     pub fn calls(&self) -> Vec<CallRecord> {
-        lock(&self.shared.calls).clone()
+        lock(&self.shared.calls).records.iter().cloned().collect()
     }
 
-    /// Requests answered with `status`.
+    /// Requests answered with `status` (exact, not limited to the kept records).
     pub fn count_status(&self, status: u16) -> usize {
         lock(&self.shared.calls)
+            .counters
             .iter()
-            .filter(|c| c.status == status)
-            .count()
+            .filter(|((_, _, s), _)| *s == status)
+            .map(|(_, n)| n)
+            .sum()
     }
 
     /// Requests to `route` (ids as `{id}`, e.g. `/api/v4/leads/{id}`) with `method`.
     pub fn count_route(&self, method: &str, route: &str) -> usize {
         lock(&self.shared.calls)
+            .counters
             .iter()
-            .filter(|c| c.method.eq_ignore_ascii_case(method) && c.route == route)
-            .count()
+            .filter(|((m, r, _), _)| m.eq_ignore_ascii_case(method) && r == route)
+            .map(|(_, n)| n)
+            .sum()
     }
 
     /// Request counts by (method, route, status).
     pub fn counters(&self) -> BTreeMap<(String, String, u16), usize> {
-        let mut out = BTreeMap::new();
-        for c in lock(&self.shared.calls).iter() {
-            *out.entry((c.method.clone(), c.route.clone(), c.status))
-                .or_insert(0) += 1;
-        }
-        out
+        lock(&self.shared.calls).counters.clone()
     }
 
-    /// Forgets the call record.
+    /// Forgets the call record and the counters.
     pub fn reset_calls(&self) {
         lock(&self.shared.calls).clear();
     }

@@ -662,7 +662,7 @@ impl State {
             entity_id: id,
             created_by: actor,
             created_at,
-            value_after: json!([{"note": {"id": 0}}]),
+            value_after: json!([{"lead_status": {"id": status_id, "pipeline_id": pipeline_id}}]),
             value_before: json!([]),
         });
         if let Some(lead) = self.leads.get(&id) {
@@ -748,31 +748,31 @@ impl State {
     }
 
     fn lead_events(&mut self, before: &Lead, after: &Lead, actor: u64, at: i64) {
-        let mut new = Vec::new();
+        let mut new: Vec<(String, Value, Value)> = Vec::new();
         if before.status_id != after.status_id || before.pipeline_id != after.pipeline_id {
             new.push((
-                "lead_status_changed",
+                "lead_status_changed".to_owned(),
                 json!([{"lead_status": {"id": after.status_id, "pipeline_id": after.pipeline_id}}]),
                 json!([{"lead_status": {"id": before.status_id, "pipeline_id": before.pipeline_id}}]),
             ));
         }
         if before.responsible_user_id != after.responsible_user_id {
             new.push((
-                "entity_responsible_changed",
+                "entity_responsible_changed".to_owned(),
                 json!([{"responsible_user": {"id": after.responsible_user_id}}]),
                 json!([{"responsible_user": {"id": before.responsible_user_id}}]),
             ));
         }
         if before.price != after.price {
             new.push((
-                "sale_field_changed",
+                "sale_field_changed".to_owned(),
                 json!([{"sale_field_value": {"sale": after.price}}]),
                 json!([{"sale_field_value": {"sale": before.price}}]),
             ));
         }
         if before.name != after.name {
             new.push((
-                "name_field_changed",
+                "name_field_changed".to_owned(),
                 json!([{"name_field_value": {"name": after.name}}]),
                 json!([{"name_field_value": {"name": before.name}}]),
             ));
@@ -793,7 +793,7 @@ impl State {
                     .get(&fid)
                     .map_or("text", |f| f.field_type.as_str());
                 new.push((
-                    "custom_field_value_changed",
+                    format!("custom_field_{fid}_value_changed"),
                     cf_event_value(fid, ty, a),
                     cf_event_value(fid, ty, b),
                 ));
@@ -803,7 +803,7 @@ impl State {
             let id = self.next_event_id();
             self.events.push(Event {
                 id,
-                event_type: ty.to_owned(),
+                event_type: ty,
                 entity_type: EntityType::Lead,
                 entity_id: after.id,
                 created_by: actor,

@@ -24,6 +24,9 @@ use super::{Delivery, WebhookInfo, WebhookPolicy};
 /// How many deliveries may be in flight at once.
 const CONCURRENCY: usize = 4;
 
+/// Most delivery records kept (the oldest tenth is dropped past it).
+const DELIVERY_LOG_CAP: usize = 50_000;
+
 /// The account's time zone for v2 `date_create` strings (Moscow).
 const ACCOUNT_OFFSET_SECS: i32 = 3 * 3600;
 
@@ -150,8 +153,9 @@ fn v2_note_type(note_type: &str) -> u32 {
 }
 
 fn v2_date(unix: i64) -> String {
-    let tz = FixedOffset::east_opt(ACCOUNT_OFFSET_SECS)
-        .unwrap_or_else(|| FixedOffset::east_opt(0).unwrap_or_else(|| unreachable!()));
+    let Some(tz) = FixedOffset::east_opt(ACCOUNT_OFFSET_SECS) else {
+        return String::new();
+    };
     match tz.timestamp_opt(unix, 0).single() {
         Some(t) => t.format("%Y-%m-%d %H:%M:%S").to_string(),
         None => String::new(),
@@ -427,7 +431,11 @@ impl Hooks {
                 }
             }
         }
-        lock(&self.deliveries).push(d);
+        let mut log = lock(&self.deliveries);
+        if log.len() >= DELIVERY_LOG_CAP {
+            log.drain(..DELIVERY_LOG_CAP / 10);
+        }
+        log.push(d);
     }
 }
 
