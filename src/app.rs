@@ -64,6 +64,7 @@ pub fn build_pipeline(config: &Config, store: Arc<Store>) -> anyhow::Result<Arc<
         portals,
         config.model.clone(),
         settings(config),
+        Arc::new(crate::metrics::Metrics::new()),
     )?)
 }
 

@@ -225,3 +225,55 @@ async fn the_sweep_scores_a_lead_whose_webhook_was_lost() {
     d.settle().await;
     assert_eq!(d.crm_score(lead), Some(60));
 }
+
+/// Parse Prometheus text into (series, value) pairs.
+fn parse_metrics(text: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').expect("series and value");
+            (
+                series.to_string(),
+                value.parse::<f64>().expect("numeric value"),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_health_and_readiness_report_the_work_done() {
+    let d = Daemon::start(Options::default()).await;
+    let lead = d.add_strong_lead(1);
+    d.add_demo_request(lead);
+    d.settle().await;
+    assert_eq!(d.post("garbage=%ZZ").await.0, 400);
+    // The lead and its activity arrived within one coalesce window: one fetch, one write.
+
+    let base = d.hook.split("/webhooks").next().unwrap().to_string();
+    let http = reqwest::Client::new();
+    let get = |path: &str| http.get(format!("{base}{path}")).send();
+    assert_eq!(get("/healthz").await.unwrap().status(), 200);
+    assert_eq!(get("/readyz").await.unwrap().status(), 200);
+    let text = get("/metrics").await.unwrap().text().await.unwrap();
+    let m = parse_metrics(&text);
+    let value = |series: &str| m.iter().find(|(s, _)| s == series).map(|(_, v)| *v);
+    assert!(
+        value(r#"leadscore_webhooks_total{crm="bitrix24",portal="demo",outcome="queued"}"#)
+            .unwrap()
+            >= 2.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(r#"leadscore_webhooks_total{crm="bitrix24",portal="demo",outcome="malformed"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(r#"leadscore_tasks_total{portal="demo",kind="created"}"#),
+        Some(1.0)
+    );
+    assert_eq!(value("leadscore_queue_depth"), Some(0.0));
+    assert!(
+        value(r#"leadscore_leads_processed_total{portal="demo",kind="written"}"#).unwrap() == 1.0
+    );
+    assert!(text.ends_with("# EOF\n"));
+}

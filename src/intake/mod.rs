@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{CrmKind, Portal};
 use crate::crm::Subject;
+use crate::metrics::WebhookLabels;
 use crate::pipeline::{webhook_cause, Pipeline};
 use crate::store::StoreError;
 
@@ -82,6 +83,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/webhooks/{crm}/{portal}", post(webhook))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }
@@ -101,6 +104,31 @@ async fn webhook(
     body: Bytes,
 ) -> Result<Response, IntakeError> {
     let result = accept(&state, &crm, &portal_id, query.as_deref(), &body).await;
+    let outcome = match &result {
+        Ok((_, outcome)) => *outcome,
+        Err(IntakeError::UnknownPortal) => "unknown_portal",
+        Err(IntakeError::Malformed(_)) => "malformed",
+        Err(IntakeError::Unauthorized(_)) => "unauthorized",
+        Err(IntakeError::QueueFull) => "queue_full",
+        Err(IntakeError::Store(_)) => "store",
+    };
+    // Label values come from the configured portals only, so a scanner probing random
+    // paths cannot grow the metric families without bound.
+    let known = state.pipeline.portal(&portal_id).is_some();
+    state
+        .pipeline
+        .metrics
+        .webhooks
+        .get_or_create(&WebhookLabels {
+            crm: if known { crm.clone() } else { "unknown".into() },
+            portal: if known {
+                portal_id.clone()
+            } else {
+                "unknown".into()
+            },
+            outcome: outcome.into(),
+        })
+        .inc();
     match &result {
         Ok(_) => {}
         Err(e @ (IntakeError::Store(_) | IntakeError::QueueFull)) => {
@@ -108,7 +136,44 @@ async fn webhook(
         }
         Err(e) => info!(crm = %crm, portal = %portal_id, error = %e, "webhook rejected"),
     }
-    result
+    result.map(|(r, _)| r)
+}
+
+/// Ready when the store answers and every portal's latest CRM call succeeded.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let p = &state.pipeline;
+    let unhealthy: Vec<String> = p
+        .portals()
+        .filter(|rt| !p.health(&rt.portal.id).is_some_and(|h| h.healthy()))
+        .map(|rt| rt.portal.id.clone())
+        .collect();
+    let store_ok = p.store.pending_get(b"readyz-probe").is_ok();
+    if store_ok && unhealthy.is_empty() {
+        (StatusCode::OK, Json(json!({"status": "ready"}))).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not_ready", "store_ok": store_ok, "crm_failing": unhealthy})),
+        )
+            .into_response()
+    }
+}
+
+/// Prometheus text exposition.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let p = &state.pipeline;
+    let stats = p.store.stats();
+    p.metrics.queue_depth.set(stats.pending as i64);
+    p.metrics.dead_letters.set(stats.dead_letters as i64);
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        p.metrics.render(""),
+    )
+        .into_response()
 }
 
 async fn accept(
@@ -117,7 +182,7 @@ async fn accept(
     portal_id: &str,
     _query: Option<&str>,
     body: &[u8],
-) -> Result<Response, IntakeError> {
+) -> Result<(Response, &'static str), IntakeError> {
     let pipeline = &state.pipeline;
     let portal = find_portal(pipeline, crm, portal_id)?;
     let decoded = match portal.crm {
@@ -126,7 +191,10 @@ async fn accept(
     };
     if decoded.subjects.is_empty() {
         debug!(portal = %portal.id, event = %decoded.detail, "event not about leads; ignored");
-        return Ok((StatusCode::OK, Json(json!({"status": "ignored"}))).into_response());
+        return Ok((
+            (StatusCode::OK, Json(json!({"status": "ignored"}))).into_response(),
+            "ignored",
+        ));
     }
     let now = Utc::now();
     pipeline
@@ -144,8 +212,11 @@ async fn accept(
     pipeline.store.flush().await.map_err(IntakeError::Store)?;
     debug!(portal = %portal.id, event = %decoded.detail, subjects = decoded.subjects.len(), "queued");
     Ok((
-        StatusCode::OK,
-        Json(json!({"status": "queued", "subjects": decoded.subjects.len()})),
-    )
-        .into_response())
+        (
+            StatusCode::OK,
+            Json(json!({"status": "queued", "subjects": decoded.subjects.len()})),
+        )
+            .into_response(),
+        "queued",
+    ))
 }

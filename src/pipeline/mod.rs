@@ -8,6 +8,7 @@ pub mod scheduler;
 pub mod trigger;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::Portal;
 use crate::crm::{Crm, CrmError, LeadId, ScoreWrite, Subject};
+use crate::metrics::Metrics;
 use crate::scoring::spec::Language;
 use crate::scoring::Model;
 use crate::store::{Cause, CauseSource, LedgerEntry, PendingEntry, Store, StoreError, Written};
@@ -52,9 +54,33 @@ pub enum PipelineError {
     Store(#[from] StoreError),
 }
 
+/// When a portal's CRM last answered and last failed (unix ms; 0 = never), for /readyz.
+#[derive(Debug, Default)]
+pub struct PortalHealth {
+    pub last_ok_ms: AtomicI64,
+    pub last_err_ms: AtomicI64,
+}
+
+impl PortalHealth {
+    fn ok(&self) {
+        self.last_ok_ms
+            .store(Utc::now().timestamp_millis(), Ordering::Relaxed);
+    }
+    fn err(&self) {
+        self.last_err_ms
+            .store(Utc::now().timestamp_millis(), Ordering::Relaxed);
+    }
+    /// Healthy unless the latest CRM call failed (a portal never called is healthy).
+    pub fn healthy(&self) -> bool {
+        self.last_err_ms.load(Ordering::Relaxed) <= self.last_ok_ms.load(Ordering::Relaxed)
+    }
+}
+
 /// The shared pipeline: store, portals, model and the due-time index.
 pub struct Pipeline {
     pub store: Arc<Store>,
+    pub metrics: Arc<Metrics>,
+    health: HashMap<String, PortalHealth>,
     portals: HashMap<String, Arc<PortalRuntime>>,
     model: Arc<Model>,
     settings: PipelineSettings,
@@ -78,6 +104,7 @@ impl Pipeline {
         portals: Vec<PortalRuntime>,
         model: Arc<Model>,
         settings: PipelineSettings,
+        metrics: Arc<Metrics>,
     ) -> Result<Arc<Pipeline>, StoreError> {
         let mut sched = Scheduler::default();
         for e in store.pending_all()? {
@@ -85,6 +112,11 @@ impl Pipeline {
         }
         Ok(Arc::new(Pipeline {
             store,
+            metrics,
+            health: portals
+                .iter()
+                .map(|p| (p.portal.id.clone(), PortalHealth::default()))
+                .collect(),
             portals: portals
                 .into_iter()
                 .map(|p| (p.portal.id.clone(), Arc::new(p)))
@@ -104,6 +136,23 @@ impl Pipeline {
     /// All portals.
     pub fn portals(&self) -> impl Iterator<Item = &Arc<PortalRuntime>> {
         self.portals.values()
+    }
+
+    /// CRM health of a portal.
+    pub fn health(&self, portal: &str) -> Option<&PortalHealth> {
+        self.health.get(portal)
+    }
+
+    fn crm_ok(&self, portal: &str) {
+        if let Some(h) = self.health.get(portal) {
+            h.ok();
+        }
+    }
+
+    fn crm_err(&self, portal: &str) {
+        if let Some(h) = self.health.get(portal) {
+            h.err();
+        }
     }
 
     /// Settings in force.
@@ -284,7 +333,10 @@ impl Pipeline {
             })
             .collect();
         let fetched = match rt.crm.fetch(&ids).await {
-            Ok(f) => f,
+            Ok(f) => {
+                self.crm_ok(&rt.portal.id);
+                f
+            }
             Err(err) => {
                 let msg = err.to_string();
                 for e in &entries {
@@ -304,10 +356,15 @@ impl Pipeline {
             };
             let Some(f) = fetched.get(id) else {
                 info!(portal = %portal.id, lead = %id, "lead no longer exists; dropped");
+                Metrics::inc(&self.metrics.leads, &portal.id, "deleted");
                 self.finish(&e).await;
                 continue;
             };
             let score = self.model.score(&f.lead, &f.activities, now);
+            Metrics::inc(&self.metrics.scores, &portal.id, &score.tier);
+            self.metrics
+                .lead_latency
+                .observe((now - e.first_at).num_milliseconds().max(0) as f64 / 1000.0);
             let explanation = score.explain(self.settings.language, now);
             let last = match self.store.written(&portal.id, id) {
                 Ok(w) => w,
@@ -375,6 +432,7 @@ impl Pipeline {
                             continue;
                         }
                         info!(portal = %portal.id, lead = %lead_id, score = score.total, tier = %score.tier, "score written");
+                        Metrics::inc(&self.metrics.leads, &portal.id, "written");
                     }
                     Some(Err(err)) => {
                         let msg = err.to_string();
@@ -390,9 +448,21 @@ impl Pipeline {
                 }
             } else {
                 debug!(portal = %portal.id, lead = %lead_id, score = score.total, "unchanged; nothing written");
+                Metrics::inc(&self.metrics.leads, &portal.id, "unchanged");
             }
             match trigger::apply(&self.store, rt, &f.lead, &score, &explanation, now).await {
-                Ok(_) => self.finish(&e).await,
+                Ok(outcome) => {
+                    match outcome {
+                        trigger::TriggerOutcome::Created(_) => {
+                            Metrics::inc(&self.metrics.tasks, &portal.id, "created")
+                        }
+                        trigger::TriggerOutcome::Recovered(_) => {
+                            Metrics::inc(&self.metrics.tasks, &portal.id, "recovered")
+                        }
+                        trigger::TriggerOutcome::Nothing => {}
+                    }
+                    self.finish(&e).await
+                }
                 Err(err) => self.fail(rt, &e, err).await,
             }
         }
@@ -430,10 +500,12 @@ impl Pipeline {
         msg: &str,
         retry_after: Option<Duration>,
     ) {
+        self.crm_err(&rt.portal.id);
         let now = Utc::now();
         let delays = &self.settings.retry_delays;
         let attempt = e.attempts as usize;
         if !retryable || attempt >= delays.len() {
+            Metrics::inc(&self.metrics.failures, &rt.portal.id, "dead_letter");
             match self.store.dead_letter(e, msg, now) {
                 Ok(id) => {
                     warn!(portal = %rt.portal.id, subject = ?e.subject, dead_letter = id, error = %msg, "gave up; moved to the dead-letter queue")
@@ -446,6 +518,7 @@ impl Pipeline {
         let jitter = rand::rng().random_range(0.0..=0.25) * base.as_secs_f64();
         let delay = base + Duration::from_secs_f64(jitter);
         let due = now + chrono::Duration::from_std(delay).unwrap_or_default();
+        Metrics::inc(&self.metrics.failures, &rt.portal.id, "retry");
         match self.store.retry_later(e, msg, due) {
             Ok(_) => {
                 warn!(portal = %rt.portal.id, subject = ?e.subject, attempt = attempt + 1, retry_in_ms = delay.as_millis() as u64, error = %msg, "will retry");
