@@ -578,3 +578,49 @@ async fn api_changes_write_the_event_feed() {
     assert_eq!(added["_embedded"]["events"][0]["entity_id"], lead);
     amo.shutdown().await;
 }
+
+#[tokio::test]
+async fn field_codes_and_the_not_found_option() {
+    let amo = Sandbox::start(SandboxOptions {
+        missing_entity: leadscore_amocrm::sandbox::MissingEntity::NotFound,
+        ..SandboxOptions::unlimited()
+    })
+    .await
+    .unwrap();
+    let score =
+        amo.create_lead_field(FieldSpec::new("Score", FieldType::Numeric).code("LEADSCORE"));
+    let lead = amo.add_lead(NewLead::named("c")).unwrap();
+    let resp = send(
+        &amo,
+        Method::PATCH,
+        &format!("/api/v4/leads/{lead}"),
+        &json!({"custom_fields_values": [{"field_code": "LEADSCORE", "values": [{"value": 55}]}]}),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        amo.lead(lead).unwrap().text(score.id).as_deref(),
+        Some("55")
+    );
+    let v = get_json(&amo, &format!("/api/v4/leads/{lead}")).await;
+    assert_eq!(v["custom_fields_values"][0]["field_code"], "LEADSCORE");
+
+    let bad = send(
+        &amo,
+        Method::PATCH,
+        &format!("/api/v4/leads/{lead}"),
+        &json!({"custom_fields_values": [{"field_code": "NOPE", "values": [{"value": 1}]}]}),
+    )
+    .await;
+    let body: Value = bad.json().await.unwrap();
+    assert_eq!(
+        body["validation-errors"][0]["errors"][0]["path"],
+        "custom_fields_values.0.field_code"
+    );
+
+    let missing = get(&amo, "/api/v4/leads/1").await;
+    assert_eq!(missing.status(), 404);
+    let body: Value = missing.json().await.unwrap();
+    assert_eq!(body["title"], "Not Found");
+    amo.shutdown().await;
+}

@@ -155,6 +155,28 @@ async fn seed_add_and_user_update_arrive_in_the_v2_form() {
     assert_eq!(form_get(&p, "leads[status][0][id]"), Some(lead_s.as_str()));
     assert!(form_get(&p, "leads[status][0][old_pipeline_id]").is_some());
 
+    // Handing the lead to another user fires responsible_lead.
+    amo.add_webhook(&rx.url, &["responsible_lead"]);
+    assert!(amo
+        .update_lead(lead, LeadChange::default().responsible(other), other)
+        .unwrap());
+    amo.settle().await;
+    let hits = rx.hits();
+    assert_eq!(
+        hits.len(),
+        4,
+        "update to the first hook, responsible to the second"
+    );
+    let bodies: Vec<_> = hits[2..].iter().map(|h| form_pairs(&h.body)).collect();
+    assert!(bodies.iter().any(
+        |p| form_get(p, "leads[responsible][0][responsible_user_id]")
+            == Some(other.to_string().as_str())
+    ));
+    assert!(bodies
+        .iter()
+        .any(|p| form_get(p, "leads[update][0][responsible_user_id]")
+            == Some(other.to_string().as_str())));
+
     // Users cannot edit API-only fields.
     assert!(amo
         .update_lead(

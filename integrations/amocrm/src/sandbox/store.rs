@@ -666,7 +666,7 @@ impl State {
             value_before: json!([]),
         });
         if let Some(lead) = self.leads.get(&id) {
-            hooks.push(webhooks::lead_item(self, lead, "add", None, None));
+            hooks.push(webhooks::lead_item(self, lead, "add", None));
         }
         id
     }
@@ -731,18 +731,12 @@ impl State {
             return false;
         };
         let old_status = status_moved.then_some((before.status_id, before.pipeline_id));
-        hooks.push(webhooks::lead_item(self, lead, "update", old_status, None));
+        hooks.push(webhooks::lead_item(self, lead, "update", old_status));
         if status_moved {
-            hooks.push(webhooks::lead_item(self, lead, "status", old_status, None));
+            hooks.push(webhooks::lead_item(self, lead, "status", old_status));
         }
         if before.responsible_user_id != lead.responsible_user_id {
-            hooks.push(webhooks::lead_item(
-                self,
-                lead,
-                "responsible",
-                None,
-                Some(before.responsible_user_id),
-            ));
+            hooks.push(webhooks::lead_item(self, lead, "responsible", None));
         }
         true
     }

@@ -70,7 +70,6 @@ pub(crate) fn lead_item(
     lead: &Lead,
     action: &str,
     old_status: Option<(u64, u64)>,
-    old_responsible: Option<u64>,
 ) -> HookItem {
     let mut p: Vec<(String, String)> = Vec::new();
     let mut put = |k: &str, v: String| p.push((k.to_owned(), v));
@@ -85,9 +84,6 @@ pub(crate) fn lead_item(
         "[responsible_user_id]",
         lead.responsible_user_id.to_string(),
     );
-    if let Some(r) = old_responsible {
-        put("[old_responsible_user_id]", r.to_string());
-    }
     put("[last_modified]", lead.updated_at.to_string());
     put("[modified_user_id]", lead.updated_by.to_string());
     put("[created_user_id]", lead.created_by.to_string());
