@@ -214,6 +214,9 @@ enum AuthState {
 
 struct Inner {
     http: reqwest::Client,
+    /// Where the portal moved to (scheme, host and port of a 3xx `Location`), applied to
+    /// every later request, as the official PHP SDK does on a domain change.
+    moved_to: std::sync::RwLock<Option<reqwest::Url>>,
     auth: AuthState,
     config: ClientConfig,
     pacer: Pacer,
@@ -268,6 +271,9 @@ impl Client {
             .connect_timeout(config.connect_timeout)
             .timeout(config.timeout)
             .user_agent(concat!("leadscore-bitrix24/", env!("CARGO_PKG_VERSION")))
+            // A moved portal answers 302; following it would turn our POST into a GET
+            // without a body, so redirects are handled in `send_once` instead.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| Error::Config(e.without_url().to_string()))?;
         let auth = match auth {
@@ -314,6 +320,7 @@ impl Client {
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
+                moved_to: std::sync::RwLock::new(None),
                 auth,
                 config,
                 pacer,
@@ -480,7 +487,34 @@ impl Client {
         if let (Some(t), Value::Object(map)) = (&token, &mut body) {
             map.insert("auth".into(), Value::String(t.expose_secret().to_string()));
         }
-        let resp = self.inner.http.post(&url).json(&body).send().await?;
+        let mut url = self.apply_move(&url);
+        let mut resp = self.inner.http.post(&url).json(&body).send().await?;
+        if resp.status().is_redirection() {
+            let target = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| reqwest::Url::parse(&url).ok()?.join(l).ok());
+            let Some(target) = target.filter(|t| t.host_str().is_some()) else {
+                return Err(Error::Api {
+                    status: resp.status().as_u16(),
+                    code: "REDIRECT".into(),
+                    description: "the portal redirected without a usable Location".into(),
+                });
+            };
+            tracing::warn!(
+                host = target.host_str().unwrap_or(""),
+                "bitrix24 portal moved; following"
+            );
+            *self
+                .inner
+                .moved_to
+                .write()
+                .unwrap_or_else(|e| e.into_inner()) = Some(target);
+            url = self.apply_move(&url);
+            self.inner.pacer.acquire().await;
+            resp = self.inner.http.post(&url).json(&body).send().await?;
+        }
         let status = resp.status().as_u16();
         let content_type = resp
             .headers()
@@ -550,6 +584,26 @@ impl Client {
             },
             time,
         })
+    }
+
+    /// `url` with the scheme, host and port of the portal's new address, if it moved.
+    fn apply_move(&self, url: &str) -> String {
+        let moved = self
+            .inner
+            .moved_to
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        let (Some(to), Ok(mut u)) = (moved.as_ref(), reqwest::Url::parse(url)) else {
+            return url.to_string();
+        };
+        let ok = u.set_scheme(to.scheme()).is_ok()
+            && u.set_host(to.host_str()).is_ok()
+            && u.set_port(to.port()).is_ok();
+        if ok {
+            u.to_string()
+        } else {
+            url.to_string()
+        }
     }
 
     /// One `batch` request (≤ 50 commands, `halt=0`): per-command results.

@@ -267,16 +267,27 @@ async fn an_aggressive_client_backs_off_on_503_and_loses_nothing() {
         drain_per_sec: 20.0,
     }))
     .await;
-    // Pacing deliberately wrong (the bucket is much smaller): 503s happen, retries win.
-    let c = client_for(
-        &portal,
-        PacingConfig {
-            per_second: 200.0,
-            burst: 100,
-            initial_available: 1.0,
-            safety_margin: 0,
+    // Pacing deliberately wrong (the bucket is much smaller): 503s happen, and the
+    // backoff schedule (up to 12 attempts, delays up to 1 s) outlasts the overload.
+    let c = Client::new(
+        Auth::WebhookUrl(portal.webhook_url()),
+        ClientConfig {
+            pacing: PacingConfig {
+                per_second: 200.0,
+                burst: 100,
+                initial_available: 1.0,
+                safety_margin: 0,
+            },
+            retry: RetryPolicy {
+                max_attempts: 12,
+                base_delay: Duration::from_millis(50),
+                max_delay: Duration::from_secs(1),
+                ..RetryPolicy::default()
+            },
+            ..ClientConfig::default()
         },
-    );
+    )
+    .unwrap();
     let id = portal.add_lead(json!({"TITLE": "x"})).unwrap();
     let mut tasks = Vec::new();
     for _ in 0..4 {
@@ -460,5 +471,47 @@ async fn oauth_refreshes_once_on_expiry_and_persists_rotated_tokens() {
     assert_ne!(rotated[0], "rt-initial");
     let (_, portal_refresh) = portal.oauth_tokens().unwrap();
     assert_eq!(portal_refresh.expose_secret(), rotated[0]);
+    portal.shutdown().await;
+}
+
+/// A portal whose domain changed answers 302 with the new address (b24phpsdk follows
+/// it): the client re-POSTs there and keeps using the new host.
+#[tokio::test]
+async fn a_moved_portal_is_followed_with_the_body_intact() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let portal = start(None).await;
+    let id = portal.add_lead(json!({"TITLE": "moved"})).unwrap();
+    let new_origin = portal.base_url().trim_end_matches('/').to_string();
+    let old = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let old_addr = old.local_addr().unwrap();
+    let redirector = tokio::spawn(async move {
+        let mut served = 0;
+        while let Ok((mut sock, _)) = old.accept().await {
+            let mut buf = vec![0u8; 8192];
+            let n = sock.read(&mut buf).await.unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]).to_string();
+            let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+            let reply = format!(
+                "HTTP/1.1 302 Found\r\nLocation: {new_origin}{path}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = sock.write_all(reply.as_bytes()).await;
+            served += 1;
+        }
+        served
+    });
+    let url = portal.webhook_url();
+    let path = url
+        .expose_secret()
+        .split_once("/rest/")
+        .unwrap()
+        .1
+        .to_string();
+    let c = client_for_url(&format!("http://{old_addr}/rest/{path}"));
+    let r = c.call("crm.lead.get", json!({ "id": id })).await.unwrap();
+    assert_eq!(r.result["TITLE"], json!("moved"));
+    // The second call goes straight to the new host.
+    c.call("crm.lead.get", json!({ "id": id })).await.unwrap();
+    assert_eq!(portal.count_method("crm.lead.get"), 2);
+    redirector.abort();
     portal.shutdown().await;
 }
