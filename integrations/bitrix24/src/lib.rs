@@ -2,7 +2,8 @@
 //! pacing shaped like the portal's leaky bucket, `batch`, the outgoing-webhook parser,
 //! and (feature `sandbox`) a faithful fake portal for tests and the demo.
 //!
-//! This crate knows Bitrix24 and nothing about scoring.
+//! This crate knows Bitrix24 and nothing about scoring. Start with [`Client::new`]
+//! (one per portal, shared by clones) and [`webhook::parse`] for incoming events.
 
 pub mod batch;
 pub mod client;
@@ -13,3 +14,8 @@ pub mod webhook;
 
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
+
+pub use batch::{BatchCommand, CommandResult};
+pub use client::{Auth, Client, ClientConfig, OAuth, OAuthTokens, RetryPolicy, TokenCallback};
+pub use error::Error;
+pub use limiter::{OperatingConfig, PacingConfig, PacingStats};
