@@ -372,3 +372,80 @@ async fn failures_are_recorded_not_retried_and_disable_the_hook() {
     assert!(last.error.is_some());
     amo.shutdown().await;
 }
+
+#[tokio::test]
+async fn webhooks_can_be_managed_through_the_api() {
+    let rx = Receiver::start().await;
+    let amo = Sandbox::start(SandboxOptions::unlimited()).await.unwrap();
+    assert_eq!(
+        sandbox_support::get(&amo, "/api/v4/webhooks")
+            .await
+            .status(),
+        204
+    );
+    let bad = send(
+        &amo,
+        Method::POST,
+        "/api/v4/webhooks",
+        &json!({"destination": "ftp://x", "settings": ["fly_lead"]}),
+    )
+    .await;
+    assert_eq!(bad.status(), 400);
+    let body: serde_json::Value = bad.json().await.unwrap();
+    let paths: Vec<&str> = body["validation-errors"][0]["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, vec!["destination", "settings.0"]);
+
+    let resp = send(
+        &amo,
+        Method::POST,
+        "/api/v4/webhooks",
+        &json!({"destination": rx.url, "settings": ["add_lead"], "sort": 10}),
+    )
+    .await;
+    assert_eq!(resp.status(), 201);
+    let hook: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(hook["destination"], rx.url.as_str());
+    assert_eq!(hook["disabled"], false);
+    let again = send(
+        &amo,
+        Method::POST,
+        "/api/v4/webhooks",
+        &json!({"destination": rx.url, "settings": ["add_lead", "update_lead"]}),
+    )
+    .await;
+    let again: serde_json::Value = again.json().await.unwrap();
+    assert_eq!(
+        again["id"], hook["id"],
+        "the same destination is updated, not duplicated"
+    );
+    let list = sandbox_support::get_json(&amo, "/api/v4/webhooks").await;
+    assert_eq!(list["_total_items"], 1);
+    assert_eq!(
+        list["_embedded"]["webhooks"][0]["settings"],
+        json!(["add_lead", "update_lead"])
+    );
+
+    amo.add_lead(NewLead::named("hooked")).unwrap();
+    amo.settle().await;
+    assert_eq!(rx.hits().len(), 1);
+
+    let resp = send(
+        &amo,
+        Method::DELETE,
+        "/api/v4/webhooks",
+        &json!({"destination": rx.url}),
+    )
+    .await;
+    assert_eq!(resp.status(), 204);
+    amo.add_lead(NewLead::named("unhooked")).unwrap();
+    amo.settle().await;
+    assert_eq!(rx.hits().len(), 1);
+    assert!(amo.webhooks().is_empty());
+    amo.shutdown().await;
+    rx.stop().await;
+}

@@ -10,7 +10,7 @@ use super::model::{EntityType, FieldSpec, FieldType};
 use super::query::Query;
 use super::render;
 use super::store::{json_u64, Invalid, State};
-use super::webhooks::HookItem;
+use super::webhooks::{HookItem, Hooks};
 use super::MissingEntity;
 
 /// Most entities one write may carry.
@@ -309,6 +309,107 @@ pub(crate) fn dispatch(
 
 fn ok(v: Value) -> Reply {
     Reply::Json(200, v)
+}
+
+// ---------------------------------------------------------------------- webhooks
+
+/// Actions and entities of subscription codes (`{action}_{entity}`).
+const HOOK_ACTIONS: &[&str] = &[
+    "add",
+    "update",
+    "delete",
+    "restore",
+    "status",
+    "responsible",
+    "note",
+];
+const HOOK_ENTITIES: &[&str] = &[
+    "lead", "contact", "company", "customer", "task", "unsorted", "talk",
+];
+
+fn known_setting(s: &str) -> bool {
+    s.split_once('_')
+        .is_some_and(|(a, e)| HOOK_ACTIONS.contains(&a) && HOOK_ENTITIES.contains(&e))
+}
+
+/// `/api/v4/webhooks`: list, subscribe (or update by destination), unsubscribe.
+pub(crate) fn webhooks(hooks: &Hooks, c: &Call<'_>) -> Result<Reply, ApiError> {
+    if c.path.trim_end_matches('/') != "/api/v4/webhooks" {
+        return Err(ApiError::not_found("Not Found"));
+    }
+    match *c.method {
+        Method::GET => {
+            let items = hooks.views(c.query.get("filter[destination]"));
+            if items.is_empty() {
+                return Ok(Reply::NoContent);
+            }
+            Ok(ok(json!({
+                "_total_items": items.len(),
+                "_links": {"self": {"href": format!("{}/api/v4/webhooks", hooks.base_url())}},
+                "_embedded": {"webhooks": items},
+            })))
+        }
+        Method::POST => {
+            let body = c.json_body()?;
+            let mut errs = Vec::new();
+            let destination = body
+                .get("destination")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if !(destination.starts_with("https://") || destination.starts_with("http://")) {
+                errs.push(Invalid::new(
+                    "InvalidUrl",
+                    "destination",
+                    "This value is not a valid URL.",
+                ));
+            }
+            let mut settings = Vec::new();
+            match body.get("settings") {
+                Some(Value::Array(list)) if !list.is_empty() => {
+                    for (i, s) in list.iter().enumerate() {
+                        match s.as_str().filter(|s| known_setting(s)) {
+                            Some(s) => settings.push(s.to_owned()),
+                            None => errs.push(Invalid::new(
+                                "NotSupportedChoice",
+                                format!("settings.{i}"),
+                                "The value you selected is not a valid choice.",
+                            )),
+                        }
+                    }
+                }
+                _ => errs.push(Invalid::new(
+                    "NotBlank",
+                    "settings",
+                    "This value should not be blank.",
+                )),
+            }
+            if !errs.is_empty() {
+                return Err(ApiError::Validation(vec![("0".into(), errs)]));
+            }
+            let sort = body.get("sort").and_then(Value::as_i64).unwrap_or(10);
+            Ok(Reply::Json(
+                201,
+                hooks.upsert(destination, settings, sort, c.user),
+            ))
+        }
+        Method::DELETE => {
+            let body = c.json_body()?;
+            let destination = body
+                .get("destination")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if hooks.delete_destination(destination) {
+                Ok(Reply::NoContent)
+            } else {
+                Err(ApiError::single(
+                    "NotFound",
+                    "destination",
+                    "Webhook not found",
+                ))
+            }
+        }
+        _ => Err(ApiError::method_not_allowed()),
+    }
 }
 
 // ---------------------------------------------------------------------- parameters

@@ -445,7 +445,19 @@ pub(crate) async fn entry(
 
     let query = Query::parse(&raw_query);
     let mut items = Vec::new();
-    let outcome = {
+    let outcome = if path.starts_with("/api/v4/webhooks") {
+        let user = lock(&shared.state).current_user_id();
+        let call = Call {
+            method: &method,
+            path: &path,
+            query: &query,
+            body: &body,
+            user,
+            now: now_unix(),
+            missing: runtime.missing,
+        };
+        api::webhooks(&shared.hooks, &call)
+    } else {
         let mut st = lock(&shared.state);
         let user = st.current_user_id();
         let call = Call {

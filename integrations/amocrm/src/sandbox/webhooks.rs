@@ -13,12 +13,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{FixedOffset, TimeZone};
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 
 use super::model::{FieldType, Lead, Note};
 use super::query::encode;
-use super::store::State;
+use super::store::{now_unix, State};
 use super::{Delivery, WebhookInfo, WebhookPolicy};
 
 /// How many deliveries may be in flight at once.
@@ -238,6 +238,10 @@ struct Hook {
     id: u64,
     destination: SecretString,
     settings: Vec<String>,
+    sort: i64,
+    created_by: u64,
+    created_at: i64,
+    updated_at: i64,
     disabled: bool,
     failures: VecDeque<Instant>,
     failed_total: usize,
@@ -288,15 +292,98 @@ impl Hooks {
             *n += 1;
             *n
         };
+        let now = now_unix();
         lock(&self.hooks).push(Hook {
             id,
             destination,
             settings: settings.iter().map(|s| (*s).to_owned()).collect(),
+            sort: 10,
+            created_by: 0,
+            created_at: now,
+            updated_at: now,
             disabled: false,
             failures: VecDeque::new(),
             failed_total: 0,
         });
         id
+    }
+
+    /// `POST /api/v4/webhooks`: subscribes `destination`, or replaces the settings of
+    /// the subscription it already has (and switches it back on).
+    pub(crate) fn upsert(
+        &self,
+        destination: &str,
+        settings: Vec<String>,
+        sort: i64,
+        user: u64,
+    ) -> Value {
+        let now = now_unix();
+        let mut hooks = lock(&self.hooks);
+        if let Some(h) = hooks
+            .iter_mut()
+            .find(|h| h.destination.expose_secret() == destination)
+        {
+            h.settings = settings;
+            h.sort = sort;
+            h.updated_at = now;
+            h.disabled = false;
+            h.failures.clear();
+            return self.view(h);
+        }
+        let id = {
+            let mut n = lock(&self.next_id);
+            *n += 1;
+            *n
+        };
+        hooks.push(Hook {
+            id,
+            destination: SecretString::from(destination.to_owned()),
+            settings,
+            sort,
+            created_by: user,
+            created_at: now,
+            updated_at: now,
+            disabled: false,
+            failures: VecDeque::new(),
+            failed_total: 0,
+        });
+        hooks.last().map_or(Value::Null, |h| self.view(h))
+    }
+
+    /// `DELETE /api/v4/webhooks`: unsubscribes `destination`.
+    pub(crate) fn delete_destination(&self, destination: &str) -> bool {
+        let mut hooks = lock(&self.hooks);
+        let before = hooks.len();
+        hooks.retain(|h| h.destination.expose_secret() != destination);
+        hooks.len() != before
+    }
+
+    /// `GET /api/v4/webhooks` items; the API shows destinations to the admin, as amoCRM does.
+    pub(crate) fn views(&self, destination: Option<&str>) -> Vec<Value> {
+        lock(&self.hooks)
+            .iter()
+            .filter(|h| destination.is_none_or(|d| h.destination.expose_secret() == d))
+            .map(|h| self.view(h))
+            .collect()
+    }
+
+    fn view(&self, h: &Hook) -> Value {
+        json!({
+            "id": h.id,
+            "destination": h.destination.expose_secret(),
+            "created_at": h.created_at,
+            "updated_at": h.updated_at,
+            "account_id": self.account.id,
+            "created_by": h.created_by,
+            "sort": h.sort,
+            "disabled": h.disabled,
+            "settings": h.settings,
+        })
+    }
+
+    /// The account's base URL.
+    pub(crate) fn base_url(&self) -> &str {
+        &self.account.self_link
     }
 
     /// Removes a subscription.
