@@ -451,18 +451,17 @@ impl Client {
         Ok(out)
     }
 
-    /// Notes on leads, 250 lead ids per request, optionally only of `note_type`.
-    pub async fn lead_notes(
+    /// Lead notes by note id (250 per request), optionally only of `note_type`. The
+    /// notes list cannot be filtered by lead, so the ids come from the leads'
+    /// `*_note_added` events (`value_after[0].note.id`).
+    pub async fn lead_notes_by_ids(
         &self,
-        lead_ids: &[u64],
+        note_ids: &[u64],
         note_type: Option<&str>,
     ) -> Result<Vec<Note>, Error> {
         let mut out = Vec::new();
-        for chunk in dedup(lead_ids).chunks(MAX_LIST_IDS) {
-            let mut q = format!(
-                "/api/v4/leads/notes?{}",
-                id_filter("filter[entity_id][]", chunk)
-            );
+        for chunk in dedup(note_ids).chunks(MAX_LIST_IDS) {
+            let mut q = format!("/api/v4/leads/notes?{}", id_filter("filter[id][]", chunk));
             if let Some(t) = note_type {
                 q.push_str("&filter[note_type]=");
                 q.push_str(&enc(t));

@@ -249,6 +249,15 @@ impl Event {
     }
 }
 
+impl Event {
+    /// The note an `*_note_added` event refers to (`value_after[0].note.id`).
+    pub fn note_id(&self) -> Option<u64> {
+        self.value_after
+            .pointer("/0/note/id")
+            .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
+    }
+}
+
 fn id_as_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     Ok(match Value::deserialize(d)? {
         Value::String(s) => s,
