@@ -449,6 +449,21 @@ pub fn to_crm(e: Error) -> CrmError {
     }
 }
 
+/// The lead an activity belongs to: its owner when that is a lead, else the first lead
+/// among its bindings.
+fn lead_of_activity(raw: &Value) -> Option<LeadId> {
+    let lead_pair = |v: &Value| -> Option<String> {
+        (v.get("OWNER_TYPE_ID").and_then(value_i64) == Some(i64::from(LEAD_OWNER_TYPE)))
+            .then(|| v.get("OWNER_ID").and_then(value_text))
+            .flatten()
+    };
+    lead_pair(raw).or_else(|| {
+        raw.get("BINDINGS")
+            .and_then(Value::as_array)
+            .and_then(|b| b.iter().find_map(lead_pair))
+    })
+}
+
 fn is_numeric_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= 18 && s.bytes().all(|b| b.is_ascii_digit())
 }
@@ -471,14 +486,17 @@ impl Crm for Bitrix24Crm {
         &self,
         activity_ids: &[String],
     ) -> Result<BTreeMap<String, Option<LeadId>>, CrmError> {
+        // `crm.activity.list` filtered by ID (not `.get`): it can select `BINDINGS`, so an
+        // activity owned by a deal but also bound to a lead still finds its lead, and a
+        // deleted activity is an empty page rather than an error text to interpret.
         let mut out = BTreeMap::new();
         let mut cmds = Vec::new();
         for id in activity_ids.iter().collect::<BTreeSet<_>>() {
             if is_numeric_id(id) {
                 cmds.push(BatchCommand::new(
                     format!("g{id}"),
-                    "crm.activity.get",
-                    json!({ "id": id }),
+                    "crm.activity.list",
+                    json!({"filter": {"ID": id}, "select": ["ID", "OWNER_ID", "OWNER_TYPE_ID", "BINDINGS"], "start": -1}),
                 ));
             } else {
                 out.insert(id.clone(), None);
@@ -488,21 +506,17 @@ impl Crm for Bitrix24Crm {
             return Ok(out);
         }
         let results = self.client.batch_all(cmds).await.map_err(to_crm)?;
+        if let Some(e) = first_error(results.values()) {
+            return Err(to_crm(e));
+        }
         for (key, r) in &results {
-            let id = key[1..].to_string();
-            match &r.result {
-                Ok(v) => {
-                    let a: ActivityRecord = decode("crm.activity.get", v).map_err(to_crm)?;
-                    let lead = (a.owner_type_id.as_deref() == Some("1"))
-                        .then_some(a.owner_id)
-                        .flatten();
-                    out.insert(id, lead);
-                }
-                Err(e) if e.is_not_found() => {
-                    out.insert(id, None);
-                }
-                Err(e) => return Err(to_crm(e.clone())),
-            }
+            let rows: Vec<Value> =
+                decode_list("crm.activity.list", r.result.as_ref().expect("checked"))
+                    .map_err(to_crm)?;
+            out.insert(
+                key[1..].to_string(),
+                rows.first().and_then(lead_of_activity),
+            );
         }
         Ok(out)
     }
@@ -1055,6 +1069,21 @@ mod tests {
     }
 
     #[test]
+    fn activity_owner_or_binding_gives_the_lead() {
+        assert_eq!(
+            lead_of_activity(&json!({"OWNER_TYPE_ID": "1", "OWNER_ID": "5"})),
+            Some("5".into())
+        );
+        let deal_bound_to_lead = json!({"OWNER_TYPE_ID": "2", "OWNER_ID": "9",
+            "BINDINGS": [{"OWNER_TYPE_ID": "2", "OWNER_ID": "9"}, {"OWNER_TYPE_ID": "1", "OWNER_ID": "7"}]});
+        assert_eq!(lead_of_activity(&deal_bound_to_lead), Some("7".into()));
+        assert_eq!(
+            lead_of_activity(&json!({"OWNER_TYPE_ID": 3, "OWNER_ID": 1})),
+            None
+        );
+    }
+
+    #[test]
     fn errors_map_to_pipeline_terms() {
         assert!(to_crm(Error::QueryLimitExceeded).is_retryable());
         assert!(matches!(to_crm(Error::Overload), CrmError::Blocked(_)));
@@ -1305,11 +1334,18 @@ mod sandbox_tests {
             .unwrap()["ID"]
             .clone();
         let act_id = value_text(&act_id).unwrap();
+        let bound = sb
+            .add_activity(json!({"OWNER_TYPE_ID": 2, "OWNER_ID": 1, "TYPE_ID": 2,
+                "BINDINGS": [{"OWNER_TYPE_ID": 2, "OWNER_ID": 1}, {"OWNER_TYPE_ID": 1, "OWNER_ID": ids[4]}],
+                "START_TIME": "2026-11-21T10:00:00+03:00"}))
+            .unwrap()
+            .to_string();
         let map = crm
-            .resolve_activities(&[act_id.clone(), "424242".into()])
+            .resolve_activities(&[act_id.clone(), bound.clone(), "424242".into()])
             .await
             .unwrap();
         assert_eq!(map[&act_id].as_deref(), Some(ids[3].as_str()));
+        assert_eq!(map[&bound].as_deref(), Some(ids[4].as_str()));
         assert_eq!(map["424242"], None);
 
         // The sweep sees every lead modified since a time in the past.
