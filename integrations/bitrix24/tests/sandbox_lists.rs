@@ -197,6 +197,10 @@ async fn a_large_portal_answers_id_filtered_batches_quickly() {
     let ids: Vec<u64> = (0..10_000)
         .map(|i| p.add_lead(json!({"TITLE": format!("L{i}")})).unwrap())
         .collect();
+    for id in &ids {
+        p.add_activity(json!({"OWNER_TYPE_ID": 1, "OWNER_ID": id, "TYPE_ID": 2}))
+            .unwrap();
+    }
     let started = std::time::Instant::now();
     let reads: serde_json::Map<String, Value> = ids
         .chunks(50)
@@ -226,8 +230,26 @@ async fn a_large_portal_answers_id_filtered_batches_quickly() {
         .collect();
     let r = ok(&p, "batch", json!({"cmd": writes})).await;
     assert_eq!(r["result_error"], json!([]));
+    let acts: serde_json::Map<String, Value> = ids
+        .chunks(50)
+        .take(50)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let q: Vec<String> = chunk
+                .iter()
+                .map(|id| format!("filter[@OWNER_ID][]={id}"))
+                .collect();
+            let cmd = format!(
+                "crm.activity.list?start=-1&filter[OWNER_TYPE_ID]=1&select[]=ID&select[]=OWNER_ID&{}",
+                q.join("&")
+            );
+            (format!("a{i}"), json!(cmd))
+        })
+        .collect();
+    let r = ok(&p, "batch", json!({"cmd": acts})).await;
+    assert_eq!(r["result"]["a0"].as_array().unwrap().len(), 50);
     let elapsed = started.elapsed();
-    eprintln!("2,500 reads + 50 writes over 10,000 leads in two batches: {elapsed:?}");
+    eprintln!("2,500 lead reads + 50 writes + 50 activity lists over 10,000 leads and activities in three batches: {elapsed:?}");
     assert!(elapsed < std::time::Duration::from_secs(5), "{elapsed:?}");
     assert_eq!(p.get_lead(ids[0]).unwrap()["UF_CRM_SCORE"], json!("80"));
     p.shutdown().await;

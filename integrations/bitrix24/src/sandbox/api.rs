@@ -518,9 +518,28 @@ fn activity_list(st: &State, p: &Map<String, Value>) -> Result<Output, ApiError>
         order.push(("START_TIME".into(), false));
     }
     let select = select_list(p);
-    let mut acts: Vec<&super::store::Activity> = st
-        .activities
-        .values()
+    // An OWNER_ID condition narrows the candidates through the binding index (a
+    // superset: every owner is also a binding); the full filter still decides.
+    let owners = filter.id_hint("OWNER_ID").set;
+    let candidates: Box<dyn Iterator<Item = &super::store::Activity>> = match &owners {
+        Some(ids) => {
+            let act_ids: std::collections::BTreeSet<u64> = ids
+                .iter()
+                .filter_map(|o| st.activities_by_entity.get(o))
+                .flatten()
+                .copied()
+                .collect();
+            Box::new(
+                act_ids
+                    .into_iter()
+                    .filter_map(|id| st.activities.get(&id))
+                    .collect::<Vec<_>>()
+                    .into_iter(),
+            )
+        }
+        None => Box::new(st.activities.values()),
+    };
+    let mut acts: Vec<&super::store::Activity> = candidates
         .filter(|a| filter.matches(&|f| activity_values(a, f)))
         .collect();
     sort_records(&mut acts, &order, &|a, f| activity_values(a, f), &|a| a.id);

@@ -3,11 +3,11 @@
 //! ordering and the fixed 50-item pages with `next`/`total` (or none with `start=-1`).
 
 use std::cmp::Ordering;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use serde_json::{Map, Value};
 
-use super::php::{as_f64, as_i64, as_list, scalar_string};
+use super::php::{as_i64, as_list, scalar_string};
 use super::store::{parse_date, ApiError, Kind};
 
 /// A field's type and current values (several for multi-fields), or `None` when the
@@ -79,7 +79,9 @@ enum Node {
     Cond {
         op: Op,
         field: String,
-        values: Vec<Value>,
+        values: Vec<Wanted>,
+        /// The values as a set when they are all integers, for fast `IN` on ids.
+        ints: Option<HashSet<i64>>,
     },
     Group {
         or: bool,
@@ -156,19 +158,23 @@ impl Filter {
             return hint;
         };
         for child in children {
-            let Node::Cond { op, field, values } = child else {
+            let Node::Cond {
+                op, field, values, ..
+            } = child
+            else {
                 continue;
             };
             if field != id_field {
                 continue;
             }
-            let first = values.first().and_then(as_f64);
+            let first = values.first().and_then(|w| w.num);
             match op {
                 Op::Eq | Op::In => {
                     let ids: BTreeSet<u64> = values
                         .iter()
-                        .filter_map(as_i64)
-                        .filter_map(|i| u64::try_from(i).ok())
+                        .filter_map(|w| w.num)
+                        .filter(|n| n.fract() == 0.0 && *n >= 0.0)
+                        .map(|n| n as u64)
                         .collect();
                     hint.set = Some(match hint.set.take() {
                         Some(prev) => prev.intersection(&ids).copied().collect(),
@@ -238,7 +244,17 @@ fn parse_group(
             }
             other => vec![other.clone()],
         };
-        children.push(Node::Cond { op, field, values });
+        let values: Vec<Wanted> = values.iter().map(Wanted::new).collect();
+        let ints = values
+            .iter()
+            .map(|w| w.num.filter(|n| n.fract() == 0.0).map(|n| n as i64))
+            .collect::<Option<HashSet<i64>>>();
+        children.push(Node::Cond {
+            op,
+            field,
+            values,
+            ints,
+        });
     }
     Ok(Node::Group { or, children })
 }
@@ -259,6 +275,7 @@ fn eval(node: &Node, values: &dyn Fn(&str) -> FieldValues) -> bool {
             op,
             field,
             values: wanted,
+            ints,
         } => {
             let Some((kind, have)) = values(field) else {
                 return false;
@@ -269,15 +286,34 @@ fn eval(node: &Node, values: &dyn Fn(&str) -> FieldValues) -> bool {
                 Op::NotContains => Op::Contains,
                 other => *other,
             };
-            let hit = if have.is_empty() {
-                // An empty field equals "" / false / 0-less filters only.
+            let int_set = ints
+                .as_ref()
+                .filter(|_| matches!(positive, Op::Eq | Op::In))
+                .filter(|_| matches!(kind, Kind::Int | Kind::Float));
+            let hit = if let (Some(set), false) = (int_set, have.is_empty()) {
+                have.iter().any(|h| {
+                    let t = h.trim();
+                    t.parse::<i64>()
+                        .ok()
+                        .or_else(|| {
+                            t.parse::<f64>()
+                                .ok()
+                                .filter(|n| n.fract() == 0.0)
+                                .map(|n| n as i64)
+                        })
+                        .is_some_and(|n| set.contains(&n))
+                })
+            } else if have.is_empty() {
+                // An empty field equals "" / null filters only.
                 matches!(positive, Op::Eq | Op::In)
                     && wanted
                         .iter()
-                        .any(|w| w.is_null() || scalar_string(w).is_some_and(|s| s.is_empty()))
+                        .any(|w| w.text.as_deref().is_none_or(str::is_empty))
             } else {
-                have.iter()
-                    .any(|h| wanted.iter().any(|w| compare_one(positive, kind, h, w)))
+                have.iter().any(|h| {
+                    let probe = Probe::new(kind, h);
+                    wanted.iter().any(|w| probe.matches(positive, w))
+                })
             };
             if op.negative() {
                 !hit
@@ -288,24 +324,70 @@ fn eval(node: &Node, values: &dyn Fn(&str) -> FieldValues) -> bool {
     }
 }
 
-fn compare_one(op: Op, kind: Kind, have: &str, wanted: &Value) -> bool {
-    let Some(w) = scalar_string(wanted) else {
-        return false;
-    };
-    match op {
-        Op::Contains => return have.to_lowercase().contains(&w.to_lowercase()),
-        Op::StartsWith => return have.to_lowercase().starts_with(&w.to_lowercase()),
-        Op::Like => return like(&have.to_lowercase(), &w.to_lowercase()),
-        _ => {}
+/// A filter value parsed once, in every form a comparison may need.
+#[derive(Clone, Debug)]
+struct Wanted {
+    text: Option<String>,
+    lower: Option<String>,
+    num: Option<f64>,
+    date: Option<chrono::DateTime<chrono::FixedOffset>>,
+}
+
+impl Wanted {
+    fn new(v: &Value) -> Self {
+        let text = scalar_string(v);
+        Self {
+            lower: text.as_ref().map(|t| t.to_lowercase()),
+            num: text.as_deref().and_then(|t| t.trim().parse::<f64>().ok()),
+            date: text.as_deref().and_then(parse_date),
+            text,
+        }
     }
-    let ord = cmp_typed(kind, have, &w);
-    match op {
-        Op::Eq | Op::In => ord == Some(Ordering::Equal),
-        Op::Gt => ord == Some(Ordering::Greater),
-        Op::Ge => matches!(ord, Some(Ordering::Greater | Ordering::Equal)),
-        Op::Lt => ord == Some(Ordering::Less),
-        Op::Le => matches!(ord, Some(Ordering::Less | Ordering::Equal)),
-        _ => false,
+}
+
+/// A record's value parsed once for its field type.
+struct Probe {
+    kind: Kind,
+    lower: String,
+    num: Option<f64>,
+    date: Option<chrono::DateTime<chrono::FixedOffset>>,
+}
+
+impl Probe {
+    fn new(kind: Kind, have: &str) -> Self {
+        Self {
+            kind,
+            lower: have.to_lowercase(),
+            num: matches!(kind, Kind::Int | Kind::Float)
+                .then(|| have.trim().parse::<f64>().ok())
+                .flatten(),
+            date: (kind == Kind::Date).then(|| parse_date(have)).flatten(),
+        }
+    }
+
+    fn matches(&self, op: Op, w: &Wanted) -> bool {
+        let Some(wl) = w.lower.as_deref() else {
+            return false;
+        };
+        match op {
+            Op::Contains => return self.lower.contains(wl),
+            Op::StartsWith => return self.lower.starts_with(wl),
+            Op::Like => return like(&self.lower, wl),
+            _ => {}
+        }
+        let ord = match self.kind {
+            Kind::Int | Kind::Float => self.num.zip(w.num).and_then(|(a, b)| a.partial_cmp(&b)),
+            Kind::Date => self.date.zip(w.date).map(|(a, b)| a.cmp(&b)),
+            Kind::Str | Kind::Flag => Some(self.lower.as_str().cmp(wl)),
+        };
+        match op {
+            Op::Eq | Op::In => ord == Some(Ordering::Equal),
+            Op::Gt => ord == Some(Ordering::Greater),
+            Op::Ge => matches!(ord, Some(Ordering::Greater | Ordering::Equal)),
+            Op::Lt => ord == Some(Ordering::Less),
+            Op::Le => matches!(ord, Some(Ordering::Less | Ordering::Equal)),
+            _ => false,
+        }
     }
 }
 

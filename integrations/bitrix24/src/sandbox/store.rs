@@ -5,7 +5,7 @@
 //! test and a change made by the daemon look the same to the portal (and fire the same
 //! events).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, Offset, TimeZone, Utc};
 use serde_json::{json, Map, Value};
@@ -364,6 +364,9 @@ impl Actor {
 pub(crate) struct State {
     pub leads: BTreeMap<u64, Lead>,
     pub activities: BTreeMap<u64, Activity>,
+    /// Activity ids by the id of every entity they are bound to (owner included), so
+    /// that per-lead activity lists do not scan the whole portal.
+    pub activities_by_entity: BTreeMap<u64, BTreeSet<u64>>,
     pub userfields: Vec<UserField>,
     pub tasks: BTreeMap<u64, Task>,
     pub comments: Vec<Comment>,
@@ -384,6 +387,7 @@ impl State {
         Self {
             leads: BTreeMap::new(),
             activities: BTreeMap::new(),
+            activities_by_entity: BTreeMap::new(),
             userfields: Vec::new(),
             tasks: BTreeMap::new(),
             comments: Vec::new(),
@@ -1065,6 +1069,12 @@ impl State {
             }
         }
         activity.bindings = bindings;
+        for (_, entity) in &activity.bindings {
+            self.activities_by_entity
+                .entry(*entity)
+                .or_default()
+                .insert(id);
+        }
         self.activities.insert(id, activity);
         fired.push(Fired {
             event: "ONCRMACTIVITYADD",
@@ -1107,8 +1117,13 @@ impl State {
         id: u64,
         fired: &mut Vec<Fired>,
     ) -> Result<(), ApiError> {
-        if self.activities.remove(&id).is_none() {
+        let Some(removed) = self.activities.remove(&id) else {
             return Err(ApiError::new(400, "", "Not found"));
+        };
+        for (_, entity) in &removed.bindings {
+            if let Some(set) = self.activities_by_entity.get_mut(entity) {
+                set.remove(&id);
+            }
         }
         fired.push(Fired {
             event: "ONCRMACTIVITYDELETE",
