@@ -17,7 +17,16 @@
 //! - seeded fault injection: 429, 500, 502 HTML, 504 on writes, slow answers, resets;
 //! - webhooks POSTed form-encoded in the v2 shape amoCRM really sends, for changes made
 //!   through the REST API (the daemon's own writes included, which is how loops happen)
-//!   and through the seed API; a write that changes nothing fires nothing.
+//!   and through the seed API; a write that changes nothing fires nothing; delivered
+//!   once, failures recorded, a hook that keeps failing switched off; subscriptions
+//!   made by the handle or through `/api/v4/webhooks`;
+//! - an event feed the API's own changes write to (`lead_added`, `lead_status_changed`,
+//!   `custom_field_{ID}_value_changed`, …) besides the events a test seeds;
+//! - a call record (the latest 50 000 requests, exact counters by method, route and
+//!   status).
+//!
+//! Deliberately not modelled: the 50 requests/s account-wide limit (only the
+//! per-integration one), deletions, unsorted, customers, catalogs, `If-Modified-Since`.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), leadscore_amocrm::sandbox::SandboxError> {
