@@ -54,7 +54,7 @@ mod tests {
         CrmKind, FieldsSection, PortalAuth, RateLimitSection, TaskSection, WebhookCheck,
     };
 
-    fn portal(account_id: Option<&str>, subdomain: Option<&str>) -> Portal {
+    pub(crate) fn portal(account_id: Option<&str>, subdomain: Option<&str>) -> Portal {
         Portal {
             id: "amo".into(),
             crm: CrmKind::Amocrm,
@@ -170,5 +170,93 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
+    }
+}
+
+/// Bodies the sandbox account really POSTs (its own v2 form encoder) decode.
+#[cfg(test)]
+mod sandbox_tests {
+    use leadscore_amocrm::sandbox::{FieldSpec, FieldType, NewLead, Sandbox, SandboxOptions};
+    use leadscore_amocrm::types::{FieldWrite, LeadUpdate};
+    use leadscore_amocrm::{Auth, Client, ClientConfig};
+    use serde_json::json;
+
+    use super::tests::portal;
+    use super::*;
+
+    #[tokio::test]
+    async fn decodes_what_the_account_sends_including_our_own_write() {
+        let sb = Sandbox::start(SandboxOptions::unlimited()).await.unwrap();
+        // Nobody listens on port 9: deliveries fail, but their bodies are recorded.
+        sb.add_webhook(
+            "http://127.0.0.1:9/webhooks/amocrm/amo?secret=hook-s3cret",
+            &[
+                "add_lead",
+                "update_lead",
+                "status_lead",
+                "note_lead",
+                "add_contact",
+            ],
+        );
+        let score =
+            sb.create_lead_field(FieldSpec::new("Lead score", FieldType::Numeric).api_only());
+        let a = sb.add_lead(NewLead::named("ACME")).unwrap();
+        let b = sb.add_lead(NewLead::named("Globex")).unwrap();
+        sb.add_note(a, "common", json!({"text": "[demo] Заявка"}))
+            .unwrap();
+        let client = Client::new(
+            ClientConfig::new(sb.base_url()),
+            Auth::LongLived(sb.long_lived_token().unwrap()),
+        )
+        .unwrap();
+        // The daemon's own write of two scores in one PATCH: one hook with both leads.
+        client
+            .patch_leads_once(&[
+                LeadUpdate {
+                    id: a,
+                    fields: vec![(score.id, FieldWrite::Number(71.0))],
+                },
+                LeadUpdate {
+                    id: b,
+                    fields: vec![(score.id, FieldWrite::Number(12.0))],
+                },
+            ])
+            .await
+            .unwrap();
+        sb.settle().await;
+        let deliveries = sb.deliveries();
+        assert!(deliveries.len() >= 4, "{}", deliveries.len());
+        let p = portal(Some(&sb.account_id().to_string()), Some(&sb.subdomain()));
+        let mut all = std::collections::BTreeSet::new();
+        for d in &deliveries {
+            let decoded = decode(&p, Some("secret=hook-s3cret"), d.body.as_bytes())
+                .unwrap_or_else(|e| panic!("{e}: {}", d.body));
+            assert!(!decoded.subjects.is_empty(), "{}", d.body);
+            all.extend(decoded.subjects);
+        }
+        assert_eq!(
+            all.into_iter().collect::<Vec<_>>(),
+            vec![Subject::Lead(a.to_string()), Subject::Lead(b.to_string())]
+        );
+        // The echo of our write carries the value we wrote (what echo guards compare).
+        let echo = deliveries.last().unwrap();
+        let hook = leadscore_amocrm::webhook::parse(echo.body.as_bytes())
+            .unwrap()
+            .verify(
+                Some("hook-s3cret"),
+                &secrecy::SecretString::from("hook-s3cret"),
+                None,
+                None,
+            )
+            .unwrap();
+        assert_eq!(hook.lead_ids().len(), 2, "{}", echo.body);
+        let item = hook
+            .items
+            .iter()
+            .find(|i| i.id.as_deref() == Some(&a.to_string()))
+            .unwrap();
+        let cf = item.custom_field(&score.id.to_string()).unwrap();
+        assert_eq!(cf.values[0].value, "71");
+        sb.shutdown().await;
     }
 }

@@ -340,3 +340,92 @@ async fn validation_errors_and_html_5xx_are_typed() {
     assert!(matches!(err, Error::NotJson { status: 502, .. }), "{err:?}");
     sb.shutdown().await;
 }
+
+/// A store whose first `fail` saves fail (a full disk, a flaky database).
+struct FlakyStore {
+    inner: MemoryTokenStore,
+    fail: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl TokenStore for FlakyStore {
+    async fn load(&self) -> Result<Option<leadscore_amocrm::TokenPair>, String> {
+        self.inner.load().await
+    }
+
+    async fn save(&self, pair: &leadscore_amocrm::TokenPair) -> Result<(), String> {
+        use std::sync::atomic::Ordering;
+        if self
+            .fail
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err("disk full".into());
+        }
+        self.inner.save(pair).await
+    }
+}
+
+#[tokio::test]
+async fn a_failed_save_blocks_use_until_the_pair_is_stored() {
+    let sb = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    let lead = sb.add_lead(NewLead::named("ACME")).unwrap();
+    let initial = sb.issue_tokens().unwrap().refresh_token;
+    let store = Arc::new(FlakyStore {
+        inner: MemoryTokenStore::new(),
+        fail: std::sync::atomic::AtomicU32::new(1),
+    });
+    let client = Client::new(
+        ClientConfig::new(sb.base_url()),
+        Auth::OAuth {
+            settings: OAuthSettings {
+                client_id: "sandbox-client-id".into(),
+                client_secret: SecretString::from("sandbox-client-secret"),
+                redirect_uri: "https://leadscore.test/oauth/amocrm".into(),
+                initial_refresh_token: initial,
+                refresh_ahead: Duration::from_secs(300),
+            },
+            store: store.clone(),
+        },
+    )
+    .unwrap();
+    let err = client.lead(lead).await.unwrap_err();
+    assert!(matches!(err, Error::TokenStore(_)), "{err:?}");
+    assert_eq!(
+        sb.calls()
+            .iter()
+            .filter(|c| c.path.starts_with("/api/"))
+            .count(),
+        0,
+        "the new access token was not used before it was stored"
+    );
+    // Next call: the kept pair is saved first, then used; no second refresh.
+    assert!(client.lead(lead).await.unwrap().is_some());
+    assert_eq!(client.refreshes(), 1);
+    assert_eq!(store.inner.saves(), 1);
+    assert_eq!(sb.refresh_reuses(), 0);
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn tokens_are_refreshed_ahead_of_expiry_without_a_401() {
+    let sb = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    sb.set_access_ttl(Duration::from_secs(301));
+    let lead = sb.add_lead(NewLead::named("ACME")).unwrap();
+    let initial = sb.issue_tokens().unwrap().refresh_token;
+    let store = Arc::new(MemoryTokenStore::new());
+    let client = oauth(&sb, store.clone(), &initial);
+    assert!(client.lead(lead).await.unwrap().is_some());
+    assert_eq!(client.refreshes(), 1);
+    // 301 s of life minus the 300 s margin: after 2 s the token counts as expiring.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(client.lead(lead).await.unwrap().is_some());
+    assert_eq!(client.refreshes(), 2);
+    assert_eq!(
+        sb.count_status(401),
+        0,
+        "refreshed before amoCRM refused it"
+    );
+    assert_eq!(sb.refresh_reuses(), 0);
+    sb.shutdown().await;
+}
