@@ -11,6 +11,24 @@
 //! webhooks POSTed form-encoded, once, for every lead/activity change, including changes
 //! made through the REST API by the daemon under test (which is how loops happen).
 //!
+//! Choices where the docs are silent, or where the sandbox is deliberately simpler:
+//!
+//! - The bucket counts requests that reach the REST layer (a `batch` is one; 401s are
+//!   not counted). A refused request does not fill the bucket further.
+//! - `time.operating` only grows when an [`OperatingLimit`] is configured (its
+//!   `cost_per_call` is the simulated execution time).
+//! - Unknown fields in `filter`/`order` are a 400 error rather than silently ignored, so
+//!   a misspelt filter cannot quietly match everything; unknown fields in writes are
+//!   ignored, as on the portal, and so is a user-field value that is not valid for its
+//!   type (e.g. an enumeration value that is not an item id).
+//! - crm.item.* serves leads only (`entityTypeId` 1); one user (the webhook's) exists.
+//! - A task with `UF_CRM_TASK: ["L_<id>"]` also adds a task activity (`TYPE_ID` 3) to the
+//!   lead, which fires ONCRMACTIVITYADD, as portals do; turn it off with
+//!   [`SandboxOptions::task_activities`].
+//! - Deliveries run up to 8 at a time, so two events for one lead may arrive out of
+//!   order (the portal promises no order either).
+//! - Unset user fields read as `null`; dates are printed in the portal zone (+03:00).
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), leadscore_bitrix24::sandbox::SandboxError> {
 //! use leadscore_bitrix24::sandbox::{Sandbox, SandboxOptions};
