@@ -404,3 +404,60 @@ async fn oauth_tokens_expire_and_refresh_tokens_rotate_once() {
     assert_eq!(resp.status().as_u16(), 200);
     p.shutdown().await;
 }
+
+#[tokio::test]
+async fn completing_a_bound_task_completes_its_activity() {
+    let p = portal().await;
+    let lead = p.add_lead(json!({"TITLE": "L"})).unwrap();
+    let t = ok(
+        &p,
+        "tasks.task.add",
+        json!({"fields": {"TITLE": "Call", "RESPONSIBLE_ID": 1, "UF_CRM_TASK": [format!("L_{lead}")]}}),
+    )
+    .await;
+    let task_id = t["task"]["id"].as_str().unwrap().to_owned();
+    let done = ok(&p, "tasks.task.complete", json!({"taskId": task_id})).await;
+    assert_eq!(done["task"]["status"], json!("5"));
+    assert!(done["task"]["closedDate"].is_string());
+    let act = p
+        .activities()
+        .into_iter()
+        .find(|a| a["TYPE_ID"] == json!("3"))
+        .unwrap();
+    assert_eq!(act["COMPLETED"], json!("Y"));
+    assert_eq!(act["ASSOCIATED_ENTITY_ID"], json!(task_id));
+    let open = ok(
+        &p,
+        "tasks.task.list",
+        json!({"filter": {"UF_CRM_TASK": format!("L_{lead}"), "!STATUS": 5}}),
+    )
+    .await;
+    assert_eq!(open["tasks"], json!([]));
+    assert_eq!(
+        open["total"],
+        json!(null),
+        "total is beside result, not inside"
+    );
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn dropping_the_handle_stops_the_server() {
+    let p = portal().await;
+    let url = format!("{}crm.lead.list", p.webhook_url().expose_secret());
+    assert_eq!(reqwest::get(&url).await.unwrap().status().as_u16(), 200);
+    drop(p);
+    let mut refused = false;
+    for _ in 0..50 {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        if client.get(&url).send().await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "the port still answers after drop");
+}
