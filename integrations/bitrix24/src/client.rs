@@ -208,6 +208,9 @@ enum AuthState {
         client_secret: SecretString,
         oauth_server: String,
         tokens: Mutex<OAuthTokens>,
+        /// Bumped by every refresh, so callers that saw the same expired token refresh
+        /// once between them instead of each rotating the tokens again.
+        generation: std::sync::atomic::AtomicU64,
         on_refresh: TokenCallback,
     },
 }
@@ -311,6 +314,7 @@ impl Client {
                     client_secret: o.client_secret,
                     oauth_server: o.oauth_server,
                     tokens: Mutex::new(o.tokens),
+                    generation: std::sync::atomic::AtomicU64::new(0),
                     on_refresh: o.on_refresh,
                 }
             }
@@ -365,6 +369,7 @@ impl Client {
                 }
             }
             inner.pacer.acquire().await;
+            let generation = self.token_generation();
             let err = match self.send_once(method, params).await {
                 Ok(resp) => {
                     let secs = resp.time.duration.or(resp.time.processing).unwrap_or(0.0);
@@ -386,7 +391,7 @@ impl Client {
             if err.is_expired_token() && !refreshed && matches!(inner.auth, AuthState::OAuth { .. })
             {
                 refreshed = true;
-                self.refresh().await?;
+                self.refresh(Some(generation)).await?;
                 attempt -= 1;
                 continue;
             }
@@ -412,19 +417,31 @@ impl Client {
                 });
                 match fresh {
                     Some(t) => Ok(Some(t)),
-                    None => self.refresh().await.map(Some),
+                    None => self.refresh(None).await.map(Some),
                 }
             }
         }
     }
 
-    /// Exchange the refresh token for new tokens and hand them to the callback.
-    async fn refresh(&self) -> Result<SecretString, Error> {
+    fn token_generation(&self) -> u64 {
+        match &self.inner.auth {
+            AuthState::OAuth { generation, .. } => {
+                generation.load(std::sync::atomic::Ordering::SeqCst)
+            }
+            AuthState::Webhook { .. } => 0,
+        }
+    }
+
+    /// Exchange the refresh token for new tokens and hand them to the callback. With
+    /// `seen` = the generation a failed call used: if another caller has refreshed since,
+    /// its fresh token is used instead of rotating again.
+    async fn refresh(&self, seen: Option<u64>) -> Result<SecretString, Error> {
         let AuthState::OAuth {
             client_id,
             client_secret,
             oauth_server,
             tokens,
+            generation,
             on_refresh,
             ..
         } = &self.inner.auth
@@ -432,6 +449,19 @@ impl Client {
             return Err(Error::Config("refresh needs an OAuth client".into()));
         };
         let mut guard = tokens.lock().await;
+        let now_gen = generation.load(std::sync::atomic::Ordering::SeqCst);
+        let fresh = guard.access_token.clone().filter(|_| {
+            guard
+                .expires_at
+                .is_none_or(|at| at > Utc::now() + chrono::Duration::seconds(30))
+        });
+        if let Some(t) = fresh {
+            // Someone refreshed after the failed call (or after the caller found no
+            // token): use theirs.
+            if seen.is_none_or(|g| g != now_gen) {
+                return Ok(t);
+            }
+        }
         let resp = self
             .inner
             .http
@@ -463,6 +493,7 @@ impl Client {
             refresh_token: SecretString::from(refresh),
             expires_at: Some(Utc::now() + chrono::Duration::seconds(expires_in)),
         };
+        generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         on_refresh(&guard);
         tracing::info!("bitrix24 OAuth tokens refreshed");
         Ok(guard.access_token.clone().expect("just set"))

@@ -471,6 +471,22 @@ async fn oauth_refreshes_once_on_expiry_and_persists_rotated_tokens() {
     assert_ne!(rotated[0], "rt-initial");
     let (_, portal_refresh) = portal.oauth_tokens().unwrap();
     assert_eq!(portal_refresh.expose_secret(), rotated[0]);
+    // Several workers hitting the expiry together share one refresh.
+    portal.expire_access_tokens();
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move { c.call("crm.lead.list", json!({})).await })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        saved.lock().unwrap().len(),
+        2,
+        "one refresh for four expired calls"
+    );
     portal.shutdown().await;
 }
 
