@@ -454,7 +454,7 @@ impl Sandbox {
             shared,
             base,
             stop: stop_tx,
-            tasks: Some((server, worker)),
+            tasks: Mutex::new(Some((server, worker))),
         })
     }
 }
@@ -464,7 +464,7 @@ pub struct SandboxHandle {
     shared: Arc<Shared>,
     base: String,
     stop: watch::Sender<bool>,
-    tasks: Option<(JoinHandle<()>, JoinHandle<()>)>,
+    tasks: Mutex<Option<(JoinHandle<()>, JoinHandle<()>)>>,
 }
 
 impl fmt::Debug for SandboxHandle {
@@ -799,9 +799,16 @@ impl SandboxHandle {
     // ------------------------------------------------------------------ shutdown
 
     /// Stops accepting, lets in-flight requests finish, stops the delivery worker.
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown(self) {
+        self.close().await;
+    }
+
+    /// Like [`shutdown`](Self::shutdown) for a handle that is shared (e.g. in an `Arc`);
+    /// later calls return at once.
+    pub async fn close(&self) {
         let _ = self.stop.send(true);
-        if let Some((server, worker)) = self.tasks.take() {
+        let tasks = lock(&self.tasks).take();
+        if let Some((server, worker)) = tasks {
             let _ = server.await;
             let _ = worker.await;
         }
