@@ -139,6 +139,9 @@ impl Error {
             Err(_) => {
                 return match status {
                     429 => Error::RateLimited,
+                    401 => Error::Unauthorized {
+                        detail: format!("non-JSON body: {}", snippet(body)),
+                    },
                     403 => Error::Blocked {
                         detail: format!("non-JSON body: {}", snippet(body)),
                     },
@@ -367,6 +370,8 @@ mod tests {
             "application/problem+json",
             br#"{"title":"Unauthorized","status":401}"#,
         );
+        assert!(matches!(e, Error::Unauthorized { .. }));
+        let e = Error::from_response(401, "text/html", b"<html>401 Authorization Required</html>");
         assert!(matches!(e, Error::Unauthorized { .. }));
         let e = Error::from_response(
             402,
