@@ -1168,3 +1168,23 @@ fn invalid(errors: Vec<store::Invalid>) -> SandboxError {
             .join("; "),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shareable<T: Send + Sync + 'static>() {}
+
+    #[test]
+    fn the_handle_can_be_shared_across_tasks() {
+        shareable::<SandboxHandle>();
+        shareable::<SandboxOptions>();
+    }
+
+    #[test]
+    fn options_debug_hides_secrets() {
+        let shown = format!("{:?}", SandboxOptions::default());
+        assert!(!shown.contains("sandbox-long-lived-token"), "{shown}");
+        assert!(!shown.contains("sandbox-client-secret"), "{shown}");
+    }
+}
