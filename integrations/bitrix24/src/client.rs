@@ -45,6 +45,10 @@ use crate::types::{
     value_i64, value_text, ActivityRecord, Item, LeadRecord, PageInfo, TaskRecord, Time, UserField,
 };
 
+/// Largest answer read (a batch of 50 full lead pages is a few MB; this bounds memory
+/// if a proxy or a broken portal streams without end).
+pub const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
+
 /// Bitrix24's OAuth server (token refresh).
 pub const DEFAULT_OAUTH_SERVER: &str = "https://oauth.bitrix.info/oauth/token/";
 
@@ -559,7 +563,17 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .and_then(|s| s.trim().parse::<i64>().ok())
             .map(|s| Utc::now() + chrono::Duration::seconds(s));
-        let bytes = resp.bytes().await?;
+        let mut resp = resp;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp.chunk().await? {
+            if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(Error::Decode {
+                    method: method.into(),
+                    detail: format!("answer larger than {MAX_RESPONSE_BYTES} bytes"),
+                });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         let json: Value = match serde_json::from_slice(&bytes) {
             Ok(v) => v,
             Err(_) => {
