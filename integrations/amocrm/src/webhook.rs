@@ -451,12 +451,22 @@ fn parse_item(
         Some(FormValue::Text(_)) => return Err(shape(format!("{where_}[note] is not a map"))),
         None => None,
     };
+    // Leads are what we act on, so their custom fields must be well-formed; other
+    // entities' odd fields are skipped rather than failing the whole delivery.
+    let strict = entity == Entity::Leads;
     let custom_fields = match map.get("custom_fields") {
-        Some(FormValue::Map(cfs)) => cfs
-            .iter()
-            .map(|(k, cf)| parse_custom_field(cf, &format!("{where_}[custom_fields][{k}]")))
-            .collect::<Result<Vec<_>, _>>()?,
-        Some(FormValue::Text(t)) if t.is_empty() => Vec::new(),
+        Some(FormValue::Map(cfs)) => {
+            let mut out = Vec::new();
+            for (k, cf) in cfs {
+                match parse_custom_field(cf, &format!("{where_}[custom_fields][{k}]")) {
+                    Ok(f) => out.push(f),
+                    Err(e) if strict => return Err(e),
+                    Err(_) => {}
+                }
+            }
+            out
+        }
+        Some(FormValue::Text(t)) if t.is_empty() || !strict => Vec::new(),
         Some(FormValue::Text(_)) => {
             return Err(shape(format!("{where_}[custom_fields] is not a map")))
         }
