@@ -37,9 +37,18 @@ fn lead() -> Lead {
     }
 }
 
+/// kind, subject, url, direction, age in days.
+type ActivityRow = (
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+    Option<Direction>,
+    f64,
+);
+
 /// 20 activities over the last five weeks, newest first (as the CRM lists them).
 fn activities() -> Vec<Activity> {
-    let spec: [(&str, Option<&str>, Option<&str>, Option<Direction>, f64); 20] = [
+    let spec: [ActivityRow; 20] = [
         (
             "page_view",
             None,

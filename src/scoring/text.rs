@@ -130,9 +130,8 @@ impl Pattern {
             Some(l) if text.is_ascii() => {
                 let any = |t: &str| l.ascii_words.iter().any(|w| t.contains(w.as_str()));
                 let bytes = text.as_bytes();
-                if !bytes.iter().any(u8::is_ascii_uppercase) {
-                    return any(text);
-                }
+                // Copy-and-lowercase is one vectorised pass; cheaper than a branchy
+                // "any uppercase?" scan first.
                 let mut buf = [0u8; 160];
                 match buf.get_mut(..bytes.len()) {
                     Some(dst) => {
