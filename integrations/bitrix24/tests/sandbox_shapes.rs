@@ -461,3 +461,10 @@ async fn dropping_the_handle_stops_the_server() {
     }
     assert!(refused, "the port still answers after drop");
 }
+
+#[test]
+fn the_handle_can_be_shared_across_tasks() {
+    fn send_sync<T: Send + Sync + 'static>() {}
+    send_sync::<leadscore_bitrix24::sandbox::SandboxHandle>();
+    send_sync::<SandboxOptions>();
+}
