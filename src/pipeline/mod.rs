@@ -391,7 +391,10 @@ impl Pipeline {
             Default::default()
         } else {
             match rt.crm.write_scores(&writes).await {
-                Ok(r) => r,
+                Ok(r) => {
+                    crate::crashpoint::hit("after_crm_write");
+                    r
+                }
                 Err(err) => {
                     let msg = err.to_string();
                     for (e, _, _, _, needs_write) in &scored {

@@ -72,7 +72,7 @@ impl Scheduler {
     }
 
     /// Entries scheduled (not in flight).
-    pub fn len(&self) -> usize {
+    pub fn scheduled(&self) -> usize {
         self.by_key.len()
     }
 
@@ -114,7 +114,7 @@ mod tests {
         let mut s = Scheduler::default();
         s.schedule(k("a", "1"), t(5));
         s.schedule(k("a", "1"), t(1));
-        assert_eq!(s.len(), 1);
+        assert_eq!(s.scheduled(), 1);
         let got = s.take_due(t(1), 1);
         assert_eq!(got, vec![k("a", "1")]);
         s.schedule(k("a", "1"), t(1));
@@ -133,6 +133,6 @@ mod tests {
             s.schedule(k("a", &i.to_string()), t(0));
         }
         assert_eq!(s.take_due(t(0), 50).len(), 50);
-        assert_eq!(s.len(), 70);
+        assert_eq!(s.scheduled(), 70);
     }
 }

@@ -157,8 +157,10 @@ async fn fire(
         },
     )?;
     store.flush().await?;
+    crate::crashpoint::hit("after_intent");
     let req = task_request(portal, lead, score, why, &marker, now);
     let task = rt.crm.create_task(&req).await?;
+    crate::crashpoint::hit("after_task_create");
     record_fired(store, portal, lead, &task, &marker, now).await?;
     info!(portal = %portal.id, lead = %lead.id, task = %task.id, score = score.total, "call-now task created");
     Ok(TriggerOutcome::Created(task))

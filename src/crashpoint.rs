@@ -1,0 +1,68 @@
+//! Deliberate crash points, for the kill -9 tests.
+//!
+//! Random SIGKILLs rarely land in the narrow windows that matter (between "task created
+//! in the CRM" and "crossing recorded in sled", between "score written" and "ledger
+//! recorded"). `LEADSCORE_CRASHPOINTS=after_task_create@2,after_crm_write@5` makes the
+//! process abort (no unwinding, no flush: the same as kill -9 for sled) the 2nd time
+//! it reaches `after_task_create` and the 5th time it reaches `after_crm_write`.
+//! Unset (always, in production) it costs one atomic load per call.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+/// The environment variable that arms crash points.
+pub const ENV: &str = "LEADSCORE_CRASHPOINTS";
+
+struct Armed {
+    at: u64,
+    hits: AtomicU64,
+}
+
+fn armed() -> &'static HashMap<String, Armed> {
+    static ARMED: OnceLock<HashMap<String, Armed>> = OnceLock::new();
+    ARMED.get_or_init(|| parse(&std::env::var(ENV).unwrap_or_default()))
+}
+
+fn parse(spec: &str) -> HashMap<String, Armed> {
+    spec.split(',')
+        .filter_map(|item| {
+            let (name, at) = item.trim().split_once('@')?;
+            let at = at.parse().ok().filter(|n| *n > 0)?;
+            Some((
+                name.to_string(),
+                Armed {
+                    at,
+                    hits: AtomicU64::new(0),
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Abort here if this point is armed and its turn has come.
+pub fn hit(name: &str) {
+    let points = armed();
+    if points.is_empty() {
+        return;
+    }
+    if let Some(p) = points.get(name) {
+        if p.hits.fetch_add(1, Ordering::SeqCst) + 1 == p.at {
+            eprintln!("crash point {name} reached: aborting");
+            std::process::abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_names_and_counts_and_skips_garbage() {
+        let p = parse("a@2, b@1,c,d@0,e@x");
+        assert_eq!(p.len(), 2);
+        assert_eq!(p["a"].at, 2);
+        assert_eq!(p["b"].at, 1);
+    }
+}
