@@ -68,7 +68,9 @@ impl fmt::Display for FieldValue<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FieldValue::Text(s) => f.write_str(s),
-            FieldValue::Number(n) if n.fract() == 0.0 && n.abs() < 1e15 => write!(f, "{}", *n as i64),
+            FieldValue::Number(n) if n.fract() == 0.0 && n.abs() < 1e15 => {
+                write!(f, "{}", *n as i64)
+            }
             FieldValue::Number(n) => write!(f, "{n}"),
         }
     }
@@ -87,7 +89,10 @@ impl Lead {
                 .collect()
         }
         fn num(v: Option<f64>) -> Vec<FieldValue<'static>> {
-            v.filter(|n| n.is_finite()).map(FieldValue::Number).into_iter().collect()
+            v.filter(|n| n.is_finite())
+                .map(FieldValue::Number)
+                .into_iter()
+                .collect()
         }
         match field {
             "name" => text(&self.name),

@@ -139,7 +139,7 @@ impl Metrics {
         // `encode` ends with "# EOF"; extra families go before it.
         if let Some(stripped) = out.strip_suffix("# EOF\n") {
             let mut s = stripped.to_string();
-            let _ = write!(s, "{extra}# EOF\n");
+            let _ = writeln!(s, "{extra}# EOF");
             return s;
         }
         out
