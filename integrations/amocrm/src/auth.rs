@@ -358,7 +358,7 @@ impl OAuthSource {
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("")
                         .to_string();
-                    let bytes = resp.bytes().await.map_err(Error::from)?;
+                    let bytes = crate::client::read_limited(resp, 1024 * 1024).await?;
                     if (200..300).contains(&status) {
                         ep.limiter.on_success();
                         let t: TokenResponse =

@@ -39,6 +39,32 @@ pub const MAX_EVENT_IDS: usize = 10;
 pub const MAX_WRITE: usize = 50;
 /// Page size used for every list.
 pub const PAGE_LIMIT: usize = 250;
+/// Largest answer read (a page of 250 leads with custom fields is about 1 MB).
+pub const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
+
+/// Read an answer's body, refusing to buffer more than `max` bytes.
+pub(crate) async fn read_limited(
+    mut resp: reqwest::Response,
+    max: usize,
+) -> Result<Vec<u8>, Error> {
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(Error::Decode {
+            what: "answer".into(),
+            detail: format!("larger than {max} bytes"),
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if out.len() + chunk.len() > max {
+            return Err(Error::Decode {
+                what: "answer".into(),
+                detail: format!("larger than {max} bytes"),
+            });
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
 
 /// Settings of one client.
 #[derive(Debug, Clone)]
@@ -251,10 +277,9 @@ impl Client {
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("")
                         .to_string();
-                    let bytes = match resp.bytes().await {
+                    let bytes = match read_limited(resp, MAX_ANSWER_BYTES).await {
                         Ok(b) => b,
                         Err(e) => {
-                            let e = Error::from(e);
                             if !last && e.is_retryable() && req.idempotent {
                                 tokio::time::sleep(self.backoff(attempt)).await;
                                 continue;
