@@ -405,7 +405,10 @@ mod tests {
         );
         // A 429 of the same wave (pause still running) does not escalate it.
         let same_wave = limiter.on_rate_limited();
-        assert!(same_wave >= first && same_wave < Duration::from_millis(1500), "{same_wave:?}");
+        assert!(
+            same_wave >= first && same_wave < Duration::from_millis(1500),
+            "{same_wave:?}"
+        );
         let start = Instant::now();
         let l2 = limiter.clone();
         let other = tokio::spawn(async move {
