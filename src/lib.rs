@@ -6,13 +6,14 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod crashpoint;
 pub mod crm;
 pub mod demo;
 pub mod intake;
 pub mod lead;
 pub mod metrics;
+pub mod notify;
 pub mod pipeline;
 pub mod scoring;
 pub mod store;
 pub mod telemetry;
-pub mod crashpoint;

@@ -247,9 +247,10 @@ async fn run(s: Scenario) {
             log.display()
         );
         tokio::time::sleep(Duration::from_millis(400)).await;
-        match queue_depth(&http, &base).await {
-            Some(d) if d == 0.0 => quiet += 1,
-            _ => quiet = 0,
+        if queue_depth(&http, &base).await == Some(0.0) {
+            quiet += 1;
+        } else {
+            quiet = 0;
         }
     }
     child.kill().unwrap();
