@@ -1401,6 +1401,48 @@ mod sandbox_tests {
         sb.shutdown().await;
     }
 
+    #[tokio::test]
+    async fn oauth_pair_rotates_into_sled_and_survives_a_restart() {
+        let sb = Sandbox::start(SandboxOptions::default()).await.unwrap();
+        let lead = sb.add_lead(NewLead::named("ACME")).unwrap().to_string();
+        let initial = sb.issue_tokens().unwrap().refresh_token;
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = portal(sb.base_url());
+        p.auth = PortalAuth::AmoOAuth {
+            base_url: sb.base_url().into(),
+            client_id: "sandbox-client-id".into(),
+            client_secret: SecretString::from("sandbox-client-secret"),
+            redirect_uri: "https://leadscore.test/oauth/amocrm".into(),
+            refresh_token: initial.clone(),
+        };
+        {
+            let store = Arc::new(Store::open(dir.path()).unwrap());
+            let crm = AmocrmCrm::new(&p, store.clone()).unwrap();
+            assert_eq!(
+                crm.fetch(std::slice::from_ref(&lead)).await.unwrap().len(),
+                1
+            );
+            let raw = store.meta_get(&token_key("amo")).unwrap().unwrap();
+            assert!(
+                !raw.contains(initial.expose_secret()),
+                "the spent token is not kept"
+            );
+            assert!(!format!("{crm:?}").contains(initial.expose_secret()));
+        }
+        // Restart with the same config (its refresh token is spent by now) and an
+        // expired access token: the pair from sled is used and rotated again.
+        sb.expire_access_tokens();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let crm = AmocrmCrm::new(&p, store).unwrap();
+        assert_eq!(
+            crm.fetch(std::slice::from_ref(&lead)).await.unwrap().len(),
+            1
+        );
+        assert_eq!(sb.refresh_uses().len(), 2);
+        assert_eq!(sb.refresh_reuses(), 0);
+        sb.shutdown().await;
+    }
+
     /// The 500-lead burst of issue 4: fetch and write 500 leads at 7 req/s with no 429.
     /// Prints requests per lead and the drain time (BENCHMARKS.md quotes them).
     #[tokio::test]
