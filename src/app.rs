@@ -28,10 +28,11 @@ pub fn build_crm(portal: &Portal, store: &Arc<Store>) -> anyhow::Result<Arc<dyn 
                 format!("portal {}: cannot build the Bitrix24 client", portal.id)
             })?,
         )),
-        CrmKind::Amocrm => anyhow::bail!(
-            "portal {}: amoCRM is not supported by this build yet",
-            portal.id
-        ),
+        CrmKind::Amocrm => Ok(Arc::new(
+            crate::crm::amocrm::AmocrmCrm::new(portal, store.clone()).with_context(|| {
+                format!("portal {}: cannot build the amoCRM client", portal.id)
+            })?,
+        )),
     }
 }
 
@@ -131,11 +132,19 @@ pub async fn start_with_store(
             .with_graceful_shutdown(async move { http_stop.cancelled().await })
             .await
     });
+    // Cancelled when the workers end for any reason (a panic too): the systemd
+    // watchdog stops pinging then.
+    let workers_alive = CancellationToken::new();
+    let workers_guard = workers_alive.clone().drop_guard();
     let workers = tokio::spawn(
         pipeline
             .clone()
             .run(config.server.workers, shutdown.clone()),
     );
+    let workers = tokio::spawn(async move {
+        let _guard = workers_guard;
+        workers.await
+    });
     let mut sweeps = Vec::new();
     for rt in pipeline.portals() {
         let interval = Duration::from_secs(config.server.sweep_interval_secs.max(1));
@@ -146,11 +155,21 @@ pub async fn start_with_store(
             shutdown.clone(),
         )));
     }
+    let notifier = tokio::spawn(crate::notify::supervise(
+        Arc::new(crate::notify::Notifier::from_env()),
+        store.clone(),
+        workers_alive,
+        shutdown.clone(),
+    ));
     let handle = tokio::spawn(async move {
         http.await
             .context("HTTP task panicked")?
             .context("HTTP server failed")?;
-        workers.await.context("worker task panicked")?;
+        workers
+            .await
+            .context("worker task panicked")?
+            .context("worker task panicked")?;
+        let _ = notifier.await;
         for s in sweeps {
             let _ = s.await;
         }

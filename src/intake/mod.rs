@@ -180,14 +180,14 @@ async fn accept(
     state: &AppState,
     crm: &str,
     portal_id: &str,
-    _query: Option<&str>,
+    query: Option<&str>,
     body: &[u8],
 ) -> Result<(Response, &'static str), IntakeError> {
     let pipeline = &state.pipeline;
     let portal = find_portal(pipeline, crm, portal_id)?;
     let decoded = match portal.crm {
         CrmKind::Bitrix24 => bitrix24::decode(portal, body)?,
-        CrmKind::Amocrm => return Err(IntakeError::UnknownPortal),
+        CrmKind::Amocrm => amocrm::decode(portal, query, body)?,
     };
     if decoded.subjects.is_empty() {
         debug!(portal = %portal.id, event = %decoded.detail, "event not about leads; ignored");
