@@ -400,7 +400,8 @@ impl Store {
         Ok(out.1)
     }
 
-    /// Record a failed attempt and when to try again.
+    /// Record a failed attempt and when to try again. An entry that vanished meanwhile
+    /// is put back (and counted), so the failed work is not lost.
     pub fn retry_later(
         &self,
         entry: &PendingEntry,
@@ -409,17 +410,23 @@ impl Store {
     ) -> Result<PendingEntry, StoreError> {
         let key = entry.key();
         let fallback = entry.clone();
-        self.pending
+        let (cur, added) = self
+            .pending
             .transaction(|tx| {
-                let mut cur: PendingEntry =
-                    tx_get(tx, "pending", &key)?.unwrap_or_else(|| fallback.clone());
+                let existing: Option<PendingEntry> = tx_get(tx, "pending", &key)?;
+                let added = existing.is_none();
+                let mut cur = existing.unwrap_or_else(|| fallback.clone());
                 cur.attempts = fallback.attempts + 1;
                 cur.due_at = due_at;
                 cur.last_error = Some(error.to_string());
                 tx.insert(key.as_slice(), enc(&cur))?;
-                Ok(cur)
+                Ok((cur, added))
             })
-            .map_err(untx)
+            .map_err(untx)?;
+        if added {
+            self.pending_count.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(cur)
     }
 
     /// Move an entry to the dead-letter tree (atomically: it is never in neither).
