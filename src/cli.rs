@@ -137,10 +137,22 @@ pub fn serve(config_path: &Path, format: LogFormat) -> anyhow::Result<()> {
     })
 }
 
+/// Which sandbox `leadscore demo` starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoCrm {
+    Bitrix24,
+    Amocrm,
+}
+
 /// `leadscore demo`.
-pub fn demo(data_dir: Option<PathBuf>, format: LogFormat) -> anyhow::Result<()> {
+pub fn demo(data_dir: Option<PathBuf>, crm: DemoCrm, format: LogFormat) -> anyhow::Result<()> {
     telemetry::init(format, "warn", std::io::stderr);
-    runtime()?.block_on(crate::demo::run(data_dir, &mut std::io::stdout()))
+    let rt = runtime()?;
+    let mut out = std::io::stdout();
+    match crm {
+        DemoCrm::Bitrix24 => rt.block_on(crate::demo::run(data_dir, &mut out)),
+        DemoCrm::Amocrm => rt.block_on(crate::demo_amocrm::run(data_dir, &mut out)),
+    }
 }
 
 /// `leadscore setup`: create or find the CRM fields and print the config lines.

@@ -32,19 +32,26 @@ pub const PORTAL: &str = "demo";
 
 /// Build the demo config: the example's `[scoring]` with a `[server]` and a portal
 /// pointing at the sandbox.
-pub fn demo_config_text(
-    data_dir: &std::path::Path,
-    webhook_url: &str,
-    app_token: &str,
-) -> anyhow::Result<String> {
+/// The example config's `[scoring]` section, as TOML text: every demo scores with
+/// exactly the model the project ships.
+pub fn example_scoring_toml() -> anyhow::Result<String> {
     let example: toml::Table =
         toml::from_str(EXAMPLE_CONFIG).context("the bundled example config does not parse")?;
     let scoring = example
         .get("scoring")
         .context("example config has no [scoring]")?
         .clone();
-    let mut scoring_doc = toml::Table::new();
-    scoring_doc.insert("scoring".into(), scoring);
+    let mut doc = toml::Table::new();
+    doc.insert("scoring".into(), scoring);
+    Ok(toml::to_string(&doc)?)
+}
+
+pub fn demo_config_text(
+    data_dir: &std::path::Path,
+    webhook_url: &str,
+    app_token: &str,
+) -> anyhow::Result<String> {
+    let scoring = example_scoring_toml()?;
     let dir = data_dir.display().to_string();
     let head = format!(
         r#"# Written by `leadscore demo`. The sandbox it points at is gone once the demo ends,
@@ -80,7 +87,7 @@ deadline_minutes = 30
 
 "#
     );
-    Ok(format!("{head}{}", toml::to_string(&scoring_doc)?))
+    Ok(format!("{head}{scoring}"))
 }
 
 /// One seed lead: Bitrix24 fields plus the activities that will arrive later.
@@ -575,7 +582,7 @@ pub async fn settle(
     Ok(())
 }
 
-fn random_token(len: usize) -> String {
+pub fn random_token(len: usize) -> String {
     use rand::Rng;
     const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
@@ -584,7 +591,7 @@ fn random_token(len: usize) -> String {
         .collect()
 }
 
-fn shorten(s: &str, n: usize) -> String {
+pub fn shorten(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
         s.to_string()
     } else {

@@ -9,6 +9,7 @@ pub mod config;
 pub mod crashpoint;
 pub mod crm;
 pub mod demo;
+pub mod demo_amocrm;
 pub mod intake;
 pub mod lead;
 pub mod metrics;

@@ -55,6 +55,9 @@ enum Command {
         /// Keep the demo's state in this directory (default: a fresh temporary one).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Which CRM the sandbox plays.
+        #[arg(long, value_enum, default_value = "bitrix24")]
+        crm: cli::DemoCrm,
     },
     /// Create (or find) the score, tier and breakdown fields in the CRM.
     Setup {
@@ -109,7 +112,7 @@ fn main() -> ExitCode {
             now,
         } => cli::explain(&config, &lead, activities.as_deref(), now.as_deref()),
         Command::Serve { config } => cli::serve(&config, format),
-        Command::Demo { data_dir } => cli::demo(data_dir, format),
+        Command::Demo { data_dir, crm } => cli::demo(data_dir, crm, format),
         Command::Setup { config, portal } => cli::setup(&config, &portal, format),
         Command::History {
             config,
