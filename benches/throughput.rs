@@ -1,9 +1,10 @@
-//! Bitrix24 throughput against the real limit, in real time (not criterion: the point
-//! is wall-clock seconds at 2 requests/s).
+//! CRM throughput against the real limits, in real time (not criterion: the point is
+//! wall-clock seconds at 2 or 7 requests/s).
 //!
 //! ```sh
-//! cargo bench --bench bitrix24_pacing            # all scenarios (~5 min)
-//! cargo bench --bench bitrix24_pacing -- daemon  # only the daemon scenarios (~1 min)
+//! cargo bench --bench throughput            # all scenarios (~5 min)
+//! cargo bench --bench throughput -- daemon  # only the Bitrix24 daemon scenarios (~1 min)
+//! cargo bench --bench throughput -- amocrm  # only the amoCRM daemon scenarios (~1 min)
 //! ```
 //!
 //! 1. `writes`: 10,000 `crm.lead.update` in 200 batches against a sandbox portal at
@@ -12,6 +13,7 @@
 //!    limiter do).
 //! 2. `daemon`: the whole daemon on the same portal: API requests per scored lead for a
 //!    single webhook and for a burst of 500 new leads, and the burst's drain time.
+//! 3. `amocrm`: the same on a sandbox amoCRM account at 7 requests/s.
 
 use std::time::{Duration, Instant};
 
@@ -158,6 +160,80 @@ async fn daemon(leads: usize) -> (Duration, usize, usize, f64) {
     running.handle.await.unwrap().unwrap();
     sandbox.shutdown().await;
     (took, c.requests, limited, c.requests as f64 / leads as f64)
+}
+
+/// The daemon against a 7 req/s amoCRM account: requests per lead, drain time, 429s.
+async fn amocrm(leads: usize) -> (Duration, usize, usize, f64) {
+    use leadscore_amocrm::sandbox::{FieldValue, NewContact, NewLead};
+    let sandbox = leadscore_amocrm::sandbox::Sandbox::start(Default::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "bench-secret-0123456789abcdefghij";
+    let prepared = leadscore::demo_amocrm::prepare(&sandbox, dir.path(), secret)
+        .await
+        .unwrap();
+    let fit = prepared.fit;
+    let mut config = prepared.config;
+    drop(prepared.store);
+    config.server.coalesce_ms = 1000;
+    config.portals[0].fields.comment = false;
+    let shutdown = CancellationToken::new();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let running = leadscore::app::start(config, listener, shutdown.clone())
+        .await
+        .unwrap();
+    let hook = format!("http://{}/webhooks/amocrm/demo", running.addr);
+    leadscore::demo_amocrm::add_webhook(&sandbox, &hook, secret);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    sandbox.reset_calls();
+    let started = Instant::now();
+    for i in 0..leads {
+        let contact = sandbox
+            .add_contact(NewContact {
+                name: format!("Контакт {i}"),
+                position: Some(
+                    if i % 2 == 0 {
+                        "Генеральный директор"
+                    } else {
+                        "Менеджер"
+                    }
+                    .into(),
+                ),
+                emails: vec![format!("x{i}@corp{i}.ru")],
+                phones: Vec::new(),
+                responsible_user_id: None,
+                company_id: None,
+            })
+            .unwrap();
+        let mut lead = NewLead::named(&format!("Burst {i}"));
+        lead.fields = vec![(fit.employees, FieldValue::Number((50 + i) as f64))];
+        let id = sandbox.add_lead(lead).unwrap();
+        sandbox.link_contact(id, contact, true).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let mut quiet = 0;
+    while quiet < 3 {
+        assert!(Instant::now() < deadline);
+        sandbox.settle().await;
+        if running.pipeline.is_idle().await && sandbox.pending_deliveries() == 0 {
+            quiet += 1;
+        } else {
+            quiet = 0;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let took = started.elapsed().saturating_sub(Duration::from_millis(450));
+    let requests = sandbox
+        .calls()
+        .iter()
+        .filter(|c| c.path.starts_with("/api/"))
+        .count();
+    let limited = sandbox.count_status(429);
+    shutdown.cancel();
+    running.handle.await.unwrap().unwrap();
+    sandbox.shutdown().await;
+    (took, requests, limited, requests as f64 / leads as f64)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
