@@ -29,9 +29,8 @@ pub fn build_crm(portal: &Portal, store: &Arc<Store>) -> anyhow::Result<Arc<dyn 
             })?,
         )),
         CrmKind::Amocrm => Ok(Arc::new(
-            crate::crm::amocrm::AmocrmCrm::new(portal, store.clone()).with_context(|| {
-                format!("portal {}: cannot build the amoCRM client", portal.id)
-            })?,
+            crate::crm::amocrm::AmocrmCrm::new(portal, store.clone())
+                .with_context(|| format!("portal {}: cannot build the amoCRM client", portal.id))?,
         )),
     }
 }
