@@ -34,6 +34,8 @@ pub struct Options {
     pub coalesce_ms: u64,
     pub comment: bool,
     pub bind_events: bool,
+    /// Overrides `[server] queue_limit` (most leads waiting on disk).
+    pub queue_limit: Option<usize>,
 }
 
 impl Default for Options {
@@ -44,6 +46,7 @@ impl Default for Options {
             coalesce_ms: 150,
             comment: false,
             bind_events: true,
+            queue_limit: None,
         }
     }
 }
@@ -60,6 +63,9 @@ impl Daemon {
         config.server.retry_delays_secs = vec![1, 1, 2, 2, 3, 5];
         config.server.sweep_interval_secs = 3600;
         config.portals[0].fields.comment = opts.comment;
+        if let Some(limit) = opts.queue_limit {
+            config.server.queue_limit = limit;
+        }
         drop(prepared.store);
         let mut d = Daemon {
             sandbox,
@@ -120,6 +126,27 @@ impl Daemon {
         demo::settle(&self.sandbox, self.pipeline(), Duration::from_secs(120))
             .await
             .expect("settles");
+    }
+
+    /// The daemon's listening address.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.running.as_ref().expect("running").addr
+    }
+
+    /// The config file `demo::prepare` wrote (the daemon runs with a tuned copy of it).
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("demo.toml")
+    }
+
+    /// A Bitrix24 `ONCRMLEADUPDATE` body for lead `id`, signed with the daemon's token,
+    /// as the portal would send it.
+    pub fn lead_event(&self, id: u64) -> String {
+        format!(
+            "event=ONCRMLEADUPDATE&event_handler_id=7&data%5BFIELDS%5D%5BID%5D={id}&ts=1763000000\
+             &auth%5Bdomain%5D=sandbox.bitrix24.test&auth%5Bmember_id%5D=5a3d0c1e9b7f4a2c8d6e0f1a2b3c4d5e\
+             &auth%5Bapplication_token%5D={}",
+            self.token
+        )
     }
 
     /// POST a raw body to the daemon's webhook URL.
