@@ -282,4 +282,19 @@ async fn main() {
             t.as_secs_f64()
         );
     }
+    if wants("amocrm") {
+        println!("\n## the daemon, sandbox amoCRM account at 7 req/s\n");
+        println!("| scenario | drain time | API requests | per scored lead | 429s |");
+        println!("|---|---|---|---|---|");
+        let (t, r, l, per) = amocrm(1).await;
+        println!(
+            "| single new lead (webhook, fetch, write, echo) | {:.2} s | {r} | {per:.2} | {l} |",
+            t.as_secs_f64()
+        );
+        let (t, r, l, per) = amocrm(500).await;
+        println!(
+            "| burst of 500 new leads | {:.1} s | {r} | {per:.3} | {l} |",
+            t.as_secs_f64()
+        );
+    }
 }
