@@ -71,7 +71,8 @@ pub(crate) fn with_lower<R>(s: &str, f: impl FnOnce(&str) -> R) -> R {
 #[derive(Debug)]
 pub(crate) struct Pattern {
     regex: Regex,
-    literals: Option<Literals>,
+    /// Boxed: most patterns have none, and rules stay small.
+    literals: Option<Box<Literals>>,
 }
 
 #[derive(Debug)]
@@ -81,6 +82,12 @@ struct Literals {
     words: Vec<String>,
     /// The ASCII-only words: the only ones an ASCII text (most URLs) can contain.
     ascii_words: Vec<String>,
+    /// Bytes (both cases) an ASCII word can start with: the search only compares words
+    /// at those positions.
+    first: [u64; 4],
+    /// When every ASCII word starts with the same non-letter (`/` for URL paths), the
+    /// search jumps between its occurrences with `memchr` instead of testing each byte.
+    common_first: Option<char>,
 }
 
 /// Characters that make a regex piece more than a plain word.
@@ -110,11 +117,13 @@ impl Pattern {
                     }
                 })
                 .collect();
-            Literals {
+            Box::new(Literals {
                 case_insensitive,
                 ascii_words: words.iter().filter(|w| w.is_ascii()).cloned().collect(),
+                first: first_bytes(&words),
+                common_first: common_first(&words),
                 words,
-            }
+            })
         });
         Ok(Pattern { regex, literals })
     }
@@ -127,28 +136,78 @@ impl Pattern {
     pub(crate) fn is_match(&self, text: &str) -> bool {
         match &self.literals {
             Some(l) if !l.case_insensitive => l.words.iter().any(|w| text.contains(w.as_str())),
-            Some(l) if text.is_ascii() => {
-                let any = |t: &str| l.ascii_words.iter().any(|w| t.contains(w.as_str()));
-                let bytes = text.as_bytes();
-                // Copy-and-lowercase is one vectorised pass; cheaper than a branchy
-                // "any uppercase?" scan first.
-                let mut buf = [0u8; 160];
-                match buf.get_mut(..bytes.len()) {
-                    Some(dst) => {
-                        dst.copy_from_slice(bytes);
-                        dst.make_ascii_lowercase();
-                        // ASCII in, ASCII out: always valid UTF-8.
-                        std::str::from_utf8(dst).is_ok_and(any)
-                    }
-                    None => any(&text.to_ascii_lowercase()),
-                }
-            }
+            Some(l) if text.is_ascii() => match l.common_first {
+                Some(c) => ascii_ci_contains_from(text, c, l),
+                None => ascii_ci_contains(text.as_bytes(), l),
+            },
             Some(l) if text.chars().all(simple_char) => {
                 with_lower(text, |t| l.words.iter().any(|w| t.contains(w.as_str())))
             }
             _ => self.regex.is_match(text),
         }
     }
+}
+
+/// The first bytes of the ASCII words, in both cases.
+fn first_bytes(words: &[String]) -> [u64; 4] {
+    let mut first = [0u64; 4];
+    for w in words.iter().filter(|w| w.is_ascii()) {
+        if let Some(&b) = w.as_bytes().first() {
+            for c in [b.to_ascii_lowercase(), b.to_ascii_uppercase()] {
+                first[usize::from(c >> 6)] |= 1 << (c & 63);
+            }
+        }
+    }
+    first
+}
+
+/// The first byte shared by all ASCII words, if it is the same for all and not a letter.
+fn common_first(words: &[String]) -> Option<char> {
+    let mut firsts = words
+        .iter()
+        .filter(|w| w.is_ascii())
+        .map(|w| w.as_bytes().first().copied());
+    let first = firsts.next()??;
+    (!first.is_ascii_alphabetic() && firsts.all(|f| f == Some(first))).then_some(char::from(first))
+}
+
+/// `ascii_ci_contains` for words sharing the first char `c`: only positions of `c` are
+/// tried, found with the standard library's `memchr`.
+#[inline]
+fn ascii_ci_contains_from(text: &str, c: char, l: &Literals) -> bool {
+    let bytes = text.as_bytes();
+    let mut pos = 0;
+    while let Some(off) = text.get(pos..).and_then(|t| t.find(c)) {
+        let rest = &bytes[pos + off..];
+        for w in &l.ascii_words {
+            let w = w.as_bytes();
+            if rest.len() >= w.len() && rest[..w.len()].eq_ignore_ascii_case(w) {
+                return true;
+            }
+        }
+        pos += off + 1;
+    }
+    false
+}
+
+/// Does an ASCII text contain one of the (lowercase, ASCII) words, ignoring ASCII case?
+/// One pass over the text; words are compared only where their first byte occurs, so a
+/// URL is scanned once per pattern instead of once per word, with no copy.
+#[inline]
+fn ascii_ci_contains(text: &[u8], l: &Literals) -> bool {
+    for (i, b) in text.iter().enumerate() {
+        if l.first[usize::from(*b >> 6)] & (1 << (*b & 63)) == 0 {
+            continue;
+        }
+        let rest = &text[i..];
+        for w in &l.ascii_words {
+            let w = w.as_bytes();
+            if rest.len() >= w.len() && rest[..w.len()].eq_ignore_ascii_case(w) {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -179,6 +238,8 @@ mod tests {
             "(?i)k",
             "^/blog",
             "(?i)a.c",
+            "(?i)/careers|/jobs",
+            "(?i)/Blog|/news",
         ];
         let texts = [
             "https://x.ru/PRICING",
@@ -195,6 +256,11 @@ mod tests {
             "K",
             "abc",
             "ſtraße",
+            "https://x.ru/CAREERS/1",
+            "https://x.ru/a/b/c/JoBs",
+            "https://x.ru/jobs",
+            "/",
+            "https://x.ru/BLOG",
             "",
         ];
         for p in patterns {
@@ -210,5 +276,15 @@ mod tests {
             .is_some());
         assert!(Pattern::new("^/blog").unwrap().literals.is_none());
         assert!(Pattern::new("a||b").unwrap().literals.is_none());
+        let url = Pattern::new("(?i)/pricing|/цены").unwrap();
+        assert_eq!(url.literals.as_ref().unwrap().common_first, Some('/'));
+        assert_eq!(
+            Pattern::new("(?i)ab|ac")
+                .unwrap()
+                .literals
+                .unwrap()
+                .common_first,
+            None
+        );
     }
 }
