@@ -154,7 +154,7 @@ pub struct RateLimitSection {
 }
 
 /// `[portal.fields]`: where the score lands in the CRM and where lead data comes from.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct FieldsSection {
     /// Integer field for the score, e.g. `UF_CRM_LEADSCORE` (Bitrix24) or a field id (amoCRM).
@@ -183,7 +183,7 @@ pub enum TaskKind {
 }
 
 /// `[portal.task]`: the "call now" task for the responsible rep.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TaskSection {
     pub enabled: bool,

@@ -4,12 +4,15 @@
 //! Every step is idempotent and recorded in sled before the next begins, so a crash at
 //! any point resumes from the store without losing or doubling anything.
 
+mod reload;
 pub mod scheduler;
 pub mod trigger;
 
+pub use reload::{server_restart_changes, spawn_sighup_reload, ReloadError, ReloadReport};
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -81,8 +84,11 @@ pub struct Pipeline {
     pub store: Arc<Store>,
     pub metrics: Arc<Metrics>,
     health: HashMap<String, PortalHealth>,
+    /// The portals as started: identity, credentials and webhook checks (what the
+    /// intake and sweeps need; a restart changes these).
     portals: HashMap<String, Arc<PortalRuntime>>,
-    model: Arc<Model>,
+    /// What the workers use, replaced by a config reload.
+    live: RwLock<Arc<reload::Live>>,
     settings: PipelineSettings,
     scheduler: Mutex<Scheduler>,
     wake: Notify,
@@ -110,18 +116,22 @@ impl Pipeline {
         for e in store.pending_all()? {
             sched.schedule(e.key(), e.due_at);
         }
+        let portals: HashMap<String, Arc<PortalRuntime>> = portals
+            .into_iter()
+            .map(|p| (p.portal.id.clone(), Arc::new(p)))
+            .collect();
         Ok(Arc::new(Pipeline {
             store,
             metrics,
             health: portals
-                .iter()
-                .map(|p| (p.portal.id.clone(), PortalHealth::default()))
+                .keys()
+                .map(|id| (id.clone(), PortalHealth::default()))
                 .collect(),
-            portals: portals
-                .into_iter()
-                .map(|p| (p.portal.id.clone(), Arc::new(p)))
-                .collect(),
-            model,
+            live: RwLock::new(Arc::new(reload::Live {
+                model,
+                portals: portals.clone(),
+            })),
+            portals,
             settings,
             scheduler: Mutex::new(sched),
             wake: Notify::new(),
@@ -262,7 +272,9 @@ impl Pipeline {
             }
         }
         let Some(first) = entries.first() else { return };
-        let Some(rt) = self.portals.get(&first.portal).cloned() else {
+        // One snapshot for the whole batch: a reload meanwhile applies to the next one.
+        let live = self.live();
+        let Some(rt) = live.portals.get(&first.portal).cloned() else {
             // The portal was removed from the config: keep the entries for when it returns.
             warn!(portal = %first.portal, "events for a portal that is not configured");
             return;
@@ -274,7 +286,7 @@ impl Pipeline {
             self.resolve_activities(&rt, activities).await;
         }
         if !leads.is_empty() {
-            self.process_leads(&rt, leads).await;
+            self.process_leads(&rt, &live.model, leads).await;
         }
         if let Err(e) = self.store.flush().await {
             warn!(error = %e, "flush after batch failed");
@@ -324,7 +336,7 @@ impl Pipeline {
         }
     }
 
-    async fn process_leads(&self, rt: &PortalRuntime, entries: Vec<PendingEntry>) {
+    async fn process_leads(&self, rt: &PortalRuntime, model: &Model, entries: Vec<PendingEntry>) {
         let ids: Vec<LeadId> = entries
             .iter()
             .filter_map(|e| match &e.subject {
@@ -360,7 +372,7 @@ impl Pipeline {
                 self.finish(&e).await;
                 continue;
             };
-            let score = self.model.score(&f.lead, &f.activities, now);
+            let score = model.score(&f.lead, &f.activities, now);
             Metrics::inc(&self.metrics.scores, &portal.id, &score.tier);
             self.metrics
                 .lead_latency

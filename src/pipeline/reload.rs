@@ -1,0 +1,267 @@
+//! Config reload (SIGHUP): a valid new config applies to new work; an invalid one
+//! changes nothing.
+//!
+//! What a reload swaps is exactly what the workers read per batch: the scoring model
+//! (rules, groups, tiers, triggers) and, per portal, the field mapping, tier values,
+//! task settings and call-now threshold. They live together in one [`Live`] snapshot
+//! behind a lock that is held only to clone an `Arc`, so a batch already running
+//! finishes on the snapshot it started with and never mixes old and new.
+//!
+//! Some settings cannot change under a running daemon: the listening socket, the data
+//! directory, worker count and queue tuning, the set of portals, credentials and the
+//! webhook checks. A reload reports those as needing a restart and keeps the values
+//! the daemon started with.
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError};
+
+use secrecy::ExposeSecret;
+use tracing::{info, warn};
+
+use super::{Pipeline, PortalRuntime};
+use crate::config::{Config, Portal, Server};
+use crate::scoring::Model;
+
+/// The reloadable state the workers read, replaced as a whole.
+pub(super) struct Live {
+    pub(super) model: Arc<Model>,
+    pub(super) portals: HashMap<String, Arc<PortalRuntime>>,
+}
+
+/// What a successful reload did, for the log (and tests).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Changes now in force for new work.
+    pub applied: Vec<String>,
+    /// Changes found in the file that only a restart applies; the old values stay.
+    pub needs_restart: Vec<String>,
+}
+
+/// Why a reload was refused. Nothing was swapped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file does not load (every error, with file:line:col).
+    #[error("the config has errors; keeping the running one:\n{0}")]
+    Invalid(crate::config::ConfigErrors),
+    /// A portal's CRM client cannot be built with its new field or task settings.
+    #[error(
+        "portal {portal}: the new settings cannot be used ({message}); keeping the running config"
+    )]
+    Portal { portal: String, message: String },
+}
+
+fn same_secret(a: &Option<secrecy::SecretString>, b: &Option<secrecy::SecretString>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a.expose_secret() == b.expose_secret(),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+/// Portal settings only a restart applies (identity, pacing, webhook checks).
+fn portal_restart_changes(old: &Portal, new: &Portal, out: &mut Vec<String>) {
+    let id = &old.id;
+    if old.crm != new.crm {
+        out.push(format!("portal {id}: crm"));
+    }
+    if old.auth.kind_label() != new.auth.kind_label() {
+        out.push(format!("portal {id}: authentication method"));
+    }
+    if old.rate_limit != new.rate_limit {
+        out.push(format!("portal {id}: rate_limit"));
+    }
+    let (a, b) = (&old.webhook, &new.webhook);
+    if !same_secret(&a.secret, &b.secret)
+        || a.member_id != b.member_id
+        || a.domain != b.domain
+        || a.account_id != b.account_id
+        || a.subdomain != b.subdomain
+    {
+        out.push(format!("portal {id}: webhook checks (token, account)"));
+    }
+}
+
+/// `[server]` settings only a restart applies. The caller that knows the running
+/// config (the `serve` command) adds these to a [`ReloadReport`].
+pub fn server_restart_changes(old: &Server, new: &Server) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut check = |name: &str, changed: bool| {
+        if changed {
+            out.push(format!("server.{name}"));
+        }
+    };
+    check("listen", old.listen != new.listen);
+    check("data_dir", old.data_dir != new.data_dir);
+    check("workers", old.workers != new.workers);
+    check("coalesce_ms", old.coalesce_ms != new.coalesce_ms);
+    check(
+        "sweep_interval_secs",
+        old.sweep_interval_secs != new.sweep_interval_secs,
+    );
+    check("max_body_bytes", old.max_body_bytes != new.max_body_bytes);
+    check("queue_limit", old.queue_limit != new.queue_limit);
+    check(
+        "retry_delays_secs",
+        old.retry_delays_secs != new.retry_delays_secs,
+    );
+    check(
+        "dashboard_token",
+        !same_secret(&old.dashboard_token, &new.dashboard_token),
+    );
+    out
+}
+
+impl Pipeline {
+    pub(super) fn live(&self) -> Arc<Live> {
+        self.live
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The scoring model new work is scored with.
+    pub fn model(&self) -> Arc<Model> {
+        self.live().model.clone()
+    }
+
+    /// A portal as the workers use it now (reloadable settings included).
+    pub fn live_portal(&self, id: &str) -> Option<Arc<PortalRuntime>> {
+        self.live().portals.get(id).cloned()
+    }
+
+    /// Apply a loaded config to new work: the scoring model and, per portal, field
+    /// mapping, tier values, task settings and threshold. A portal whose fields or
+    /// task changed gets a new CRM client; if any cannot be built, nothing changes.
+    /// Settings only a restart applies are listed in the report and keep their old
+    /// values (see the module docs).
+    pub fn reload(&self, config: &Config) -> Result<ReloadReport, ReloadError> {
+        let old = self.live();
+        let mut report = ReloadReport::default();
+        let mut portals = HashMap::with_capacity(old.portals.len());
+        for (id, rt) in &old.portals {
+            let Some(new) = config.portals.iter().find(|p| &p.id == id) else {
+                report.needs_restart.push(format!(
+                    "portal {id} removed (it keeps running until a restart)"
+                ));
+                portals.insert(id.clone(), rt.clone());
+                continue;
+            };
+            let cur = &rt.portal;
+            portal_restart_changes(cur, new, &mut report.needs_restart);
+            let portal = Portal {
+                fields: new.fields.clone(),
+                task: new.task.clone(),
+                threshold: new.threshold,
+                rearm_below: new.rearm_below,
+                ..cur.clone()
+            };
+            let fields_changed = cur.fields != portal.fields;
+            let task_changed = cur.task != portal.task;
+            if fields_changed {
+                report.applied.push(format!(
+                    "portal {id}: fields (mapping, tier values, comment)"
+                ));
+            }
+            if task_changed {
+                report.applied.push(format!("portal {id}: task"));
+            }
+            if (cur.threshold, cur.rearm_below) != (portal.threshold, portal.rearm_below) {
+                report.applied.push(format!(
+                    "portal {id}: call-now threshold {} / re-arm {}",
+                    portal.threshold, portal.rearm_below
+                ));
+            }
+            // The clients copy fields and task when built; an unchanged portal keeps
+            // its client (and its rate-limit pacing state).
+            let crm = if fields_changed || task_changed {
+                crate::app::build_crm(&portal, &self.store).map_err(|e| ReloadError::Portal {
+                    portal: id.clone(),
+                    message: format!("{e:#}"),
+                })?
+            } else {
+                rt.crm.clone()
+            };
+            portals.insert(id.clone(), Arc::new(PortalRuntime { portal, crm }));
+        }
+        for p in &config.portals {
+            if !old.portals.contains_key(&p.id) {
+                report.needs_restart.push(format!("portal {} added", p.id));
+            }
+        }
+        if config.scoring.language != self.settings.language {
+            report.needs_restart.push("scoring.language".into());
+        }
+        report
+            .applied
+            .push("scoring model (rules, groups, tiers)".into());
+        let live = Arc::new(Live {
+            model: config.model.clone(),
+            portals,
+        });
+        *self.live.write().unwrap_or_else(PoisonError::into_inner) = live;
+        Ok(report)
+    }
+
+    /// Load `path` and [`reload`](Self::reload) it. Logs what applied, what needs a
+    /// restart, or every error (and then the running config stays).
+    pub fn reload_file(
+        &self,
+        path: &std::path::Path,
+        running: &Server,
+    ) -> Result<ReloadReport, ReloadError> {
+        let result = crate::config::load(path)
+            .map_err(ReloadError::Invalid)
+            .and_then(|config| {
+                let mut report = self.reload(&config)?;
+                let mut server = server_restart_changes(running, &config.server);
+                server.append(&mut report.needs_restart);
+                report.needs_restart = server;
+                Ok(report)
+            });
+        match &result {
+            Ok(report) => {
+                info!(file = %path.display(), applied = ?report.applied, "config reloaded");
+                if !report.needs_restart.is_empty() {
+                    warn!(changed = ?report.needs_restart, "these changes need a restart; the running values stay until then");
+                }
+            }
+            Err(e) => warn!(file = %path.display(), error = %e, "config reload refused"),
+        }
+        result
+    }
+}
+
+/// On SIGHUP, reload `path` into the running pipeline until `shutdown`: a valid file
+/// applies to new events, an invalid one is logged error by error and the old config
+/// stays. `running` is the `[server]` section the daemon started with.
+pub fn spawn_sighup_reload(
+    pipeline: Arc<Pipeline>,
+    path: std::path::PathBuf,
+    running: Server,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGHUP; config reload is off");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                got = hup.recv() => if got.is_none() { return },
+            }
+            info!(file = %path.display(), "SIGHUP: reloading the config");
+            // Reading the file and building clients blocks; keep it off the async workers.
+            let (p, f, s) = (pipeline.clone(), path.clone(), running.clone());
+            // The outcome is logged by `reload_file` itself.
+            let _ = tokio::task::spawn_blocking(move || p.reload_file(&f, &s)).await;
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = (pipeline, path, running, shutdown);
+}
