@@ -133,7 +133,16 @@ pub fn serve(config_path: &Path, format: LogFormat) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
         let shutdown = CancellationToken::new();
         cancel_on_signals(shutdown.clone());
-        crate::app::run(config, listener, shutdown).await
+        let server = config.server.clone();
+        let running = crate::app::start(config, listener, shutdown.clone()).await?;
+        // SIGHUP reloads the config into the running daemon (see pipeline::reload).
+        crate::pipeline::spawn_sighup_reload(
+            running.pipeline.clone(),
+            config_path.to_path_buf(),
+            server,
+            shutdown,
+        );
+        running.handle.await.context("daemon task panicked")?
     })
 }
 
