@@ -85,6 +85,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/status", get(crate::dashboard::status_json))
+        .route("/dashboard", get(crate::dashboard::page))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }
