@@ -124,12 +124,19 @@ pub async fn start_with_store(
             pipeline: pipeline.clone(),
         },
         config.server.max_body_bytes,
-    );
+    )
+    .layer(axum::Extension(
+        crate::dashboard::DashboardAccess::from_config(&config),
+    ));
     let http_stop = shutdown.clone();
     let http = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move { http_stop.cancelled().await })
-            .await
+        // Peer addresses let /dashboard and /status serve loopback clients only.
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { http_stop.cancelled().await })
+        .await
     });
     // Cancelled when the workers end for any reason (a panic too): the systemd
     // watchdog stops pinging then.
