@@ -235,6 +235,36 @@ fn truncate(s: &str, n: usize) -> String {
     }
 }
 
+/// `leadscore status`: queue, dead letters, last sweep, leads by tier and today's tasks
+/// per portal. Reads the data dir directly when no daemon holds it (sled admits one
+/// process), else asks the running daemon's `/status`.
+pub fn status(config_path: &Path) -> anyhow::Result<()> {
+    let config = load_config_offline(config_path)?;
+    let access = crate::dashboard::DashboardAccess::from_config(&config);
+    let dir = &config.server.data_dir;
+    if !dir.exists() {
+        bail!(
+            "no data dir {} yet: the daemon has not run with this config",
+            dir.display()
+        );
+    }
+    let report = match Store::open(dir) {
+        Ok(store) => {
+            crate::status::collect(&store, &access.portals, &access.tiers, None, Utc::now())?
+        }
+        Err(open_error) => runtime()?
+            .block_on(crate::status::fetch(&config.server))
+            .with_context(|| {
+                format!(
+                    "{} is in use ({open_error}), so a daemon should be running, but asking it failed",
+                    dir.display()
+                )
+            })?,
+    };
+    print!("{}", crate::status::render(&report));
+    Ok(())
+}
+
 /// `leadscore dlq list`.
 pub fn dlq_list(config_path: &Path) -> anyhow::Result<()> {
     let config = load_config_offline(config_path)?;

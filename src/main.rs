@@ -75,6 +75,12 @@ enum Command {
         #[arg(long)]
         lead: String,
     },
+    /// Queue, dead letters, last sweep, leads by tier and today's tasks per portal
+    /// (asks the running daemon when it holds the data dir).
+    Status {
+        #[arg(long, env = "LEADSCORE_CONFIG")]
+        config: PathBuf,
+    },
     /// Inspect and replay the dead-letter queue.
     Dlq {
         #[arg(long, env = "LEADSCORE_CONFIG")]
@@ -119,6 +125,7 @@ fn main() -> ExitCode {
             portal,
             lead,
         } => cli::history(&config, &portal, &lead),
+        Command::Status { config } => cli::status(&config),
         Command::Dlq { config, action } => match action {
             DlqAction::List => cli::dlq_list(&config),
             DlqAction::Replay { id, all } => cli::dlq_replay(&config, id, all),
