@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# CI: render /dashboard in headless Chromium against the demo's state and keep a
+# screenshot in docs/dashboard.png.
+#
+# Starts examples/dashboard_demo.rs (the real daemon plus the Bitrix24 sandbox, twenty
+# seed leads and their activity), asks Chromium for the DOM (must show the page's
+# sections and no raw markup) and a screenshot, then stops the demo. Needs Debian's
+# `chromium` package (installed here when root and apt-get exist); skips otherwise.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+browser=""
+for b in chromium chromium-browser google-chrome; do
+  command -v "$b" >/dev/null 2>&1 && { browser="$b"; break; }
+done
+if [ -z "$browser" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "== installing chromium"
+  apt-get install -y --no-install-recommends chromium fonts-dejavu-core >/dev/null 2>&1 \
+    || { apt-get update >/dev/null 2>&1 && apt-get install -y --no-install-recommends chromium fonts-dejavu-core >/dev/null 2>&1; } \
+    || true
+  command -v chromium >/dev/null 2>&1 && browser=chromium
+fi
+if [ -z "$browser" ]; then
+  echo "== no chromium: skipping the dashboard browser check"
+  exit 0
+fi
+
+out="${1:-docs/dashboard.png}"
+cargo build --example dashboard_demo
+work="$(mktemp -d)"
+demo_pid=""
+cleanup() {
+  [ -n "$demo_pid" ] && kill "$demo_pid" 2>/dev/null && wait "$demo_pid" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+target/debug/examples/dashboard_demo --seconds 300 --url-file "$work/url" >"$work/demo.log" 2>&1 &
+demo_pid=$!
+for _ in $(seq 1 240); do
+  [ -s "$work/url" ] && break
+  kill -0 "$demo_pid" 2>/dev/null || { cat "$work/demo.log" >&2; exit 1; }
+  sleep 0.5
+done
+[ -s "$work/url" ] || { echo "the demo did not come up" >&2; cat "$work/demo.log" >&2; exit 1; }
+url="$(cat "$work/url")"
+echo "== $browser on $url"
+
+flags=(--headless --no-sandbox --disable-gpu --disable-background-networking
+  --disable-component-update --disable-sync --no-first-run --disable-dev-shm-usage
+  --hide-scrollbars --user-data-dir="$work/profile")
+
+"$browser" "${flags[@]}" --dump-dom "$url" >"$work/dom.html" 2>"$work/chromium.log" \
+  || { cat "$work/chromium.log" >&2; exit 1; }
+for needle in "Score distribution" "Recent threshold crossings" "dead letters" "Portal demo"; do
+  grep -q "$needle" "$work/dom.html" || { echo "the rendered page lacks \"$needle\"" >&2; exit 1; }
+done
+rows="$(grep -o '<tr><td>' "$work/dom.html" | wc -l)"
+[ "$rows" -ge 1 ] || { echo "no threshold crossing rows in the page" >&2; exit 1; }
+
+mkdir -p "$(dirname "$out")"
+rm -f "$out"
+"$browser" "${flags[@]}" --screenshot="$out" --window-size=1200,900 "$url" \
+  >>"$work/chromium.log" 2>&1 || { cat "$work/chromium.log" >&2; exit 1; }
+[ -s "$out" ] || { echo "no screenshot written" >&2; cat "$work/chromium.log" >&2; exit 1; }
+echo "dashboard OK in $browser ($rows crossing rows); screenshot in $out"
