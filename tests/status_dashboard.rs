@@ -88,8 +88,8 @@ async fn hot_lead(s: &Setup, running: &Running) -> u64 {
         .sandbox
         .add_lead(json!({
             "TITLE": "Hot lead",
-            "NAME": "Анна",
-            "POST": "Генеральный директор",
+            "NAME": "<script>alert('name')</script>",
+            "POST": "Генеральный директор <script>alert('post')</script>",
             "EMAIL": [{"VALUE": "ceo@factory.ru", "VALUE_TYPE": "WORK"}],
             "ASSIGNED_BY_ID": "3",
             "UF_CRM_INDUSTRY": "Производство",
@@ -190,6 +190,19 @@ async fn loopback_status_and_dashboard_show_the_crossing_escaped() {
     assert!(html.contains(&crossing.task));
     assert!(html.contains("&lt;script&gt;alert(&#39;lead&#39;)&lt;/script&gt;"));
     assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"));
+    // The lead's position is quoted in the breakdown: CRM text, escaped.
+    assert!(
+        crossing
+            .breakdown
+            .as_deref()
+            .unwrap_or("")
+            .contains("<script>alert('post')"),
+        "{crossing:?}"
+    );
+    assert!(
+        html.contains("&lt;script&gt;alert(&#39;post&#39;)"),
+        "{html}"
+    );
     assert!(!html.contains("<script"), "no raw markup from the CRM");
     assert!(!html.contains("<img"), "no raw markup from the CRM");
 
