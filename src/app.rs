@@ -220,7 +220,9 @@ pub async fn sweep_once(
     portal: &str,
     now: DateTime<Utc>,
 ) -> anyhow::Result<usize> {
-    let rt = pipeline.portal(portal).context("unknown portal")?.clone();
+    // The live runtime: after a config reload, the sweep uses the same CRM client
+    // (and rate-limit pacing) as the workers.
+    let rt = pipeline.live_portal(portal).context("unknown portal")?;
     let store = &pipeline.store;
     let cursor = store
         .meta_get(&sweep_key(portal))?
