@@ -229,11 +229,15 @@ impl Pipeline {
                 (keys, s.next_due())
             };
             if keys.is_empty() {
-                let wait = next
-                    .map(|d| (d - now).to_std().unwrap_or(Duration::ZERO))
-                    .unwrap_or(Duration::from_secs(3600))
-                    .min(Duration::from_secs(3600))
-                    .max(Duration::from_millis(5));
+                // Something due but not handed out waits for a running batch to end
+                // (which wakes us); otherwise sleep until the next due time.
+                let wait = match next {
+                    Some(d) if d <= now => Duration::from_millis(500),
+                    Some(d) => (d - now).to_std().unwrap_or(Duration::ZERO),
+                    None => Duration::from_secs(3600),
+                }
+                .min(Duration::from_secs(3600))
+                .max(Duration::from_millis(5));
                 let notified = self.wake.notified();
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
