@@ -557,6 +557,16 @@ impl AmocrmCrm {
 
 #[async_trait]
 impl Crm for AmocrmCrm {
+    fn pacing(&self) -> Option<crate::crm::PacingState> {
+        let s = self.client.stats();
+        Some(crate::crm::PacingState {
+            requests: s.requests,
+            limit_errors: s.rate_limited,
+            wait_secs: s.total_wait.as_secs_f64(),
+            blocked: s.blocked,
+        })
+    }
+
     /// amoCRM webhooks always name the lead, so there are no activity subjects.
     async fn resolve_activities(
         &self,

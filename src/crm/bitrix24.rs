@@ -482,6 +482,16 @@ fn first_error<'a>(results: impl Iterator<Item = &'a CommandResult>) -> Option<E
 
 #[async_trait]
 impl Crm for Bitrix24Crm {
+    fn pacing(&self) -> Option<crate::crm::PacingState> {
+        let s = self.client.stats();
+        Some(crate::crm::PacingState {
+            requests: s.requests_sent,
+            limit_errors: s.limit_errors,
+            wait_secs: (s.total_wait + s.operating_wait).as_secs_f64(),
+            blocked: false,
+        })
+    }
+
     async fn resolve_activities(
         &self,
         activity_ids: &[String],

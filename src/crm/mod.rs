@@ -158,6 +158,25 @@ pub trait Crm: Send + Sync {
 
     /// Create the score, tier and breakdown fields if missing, reuse them if present.
     async fn setup_fields(&self, tiers: &[(String, String)]) -> Result<FieldSetup, CrmError>;
+
+    /// The rate limiter's counters since start, for `leadscore status` and the
+    /// dashboard (`None`: this client does not keep any).
+    fn pacing(&self) -> Option<PacingState> {
+        None
+    }
+}
+
+/// A CRM client's rate-limiter counters since the daemon started.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct PacingState {
+    /// Requests let through the limiter.
+    pub requests: u64,
+    /// Rate-limit answers from the CRM (503 QUERY_LIMIT_EXCEEDED, 429): should stay 0.
+    pub limit_errors: u64,
+    /// Seconds callers spent waiting for the limiter, in all.
+    pub wait_secs: f64,
+    /// The CRM stopped all traffic (amoCRM's 403 block).
+    pub blocked: bool,
 }
 
 /// The config lines an admin pastes after `leadscore setup`.
