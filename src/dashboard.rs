@@ -282,6 +282,22 @@ pub fn render_html(r: &StatusReport) -> String {
         } else {
             "card"
         };
+        let limiter = match &p.pacing {
+            None => ("-".to_string(), "limiter unknown".to_string()),
+            Some(l) if l.blocked => (l.requests.to_string(), "BLOCKED by the CRM".to_string()),
+            Some(l) => (
+                l.requests.to_string(),
+                format!(
+                    "{} rate-limited, {:.0} s waited",
+                    l.limit_errors, l.wait_secs
+                ),
+            ),
+        };
+        let limit_class = if p.pacing.is_some_and(|l| l.blocked || l.limit_errors > 0) {
+            "card bad"
+        } else {
+            "card"
+        };
         let sweep = p
             .last_sweep
             .map(|t| t.format("%H:%M:%S UTC").to_string())
@@ -294,13 +310,16 @@ pub fn render_html(r: &StatusReport) -> String {
 <div class=\"{dlq_class}\"><b>{}</b>dead letters</div>\
 <div class=\"card\"><b>{}</b>tasks today</div>\
 <div class=\"{crm_class}\"><b>{}</b>CRM</div>\
-<div class=\"card\"><b>{}</b>last sweep</div></div>",
+<div class=\"card\"><b>{}</b>last sweep</div>\
+<div class=\"{limit_class}\"><b>{}</b>CRM requests ({})</div></div>",
             p.queued,
             p.retrying,
             p.dead_letters,
             p.tasks_today,
             escape(&crm),
-            escape(&sweep)
+            escape(&sweep),
+            limiter.0,
+            escape(&limiter.1)
         );
         let total: usize = p.tiers.iter().map(|t| t.leads).sum();
         let max = p.tiers.iter().map(|t| t.leads).max().unwrap_or(0).max(1);
@@ -452,6 +471,7 @@ mod tests {
                 }],
                 tasks_today: 1,
                 crm_health: None,
+                pacing: None,
                 recent_crossings: vec![status::RecentCrossing {
                     lead: evil.into(),
                     at: now,

@@ -49,6 +49,8 @@ pub struct PortalStatus {
     pub tasks_today: usize,
     /// Only known to a running daemon.
     pub crm_health: Option<CrmHealth>,
+    /// The CRM client's rate limiter since the daemon started (running daemon only).
+    pub pacing: Option<crate::crm::PacingState>,
     /// Latest threshold crossings, newest first.
     pub recent_crossings: Vec<RecentCrossing>,
     /// Latest dead letters' errors, newest first (at most 5).
@@ -197,6 +199,9 @@ pub fn collect(
             tiers: tier_counts,
             tasks_today,
             crm_health: crm,
+            pacing: pipeline
+                .and_then(|pl| pl.portal(p))
+                .and_then(|rt| rt.crm.pacing()),
             recent_crossings: fired,
             recent_errors: errors,
         });
@@ -246,8 +251,8 @@ pub fn render(r: &StatusReport) -> String {
     let _ = writeln!(s);
     let _ = writeln!(
         s,
-        "{:<14} {:<9} {:>6} {:>6} {:>4} {:<10} {:>10} {:<9} tiers",
-        "portal", "crm", "queued", "retry", "dlq", "sweep", "tasks/day", "crm ok"
+        "{:<14} {:<9} {:>6} {:>6} {:>4} {:<10} {:>10} {:<9} {:<22} tiers",
+        "portal", "crm", "queued", "retry", "dlq", "sweep", "tasks/day", "crm ok", "limiter"
     );
     for p in &r.portals {
         let tiers = p
@@ -261,9 +266,17 @@ pub fn render(r: &StatusReport) -> String {
             Some(h) if h.healthy => "yes".to_string(),
             Some(h) => format!("NO ({})", ago(h.last_error, now)),
         };
+        let limiter = match &p.pacing {
+            None => "-".to_string(),
+            Some(l) if l.blocked => "BLOCKED by the CRM".to_string(),
+            Some(l) => format!(
+                "{} req, {} limited, {:.0}s wait",
+                l.requests, l.limit_errors, l.wait_secs
+            ),
+        };
         let _ = writeln!(
             s,
-            "{:<14} {:<9} {:>6} {:>6} {:>4} {:<10} {:>10} {:<9} {}",
+            "{:<14} {:<9} {:>6} {:>6} {:>4} {:<10} {:>10} {:<9} {:<22} {}",
             p.id,
             p.crm,
             p.queued,
@@ -272,6 +285,7 @@ pub fn render(r: &StatusReport) -> String {
             ago(p.last_sweep, now),
             p.tasks_today,
             health,
+            limiter,
             tiers
         );
     }

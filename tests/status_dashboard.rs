@@ -156,6 +156,8 @@ async fn loopback_status_and_dashboard_show_the_crossing_escaped() {
         .crm_health
         .as_ref()
         .is_some_and(|h| h.healthy && h.last_ok.is_some()));
+    let pacing = p.pacing.expect("the Bitrix24 client reports its limiter");
+    assert!(pacing.requests > 0 && pacing.limit_errors == 0 && !pacing.blocked);
     let crossing = &p.recent_crossings[0];
     assert_eq!(crossing.lead, lead.to_string());
     assert_eq!(crossing.score, Some(80));
@@ -214,6 +216,7 @@ async fn loopback_status_and_dashboard_show_the_crossing_escaped() {
     assert!(ok, "status failed: {err}");
     assert!(out.contains("(daemon,"), "{out}");
     assert!(out.contains("hot 1"), "{out}");
+    assert!(out.contains(" req, 0 limited"), "limiter state: {out}");
     assert!(
         out.lines()
             .any(|l| l.starts_with("demo ") && l.contains(" yes ")),
