@@ -24,6 +24,9 @@ pub struct Scheduler {
     busy: HashMap<Vec<u8>, usize>,
 }
 
+/// One scheduled entry: when it is due and its store key.
+type DueEntry = (DateTime<Utc>, Vec<u8>);
+
 /// The portal part of a store key (`portal \0 subject`).
 pub fn portal_of(key: &[u8]) -> &[u8] {
     let end = key.iter().position(|b| *b == 0).unwrap_or(key.len());
@@ -49,7 +52,7 @@ impl Scheduler {
     pub fn take_due(&mut self, now: DateTime<Utc>, max: usize) -> Vec<Vec<u8>> {
         let max = max.max(1);
         let mut order: Vec<&[u8]> = Vec::new();
-        let mut groups: HashMap<&[u8], Vec<&(DateTime<Utc>, Vec<u8>)>> = HashMap::new();
+        let mut groups: HashMap<&[u8], Vec<&DueEntry>> = HashMap::new();
         for entry in self.due.iter().take_while(|(due, _)| *due <= now) {
             let portal = portal_of(&entry.1);
             let group = groups.entry(portal).or_insert_with(|| {
