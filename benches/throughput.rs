@@ -128,6 +128,9 @@ async fn daemon(leads: usize) -> (Duration, usize, usize, f64) {
     let mut config = prepared.config;
     drop(prepared.store);
     config.server.coalesce_ms = 1000;
+    // The production default: the demo config sweeps every 5 s, which would re-fetch
+    // every lead we just wrote (our own writes move its modification time).
+    config.server.sweep_interval_secs = 300;
     config.portals[0].fields.comment = false;
     let shutdown = CancellationToken::new();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -177,6 +180,9 @@ async fn amocrm(leads: usize) -> (Duration, usize, usize, f64) {
     let mut config = prepared.config;
     drop(prepared.store);
     config.server.coalesce_ms = 1000;
+    // The production default: the demo config sweeps every 5 s, which would re-fetch
+    // every lead we just wrote (our own writes move its modification time).
+    config.server.sweep_interval_secs = 300;
     config.portals[0].fields.comment = false;
     let shutdown = CancellationToken::new();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
