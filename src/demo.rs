@@ -564,6 +564,28 @@ pub async fn settle(
     pipeline: &Pipeline,
     limit: Duration,
 ) -> anyhow::Result<()> {
+    settle_with(
+        || sandbox.settle(),
+        || sandbox.pending_deliveries(),
+        pipeline,
+        limit,
+    )
+    .await
+}
+
+/// The settle loop for any sandbox: `deliver` waits for its outgoing webhooks,
+/// `pending` counts those still queued. Done when the daemon is idle and nothing is
+/// queued, three polls in a row (its own writes echo back as new webhooks).
+pub async fn settle_with<D, F>(
+    deliver: D,
+    pending: impl Fn() -> usize,
+    pipeline: &Pipeline,
+    limit: Duration,
+) -> anyhow::Result<()>
+where
+    D: Fn() -> F,
+    F: std::future::Future<Output = ()>,
+{
     let deadline = Instant::now() + limit;
     let mut quiet = 0;
     while quiet < 3 {
@@ -571,8 +593,8 @@ pub async fn settle(
             Instant::now() < deadline,
             "the demo did not settle within {limit:?}"
         );
-        sandbox.settle().await;
-        if pipeline.is_idle().await && sandbox.pending_deliveries() == 0 {
+        deliver().await;
+        if pipeline.is_idle().await && pending() == 0 {
             quiet += 1;
         } else {
             quiet = 0;
@@ -580,6 +602,28 @@ pub async fn settle(
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     Ok(())
+}
+
+/// The demo's last lines: where the state is and how to read a lead's history.
+pub fn print_epilogue(
+    out: &mut dyn Write,
+    started: Instant,
+    dir: &Path,
+    config_path: &Path,
+    portal: &str,
+    lead: impl std::fmt::Display,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "\nfinished in {:.1} s. State (sled) is in {}",
+        started.elapsed().as_secs_f64(),
+        dir.display()
+    )?;
+    writeln!(
+        out,
+        "see a lead's score history:  leadscore history --config {} --portal {portal} --lead {lead}",
+        config_path.display()
+    )
 }
 
 pub fn random_token(len: usize) -> String {
@@ -803,18 +847,7 @@ pub async fn run(data_dir: Option<PathBuf>, out: &mut dyn Write) -> anyhow::Resu
     running.handle.await.context("daemon task panicked")??;
     drop(pipeline);
     sandbox.shutdown().await;
-    writeln!(
-        out,
-        "\nfinished in {:.1} s. State (sled) is in {}",
-        started.elapsed().as_secs_f64(),
-        dir.display()
-    )?;
-    writeln!(
-        out,
-        "see a lead's score history:  leadscore history --config {} --portal {PORTAL} --lead {}",
-        config_path.display(),
-        ids[0]
-    )?;
+    print_epilogue(out, started, &dir, &config_path, PORTAL, ids[0])?;
     Ok(())
 }
 

@@ -317,22 +317,13 @@ async fn settle(
     pipeline: &Pipeline,
     limit: Duration,
 ) -> anyhow::Result<()> {
-    let deadline = Instant::now() + limit;
-    let mut quiet = 0;
-    while quiet < 3 {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the demo did not settle within {limit:?}"
-        );
-        sandbox.settle().await;
-        if pipeline.is_idle().await && sandbox.pending_deliveries() == 0 {
-            quiet += 1;
-        } else {
-            quiet = 0;
-        }
-        tokio::time::sleep(Duration::from_millis(150)).await;
-    }
-    Ok(())
+    crate::demo::settle_with(
+        || sandbox.settle(),
+        || sandbox.pending_deliveries(),
+        pipeline,
+        limit,
+    )
+    .await
 }
 
 fn text_of(lead: &leadscore_amocrm::sandbox::Lead, field: &str) -> String {
@@ -529,17 +520,6 @@ pub async fn run(data_dir: Option<PathBuf>, out: &mut dyn Write) -> anyhow::Resu
     running.handle.await.context("daemon task panicked")??;
     drop(pipeline);
     sandbox.shutdown().await;
-    writeln!(
-        out,
-        "\nfinished in {:.1} s. State (sled) is in {}",
-        started.elapsed().as_secs_f64(),
-        dir.display()
-    )?;
-    writeln!(
-        out,
-        "see a lead's score history:  leadscore history --config {} --portal {PORTAL} --lead {}",
-        config_path.display(),
-        ids[0]
-    )?;
+    crate::demo::print_epilogue(out, started, &dir, &config_path, PORTAL, ids[0])?;
     Ok(())
 }
