@@ -232,13 +232,11 @@ impl Bitrix24Crm {
                         tracing::error!(error = %e, "cannot store rotated Bitrix24 OAuth tokens");
                         return;
                     }
-                    let store = store.clone();
-                    if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                        rt.spawn(async move {
-                            if let Err(e) = store.flush().await {
-                                tracing::error!(error = %e, "cannot flush rotated Bitrix24 OAuth tokens");
-                            }
-                        });
+                    // Durable before the new access token is used: this runs once an
+                    // hour, and a blocking fsync (well under a millisecond) is cheaper
+                    // than losing the only valid refresh token in a crash.
+                    if let Err(e) = store.flush_blocking() {
+                        tracing::error!(error = %e, "cannot flush rotated Bitrix24 OAuth tokens");
                     }
                 });
                 Auth::OAuth(OAuth {

@@ -308,6 +308,13 @@ impl Store {
         Ok(())
     }
 
+    /// Flush from synchronous code (a token-rotation callback); blocks the caller for
+    /// one fsync of sled's log.
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
     /// Number of (portal, subject) entries waiting.
     pub fn pending_len(&self) -> usize {
         self.pending_count.load(Ordering::Relaxed)
