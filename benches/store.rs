@@ -32,48 +32,26 @@ fn bench(c: &mut Criterion) {
     let n = AtomicU64::new(0);
     let window = Duration::from_secs(2);
     let mut g = c.benchmark_group("store");
-    g.bench_function("enqueue_new_lead", |b| {
-        b.iter(|| {
-            let id = n.fetch_add(1, Ordering::Relaxed);
-            store
-                .enqueue(
-                    "p",
-                    &Subject::Lead(id.to_string()),
-                    cause(),
-                    Utc::now(),
-                    window,
-                    usize::MAX,
-                )
-                .unwrap()
-        })
-    });
+    let enqueue = |lead: String| {
+        store
+            .enqueue(
+                "p",
+                &Subject::Lead(lead),
+                cause(),
+                Utc::now(),
+                window,
+                usize::MAX,
+            )
+            .unwrap()
+    };
+    let next_id = || n.fetch_add(1, Ordering::Relaxed).to_string();
+    g.bench_function("enqueue_new_lead", |b| b.iter(|| enqueue(next_id())));
     g.bench_function("enqueue_merge_same_lead", |b| {
-        b.iter(|| {
-            store
-                .enqueue(
-                    "p",
-                    &Subject::Lead("42".into()),
-                    cause(),
-                    Utc::now(),
-                    window,
-                    usize::MAX,
-                )
-                .unwrap()
-        })
+        b.iter(|| enqueue("42".into()))
     });
     g.bench_function("enqueue_then_flush", |b| {
         b.iter(|| {
-            let id = n.fetch_add(1, Ordering::Relaxed);
-            store
-                .enqueue(
-                    "p",
-                    &Subject::Lead(id.to_string()),
-                    cause(),
-                    Utc::now(),
-                    window,
-                    usize::MAX,
-                )
-                .unwrap();
+            enqueue(next_id());
             rt.block_on(store.flush()).unwrap();
         })
     });
@@ -82,17 +60,7 @@ fn bench(c: &mut Criterion) {
             rt.block_on(async {
                 let mut set = tokio::task::JoinSet::new();
                 for _ in 0..8 {
-                    let id = n.fetch_add(1, Ordering::Relaxed);
-                    store
-                        .enqueue(
-                            "p",
-                            &Subject::Lead(id.to_string()),
-                            cause(),
-                            Utc::now(),
-                            window,
-                            usize::MAX,
-                        )
-                        .unwrap();
+                    enqueue(next_id());
                 }
                 for _ in 0..8 {
                     let s = store.clone();

@@ -46,23 +46,28 @@ pub fn example_scoring_toml() -> anyhow::Result<String> {
     Ok(toml::to_string(&doc)?)
 }
 
+/// The `[server]` section of every demo config: loopback on a free port, state in
+/// `data_dir`, a short coalesce window and sweep so the demo moves quickly.
+pub fn server_section(data_dir: &Path) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = {:?}\nworkers = 2\ncoalesce_ms = 800\nsweep_interval_secs = 5\n",
+        data_dir.display().to_string()
+    )
+}
+
+/// The Bitrix24 demo config: the example's `[scoring]` with a `[server]` and a portal
+/// pointing at the sandbox.
 pub fn demo_config_text(
-    data_dir: &std::path::Path,
+    data_dir: &Path,
     webhook_url: &str,
     app_token: &str,
 ) -> anyhow::Result<String> {
     let scoring = example_scoring_toml()?;
-    let dir = data_dir.display().to_string();
+    let server = server_section(data_dir);
     let head = format!(
         r#"# Written by `leadscore demo`. The sandbox it points at is gone once the demo ends,
 # but `leadscore history --config THIS_FILE --portal demo --lead ID` still reads the ledger.
-[server]
-listen = "127.0.0.1:0"
-data_dir = {dir:?}
-workers = 2
-coalesce_ms = 800
-sweep_interval_secs = 5
-
+{server}
 [[portal]]
 id = "{PORTAL}"
 crm = "bitrix24"

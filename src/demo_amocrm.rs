@@ -62,16 +62,10 @@ pub fn config_text(
     let token = sandbox
         .long_lived_token()
         .context("the sandbox issued no long-lived token")?;
-    let dir = data_dir.display().to_string();
+    let server = crate::demo::server_section(data_dir);
     Ok(format!(
         r#"# Written by `leadscore demo --crm amocrm`.
-[server]
-listen = "127.0.0.1:0"
-data_dir = {dir:?}
-workers = 2
-coalesce_ms = 800
-sweep_interval_secs = 5
-
+{server}
 [[portal]]
 id = "{PORTAL}"
 crm = "amocrm"
