@@ -58,6 +58,7 @@ async fn operating_limit_blocks_one_method_with_reset_time() {
         limit: Duration::from_secs(1),
         cost_per_call: Duration::from_millis(500),
         window: Duration::from_secs(600),
+        ..OperatingLimit::default()
     }));
     for _ in 0..2 {
         let (status, body) = call(&p, "crm.lead.list", json!({})).await;

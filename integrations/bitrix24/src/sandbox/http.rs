@@ -227,18 +227,22 @@ fn date_of(t: SystemTime) -> String {
     }
 }
 
-/// The `time` object every answer carries.
+/// The `time` object every answer carries. `processing` is the execution time the
+/// portal counts (the simulated cost when an operating limit is set); `duration` adds
+/// the real time spent around it, as on a portal where transfer and queueing make
+/// `duration` much larger than `processing`.
 fn time_object(start: SystemTime, op: Option<OperatingStatus>) -> Value {
     let finish = SystemTime::now();
-    let duration = unix(finish) - unix(start);
-    let (operating, reset_in) = op.map_or((0.0, Duration::from_secs(600)), |o| {
-        (o.operating, o.reset_in)
+    let wall = (unix(finish) - unix(start)).max(0.0);
+    let (operating, reset_in, booked) = op.map_or((0.0, Duration::from_secs(600), None), |o| {
+        (o.operating, o.reset_in, o.booked)
     });
+    let processing = booked.unwrap_or(wall);
     json!({
         "start": unix(start),
         "finish": unix(finish),
-        "duration": duration,
-        "processing": duration,
+        "duration": processing + wall,
+        "processing": processing,
         "date_start": date_of(start),
         "date_finish": date_of(finish),
         "operating_reset_at": (unix(finish) + reset_in.as_secs_f64()).ceil() as i64,
@@ -462,6 +466,7 @@ async fn rest_call(
                 operating: 0.0,
                 reset_in,
                 blocked: true,
+                booked: None,
             };
             return error_response(&operating_error(), Some(time_object(start, Some(op))));
         }
@@ -512,7 +517,8 @@ fn operating_error() -> ApiError {
     )
 }
 
-/// Runs one method with its operating check, records it, fires its events.
+/// Runs one method with its operating check, records it, fires its events. The
+/// returned standing is the one the answer reports (after booking this call's cost).
 fn run_one(
     shared: &Shared,
     method: &str,
@@ -520,11 +526,11 @@ fn run_one(
     in_batch: bool,
     fault: Option<FaultKind>,
 ) -> (Result<Output, ApiError>, OperatingStatus) {
-    let op = lock(&shared.operating).status(method);
-    let outcome = if !api::known(method) {
-        Err(api::method_not_found())
-    } else if op.blocked {
-        Err(operating_error())
+    let before = lock(&shared.operating).status(method);
+    let (outcome, op) = if !api::known(method) {
+        (Err(api::method_not_found()), before)
+    } else if before.blocked {
+        (Err(operating_error()), before)
     } else {
         let mut fired = Vec::new();
         let actor = Actor::Rest {
@@ -534,9 +540,10 @@ fn run_one(
             let mut st = lock(&shared.state);
             api::dispatch(&mut st, method, params, actor, &mut fired)
         };
-        lock(&shared.operating).spend(method);
+        let rows = out.as_ref().map_or(0, |o| list_rows(&o.result));
+        let after = lock(&shared.operating).spend(method, rows);
         shared.emit(fired);
-        out
+        (out, after)
     };
     let status = match &outcome {
         Ok(_) => 200,
@@ -544,6 +551,15 @@ fn run_one(
     };
     shared.record(method, status, in_batch, fault);
     (outcome, op)
+}
+
+/// Rows a list answer carries (`[..]`, or `{"items": [..]}` / `{"tasks": [..]}`).
+fn list_rows(result: &Value) -> usize {
+    match result {
+        Value::Array(a) => a.len(),
+        Value::Object(m) => m.values().find_map(Value::as_array).map_or(0, Vec::len),
+        _ => 0,
+    }
 }
 
 fn success(out: Output, time: Value) -> Response {
@@ -579,10 +595,12 @@ fn run_batch(
     let mut totals = Vec::new();
     let mut nexts = Vec::new();
     let mut times = Vec::new();
+    let mut booked = 0.0;
     for cmd in commands {
         let sub_start = SystemTime::now();
         let sub_params = batch::resolve(&cmd.query, &lookup);
         let (outcome, op) = run_one(shared, &cmd.method, &sub_params, true, None);
+        booked += op.booked.unwrap_or(0.0);
         times.push((cmd.key.clone(), time_object(sub_start, Some(op))));
         match outcome {
             Ok(out) => {
@@ -610,7 +628,16 @@ fn run_batch(
         "result_next": php_map(nexts),
         "result_time": php_map(times),
     });
-    let op = lock(&shared.operating).status("batch");
+    // The outer `batch` is not counted against any method; its processing is what its
+    // commands booked.
+    let op = {
+        let mut operating = lock(&shared.operating);
+        OperatingStatus {
+            operating: 0.0,
+            booked: operating.limit.map(|_| booked),
+            ..operating.status("batch")
+        }
+    };
     success(
         Output {
             result,

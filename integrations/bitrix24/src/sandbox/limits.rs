@@ -77,6 +77,8 @@ impl Bucket {
 pub(crate) struct Operating {
     pub limit: Option<OperatingLimit>,
     spent: HashMap<String, VecDeque<(Instant, f64)>>,
+    /// Everything ever booked per method (never rolls), for tests and benchmarks.
+    total: HashMap<String, f64>,
 }
 
 /// What the operating check says about a call.
@@ -88,6 +90,9 @@ pub(crate) struct OperatingStatus {
     pub reset_in: Duration,
     /// Whether the method is blocked.
     pub blocked: bool,
+    /// Simulated execution seconds this call booked (`None`: no operating limit is
+    /// configured, so the real wall time stands in for it).
+    pub booked: Option<f64>,
 }
 
 impl Operating {
@@ -95,6 +100,7 @@ impl Operating {
         Self {
             limit,
             spent: HashMap::new(),
+            total: HashMap::new(),
         }
     }
 
@@ -124,26 +130,39 @@ impl Operating {
             operating,
             reset_in,
             blocked,
+            booked: None,
         }
     }
 
-    /// Books the simulated cost of one executed call.
-    pub(crate) fn spend(&mut self, method: &str) {
+    /// Books the simulated cost of one executed call that returned `rows` list rows,
+    /// and returns the method's standing afterwards (what the portal reports in `time`).
+    pub(crate) fn spend(&mut self, method: &str, rows: usize) -> OperatingStatus {
         let Some(limit) = self.limit else {
-            return;
+            return self.status(method);
         };
-        let cost = limit.cost_per_call.as_secs_f64();
+        let cost =
+            limit.cost_per_call.as_secs_f64() + limit.cost_per_row.as_secs_f64() * rows as f64;
         if cost > 0.0 {
             self.spent
                 .entry(method.to_owned())
                 .or_default()
                 .push_back((Instant::now(), cost));
+            *self.total.entry(method.to_owned()).or_default() += cost;
+        }
+        OperatingStatus {
+            booked: Some(cost),
+            ..self.status(method)
         }
     }
 
     /// Forgets all spending.
     pub(crate) fn reset(&mut self) {
         self.spent.clear();
+    }
+
+    /// Seconds booked per method since start.
+    pub(crate) fn totals(&self) -> std::collections::BTreeMap<String, f64> {
+        self.total.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 }
 
@@ -213,11 +232,13 @@ mod tests {
         let mut o = Operating::new(Some(OperatingLimit {
             limit: Duration::from_secs(2),
             cost_per_call: Duration::from_secs(1),
+            cost_per_row: Duration::ZERO,
             window: Duration::from_secs(60),
         }));
         assert!(!o.status("m").blocked);
-        o.spend("m");
-        o.spend("m");
+        assert_eq!(o.spend("m", 0).booked, Some(1.0));
+        let after = o.spend("m", 0);
+        assert_eq!(after.operating, 2.0, "the answer counts the call itself");
         let s = o.status("m");
         assert!(s.blocked);
         assert!(!o.status("other").blocked);

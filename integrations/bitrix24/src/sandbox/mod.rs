@@ -15,8 +15,12 @@
 //!
 //! - The bucket counts requests that reach the REST layer (a `batch` is one; 401s are
 //!   not counted). A refused request does not fill the bucket further.
-//! - `time.operating` only grows when an [`OperatingLimit`] is configured (its
-//!   `cost_per_call` is the simulated execution time).
+//! - `time.operating` only grows when an [`OperatingLimit`] is configured: each call
+//!   books a simulated execution time (`cost_per_call`, plus `cost_per_row` for every
+//!   row a list returns), reported as `time.processing`; `time.duration` adds the real
+//!   wall time on top (transfer and queueing, which the portal does not count), and
+//!   `time.operating` is the method's total in the window *including* this call, as the
+//!   portal reports it.
 //! - Unknown fields in `filter`/`order` are a 400 error rather than silently ignored, so
 //!   a misspelt filter cannot quietly match everything; unknown fields in writes are
 //!   ignored, as on the portal, and so is a user-field value that is not valid for its
@@ -103,6 +107,9 @@ pub struct OperatingLimit {
     pub limit: Duration,
     /// Simulated execution time booked per call of a method.
     pub cost_per_call: Duration,
+    /// Extra execution time per row a list method returns (a page of 50 costs more
+    /// than an empty one, so packing many owners into one list is not free).
+    pub cost_per_row: Duration,
     /// Sliding window (10 minutes on real portals).
     pub window: Duration,
 }
@@ -112,6 +119,7 @@ impl Default for OperatingLimit {
         Self {
             limit: Duration::from_secs(480),
             cost_per_call: Duration::from_millis(100),
+            cost_per_row: Duration::ZERO,
             window: Duration::from_secs(600),
         }
     }
@@ -761,6 +769,12 @@ impl SandboxHandle {
     /// Replaces the operating limit (`None` disables blocking).
     pub fn set_operating_limit(&self, limit: Option<OperatingLimit>) {
         lock(&self.shared.operating).limit = limit;
+    }
+
+    /// Operating seconds booked per method since start (`reset_operating` does not
+    /// clear these), to measure what a workload costs the portal.
+    pub fn operating_spent(&self) -> BTreeMap<String, f64> {
+        lock(&self.shared.operating).totals()
     }
 
     /// Forgets all booked operating time.
