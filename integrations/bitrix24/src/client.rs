@@ -40,7 +40,10 @@ use tokio::task::JoinSet;
 
 use crate::batch::{self, BatchCommand, CommandResult, MAX_COMMANDS};
 use crate::error::{classify_at, Error};
-use crate::limiter::{OperatingConfig, OperatingTracker, Pacer, PacingConfig, PacingStats};
+use crate::limiter::{
+    MethodUsage, OperatingConfig, OperatingSnapshot, OperatingTracker, Pacer, PacingConfig,
+    PacingStats,
+};
 use crate::types::{
     value_i64, value_text, ActivityRecord, Item, LeadRecord, PageInfo, TaskRecord, Time, UserField,
 };
@@ -169,7 +172,7 @@ impl RetryPolicy {
 }
 
 /// Client settings beyond authentication.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Whole-request timeout; Bitrix24 cuts requests off at 60 s itself.
@@ -179,6 +182,44 @@ pub struct ClientConfig {
     pub operating: OperatingConfig,
     /// Batches [`Client::batch_all`] keeps in flight at once (pacing still applies).
     pub max_in_flight: usize,
+    /// Names the portal in log lines (the config id); empty when there is none.
+    pub label: String,
+    /// What an earlier run of the daemon left in the portal's limits (bucket level and
+    /// operating time): restored at start so a restart neither forgets spent budget
+    /// nor sends a fresh burst into a full bucket.
+    pub restore: Option<LimitsSnapshot>,
+    /// Called after every answered request with the limits as they stand now, so the
+    /// daemon can keep them in its store.
+    pub on_usage: Option<UsageCallback>,
+}
+
+/// Receives the limiter state after each request (see [`ClientConfig::on_usage`]).
+pub type UsageCallback = Arc<dyn Fn(&LimitsSnapshot) + Send + Sync>;
+
+/// The portal's two limits as this client last knew them, in wall-clock terms.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LimitsSnapshot {
+    /// When the snapshot was taken (unix milliseconds).
+    pub at_ms: i64,
+    /// Estimated requests in the leaky bucket at that moment.
+    pub bucket_level: f64,
+    /// Operating time per method.
+    pub operating: OperatingSnapshot,
+}
+
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("timeout", &self.timeout)
+            .field("retry", &self.retry)
+            .field("pacing", &self.pacing)
+            .field("operating", &self.operating)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("label", &self.label)
+            .field("restore", &self.restore.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for ClientConfig {
@@ -190,6 +231,9 @@ impl Default for ClientConfig {
             pacing: PacingConfig::standard(),
             operating: OperatingConfig::default(),
             max_in_flight: 4,
+            label: String::new(),
+            restore: None,
+            on_usage: None,
         }
     }
 }
@@ -324,7 +368,12 @@ impl Client {
             }
         };
         let pacer = Pacer::new(config.pacing).map_err(|e| Error::Config(e.to_string()))?;
-        let operating = OperatingTracker::new(config.operating);
+        let operating = OperatingTracker::new(config.operating).with_label(config.label.clone());
+        if let Some(r) = &config.restore {
+            let ago = (Utc::now().timestamp_millis() - r.at_ms).max(0) as u64;
+            pacer.restore_level(r.bucket_level, Duration::from_millis(ago));
+            operating.restore(&r.operating);
+        }
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
@@ -340,6 +389,27 @@ impl Client {
     /// Pacing counters (requests sent, 503s seen, time waited).
     pub fn stats(&self) -> PacingStats {
         self.inner.pacer.stats()
+    }
+
+    /// Each method's operating-time standing (used of the limit, paused for how long).
+    pub fn operating_usage(&self) -> Vec<MethodUsage> {
+        self.inner.operating.usage()
+    }
+
+    /// The limits as they stand now, in wall-clock terms (what [`ClientConfig::restore`]
+    /// takes back after a restart).
+    pub fn limits_snapshot(&self) -> LimitsSnapshot {
+        LimitsSnapshot {
+            at_ms: Utc::now().timestamp_millis(),
+            bucket_level: self.inner.pacer.level(),
+            operating: self.inner.operating.snapshot(),
+        }
+    }
+
+    fn report_usage(&self) {
+        if let Some(cb) = &self.inner.config.on_usage {
+            cb(&self.limits_snapshot());
+        }
     }
 
     /// The settings in use.
@@ -376,8 +446,14 @@ impl Client {
             let generation = self.token_generation();
             let err = match self.send_once(method, params).await {
                 Ok(resp) => {
-                    let secs = resp.time.duration.or(resp.time.processing).unwrap_or(0.0);
-                    inner.operating.record(method, secs, resp.time.operating);
+                    // The outer `batch` is not counted by the portal; its commands are,
+                    // each against its own method (recorded in `batch`).
+                    if method != "batch" {
+                        inner
+                            .operating
+                            .record(method, resp.time.processing, resp.time.operating);
+                    }
+                    self.report_usage();
                     return Ok(resp);
                 }
                 Err(e) => e,
@@ -666,8 +742,9 @@ impl Client {
         for c in commands {
             let r = &out[&c.key];
             if let Some(t) = &r.time {
-                let secs = t.duration.or(t.processing).unwrap_or(0.0);
-                self.inner.operating.record(&c.method, secs, t.operating);
+                self.inner
+                    .operating
+                    .record(&c.method, t.processing, t.operating);
             }
             if let Err(e @ Error::OperationTimeLimit { .. }) = &r.result {
                 let wait = e.retry_after().unwrap_or(Duration::from_secs(10));
@@ -676,6 +753,7 @@ impl Client {
                     .pause_until(&c.method, tokio::time::Instant::now() + wait);
             }
         }
+        self.report_usage();
         Ok(out)
     }
 

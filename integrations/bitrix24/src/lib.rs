@@ -16,6 +16,9 @@ pub mod webhook;
 pub mod sandbox;
 
 pub use batch::{BatchCommand, CommandResult};
-pub use client::{Auth, Client, ClientConfig, OAuth, OAuthTokens, RetryPolicy, TokenCallback};
+pub use client::{
+    Auth, Client, ClientConfig, LimitsSnapshot, OAuth, OAuthTokens, RetryPolicy, TokenCallback,
+    UsageCallback,
+};
 pub use error::Error;
-pub use limiter::{OperatingConfig, PacingConfig, PacingStats};
+pub use limiter::{MethodUsage, OperatingConfig, OperatingSnapshot, PacingConfig, PacingStats};

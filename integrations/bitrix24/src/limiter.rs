@@ -27,7 +27,7 @@
 //!
 //! Both use tokio's clock, so tests run them with paused time.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -121,6 +121,10 @@ pub struct Pacer {
     limit_errors: AtomicU64,
     wait_nanos: AtomicU64,
     operating_wait_nanos: AtomicU64,
+    /// Our estimate of the portal bucket's level (requests in it) and when it was
+    /// taken, kept beside governor's state so it can be saved and restored across a
+    /// restart.
+    level: Mutex<(f64, Instant)>,
 }
 
 /// Invalid pacing settings.
@@ -164,7 +168,47 @@ impl Pacer {
             limit_errors: AtomicU64::new(0),
             wait_nanos: AtomicU64::new(0),
             operating_wait_nanos: AtomicU64::new(0),
+            level: Mutex::new((f64::from(used.min(burst)), Instant::now())),
         })
+    }
+
+    fn drained_level(&self, guard: &(f64, Instant), now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(guard.1).as_secs_f64();
+        (guard.0 - elapsed * self.config.per_second).max(0.0)
+    }
+
+    fn bump_level(&self, to: Option<f64>) {
+        let now = Instant::now();
+        let mut g = self.level.lock().unwrap_or_else(|e| e.into_inner());
+        let level = match to {
+            Some(l) => l,
+            None => self.drained_level(&g, now) + 1.0,
+        };
+        *g = (level.min(f64::from(self.config.burst)), now);
+    }
+
+    /// The estimated bucket level now (requests the portal still counts against us).
+    pub fn level(&self) -> f64 {
+        let g = self.level.lock().unwrap_or_else(|e| e.into_inner());
+        self.drained_level(&g, Instant::now())
+    }
+
+    /// An earlier run left the bucket at `level` requests, `ago` before now: whatever of
+    /// it has not drained yet is taken from the free cells, so a restart in the middle
+    /// of a burst does not send a fresh burst into a full bucket.
+    pub fn restore_level(&self, level: f64, ago: Duration) {
+        let left = (level - ago.as_secs_f64() * self.config.per_second).max(0.0);
+        let assumed = self.level();
+        let extra = (left - assumed).ceil();
+        if extra >= 1.0 {
+            let n = (extra as u32).min(self.config.effective_burst());
+            for _ in 0..n {
+                if self.limiter.check().is_err() {
+                    break;
+                }
+            }
+            self.bump_level(Some(assumed + f64::from(n)));
+        }
     }
 
     /// The settings this pacer runs with.
@@ -188,6 +232,7 @@ impl Pacer {
         self.wait_nanos
             .fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
         self.sent.fetch_add(1, Ordering::Relaxed);
+        self.bump_level(None);
     }
 
     /// A `QUERY_LIMIT_EXCEEDED` came back: someone else filled the bucket, so assume it
@@ -199,6 +244,7 @@ impl Pacer {
                 break;
             }
         }
+        self.bump_level(Some(f64::from(self.config.burst)));
     }
 
     pub(crate) fn add_operating_wait(&self, d: Duration) {
@@ -222,8 +268,15 @@ impl Pacer {
 pub struct OperatingConfig {
     /// Seconds of execution per method allowed in the window (cloud default 480).
     pub limit_secs: f64,
-    /// Pause a method once it has used this fraction of the limit.
+    /// Hard stop: pause a method once it has used this fraction of the limit, until old
+    /// baskets roll out (the portal would refuse it for the rest of the window past 1.0).
     pub pause_fraction: f64,
+    /// Smooth pacing: a method may spend this fraction of its paced budget (90% of the
+    /// hard stop) at once; the rest comes at an even rate over the window. Any window
+    /// then holds at most the paced budget, so steady heavy use levels off below the
+    /// stop and waits are one call's cost at a time, instead of running flat out into
+    /// a pause of minutes. 1.0 turns pacing off (only the hard stop remains).
+    pub burst_fraction: f64,
     /// Number of baskets in the window (10 in Bitrix24).
     pub baskets: u32,
     /// Length of one basket (one minute in Bitrix24).
@@ -235,9 +288,33 @@ impl Default for OperatingConfig {
         OperatingConfig {
             limit_secs: 480.0,
             pause_fraction: 0.9,
+            burst_fraction: 0.3,
             baskets: 10,
             basket_len: Duration::from_secs(60),
         }
+    }
+}
+
+impl OperatingConfig {
+    fn window(&self) -> Duration {
+        self.basket_len * self.baskets
+    }
+    fn hard_stop(&self) -> f64 {
+        self.limit_secs * self.pause_fraction
+    }
+    fn paced_budget(&self) -> f64 {
+        self.hard_stop() * 0.9
+    }
+    /// Operating seconds per second the method may spend once its burst is used
+    /// (`None`: pacing is off).
+    fn sustained_rate(&self) -> Option<f64> {
+        let rate = self.paced_budget() * (1.0 - self.burst_fraction)
+            / self.window().as_secs_f64().max(1e-9);
+        (rate > 0.0 && rate.is_finite()).then_some(rate)
+    }
+    /// How far ahead of now the pacing clock may run (the burst, in seconds of time).
+    fn tolerance(&self, rate: f64) -> Duration {
+        Duration::from_secs_f64(self.paced_budget() * self.burst_fraction.clamp(0.0, 1.0) / rate)
     }
 }
 
@@ -245,10 +322,57 @@ impl Default for OperatingConfig {
 struct MethodUse {
     /// (basket start, seconds used in it), oldest first.
     baskets: VecDeque<(Instant, f64)>,
-    /// The portal's last `time.operating` for this method, and when we saw it.
-    reported: Option<(Instant, f64)>,
     /// Explicit pause (after a 429, until `operating_reset_at`).
     paused_until: Option<Instant>,
+    /// Smooth pacing (GCRA over operating seconds): the theoretical time at which all
+    /// spending so far would have been paid off at the sustained rate.
+    tat: Option<Instant>,
+    /// A pause of this method has been logged and not yet ended.
+    warned: bool,
+}
+
+impl MethodUse {
+    fn roll(&mut self, now: Instant, window: Duration) {
+        while self
+            .baskets
+            .front()
+            .is_some_and(|(t, _)| now.saturating_duration_since(*t) >= window)
+        {
+            self.baskets.pop_front();
+        }
+    }
+    fn used(&self) -> f64 {
+        self.baskets.iter().map(|(_, s)| s).sum()
+    }
+}
+
+/// A wait at least this long is a pause: logged at WARN and shown in status pages.
+pub const PAUSE_FROM: Duration = Duration::from_secs(5);
+
+/// One method's standing, for status pages, metrics and logs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MethodUsage {
+    /// Method name, lower-case.
+    pub method: String,
+    /// Operating seconds used in the current window (the portal's own figure when it
+    /// reports one).
+    pub used_secs: f64,
+    /// The portal's limit for the window.
+    pub limit_secs: f64,
+    /// How long the method is held back from now, when that is a pause (at least
+    /// [`PAUSE_FROM`]); the short waits of smooth pacing are not reported.
+    pub paused_for: Option<Duration>,
+}
+
+/// The operating-time accounting in wall-clock terms, so it survives a restart (the
+/// portal keeps counting while the daemon is down).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct OperatingSnapshot {
+    /// Per method: (basket start as unix milliseconds, seconds used in it).
+    pub methods: BTreeMap<String, Vec<(i64, f64)>>,
+    /// Per method: paused until (unix milliseconds) after a 429.
+    #[serde(default)]
+    pub paused_until: BTreeMap<String, i64>,
 }
 
 /// Per-method execution-time accounting (see the module docs).
@@ -257,6 +381,32 @@ pub struct OperatingTracker {
     config: OperatingConfig,
     origin: Instant,
     methods: Mutex<HashMap<String, MethodUse>>,
+    /// Who the log lines are about (the portal's config id).
+    label: String,
+}
+
+/// Wall-clock unix milliseconds of a tokio instant.
+fn unix_ms_of(t: Instant) -> i64 {
+    let now = Instant::now();
+    let wall = chrono::Utc::now().timestamp_millis();
+    if t >= now {
+        wall + t.duration_since(now).as_millis() as i64
+    } else {
+        wall - now.duration_since(t).as_millis() as i64
+    }
+}
+
+/// The tokio instant of wall-clock unix milliseconds (saturating at "now - 1 day").
+fn instant_of_unix_ms(ms: i64) -> Instant {
+    let now = Instant::now();
+    let wall = chrono::Utc::now().timestamp_millis();
+    let delta = ms - wall;
+    if delta >= 0 {
+        now + Duration::from_millis(delta as u64)
+    } else {
+        let back = Duration::from_millis(delta.unsigned_abs()).min(Duration::from_secs(86_400));
+        now.checked_sub(back).unwrap_or(now)
+    }
 }
 
 impl OperatingTracker {
@@ -266,97 +416,248 @@ impl OperatingTracker {
             config,
             origin: Instant::now(),
             methods: Mutex::new(HashMap::new()),
+            label: String::new(),
         }
     }
 
-    fn window(&self) -> Duration {
-        self.config.basket_len * self.config.baskets
+    /// Name the portal in log lines.
+    pub fn with_label(mut self, label: impl Into<String>) -> Self {
+        self.label = label.into();
+        self
     }
 
     fn basket_start(&self, now: Instant) -> Instant {
         let len = self.config.basket_len.as_nanos().max(1);
-        let since = now.duration_since(self.origin).as_nanos();
+        let since = now.saturating_duration_since(self.origin).as_nanos();
         self.origin + Duration::from_nanos(((since / len) * len) as u64)
     }
 
-    /// Record one call: `secs` of execution (from `time.duration`/`processing`) and
-    /// the portal's reported `operating` total when present.
-    pub fn record(&self, method: &str, secs: f64, reported_operating: Option<f64>) {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, MethodUse>> {
+        self.methods.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Record one executed call of `method` (a nested method, never the outer `batch`):
+    /// `processing` is its execution time and `reported` the portal's own `operating`
+    /// total for the method. A reported total is the truth: the window is raised or
+    /// lowered to match it; without one, `processing` is counted.
+    pub fn record(&self, method: &str, processing: Option<f64>, reported: Option<f64>) {
         let now = Instant::now();
         let start = self.basket_start(now);
-        let window = self.window();
-        let mut map = self.methods.lock().unwrap_or_else(|e| e.into_inner());
+        let window = self.config.window();
+        let mut map = self.lock();
         let m = map.entry(method.to_ascii_lowercase()).or_default();
-        while m
-            .baskets
-            .front()
-            .is_some_and(|(t, _)| now.duration_since(*t) >= window)
-        {
-            m.baskets.pop_front();
-        }
-        if secs.is_finite() && secs > 0.0 {
-            match m.baskets.back_mut() {
-                Some((t, used)) if *t == start => *used += secs,
-                _ => m.baskets.push_back((start, secs)),
+        m.roll(now, window);
+        let before = m.used();
+        let add = |m: &mut MethodUse, secs: f64| match m.baskets.back_mut() {
+            Some((t, used)) if *t == start => *used += secs,
+            _ => m.baskets.push_back((start, secs)),
+        };
+        match reported.filter(|r| r.is_finite() && *r >= 0.0) {
+            Some(r) if r >= before => add(m, r - before),
+            Some(r) => {
+                // The portal counts less than we do: the excess rolled out already.
+                let mut excess = before - r;
+                while excess > 0.0 {
+                    let Some(front) = m.baskets.front_mut() else {
+                        break;
+                    };
+                    if front.1 <= excess {
+                        excess -= front.1;
+                        m.baskets.pop_front();
+                    } else {
+                        front.1 -= excess;
+                        excess = 0.0;
+                    }
+                }
+            }
+            None => {
+                if let Some(p) = processing.filter(|p| p.is_finite() && *p > 0.0) {
+                    add(m, p);
+                }
             }
         }
-        if let Some(r) = reported_operating.filter(|r| r.is_finite()) {
-            m.reported = Some((now, r));
+        let spent = (m.used() - before).max(0.0);
+        self.charge(m, spent, now);
+    }
+
+    /// Advance the pacing clock by `spent` operating seconds.
+    fn charge(&self, m: &mut MethodUse, spent: f64, now: Instant) {
+        let Some(rate) = self.config.sustained_rate() else {
+            return;
+        };
+        if spent > 0.0 {
+            let base = m.tat.filter(|t| *t > now).unwrap_or(now);
+            let cap = self.config.window().as_secs_f64();
+            m.tat = Some(base + Duration::from_secs_f64((spent / rate).min(cap)));
         }
     }
 
     /// The portal refused the method until `until` (a 429 with `operating_reset_at`).
     pub fn pause_until(&self, method: &str, until: Instant) {
-        let mut map = self.methods.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.lock();
         let m = map.entry(method.to_ascii_lowercase()).or_default();
         m.paused_until = Some(m.paused_until.map_or(until, |p| p.max(until)));
     }
 
-    /// When `method` may run next; `None` means now.
-    pub fn ready_at(&self, method: &str) -> Option<Instant> {
-        let now = Instant::now();
-        let window = self.window();
-        let threshold = self.config.limit_secs * self.config.pause_fraction;
-        let map = self.methods.lock().unwrap_or_else(|e| e.into_inner());
-        let m = map.get(&method.to_ascii_lowercase())?;
+    fn ready_at_locked(&self, m: &MethodUse, now: Instant) -> Option<Instant> {
+        let window = self.config.window();
+        let hard = self.config.hard_stop();
         let mut ready: Option<Instant> = m.paused_until.filter(|p| *p > now);
+        let later = |r: Option<Instant>, at: Instant| Some(r.map_or(at, |x: Instant| x.max(at)));
+        if let (Some(tat), Some(rate)) = (m.tat, self.config.sustained_rate()) {
+            let at = tat.checked_sub(self.config.tolerance(rate)).unwrap_or(now);
+            if at > now {
+                ready = later(ready, at);
+            }
+        }
         let live: Vec<&(Instant, f64)> = m
             .baskets
             .iter()
-            .filter(|(t, _)| now.duration_since(*t) < window)
+            .filter(|(t, _)| now.saturating_duration_since(*t) < window)
             .collect();
         let used: f64 = live.iter().map(|(_, s)| s).sum();
-        if used >= threshold {
-            // Wait until enough old baskets drop out to get back under the threshold.
+        if used >= hard {
+            // Wait until enough old baskets drop out to get back under the stop.
             let mut remaining = used;
             for (t, s) in &live {
                 remaining -= s;
-                if remaining < threshold {
-                    let at = *t + window;
-                    ready = Some(ready.map_or(at, |r| r.max(at)));
+                if remaining < hard {
+                    ready = later(ready, *t + window);
                     break;
-                }
-            }
-        }
-        if let Some((seen, r)) = m.reported {
-            if r >= threshold {
-                // The portal's figure only drops as baskets roll: look again a basket later.
-                let at = seen + self.config.basket_len;
-                if at > now {
-                    ready = Some(ready.map_or(at, |x| x.max(at)));
                 }
             }
         }
         ready
     }
 
-    /// Wait until `method` may run; returns how long it waited.
+    /// When `method` may run next; `None` means now.
+    pub fn ready_at(&self, method: &str) -> Option<Instant> {
+        let map = self.lock();
+        let m = map.get(&method.to_ascii_lowercase())?;
+        self.ready_at_locked(m, Instant::now())
+    }
+
+    /// Every method's standing (methods with no use in the window are left out).
+    pub fn usage(&self) -> Vec<MethodUsage> {
+        let now = Instant::now();
+        let window = self.config.window();
+        let mut map = self.lock();
+        let mut out: Vec<MethodUsage> = map
+            .iter_mut()
+            .filter_map(|(name, m)| {
+                m.roll(now, window);
+                let paused_for = self
+                    .ready_at_locked(m, now)
+                    .map(|at| at.duration_since(now))
+                    .filter(|d| *d >= PAUSE_FROM);
+                (m.used() > 0.0 || paused_for.is_some()).then(|| MethodUsage {
+                    method: name.clone(),
+                    used_secs: m.used(),
+                    limit_secs: self.config.limit_secs,
+                    paused_for,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.method.cmp(&b.method));
+        out
+    }
+
+    /// Wait until `method` may run; returns how long it waited. A wait longer than a
+    /// few seconds is a pause: it is logged at WARN once, with the budget used and
+    /// until when, and its end at INFO, so a stalled portal is never silent.
     pub async fn wait(&self, method: &str) -> Duration {
         let started = Instant::now();
-        while let Some(at) = self.ready_at(method) {
+        let key = method.to_ascii_lowercase();
+        loop {
+            let (at, used) = {
+                let mut map = self.lock();
+                let Some(m) = map.get_mut(&key) else { break };
+                let now = Instant::now();
+                let Some(at) = self.ready_at_locked(m, now) else {
+                    if m.warned {
+                        m.warned = false;
+                        tracing::info!(portal = %self.label, method = %key, paused_secs = started.elapsed().as_secs(), "bitrix24 method resumed after the operating-time pause");
+                    }
+                    break;
+                };
+                let long = at.duration_since(now) >= PAUSE_FROM;
+                let log = long && !m.warned;
+                if log {
+                    m.warned = true;
+                }
+                (at, log.then(|| m.used()))
+            };
+            if let Some(used) = used {
+                let until = chrono::DateTime::from_timestamp_millis(unix_ms_of(at))
+                    .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_default();
+                tracing::warn!(
+                    portal = %self.label,
+                    method = %key,
+                    used_secs = (used * 10.0).round() / 10.0,
+                    limit_secs = self.config.limit_secs,
+                    until = %until,
+                    "bitrix24 method paused by the operating-time limit"
+                );
+            }
             tokio::time::sleep_until(at).await;
         }
         started.elapsed()
+    }
+
+    /// The accounting in wall-clock terms, for the store.
+    pub fn snapshot(&self) -> OperatingSnapshot {
+        let now = Instant::now();
+        let window = self.config.window();
+        let mut map = self.lock();
+        let mut out = OperatingSnapshot::default();
+        for (name, m) in map.iter_mut() {
+            m.roll(now, window);
+            if !m.baskets.is_empty() {
+                out.methods.insert(
+                    name.clone(),
+                    m.baskets
+                        .iter()
+                        .map(|(t, s)| (unix_ms_of(*t), *s))
+                        .collect(),
+                );
+            }
+            if let Some(p) = m.paused_until.filter(|p| *p > now) {
+                out.paused_until.insert(name.clone(), unix_ms_of(p));
+            }
+        }
+        out
+    }
+
+    /// Take over the accounting of an earlier run (what it spent still counts at the
+    /// portal until its baskets roll out).
+    pub fn restore(&self, snap: &OperatingSnapshot) {
+        let now = Instant::now();
+        let window = self.config.window();
+        let mut map = self.lock();
+        for (name, baskets) in &snap.methods {
+            let m = map.entry(name.to_ascii_lowercase()).or_default();
+            let mut restored: Vec<(Instant, f64)> = baskets
+                .iter()
+                .filter(|(_, s)| s.is_finite() && *s > 0.0)
+                .map(|(ms, s)| (instant_of_unix_ms(*ms), *s))
+                .collect();
+            restored.extend(m.baskets.drain(..));
+            restored.sort_by_key(|(t, _)| *t);
+            m.baskets = restored.into();
+            m.roll(now, window);
+            // Pace as if the restored use had just been spent: conservative, and it
+            // keeps a restart from bursting into a window that is already well used.
+            let used = m.used();
+            self.charge(m, used, now);
+        }
+        for (name, ms) in &snap.paused_until {
+            let until = instant_of_unix_ms(*ms);
+            if until > now {
+                let m = map.entry(name.to_ascii_lowercase()).or_default();
+                m.paused_until = Some(m.paused_until.map_or(until, |p| p.max(until)));
+            }
+        }
     }
 }
 
@@ -523,10 +824,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn operating_budget_pauses_a_method_until_old_baskets_drop() {
-        let t = OperatingTracker::new(OperatingConfig::default());
+        let t = OperatingTracker::new(OperatingConfig {
+            burst_fraction: 1.0,
+            ..OperatingConfig::default()
+        });
         // 5 minutes of heavy use: 100 s per minute -> 500 s > 432 s (90% of 480).
         for _ in 0..5 {
-            t.record("crm.lead.list", 100.0, None);
+            t.record("crm.lead.list", Some(100.0), None);
             assert_eq!(t.ready_at("crm.item.update"), None);
             tokio::time::advance(Duration::from_secs(60)).await;
         }
@@ -538,21 +842,170 @@ mod tests {
             wait > Duration::from_secs(290) && wait <= Duration::from_secs(300),
             "{wait:?}"
         );
+        let usage = t.usage();
+        assert_eq!(usage.len(), 1);
+        assert_eq!(usage[0].method, "crm.lead.list");
+        assert_eq!(usage[0].used_secs, 500.0);
+        assert_eq!(usage[0].paused_for, Some(wait));
         let waited = t.wait("crm.lead.list").await;
         assert_eq!(waited, wait);
         assert_eq!(t.ready_at("crm.lead.list"), None);
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_reported_total_is_trusted_over_processing() {
+        let t = OperatingTracker::new(OperatingConfig::default());
+        // The portal says 440 s are used: over the 432 s stop, whatever we counted.
+        t.record("crm.activity.list", Some(0.03), Some(440.0));
+        assert!(t.ready_at("crm.activity.list").is_some());
+        assert_eq!(t.usage()[0].used_secs, 440.0);
+        // A later report of less lowers our figure (older use rolled out at the portal).
+        t.record("crm.activity.list", Some(0.03), Some(100.0));
+        assert!((t.usage()[0].used_secs - 100.0).abs() < 1e-9);
+        // Without a report, processing (not the larger duration) is what counts.
+        t.record("crm.lead.list", Some(0.25), None);
+        let lead = t.usage().into_iter().find(|u| u.method == "crm.lead.list");
+        assert_eq!(lead.map(|u| u.used_secs), Some(0.25));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heavy_use_is_smoothed_below_the_stop_instead_of_a_cliff() {
+        // A method costing 2 s per call, called as fast as the tracker allows for 30
+        // minutes: usage must level off under the 432 s stop, with no wait longer than
+        // a few seconds, and spending must go on at a steady pace.
+        let t = OperatingTracker::new(OperatingConfig::default());
+        let start = Instant::now();
+        let mut longest = Duration::ZERO;
+        let mut calls = 0u32;
+        let mut peak: f64 = 0.0;
+        while start.elapsed() < Duration::from_secs(1800) {
+            let waited = t.wait("crm.activity.list").await;
+            longest = longest.max(waited);
+            t.record("crm.activity.list", Some(2.0), None);
+            calls += 1;
+            peak = peak.max(t.usage()[0].used_secs);
+            // The caller's own pace: one call per second at most.
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        assert!(peak < 432.0, "peak {peak}");
+        assert!(
+            longest < Duration::from_secs(10),
+            "longest wait {longest:?}"
+        );
+        // Steady state spends about what rolls out: well over 300 calls in 30 minutes.
+        assert!(calls > 300, "{calls} calls");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn reported_operating_and_429_reset_pause_too() {
         let t = OperatingTracker::new(OperatingConfig::default());
-        t.record("batch", 0.2, Some(470.0));
-        assert!(t.ready_at("batch").is_some());
-        tokio::time::advance(Duration::from_secs(61)).await;
-        assert_eq!(t.ready_at("batch"), None);
         let until = Instant::now() + Duration::from_secs(42);
         t.pause_until("tasks.task.add", until);
         assert_eq!(t.ready_at("tasks.task.add"), Some(until));
         assert_eq!(t.wait("tasks.task.add").await, Duration::from_secs(42));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_accounting_survives_a_restart() {
+        let t = OperatingTracker::new(OperatingConfig::default());
+        t.record("crm.activity.list", Some(1.0), Some(450.0));
+        t.pause_until("tasks.task.add", Instant::now() + Duration::from_secs(120));
+        let snap = t.snapshot();
+        let json = serde_json::to_string(&snap).unwrap();
+        let back: OperatingSnapshot = serde_json::from_str(&json).unwrap();
+        let fresh = OperatingTracker::new(OperatingConfig::default());
+        fresh.restore(&back);
+        assert!(
+            fresh.ready_at("crm.activity.list").is_some(),
+            "still over the stop"
+        );
+        assert!(fresh.ready_at("tasks.task.add").is_some(), "still paused");
+        let used = fresh.usage();
+        assert!((used[0].used_secs - 450.0).abs() < 1e-6, "{used:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restored_bucket_level_is_not_spent_twice() {
+        let pacer = Pacer::new(PacingConfig {
+            initial_available: 1.0,
+            ..PacingConfig::standard()
+        })
+        .unwrap();
+        for _ in 0..40 {
+            pacer.acquire().await;
+        }
+        let level = pacer.level();
+        assert!((level - 40.0).abs() < 1.0, "{level}");
+        // A restart one second later: 38 requests still in the portal's bucket.
+        let fresh = Pacer::new(PacingConfig {
+            initial_available: 1.0,
+            ..PacingConfig::standard()
+        })
+        .unwrap();
+        fresh.restore_level(level, Duration::from_secs(1));
+        let mut bucket = Bucket::new(2.0, 50, level - 2.0);
+        for _ in 0..60 {
+            fresh.acquire().await;
+            bucket.hit();
+        }
+        assert_eq!(bucket.rejected, 0);
+    }
+
+    /// Collects what a subscriber writes, for asserting on log lines.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_pause_is_logged_once_with_the_budget_and_its_end() {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        tracing::subscriber::with_default(subscriber, || {
+            rt.block_on(async {
+                let t = OperatingTracker::new(OperatingConfig::default()).with_label("main");
+                t.record("crm.activity.list", Some(0.1), Some(450.0));
+                let waited = t.wait("crm.activity.list").await;
+                assert!(waited > Duration::from_secs(5), "{waited:?}");
+                // A short wait (pacing between calls) is not a pause: no second line.
+                t.record("crm.activity.list", Some(0.1), Some(100.0));
+                t.wait("crm.activity.list").await;
+            })
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let warns: Vec<&str> = text.lines().filter(|l| l.contains("WARN")).collect();
+        assert_eq!(warns.len(), 1, "{text}");
+        let w = warns[0];
+        for part in [
+            "paused by the operating-time limit",
+            "portal=main",
+            "method=crm.activity.list",
+            "used_secs=450",
+            "limit_secs=480",
+            "until=",
+        ] {
+            assert!(w.contains(part), "{part} missing in {w}");
+        }
+        assert!(
+            text.contains("resumed after the operating-time pause"),
+            "{text}"
+        );
     }
 }
