@@ -47,6 +47,7 @@ pub fn settings(config: &Config) -> PipelineSettings {
             .map(|s| Duration::from_secs(*s))
             .collect(),
         language: config.scoring.language,
+        hot_wait_warn: Duration::from_secs(config.server.hot_wait_warn_secs),
     }
 }
 

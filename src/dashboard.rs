@@ -293,7 +293,12 @@ pub fn render_html(r: &StatusReport) -> String {
                 ),
             ),
         };
-        let limit_class = if p.pacing.is_some_and(|l| l.blocked || l.limit_errors > 0) {
+        let pause = p.pacing.as_ref().and_then(|l| l.pause_summary());
+        let limit_class = if p
+            .pacing
+            .as_ref()
+            .is_some_and(|l| l.blocked || l.limit_errors > 0 || pause.is_some())
+        {
             "card bad"
         } else {
             "card"
@@ -321,6 +326,40 @@ pub fn render_html(r: &StatusReport) -> String {
             limiter.0,
             escape(&limiter.1)
         );
+        if let Some(pause) = &pause {
+            let _ = write!(
+                h,
+                "<p class=\"card bad\" id=\"pause-{}\">CRM requests {}</p>",
+                escape(&p.id),
+                escape(pause)
+            );
+        }
+        let budgets = p
+            .pacing
+            .as_ref()
+            .map(|l| l.methods.as_slice())
+            .unwrap_or(&[]);
+        if !budgets.is_empty() {
+            let _ = write!(
+                h,
+                "<h2>Operating time <span class=\"muted\">(per method, last 10 minutes)</span></h2><table><tr><th>method</th><th>used</th><th>limit</th><th>state</th></tr>"
+            );
+            for m in budgets {
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td>{:.0} s</td><td>{:.0} s</td><td>{}</td></tr>",
+                    escape(&m.method),
+                    m.used_secs,
+                    m.limit_secs,
+                    if m.paused_until.is_some() {
+                        "paused"
+                    } else {
+                        "running"
+                    }
+                );
+            }
+            h.push_str("</table>");
+        }
         let total: usize = p.tiers.iter().map(|t| t.leads).sum();
         let max = p.tiers.iter().map(|t| t.leads).max().unwrap_or(0).max(1);
         let _ = write!(

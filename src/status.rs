@@ -269,6 +269,7 @@ pub fn render(r: &StatusReport) -> String {
         let limiter = match &p.pacing {
             None => "-".to_string(),
             Some(l) if l.blocked => "BLOCKED by the CRM".to_string(),
+            Some(l) if l.pause_summary().is_some() => "PAUSED (see below)".to_string(),
             Some(l) => format!(
                 "{} req, {} limited, {:.0}s wait",
                 l.requests, l.limit_errors, l.wait_secs
@@ -288,6 +289,27 @@ pub fn render(r: &StatusReport) -> String {
             limiter,
             tiers
         );
+    }
+    for p in &r.portals {
+        let Some(l) = &p.pacing else { continue };
+        if let Some(pause) = l.pause_summary() {
+            let _ = writeln!(s, "{}: {pause}", p.id);
+        }
+        for m in &l.methods {
+            let _ = writeln!(
+                s,
+                "{}: {} used {:.0} of {:.0} s operating time{}",
+                p.id,
+                m.method,
+                m.used_secs,
+                m.limit_secs,
+                if m.paused_until.is_some() {
+                    ", paused"
+                } else {
+                    ""
+                }
+            );
+        }
     }
     s
 }

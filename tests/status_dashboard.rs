@@ -156,7 +156,10 @@ async fn loopback_status_and_dashboard_show_the_crossing_escaped() {
         .crm_health
         .as_ref()
         .is_some_and(|h| h.healthy && h.last_ok.is_some()));
-    let pacing = p.pacing.expect("the Bitrix24 client reports its limiter");
+    let pacing = p
+        .pacing
+        .clone()
+        .expect("the Bitrix24 client reports its limiter");
     assert!(pacing.requests > 0 && pacing.limit_errors == 0 && !pacing.blocked);
     let crossing = &p.recent_crossings[0];
     assert_eq!(crossing.lead, lead.to_string());

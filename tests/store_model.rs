@@ -220,6 +220,7 @@ fn worker_copy(store: &Store, model: &Model, key: &Key, stale: bool) -> PendingE
             events: 2,
             causes: vec![cause("ghost", t(0))],
             last_error: None,
+            activities_changed: false,
         },
     }
 }

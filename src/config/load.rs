@@ -581,6 +581,7 @@ impl<'a> Ctx<'a> {
                 max_body_bytes: s.max_body_bytes,
                 queue_limit: s.queue_limit,
                 retry_delays_secs: s.retry_delays_secs,
+                hot_wait_warn_secs: s.hot_wait_warn_secs,
                 dashboard_token,
             }),
             overrides,
@@ -985,10 +986,14 @@ impl<'a> Ctx<'a> {
             None | Some("standard") => RateLimitSection {
                 per_second: 2.0,
                 burst: 50,
+                operating_limit_secs: None,
+                operating_window_secs: None,
             },
             Some("enterprise") => RateLimitSection {
                 per_second: 5.0,
                 burst: 250,
+                operating_limit_secs: None,
+                operating_window_secs: None,
             },
             Some(other) => {
                 self.error(
@@ -1000,6 +1005,8 @@ impl<'a> Ctx<'a> {
                 RateLimitSection {
                     per_second: 2.0,
                     burst: 50,
+                    operating_limit_secs: None,
+                    operating_window_secs: None,
                 }
             }
         };
@@ -1161,6 +1168,8 @@ impl<'a> Ctx<'a> {
         let rate = RateLimitSection {
             per_second: 7.0,
             burst: 7,
+            operating_limit_secs: None,
+            operating_window_secs: None,
         };
         (auth, webhook, rate)
     }
@@ -1200,6 +1209,30 @@ impl<'a> Ctx<'a> {
         if rl.burst < 1 {
             self.error(&format!("{base}.rate_limit.burst"), "must be at least 1");
             ok = false;
+        }
+        if let Some(l) = rl.operating_limit_secs {
+            if !(l.is_finite() && l > 0.0) {
+                self.error(
+                    &format!("{base}.rate_limit.operating_limit_secs"),
+                    "must be greater than 0",
+                );
+                ok = false;
+            }
+        }
+        if rl.operating_window_secs == Some(0) {
+            self.error(
+                &format!("{base}.rate_limit.operating_window_secs"),
+                "must be at least 1",
+            );
+            ok = false;
+        }
+        if s.crm != CrmKind::Bitrix24
+            && (rl.operating_limit_secs.is_some() || rl.operating_window_secs.is_some())
+        {
+            self.warn(
+                &format!("{base}.rate_limit"),
+                "operating_limit_secs / operating_window_secs apply to Bitrix24 only; ignored",
+            );
         }
         ok.then_some(rl)
     }

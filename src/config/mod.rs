@@ -52,6 +52,7 @@ pub struct Server {
     pub max_body_bytes: usize,
     pub queue_limit: usize,
     pub retry_delays_secs: Vec<u64>,
+    pub hot_wait_warn_secs: u64,
     pub dashboard_token: Option<SecretString>,
 }
 

@@ -43,6 +43,9 @@ pub struct ServerSection {
     pub queue_limit: usize,
     /// Delays between attempts for a failing lead; after the last one it is dead-lettered.
     pub retry_delays_secs: Vec<u64>,
+    /// A lead near or above the call-now threshold that waits longer than this for its
+    /// fetch (a rate limit or an operating-time pause) is logged at WARN with its id.
+    pub hot_wait_warn_secs: u64,
     /// Token that guards /dashboard (optional; without it the page is served only on loopback).
     pub dashboard_token: Option<SecretString>,
     pub dashboard_token_env: Option<String>,
@@ -60,6 +63,7 @@ impl Default for ServerSection {
             max_body_bytes: 64 * 1024,
             queue_limit: 100_000,
             retry_delays_secs: vec![1, 5, 30, 120, 600, 1800],
+            hot_wait_warn_secs: 60,
             dashboard_token: None,
             dashboard_token_env: None,
             dashboard_token_file: None,
@@ -151,6 +155,14 @@ pub struct RateLimitSection {
     pub per_second: f64,
     /// Requests allowed at once (Bitrix24: the bucket size).
     pub burst: u32,
+    /// Bitrix24: execution seconds one method may use per window before the portal
+    /// refuses it (OPERATION_TIME_LIMIT); 480 on cloud portals, 420 where a self-hosted
+    /// portal enables the limit.
+    #[serde(default)]
+    pub operating_limit_secs: Option<f64>,
+    /// Bitrix24: the window of that limit in seconds (ten one-minute baskets: 600).
+    #[serde(default)]
+    pub operating_window_secs: Option<u64>,
 }
 
 /// `[portal.fields]`: where the score lands in the CRM and where lead data comes from.

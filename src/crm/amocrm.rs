@@ -560,6 +560,7 @@ impl Crm for AmocrmCrm {
     fn pacing(&self) -> Option<crate::crm::PacingState> {
         let s = self.client.stats();
         Some(crate::crm::PacingState {
+            methods: Vec::new(),
             requests: s.requests,
             limit_errors: s.rate_limited,
             wait_secs: s.total_wait.as_secs_f64(),
@@ -667,11 +668,7 @@ impl Crm for AmocrmCrm {
             activities.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.id.cmp(&b.id)));
             out.insert(
                 lead.id.clone(),
-                Fetched {
-                    lead,
-                    activities,
-                    current_score,
-                },
+                Fetched::complete(lead, activities, current_score),
             );
         }
         Ok(out)
@@ -979,6 +976,8 @@ mod tests {
             rate_limit: RateLimitSection {
                 per_second: 7.0,
                 burst: 7,
+                operating_limit_secs: None,
+                operating_window_secs: None,
             },
             fields,
             task: TaskSection::default(),

@@ -23,23 +23,28 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use leadscore_bitrix24::batch::{BatchCommand, CommandResult};
 use leadscore_bitrix24::client::{
     comment_params, decode, decode_list, lead_update_params, task_fields, Auth, Client,
-    ClientConfig, OAuth, OAuthTokens, TokenCallback, DEFAULT_OAUTH_SERVER,
+    ClientConfig, LimitsSnapshot, OAuth, OAuthTokens, TokenCallback, UsageCallback,
+    DEFAULT_OAUTH_SERVER,
 };
 use leadscore_bitrix24::error::Error;
-use leadscore_bitrix24::limiter::PacingConfig;
+use leadscore_bitrix24::limiter::{OperatingConfig, PacingConfig};
 use leadscore_bitrix24::types::{
     value_f64, value_i64, value_text, ActivityRecord, LeadRecord, TaskRecord, UserField,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Map, Value};
 
-use super::{Crm, CrmError, Fetched, FieldSetup, LeadId, ScoreWrite, TaskRef, TaskRequest};
+use super::{
+    ActivityRead, Crm, CrmError, FetchRequest, Fetched, FieldSetup, LeadId, MethodBudget,
+    ScoreWrite, TaskRef, TaskRequest,
+};
 use crate::config::{FieldsSection, Portal, PortalAuth, TaskKind, TaskSection};
 use crate::lead::{Activity, ActivityKind, Direction, Lead};
 use crate::store::Store;
@@ -191,6 +196,11 @@ fn store_key(portal: &str) -> String {
     format!("oauth:bitrix24:{portal}")
 }
 
+/// Store key of the portal's limits (bucket level and operating time) between runs.
+fn limits_key(portal: &str) -> String {
+    format!("limits:bitrix24:{portal}")
+}
+
 impl Bitrix24Crm {
     /// Build from the resolved config. For OAuth portals, a refresh token rotated into
     /// the store by an earlier run wins over the one in the config (which is single-use
@@ -215,6 +225,7 @@ impl Bitrix24Crm {
                 refresh_token,
             } => {
                 let key = store_key(&portal.id);
+                let store = store.clone();
                 let stored = store.meta_get(&key).map_err(|e| BuildError::Store {
                     portal: portal.id.clone(),
                     detail: e.to_string(),
@@ -250,7 +261,32 @@ impl Bitrix24Crm {
             }
             _ => return Err(BuildError::NotBitrix24(portal.id.clone())),
         };
-        let client = Client::new(auth, Self::client_config(portal))?;
+        let mut config = Self::client_config(portal);
+        let limits_key = limits_key(&portal.id);
+        config.restore = store
+            .meta_get(&limits_key)
+            .ok()
+            .flatten()
+            .and_then(|s| serde_json::from_str::<LimitsSnapshot>(&s).ok());
+        if let Some(r) = &config.restore {
+            let spent: f64 = r
+                .operating
+                .methods
+                .values()
+                .flat_map(|b| b.iter().map(|(_, s)| s))
+                .sum();
+            tracing::info!(portal = %portal.id, bucket_level = r.bucket_level, operating_secs = spent, "restored the Bitrix24 limits left by the previous run");
+        }
+        // Kept with every answer; the pipeline's flush after each batch makes it durable.
+        let on_usage: UsageCallback = Arc::new(move |snap: &LimitsSnapshot| {
+            if let Ok(json) = serde_json::to_string(snap) {
+                if let Err(e) = store.meta_set(&limits_key, &json) {
+                    tracing::warn!(error = %e, "cannot keep the Bitrix24 limits in the store");
+                }
+            }
+        });
+        config.on_usage = Some(on_usage);
+        let client = Client::new(auth, config)?;
         Ok(Self::with_client(portal, client))
     }
 
@@ -274,6 +310,18 @@ impl Bitrix24Crm {
                 burst: portal.rate_limit.burst,
                 ..PacingConfig::standard()
             },
+            operating: OperatingConfig {
+                limit_secs: portal.rate_limit.operating_limit_secs.unwrap_or(480.0),
+                basket_len: Duration::from_secs(
+                    portal
+                        .rate_limit
+                        .operating_window_secs
+                        .unwrap_or(600)
+                        .max(10),
+                ) / 10,
+                ..OperatingConfig::default()
+            },
+            label: portal.id.clone(),
             ..ClientConfig::default()
         }
     }
@@ -375,19 +423,6 @@ impl Bitrix24Crm {
         Ok((lead, score))
     }
 
-    fn activity_command(&self, lead_id: &str, start: u64) -> BatchCommand {
-        BatchCommand::new(
-            format!("a{lead_id}_{start}"),
-            "crm.activity.list",
-            json!({
-                "filter": {"OWNER_TYPE_ID": LEAD_OWNER_TYPE, "OWNER_ID": lead_id},
-                "select": ACTIVITY_SELECT,
-                "order": {"ID": "DESC"},
-                "start": start,
-            }),
-        )
-    }
-
     async fn find_todo(&self, lead_id: &str, marker: &str) -> Result<Option<TaskRef>, CrmError> {
         let (items, _) = self
             .client
@@ -466,6 +501,101 @@ fn is_numeric_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= 18 && s.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// Rows per list page (fixed by Bitrix24).
+const PAGE: usize = 50;
+
+/// Leads whose whole history is read share one `crm.activity.list` per this many: most
+/// leads seen for the first time are new and have a handful of activities at most, so
+/// 25 usually fit one page of 50; a busy group pages on (newest first).
+const FULL_GROUP: usize = 25;
+
+/// How far back from the portal's own clock an incremental read's cursor is set, so an
+/// activity saved while the read ran (or with a slightly older LAST_UPDATED) is never
+/// missed; re-reading a few is harmless (they merge by id).
+const CURSOR_MARGIN_SECS: i64 = 120;
+
+/// One `crm.activity.list` over several leads: all their activities (a full read) or
+/// those changed since the oldest of their cursors.
+#[derive(Debug)]
+struct ActivityGroup<'a> {
+    owners: Vec<&'a str>,
+    since: Option<String>,
+}
+
+impl ActivityGroup<'_> {
+    /// The list command; `page` = (page number, lowest ID seen so far) for a follow-up.
+    fn command(&self, g: usize, page: Option<(u32, u64)>) -> BatchCommand {
+        let mut filter = json!({"OWNER_TYPE_ID": LEAD_OWNER_TYPE, "@OWNER_ID": self.owners});
+        if let Some(since) = &self.since {
+            filter[">=LAST_UPDATED"] = json!(since);
+        }
+        let key = match page {
+            Some((n, below)) => {
+                filter["<ID"] = json!(below);
+                format!("a{g}_{n}")
+            }
+            None => format!("a{g}_1"),
+        };
+        BatchCommand::new(
+            key,
+            "crm.activity.list",
+            json!({"filter": filter, "select": ACTIVITY_SELECT, "order": {"ID": "DESC"}, "start": -1}),
+        )
+    }
+
+    /// Pages this group may read: the per-lead budget times its leads.
+    fn max_pages(&self, per_lead: u32) -> u32 {
+        per_lead.saturating_mul(self.owners.len() as u32).max(1)
+    }
+}
+
+/// The group index of an activity command key (`a{g}_{page}`).
+fn group_of_key(key: &str) -> Option<usize> {
+    key.strip_prefix('a')?.split('_').next()?.parse().ok()
+}
+
+/// Group the leads that need activities: full reads by [`FULL_GROUP`], incremental
+/// ones by 50 with neighbouring cursors together (a group reads from its oldest).
+fn activity_groups<'a>(modes: &BTreeMap<&'a str, &ActivityRead>) -> Vec<ActivityGroup<'a>> {
+    let mut full = Vec::new();
+    let mut since: Vec<(&str, &str)> = Vec::new();
+    for (id, mode) in modes {
+        match mode {
+            ActivityRead::Full => full.push(*id),
+            ActivityRead::Since(c) if DateTime::parse_from_rfc3339(c).is_ok() => {
+                since.push((*id, c.as_str()))
+            }
+            ActivityRead::Since(_) => full.push(*id),
+            ActivityRead::Skip => {}
+        }
+    }
+    since.sort_by(|a, b| a.1.cmp(b.1));
+    let mut groups: Vec<ActivityGroup<'a>> = full
+        .chunks(FULL_GROUP)
+        .map(|c| ActivityGroup {
+            owners: c.to_vec(),
+            since: None,
+        })
+        .collect();
+    groups.extend(since.chunks(PAGE).map(|c| ActivityGroup {
+        owners: c.iter().map(|(id, _)| *id).collect(),
+        since: c.first().map(|(_, cur)| (*cur).to_string()),
+    }));
+    groups
+}
+
+/// The cursor for the next incremental read: when the portal started this read (its
+/// own clock, from `result_time`), less a margin; our clock if it gave no time.
+fn read_cursor(time: Option<&leadscore_bitrix24::types::Time>) -> String {
+    let started = time
+        .and_then(|t| t.start)
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .and_then(|s| DateTime::from_timestamp(s as i64, 0))
+        .unwrap_or_else(|| Utc::now() - chrono::Duration::seconds(CURSOR_MARGIN_SECS));
+    (started - chrono::Duration::seconds(CURSOR_MARGIN_SECS))
+        .to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
 /// The first error of a set of command results, preferring the most actionable kind.
 fn first_error<'a>(results: impl Iterator<Item = &'a CommandResult>) -> Option<Error> {
     let mut errors: Vec<&Error> = results.filter_map(|r| r.result.as_ref().err()).collect();
@@ -482,11 +612,27 @@ fn first_error<'a>(results: impl Iterator<Item = &'a CommandResult>) -> Option<E
 impl Crm for Bitrix24Crm {
     fn pacing(&self) -> Option<crate::crm::PacingState> {
         let s = self.client.stats();
+        let now = Utc::now();
+        let methods = self
+            .client
+            .operating_usage()
+            .into_iter()
+            .map(|u| MethodBudget {
+                method: u.method,
+                used_secs: u.used_secs,
+                limit_secs: u.limit_secs,
+                paused_until: u
+                    .paused_for
+                    .and_then(|d| chrono::Duration::from_std(d).ok())
+                    .map(|d| now + d),
+            })
+            .collect();
         Some(crate::crm::PacingState {
             requests: s.requests_sent,
             limit_errors: s.limit_errors,
             wait_secs: (s.total_wait + s.operating_wait).as_secs_f64(),
             blocked: false,
+            methods,
         })
     }
 
@@ -494,22 +640,29 @@ impl Crm for Bitrix24Crm {
         &self,
         activity_ids: &[String],
     ) -> Result<BTreeMap<String, Option<LeadId>>, CrmError> {
-        // `crm.activity.list` filtered by ID (not `.get`): it can select `BINDINGS`, so an
-        // activity owned by a deal but also bound to a lead still finds its lead, and a
-        // deleted activity is an empty page rather than an error text to interpret.
+        // `crm.activity.list` filtered by a list of IDs (not one `.get` each): one
+        // command answers up to 50 activity events, and it can select `BINDINGS`, so an
+        // activity owned by a deal but also bound to a lead still finds its lead; a
+        // deleted activity is simply absent rather than an error text to interpret.
         let mut out = BTreeMap::new();
-        let mut cmds = Vec::new();
+        let mut wanted = Vec::new();
         for id in activity_ids.iter().collect::<BTreeSet<_>>() {
+            out.insert(id.clone(), None);
             if is_numeric_id(id) {
-                cmds.push(BatchCommand::new(
-                    format!("g{id}"),
-                    "crm.activity.list",
-                    json!({"filter": {"ID": id}, "select": ["ID", "OWNER_ID", "OWNER_TYPE_ID", "BINDINGS"], "start": -1}),
-                ));
-            } else {
-                out.insert(id.clone(), None);
+                wanted.push(id.as_str());
             }
         }
+        let cmds: Vec<BatchCommand> = wanted
+            .chunks(PAGE)
+            .enumerate()
+            .map(|(i, ids)| {
+                BatchCommand::new(
+                    format!("g{i}"),
+                    "crm.activity.list",
+                    json!({"filter": {"@ID": ids}, "select": ["ID", "OWNER_ID", "OWNER_TYPE_ID", "BINDINGS"], "order": {"ID": "ASC"}, "start": -1}),
+                )
+            })
+            .collect();
         if cmds.is_empty() {
             return Ok(out);
         }
@@ -517,37 +670,54 @@ impl Crm for Bitrix24Crm {
         if let Some(e) = first_error(results.values()) {
             return Err(to_crm(e));
         }
-        for (key, r) in &results {
+        for r in results.values() {
             let rows: Vec<Value> =
                 decode_list("crm.activity.list", r.result.as_ref().expect("checked"))
                     .map_err(to_crm)?;
-            out.insert(
-                key[1..].to_string(),
-                rows.first().and_then(lead_of_activity),
-            );
+            for row in rows {
+                if let Some(id) = row.get("ID").and_then(value_text) {
+                    out.insert(id, lead_of_activity(&row));
+                }
+            }
         }
         Ok(out)
     }
 
     async fn fetch(&self, lead_ids: &[LeadId]) -> Result<BTreeMap<LeadId, Fetched>, CrmError> {
-        let ids: Vec<&String> = lead_ids
+        let requests: Vec<FetchRequest> = lead_ids
             .iter()
-            .filter(|id| is_numeric_id(id))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
+            .map(|id| FetchRequest {
+                id: id.clone(),
+                activities: ActivityRead::Full,
+            })
             .collect();
-        if ids.is_empty() {
+        self.fetch_incremental(&requests).await
+    }
+
+    async fn fetch_incremental(
+        &self,
+        requests: &[FetchRequest],
+    ) -> Result<BTreeMap<LeadId, Fetched>, CrmError> {
+        let mut modes: BTreeMap<&str, &ActivityRead> = BTreeMap::new();
+        for r in requests.iter().filter(|r| is_numeric_id(&r.id)) {
+            modes.insert(r.id.as_str(), &r.activities);
+        }
+        if modes.is_empty() {
             return Ok(BTreeMap::new());
         }
+        let ids: Vec<&str> = modes.keys().copied().collect();
         let mut cmds = Vec::new();
-        for (i, chunk) in ids.chunks(50).enumerate() {
+        for (i, chunk) in ids.chunks(PAGE).enumerate() {
             cmds.push(BatchCommand::new(
                 format!("l{i}"),
                 "crm.lead.list",
                 json!({"filter": {"@ID": chunk}, "select": LEAD_SELECT, "order": {"ID": "ASC"}, "start": -1}),
             ));
         }
-        cmds.extend(ids.iter().map(|id| self.activity_command(id, 0)));
+        let groups = activity_groups(&modes);
+        for (g, group) in groups.iter().enumerate() {
+            cmds.push(group.command(g, None));
+        }
         let results = self.client.batch_all(cmds).await.map_err(to_crm)?;
         if let Some(e) = first_error(results.values()) {
             return Err(to_crm(e));
@@ -560,48 +730,66 @@ impl Crm for Bitrix24Crm {
             for raw in rows {
                 let (lead, current_score) = self.lead_from(&raw)?;
                 tracing::trace!(batch = %key, lead = %lead.id, "lead fetched");
-                out.insert(
-                    lead.id.clone(),
-                    Fetched {
-                        lead,
-                        activities: Vec::new(),
-                        current_score,
-                    },
-                );
+                let mode = modes.get(lead.id.as_str()).copied();
+                let mut f = Fetched::complete(lead, Vec::new(), current_score);
+                f.activities_complete = mode == Some(&ActivityRead::Full);
+                out.insert(f.lead.id.clone(), f);
             }
         }
-        // Activities: first pages are in `results`; follow `next` for busy leads.
-        let mut pending: Vec<(String, CommandResult)> = results
+        // Activities: the first page of every group is in `results`; a full page means
+        // there may be more (older ones, newest first), read in follow-up batches up to
+        // the group's page budget.
+        let mut pending: Vec<(usize, u32, CommandResult)> = results
             .into_iter()
-            .filter(|(k, _)| k.starts_with('a'))
+            .filter_map(|(k, r)| group_of_key(&k).map(|g| (g, 1, r)))
             .collect();
-        let mut page = 1;
         while !pending.is_empty() {
             let mut more = Vec::new();
-            for (key, r) in pending {
-                let lead_id = key[1..].split('_').next().unwrap_or("").to_string();
+            for (g, page, r) in pending {
+                let group = &groups[g];
                 let rows: Vec<ActivityRecord> =
                     decode_list("crm.activity.list", r.result.as_ref().expect("checked"))
                         .map_err(to_crm)?;
-                if let Some(f) = out.get_mut(&lead_id) {
-                    f.activities
-                        .extend(rows.iter().filter_map(|a| self.classifier.classify(a)));
-                    if let Some(next) = r.page.next {
-                        if page < self.max_activity_pages && !rows.is_empty() {
-                            more.push(self.activity_command(&lead_id, next));
+                let cursor = read_cursor(r.time.as_ref());
+                for id in &group.owners {
+                    if let Some(f) = out.get_mut(*id) {
+                        if f.activity_cursor.as_ref().is_none_or(|c| *c > cursor) {
+                            f.activity_cursor = Some(cursor.clone());
                         }
+                    }
+                }
+                let oldest = rows.iter().filter_map(|a| a.id.parse::<u64>().ok()).min();
+                for a in &rows {
+                    let owner = a.owner_id.as_deref().unwrap_or("");
+                    if let Some(f) = out.get_mut(owner) {
+                        f.activities.extend(self.classifier.classify(a));
+                    }
+                }
+                if rows.len() >= PAGE && page < group.max_pages(self.max_activity_pages) {
+                    if let Some(oldest) = oldest {
+                        more.push((g, page + 1, group.command(g, Some((page + 1, oldest)))));
                     }
                 }
             }
             if more.is_empty() {
                 break;
             }
-            page += 1;
-            let results = self.client.batch_all(more).await.map_err(to_crm)?;
+            let pages: BTreeMap<String, (usize, u32)> = more
+                .iter()
+                .map(|(g, p, c)| (c.key.clone(), (*g, *p)))
+                .collect();
+            let results = self
+                .client
+                .batch_all(more.into_iter().map(|(_, _, c)| c).collect())
+                .await
+                .map_err(to_crm)?;
             if let Some(e) = first_error(results.values()) {
                 return Err(to_crm(e));
             }
-            pending = results.into_iter().collect();
+            pending = results
+                .into_iter()
+                .filter_map(|(k, r)| pages.get(&k).map(|(g, p)| (*g, *p, r)))
+                .collect();
         }
         for f in out.values_mut() {
             f.activities
@@ -979,6 +1167,8 @@ mod tests {
             rate_limit: RateLimitSection {
                 per_second: 2.0,
                 burst: 50,
+                operating_limit_secs: None,
+                operating_window_secs: None,
             },
             fields,
             task: TaskSection::default(),
@@ -1157,6 +1347,8 @@ mod sandbox_tests {
             rate_limit: RateLimitSection {
                 per_second: 20.0,
                 burst: 20,
+                operating_limit_secs: None,
+                operating_window_secs: None,
             },
             fields,
             task: TaskSection {
@@ -1256,9 +1448,11 @@ mod sandbox_tests {
         wanted.push("99999".into()); // deleted / unknown: absent from the answer
         let fetched = crm.fetch(&wanted).await.unwrap();
         assert_eq!(fetched.len(), 60);
-        // 2 lead lists + 60 activity lists = 62 commands = 2 batches; then pages 2 and 3
-        // of the busy lead: 2 more.
-        assert_eq!(sb.counters().requests, 4, "{:?}", sb.counters());
+        // 2 lead lists + 3 activity lists (25 leads each) = 5 commands = 1 batch; then
+        // pages 2 and 3 of the busy lead's group: 2 more (before: one list per lead,
+        // 62 commands in 2 batches, then the same 2 pages).
+        assert_eq!(sb.counters().requests, 3, "{:?}", sb.counters());
+        assert_eq!(sb.counters().by_method["crm.activity.list"], 5);
         let busy = &fetched[&ids[0]];
         assert_eq!(busy.activities.len(), 120);
         let f = &fetched[&ids[5]];

@@ -32,10 +32,52 @@ pub enum Subject {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fetched {
     pub lead: Lead,
+    /// The lead's whole (bounded) history when `activities_complete`, else only what
+    /// changed since the request's cursor (to merge into the pipeline's snapshot).
     pub activities: Vec<Activity>,
+    /// `activities` replaces what the pipeline knew (a full read) rather than adding to it.
+    pub activities_complete: bool,
+    /// Where the next incremental read of this lead's activities starts (`None`: no
+    /// activities were read, keep the previous cursor).
+    pub activity_cursor: Option<String>,
     /// The score currently stored in the CRM's score field, if any (lets the pipeline
     /// notice an admin overwriting it by hand).
     pub current_score: Option<i32>,
+}
+
+impl Fetched {
+    /// A lead read with its whole activity history.
+    pub fn complete(lead: Lead, activities: Vec<Activity>, current_score: Option<i32>) -> Self {
+        Fetched {
+            lead,
+            activities,
+            activities_complete: true,
+            activity_cursor: None,
+            current_score,
+        }
+    }
+}
+
+/// How much of a lead's activity a fetch must read, given what the pipeline's input
+/// snapshot already holds. Activities are the expensive part of a read (Bitrix24
+/// charges each list against a per-method operating-time budget), so a lead whose
+/// activities cannot have changed is read without them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActivityRead {
+    /// No usable snapshot: read the whole (bounded) history.
+    Full,
+    /// Read only what changed at or after this CRM-specific cursor.
+    Since(String),
+    /// Nothing in the activities changed (e.g. the echo of our own write): read the
+    /// lead's fields only.
+    Skip,
+}
+
+/// One lead to fetch and how much of its activity to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchRequest {
+    pub id: LeadId,
+    pub activities: ActivityRead,
 }
 
 /// The values written back to one lead.
@@ -133,8 +175,19 @@ pub trait Crm: Send + Sync {
         activity_ids: &[String],
     ) -> Result<BTreeMap<String, Option<LeadId>>, CrmError>;
 
-    /// Fetch leads with their activities. A lead missing from the map was deleted.
+    /// Fetch leads with their whole activity history. A lead missing from the map was
+    /// deleted.
     async fn fetch(&self, lead_ids: &[LeadId]) -> Result<BTreeMap<LeadId, Fetched>, CrmError>;
+
+    /// Fetch leads reading only as much activity as each request asks for. A CRM
+    /// whose activity reads cost little may ignore the modes and read everything.
+    async fn fetch_incremental(
+        &self,
+        requests: &[FetchRequest],
+    ) -> Result<BTreeMap<LeadId, Fetched>, CrmError> {
+        let ids: Vec<LeadId> = requests.iter().map(|r| r.id.clone()).collect();
+        self.fetch(&ids).await
+    }
 
     /// Write scores back; the outer error means nothing is known to be written, the
     /// per-lead results say exactly which writes were applied.
@@ -167,7 +220,7 @@ pub trait Crm: Send + Sync {
 }
 
 /// A CRM client's rate-limiter counters since the daemon started.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct PacingState {
     /// Requests let through the limiter.
     pub requests: u64,
@@ -177,6 +230,57 @@ pub struct PacingState {
     pub wait_secs: f64,
     /// The CRM stopped all traffic (amoCRM's 403 block).
     pub blocked: bool,
+    /// Per-method budgets (Bitrix24's operating time); empty where the CRM has none.
+    #[serde(default)]
+    pub methods: Vec<MethodBudget>,
+}
+
+impl PacingState {
+    /// "paused until 20:33 UTC (crm.activity.list, operating limit)" while any method is
+    /// held back, for `leadscore status`, the dashboard and logs.
+    pub fn pause_summary(&self) -> Option<String> {
+        let paused: Vec<&MethodBudget> = self
+            .methods
+            .iter()
+            .filter(|m| m.paused_until.is_some())
+            .collect();
+        let until = paused.iter().filter_map(|m| m.paused_until).max()?;
+        let names: Vec<&str> = paused.iter().map(|m| m.method.as_str()).collect();
+        Some(format!(
+            "paused until {} ({}, operating limit)",
+            until.format("%H:%M:%S UTC"),
+            names.join(", ")
+        ))
+    }
+
+    /// Prometheus lines for the per-method budgets of one portal.
+    pub fn render_metrics(&self, portal: &str, out: &mut String) {
+        use std::fmt::Write as _;
+        for m in &self.methods {
+            let _ = writeln!(
+                out,
+                "leadscore_crm_operating_seconds{{portal=\"{portal}\",method=\"{}\"}} {}",
+                m.method, m.used_secs
+            );
+            let _ = writeln!(
+                out,
+                "leadscore_crm_operating_paused{{portal=\"{portal}\",method=\"{}\"}} {}",
+                m.method,
+                u8::from(m.paused_until.is_some())
+            );
+        }
+    }
+}
+
+/// One API method's use of a per-method budget (Bitrix24: operating seconds per
+/// method in a 10-minute window), and whether the daemon holds it back.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct MethodBudget {
+    pub method: String,
+    pub used_secs: f64,
+    pub limit_secs: f64,
+    /// Held back until then (`None`: it runs now).
+    pub paused_until: Option<DateTime<Utc>>,
 }
 
 /// The config lines an admin pastes after `leadscore setup`.

@@ -71,6 +71,8 @@ mod tests {
             rate_limit: RateLimitSection {
                 per_second: 7.0,
                 burst: 7,
+                operating_limit_secs: None,
+                operating_window_secs: None,
             },
             fields: FieldsSection::default(),
             task: TaskSection::default(),

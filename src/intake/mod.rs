@@ -167,13 +167,27 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let stats = p.store.stats();
     p.metrics.queue_depth.set(stats.pending as i64);
     p.metrics.dead_letters.set(stats.dead_letters as i64);
+    let mut extra = String::new();
+    let mut portals: Vec<_> = p.portals().collect();
+    portals.sort_by(|a, b| a.portal.id.cmp(&b.portal.id));
+    let states: Vec<_> = portals
+        .iter()
+        .filter_map(|rt| rt.crm.pacing().map(|s| (rt.portal.id.clone(), s)))
+        .collect();
+    if states.iter().any(|(_, s)| !s.methods.is_empty()) {
+        extra.push_str("# HELP leadscore_crm_operating_seconds Operating seconds a CRM method used in its window (Bitrix24: 480 s per 10 minutes).\n# TYPE leadscore_crm_operating_seconds gauge\n");
+        extra.push_str("# HELP leadscore_crm_operating_paused 1 while the daemon holds a CRM method back to stay under its operating limit.\n# TYPE leadscore_crm_operating_paused gauge\n");
+        for (portal, s) in &states {
+            s.render_metrics(portal, &mut extra);
+        }
+    }
     (
         StatusCode::OK,
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        p.metrics.render(""),
+        p.metrics.render(&extra),
     )
         .into_response()
 }

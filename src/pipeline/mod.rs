@@ -22,11 +22,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::Portal;
-use crate::crm::{Crm, CrmError, LeadId, ScoreWrite, Subject};
+use crate::crm::{ActivityRead, Crm, CrmError, FetchRequest, Fetched, LeadId, ScoreWrite, Subject};
 use crate::metrics::Metrics;
 use crate::scoring::spec::Language;
 use crate::scoring::Model;
-use crate::store::{Cause, CauseSource, LedgerEntry, PendingEntry, Store, StoreError, Written};
+use crate::store::{
+    Cause, CauseSource, InputSnapshot, LedgerEntry, PendingEntry, Store, StoreError, Written,
+};
 
 use scheduler::Scheduler;
 
@@ -46,6 +48,8 @@ pub struct PipelineSettings {
     pub queue_limit: usize,
     pub retry_delays: Vec<Duration>,
     pub language: Language,
+    /// A hot lead waiting longer than this for its fetch is logged at WARN.
+    pub hot_wait_warn: Duration,
 }
 
 /// Why one lead could not be finished this pass.
@@ -112,14 +116,17 @@ impl Pipeline {
         settings: PipelineSettings,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Pipeline>, StoreError> {
-        let mut sched = Scheduler::default();
-        for e in store.pending_all()? {
-            sched.schedule(e.key(), e.due_at);
-        }
         let portals: HashMap<String, Arc<PortalRuntime>> = portals
             .into_iter()
             .map(|p| (p.portal.id.clone(), Arc::new(p)))
             .collect();
+        let mut sched = Scheduler::default();
+        for e in store.pending_all()? {
+            if let (Subject::Lead(id), Some(rt)) = (&e.subject, portals.get(&e.portal)) {
+                sched.set_hot(&e.key(), near_threshold(&store, &rt.portal, id));
+            }
+            sched.schedule(e.key(), e.due_at);
+        }
         Ok(Arc::new(Pipeline {
             store,
             metrics,
@@ -180,6 +187,7 @@ impl Pipeline {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let mut due = Vec::with_capacity(subjects.len());
+        let rt = self.live().portals.get(portal).cloned();
         for s in subjects {
             let out = self.store.enqueue(
                 portal,
@@ -189,10 +197,17 @@ impl Pipeline {
                 self.settings.coalesce,
                 self.settings.queue_limit,
             )?;
-            due.push((crate::store::pending_key(portal, s), out.due_at));
+            let hot = match (s, &rt) {
+                (Subject::Lead(id), Some(rt)) => near_threshold(&self.store, &rt.portal, id),
+                _ => false,
+            };
+            due.push((crate::store::pending_key(portal, s), out.due_at, hot));
         }
         let mut sched = self.scheduler.lock().await;
-        for (k, d) in due {
+        for (k, d, hot) in due {
+            if hot {
+                sched.set_hot(&k, true);
+            }
             sched.schedule(k, d);
         }
         drop(sched);
@@ -213,7 +228,65 @@ impl Pipeline {
             let stop = shutdown.clone();
             set.spawn(async move { me.worker_loop(n, stop).await });
         }
+        let watchdog = {
+            let me = self.clone();
+            let stop = shutdown.clone();
+            tokio::spawn(async move { me.hot_wait_watchdog(stop).await })
+        };
         while set.join_next().await.is_some() {}
+        watchdog.abort();
+    }
+
+    /// Log at WARN, once per lead and wait, every hot lead that has waited longer than
+    /// `hot_wait_warn` for its fetch, with what holds its portal back, so a slow or
+    /// paused CRM never delays a call-now task silently.
+    async fn hot_wait_watchdog(self: Arc<Self>, shutdown: CancellationToken) {
+        let bound = self.settings.hot_wait_warn;
+        let period = (bound / 4).clamp(Duration::from_millis(200), Duration::from_secs(10));
+        let mut warned: HashMap<Vec<u8>, DateTime<Utc>> = HashMap::new();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(period) => {}
+            }
+            let keys = self.scheduler.lock().await.hot_keys();
+            let now = Utc::now();
+            warned.retain(|k, _| keys.contains(k));
+            for k in keys {
+                let Ok(Some(e)) = self.store.pending_get(&k) else {
+                    continue;
+                };
+                let waited = (now - e.first_at).to_std().unwrap_or_default();
+                if waited < bound || warned.get(&k) == Some(&e.first_at) {
+                    continue;
+                }
+                warned.insert(k, e.first_at);
+                let held_by = self
+                    .portal(&e.portal)
+                    .and_then(|rt| rt.crm.pacing())
+                    .map(|p| {
+                        p.methods
+                            .iter()
+                            .filter(|m| m.paused_until.is_some())
+                            .map(|m| m.method.clone())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .unwrap_or_default();
+                let lead = match &e.subject {
+                    Subject::Lead(id) | Subject::Activity(id) => id.clone(),
+                };
+                warn!(
+                    portal = %e.portal,
+                    lead = %lead,
+                    waited_secs = waited.as_secs(),
+                    paused_methods = %held_by,
+                    attempts = e.attempts,
+                    "hot lead waiting for its fetch longer than server.hot_wait_warn_secs"
+                );
+                Metrics::inc(&self.metrics.failures, &e.portal, "hot_wait");
+            }
+        }
     }
 
     async fn worker_loop(self: Arc<Self>, n: usize, shutdown: CancellationToken) {
@@ -254,8 +327,9 @@ impl Pipeline {
             // Whatever arrived for these keys while they were in flight is still in the
             // store: schedule it now that the keys are free.
             for k in &keys {
-                if let Ok(Some(e)) = self.store.pending_get(k) {
-                    s.schedule(k.clone(), e.due_at);
+                match self.store.pending_get(k) {
+                    Ok(Some(e)) => s.schedule(k.clone(), e.due_at),
+                    _ => s.set_hot(k, false),
                 }
             }
             drop(s);
@@ -315,7 +389,12 @@ impl Pipeline {
                     match map.get(id).cloned().flatten() {
                         Some(lead) => match self.store.retarget(&e, &lead, now) {
                             Ok(Some(le)) => {
-                                self.scheduler.lock().await.schedule(le.key(), le.due_at);
+                                let hot = near_threshold(&self.store, &rt.portal, &lead);
+                                let mut sched = self.scheduler.lock().await;
+                                if hot {
+                                    sched.set_hot(&le.key(), true);
+                                }
+                                sched.schedule(le.key(), le.due_at);
                             }
                             Ok(None) => {}
                             Err(err) => self.fail(rt, &e, PipelineError::Store(err)).await,
@@ -341,14 +420,29 @@ impl Pipeline {
     }
 
     async fn process_leads(&self, rt: &PortalRuntime, model: &Model, entries: Vec<PendingEntry>) {
-        let ids: Vec<LeadId> = entries
-            .iter()
-            .filter_map(|e| match &e.subject {
-                Subject::Lead(id) => Some(id.clone()),
-                Subject::Activity(_) => None,
-            })
-            .collect();
-        let fetched = match rt.crm.fetch(&ids).await {
+        let now = Utc::now();
+        let portal = &rt.portal;
+        let mut requests = Vec::with_capacity(entries.len());
+        let mut snapshots: HashMap<LeadId, Option<InputSnapshot>> = HashMap::new();
+        let mut ready = Vec::with_capacity(entries.len());
+        for e in entries {
+            let Subject::Lead(id) = &e.subject else {
+                continue;
+            };
+            match self.store.snapshot(&portal.id, id) {
+                Ok(snap) => {
+                    requests.push(FetchRequest {
+                        id: id.clone(),
+                        activities: activity_read(&e, snap.as_ref(), now),
+                    });
+                    snapshots.insert(id.clone(), snap);
+                    ready.push(e);
+                }
+                Err(err) => self.fail(rt, &e, err.into()).await,
+            }
+        }
+        let entries = ready;
+        let fetched = match rt.crm.fetch_incremental(&requests).await {
             Ok(f) => {
                 self.crm_ok(&rt.portal.id);
                 f
@@ -363,7 +457,6 @@ impl Pipeline {
             }
         };
         let now = Utc::now();
-        let portal = &rt.portal;
         let mut writes = Vec::new();
         let mut scored = Vec::new();
         for e in entries {
@@ -373,8 +466,24 @@ impl Pipeline {
             let Some(f) = fetched.get(id) else {
                 info!(portal = %portal.id, lead = %id, "lead no longer exists; dropped");
                 Metrics::inc(&self.metrics.leads, &portal.id, "deleted");
+                if let Err(err) = self.store.remove_snapshot(&portal.id, id) {
+                    warn!(error = %err, "cannot forget a deleted lead's inputs");
+                }
                 self.finish(&e).await;
                 continue;
+            };
+            let previous = snapshots.remove(id).flatten();
+            let snap = merge_snapshot(previous, f, now);
+            if let Err(err) = self.store.put_snapshot(&portal.id, id, &snap) {
+                self.fail(rt, &e, err.into()).await;
+                continue;
+            }
+            let f = Fetched {
+                lead: snap.lead,
+                activities: snap.activities,
+                activities_complete: true,
+                activity_cursor: snap.activity_cursor,
+                current_score: f.current_score,
             };
             let score = model.score(&f.lead, &f.activities, now);
             Metrics::inc(&self.metrics.scores, &portal.id, &score.tier);
@@ -543,6 +652,82 @@ impl Pipeline {
                 warn!(portal = %rt.portal.id, subject = ?e.subject, attempt = attempt + 1, retry_in_ms = delay.as_millis() as u64, error = %msg, "will retry");
             }
             Err(err) => warn!(error = %err, "cannot record retry"),
+        }
+    }
+}
+
+/// Scores this close under the threshold count as "near" it (fetched first).
+const NEAR_THRESHOLD: i32 = 15;
+
+/// Was the lead's last written score near or above the portal's call-now threshold?
+fn near_threshold(store: &Store, portal: &Portal, lead: &str) -> bool {
+    store
+        .written(&portal.id, lead)
+        .ok()
+        .flatten()
+        .is_some_and(|w| w.score >= portal.threshold - NEAR_THRESHOLD)
+}
+
+/// How long a snapshot's activities are trusted for events that do not touch them: a
+/// lead event after this re-reads what changed, so an activity whose webhook was lost
+/// (Bitrix24 never redelivers) is still picked up.
+const ACTIVITY_TRUST: chrono::Duration = chrono::Duration::minutes(15);
+
+/// The whole activity history is read again after this (an incremental read cannot see
+/// a deleted activity).
+const FULL_REFRESH: chrono::Duration = chrono::Duration::hours(24);
+
+/// How much of a lead's activity to read, given its snapshot and what the events were
+/// about: only a change in activities (or a stale snapshot) costs an activity read, and
+/// the echo of our own write costs none.
+pub fn activity_read(
+    e: &PendingEntry,
+    snap: Option<&InputSnapshot>,
+    now: DateTime<Utc>,
+) -> ActivityRead {
+    let Some(s) = snap else {
+        return ActivityRead::Full;
+    };
+    let replay = e.causes.iter().any(|c| c.source == CauseSource::Replay);
+    if replay || now - s.full_read_at > FULL_REFRESH {
+        return ActivityRead::Full;
+    }
+    if !e.activities_changed && now - s.activities_read_at <= ACTIVITY_TRUST {
+        return ActivityRead::Skip;
+    }
+    match &s.activity_cursor {
+        Some(c) => ActivityRead::Since(c.clone()),
+        None => ActivityRead::Full,
+    }
+}
+
+/// The inputs to score: what was fetched, completed by the snapshot where the fetch
+/// read only the lead's fields or only what changed in its activities.
+pub fn merge_snapshot(
+    previous: Option<InputSnapshot>,
+    f: &Fetched,
+    now: DateTime<Utc>,
+) -> InputSnapshot {
+    match previous {
+        Some(mut s) if !f.activities_complete => {
+            s.lead = f.lead.clone();
+            if let Some(cursor) = &f.activity_cursor {
+                s.activity_cursor = Some(cursor.clone());
+                s.activities_read_at = now;
+            }
+            s.merge_activities(f.activities.clone());
+            s
+        }
+        _ => {
+            let mut s = InputSnapshot {
+                lead: f.lead.clone(),
+                activities: f.activities.clone(),
+                activity_cursor: f.activity_cursor.clone(),
+                activities_read_at: now,
+                full_read_at: now,
+            };
+            s.bound();
+            s
         }
     }
 }

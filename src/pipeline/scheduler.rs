@@ -22,6 +22,10 @@ pub struct Scheduler {
     in_flight: HashSet<Vec<u8>>,
     /// Keys in flight per portal.
     busy: HashMap<Vec<u8>, usize>,
+    /// Keys of leads near or above the call-now threshold: when more are due than one
+    /// batch takes, these go first, so a slow or paused portal delays cold leads, not
+    /// call-now tasks.
+    hot: HashSet<Vec<u8>>,
 }
 
 /// One scheduled entry: when it is due and its store key.
@@ -52,26 +56,38 @@ impl Scheduler {
     pub fn take_due(&mut self, now: DateTime<Utc>, max: usize) -> Vec<Vec<u8>> {
         let max = max.max(1);
         let mut order: Vec<&[u8]> = Vec::new();
-        let mut groups: HashMap<&[u8], Vec<&DueEntry>> = HashMap::new();
+        // Per portal: the first `max` due entries, and the due hot ones beyond those.
+        let mut groups: HashMap<&[u8], (Vec<&DueEntry>, Vec<&DueEntry>)> = HashMap::new();
         for entry in self.due.iter().take_while(|(due, _)| *due <= now) {
             let portal = portal_of(&entry.1);
             let group = groups.entry(portal).or_insert_with(|| {
                 order.push(portal);
-                Vec::new()
+                (Vec::new(), Vec::new())
             });
-            if group.len() < max {
-                group.push(entry);
+            if group.0.len() < max {
+                group.0.push(entry);
+            } else if self.hot.contains(&entry.1) {
+                group.1.push(entry);
             }
         }
         let chosen = order.into_iter().find(|portal| {
             let busy = self.busy.get(*portal).copied().unwrap_or(0) > 0;
-            !busy || groups[portal].len() >= max
+            !busy || groups[portal].0.len() >= max
         });
         let Some(portal) = chosen else {
             return Vec::new();
         };
-        let picked: Vec<(DateTime<Utc>, Vec<u8>)> =
-            groups[portal].iter().map(|e| (*e).clone()).collect();
+        let (first, late_hot) = &groups[portal];
+        // Hot entries first (in due order), then the rest in due order, up to `max`.
+        let mut candidates: Vec<&DueEntry> = first
+            .iter()
+            .chain(late_hot.iter())
+            .filter(|e| self.hot.contains(&e.1))
+            .copied()
+            .collect();
+        candidates.extend(first.iter().filter(|e| !self.hot.contains(&e.1)).copied());
+        candidates.truncate(max);
+        let picked: Vec<(DateTime<Utc>, Vec<u8>)> = candidates.into_iter().cloned().collect();
         let portal = portal.to_vec();
         for (due, key) in &picked {
             self.due.remove(&(*due, key.clone()));
@@ -80,6 +96,25 @@ impl Scheduler {
         }
         *self.busy.entry(portal).or_insert(0) += picked.len();
         picked.into_iter().map(|(_, k)| k).collect()
+    }
+
+    /// Mark a key as a hot lead's (or clear the mark), for [`Scheduler::take_due`].
+    pub fn set_hot(&mut self, key: &[u8], hot: bool) {
+        if hot {
+            self.hot.insert(key.to_vec());
+        } else {
+            self.hot.remove(key);
+        }
+    }
+
+    /// Is this key marked hot?
+    pub fn is_hot(&self, key: &[u8]) -> bool {
+        self.hot.contains(key)
+    }
+
+    /// Hot keys waiting or in flight (for the wait watchdog).
+    pub fn hot_keys(&self) -> Vec<Vec<u8>> {
+        self.hot.iter().cloned().collect()
     }
 
     /// A worker finished with a key.
@@ -136,6 +171,27 @@ mod tests {
         assert_eq!(s.take_due(t(5), 10), vec![k("b", "1"), k("b", "2")]);
         assert_eq!(s.take_due(t(5), 10), vec![k("a", "1")]);
         assert_eq!(s.next_due(), Some(t(9)));
+    }
+
+    #[test]
+    fn hot_keys_go_first_even_when_due_later() {
+        let mut s = Scheduler::default();
+        for i in 0..10 {
+            s.schedule(k("a", &format!("c{i}")), t(i));
+        }
+        s.schedule(k("a", "hot"), t(20));
+        s.set_hot(&k("a", "hot"), true);
+        let got = s.take_due(t(30), 3);
+        assert_eq!(got, vec![k("a", "hot"), k("a", "c0"), k("a", "c1")]);
+        for key in &got {
+            s.done(key);
+        }
+        // Not due yet: not taken however hot.
+        s.schedule(k("a", "later"), t(99));
+        s.set_hot(&k("a", "later"), true);
+        let rest = s.take_due(t(30), 50);
+        assert!(!rest.contains(&k("a", "later")));
+        assert_eq!(rest.len(), 8);
     }
 
     #[test]

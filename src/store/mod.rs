@@ -8,7 +8,10 @@
 //! - `written`: what we last wrote to the CRM per lead (the no-write-loop guard).
 //! - `ledger`: every score change per lead with its breakdown, time and cause.
 //! - `crossing`: the "call now" state machine per lead (exactly one task per crossing).
-//! - `meta`: sweep cursors and rotated OAuth tokens.
+//! - `snapshot`: per lead, the inputs the engine last scored (the neutral lead and its
+//!   bounded activity history) and where the next incremental activity read starts,
+//!   so a lead whose activities did not change is re-read without them.
+//! - `meta`: sweep cursors, rotated OAuth tokens and the CRM limits between runs.
 //!
 //! Every write that an acknowledgement depends on is followed by [`Store::flush`].
 
@@ -23,7 +26,53 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::Transactional;
 
 use crate::crm::{LeadId, Subject, TaskRef};
+use crate::lead::{Activity, Lead};
 use crate::scoring::Score;
+
+/// Most activities kept per lead snapshot (the newest): older ones have decayed to
+/// nothing in any sensible model, and the bound keeps a chatty lead's record small.
+pub const MAX_SNAPSHOT_ACTIVITIES: usize = 200;
+
+/// What the engine last scored for one lead.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputSnapshot {
+    pub lead: Lead,
+    /// Oldest first, at most [`MAX_SNAPSHOT_ACTIVITIES`].
+    pub activities: Vec<Activity>,
+    /// Where the next incremental activity read starts (CRM-specific).
+    pub activity_cursor: Option<String>,
+    /// When activities were last read (fully or incrementally).
+    pub activities_read_at: DateTime<Utc>,
+    /// When the whole history was last read.
+    pub full_read_at: DateTime<Utc>,
+}
+
+impl InputSnapshot {
+    /// Merge activities read incrementally: same id replaces, then newest kept.
+    pub fn merge_activities(&mut self, delta: Vec<Activity>) {
+        let mut by_id: std::collections::BTreeMap<String, Activity> = self
+            .activities
+            .drain(..)
+            .map(|a| (a.id.clone(), a))
+            .collect();
+        for a in delta {
+            by_id.insert(a.id.clone(), a);
+        }
+        self.activities = by_id.into_values().collect();
+        self.bound();
+    }
+
+    /// Order oldest first and keep the newest [`MAX_SNAPSHOT_ACTIVITIES`].
+    pub fn bound(&mut self) {
+        self.activities
+            .sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.id.cmp(&b.id)));
+        let excess = self
+            .activities
+            .len()
+            .saturating_sub(MAX_SNAPSHOT_ACTIVITIES);
+        self.activities.drain(..excess);
+    }
+}
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +131,10 @@ pub struct PendingEntry {
     pub events: u64,
     pub causes: Vec<Cause>,
     pub last_error: Option<String>,
+    /// An event about the lead's activities (not just its fields) was merged in, so the
+    /// fetch must read what changed in them.
+    #[serde(default)]
+    pub activities_changed: bool,
 }
 
 impl PendingEntry {
@@ -170,6 +223,7 @@ pub struct Store {
     written: sled::Tree,
     ledger: sled::Tree,
     crossing: sled::Tree,
+    snapshot: sled::Tree,
     meta: sled::Tree,
     pending_count: AtomicUsize,
 }
@@ -269,6 +323,7 @@ fn merge_into(
             events: 1,
             causes: vec![cause],
             last_error: None,
+            activities_changed: false,
         },
     }
 }
@@ -288,6 +343,7 @@ impl Store {
             written: db.open_tree("written")?,
             ledger: db.open_tree("ledger")?,
             crossing: db.open_tree("crossing")?,
+            snapshot: db.open_tree("snapshot")?,
             meta: db.open_tree("meta")?,
             pending,
             pending_count: AtomicUsize::new(count),
@@ -492,6 +548,7 @@ impl Store {
                         let was_new = existing.is_none();
                         let mut e = match existing {
                             Some(mut e) => {
+                                e.activities_changed = true;
                                 e.gen += 1;
                                 e.events += c.events;
                                 e.last_at = now;
@@ -508,6 +565,7 @@ impl Store {
                                 attempts: 0,
                                 gen: 1,
                                 last_error: None,
+                                activities_changed: true,
                                 ..c.clone()
                             },
                         };
@@ -527,6 +585,31 @@ impl Store {
             }
             e
         }))
+    }
+
+    /// The inputs last scored for a lead.
+    pub fn snapshot(&self, portal: &str, lead: &str) -> Result<Option<InputSnapshot>, StoreError> {
+        match self.snapshot.get(lead_key(portal, lead))? {
+            Some(v) => dec("snapshot", &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Keep the inputs just scored (made durable by the batch's flush).
+    pub fn put_snapshot(
+        &self,
+        portal: &str,
+        lead: &str,
+        snap: &InputSnapshot,
+    ) -> Result<(), StoreError> {
+        self.snapshot.insert(lead_key(portal, lead), enc(snap))?;
+        Ok(())
+    }
+
+    /// Forget a deleted lead's inputs.
+    pub fn remove_snapshot(&self, portal: &str, lead: &str) -> Result<(), StoreError> {
+        self.snapshot.remove(lead_key(portal, lead))?;
+        Ok(())
     }
 
     /// Dead letters, oldest first.

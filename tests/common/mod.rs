@@ -36,6 +36,8 @@ pub struct Options {
     pub bind_events: bool,
     /// Overrides `[server] queue_limit` (most leads waiting on disk).
     pub queue_limit: Option<usize>,
+    /// Last word on the daemon's config before it starts (rate limits and the like).
+    pub configure: Option<fn(&mut Config)>,
 }
 
 impl Default for Options {
@@ -47,6 +49,7 @@ impl Default for Options {
             comment: false,
             bind_events: true,
             queue_limit: None,
+            configure: None,
         }
     }
 }
@@ -66,6 +69,9 @@ impl Daemon {
         if let Some(limit) = opts.queue_limit {
             config.server.queue_limit = limit;
         }
+        if let Some(configure) = opts.configure {
+            configure(&mut config);
+        }
         drop(prepared.store);
         let mut d = Daemon {
             sandbox,
@@ -81,7 +87,9 @@ impl Daemon {
         d
     }
 
-    async fn launch(&mut self, bind: bool) {
+    /// Start the daemon (again) on the config and data dir; `bind` subscribes its
+    /// webhook URL to the portal's events.
+    pub async fn launch(&mut self, bind: bool) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         self.shutdown = CancellationToken::new();
         let running = app::start(self.config.clone(), listener, self.shutdown.clone())
