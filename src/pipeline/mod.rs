@@ -490,7 +490,7 @@ impl Pipeline {
             self.metrics
                 .lead_latency
                 .observe((now - e.first_at).num_milliseconds().max(0) as f64 / 1000.0);
-            let explanation = score.explain(self.settings.language, now);
+            let explanation = score.explain_dated(model.language(), model.utc_offset(), now);
             let last = match self.store.written(&portal.id, id) {
                 Ok(w) => w,
                 Err(err) => {

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use chrono::TimeDelta;
 
-use super::spec::{ActivitySpec, Condition, RuleSpec, ScoringSpec, TierSpec};
+use super::spec::{ActivitySpec, Condition, Language, RuleSpec, ScoringSpec, TierSpec};
 use super::text::{lower_str, Pattern};
 use super::{Model, SpecError, TierInfo};
 use crate::lead::{ActivityKind, Direction, FIELD_NAMES};
@@ -238,12 +238,33 @@ pub(crate) fn compile(spec: &ScoringSpec) -> Result<Model, Vec<SpecError>> {
         );
     }
 
+    let default_offset = match spec.language {
+        Language::Ru => "+03:00",
+        Language::En => "+00:00",
+    };
+    let utc_offset = spec
+        .utc_offset
+        .as_deref()
+        .unwrap_or(default_offset)
+        .parse::<chrono::FixedOffset>();
+    let utc_offset = match utc_offset {
+        Ok(o) => o,
+        Err(_) => {
+            errs.push(
+                "utc_offset",
+                "must look like \"+03:00\" or \"-05:00\" (the offset card dates are written in)",
+            );
+            chrono::FixedOffset::east_opt(0).expect("zero offset")
+        }
+    };
+
     if !errs.0.is_empty() {
         return Err(errs.0);
     }
     let has_activity_rules = rules.iter().any(|r| matches!(r.body, Body::Activity(_)));
     Ok(Model {
         language: spec.language,
+        utc_offset,
         min: spec.min,
         max: spec.max,
         groups,

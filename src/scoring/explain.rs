@@ -57,6 +57,54 @@ pub fn ago(at: DateTime<Utc>, now: DateTime<Utc>, lang: Language) -> String {
     }
 }
 
+/// How an activity's time reads in an explanation: relative on a terminal ("2 дня
+/// назад"), a date on the lead card ("28.11"), where a relative age would go stale the
+/// day after it was written.
+#[derive(Debug, Clone, Copy)]
+enum When {
+    Relative(DateTime<Utc>),
+    Dated(chrono::FixedOffset, DateTime<Utc>),
+}
+
+const EN_MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// "28.11" / "28 Nov" in the card's offset; the year is added when it is not the
+/// current one ("28.11.2025" / "28 Nov 2025").
+pub fn date_of(
+    at: DateTime<Utc>,
+    offset: chrono::FixedOffset,
+    now: DateTime<Utc>,
+    lang: Language,
+) -> String {
+    use chrono::Datelike;
+    let local = at.with_timezone(&offset);
+    let this_year = local.year() == now.with_timezone(&offset).year();
+    match (lang, this_year) {
+        (Language::Ru, true) => format!("{:02}.{:02}", local.day(), local.month()),
+        (Language::Ru, false) => {
+            format!("{:02}.{:02}.{}", local.day(), local.month(), local.year())
+        }
+        (Language::En, true) => format!("{} {}", local.day(), EN_MONTHS[local.month0() as usize]),
+        (Language::En, false) => format!(
+            "{} {} {}",
+            local.day(),
+            EN_MONTHS[local.month0() as usize],
+            local.year()
+        ),
+    }
+}
+
+impl When {
+    fn say(self, at: DateTime<Utc>, lang: Language) -> String {
+        match self {
+            When::Relative(now) => ago(at, now, lang),
+            When::Dated(offset, now) => date_of(at, offset, now, lang),
+        }
+    }
+}
+
 /// How a field is called in explanations.
 pub fn field_label(field: &str, lang: Language) -> &str {
     let (ru, en) = match field {
@@ -130,7 +178,7 @@ fn capped_note(lang: Language) -> &'static str {
 
 /// One entry as a phrase: `+15 должность «Генеральный директор»`,
 /// `+20 запрос демо (2 дня назад)`, `+6 чтение блога ×3 (сегодня)`.
-fn phrase(e: &Entry, lang: Language, now: DateTime<Utc>) -> String {
+fn phrase(e: &Entry, lang: Language, when: When) -> String {
     let mut s = format!("{} {}", signed(e.points), e.label);
     match &e.evidence {
         Evidence::Field { field, value } => {
@@ -150,7 +198,7 @@ fn phrase(e: &Entry, lang: Language, now: DateTime<Utc>) -> String {
             if *count > 1 {
                 s.push_str(&format!(" ×{count}"));
             }
-            s.push_str(&format!(" ({}", ago(*newest, now, lang)));
+            s.push_str(&format!(" ({}", when.say(*newest, lang)));
             if e.capped {
                 s.push_str(&format!("; {}", capped_note(lang)));
             }
@@ -178,12 +226,28 @@ impl Score {
     /// left out. At most [`MAX_EXPLANATION_CHARS`] characters: the tail is replaced by
     /// `… (ещё N)` / `… (N more)`.
     pub fn explain(&self, lang: Language, now: DateTime<Utc>) -> String {
+        self.explain_with(lang, When::Relative(now))
+    }
+
+    /// The explanation as written to the CRM: the same line with dates instead of ages
+    /// (`+20 запрос демо (28.11)`), so a card read a week later is still true and the
+    /// text changes only when the score's reasons do.
+    pub fn explain_dated(
+        &self,
+        lang: Language,
+        offset: chrono::FixedOffset,
+        now: DateTime<Utc>,
+    ) -> String {
+        self.explain_with(lang, When::Dated(offset, now))
+    }
+
+    fn explain_with(&self, lang: Language, when: When) -> String {
         let head = format!("{} — {}", self.total, self.tier_label);
         let mut parts: Vec<String> = self
             .breakdown
             .iter()
             .filter(|e| e.points != 0)
-            .map(|e| phrase(e, lang, now))
+            .map(|e| phrase(e, lang, when))
             .collect();
         let gaps = gap_fields(self);
         if !gaps.is_empty() {

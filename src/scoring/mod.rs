@@ -45,6 +45,8 @@ impl std::error::Error for SpecError {}
 #[derive(Debug)]
 pub struct Model {
     pub(crate) language: Language,
+    /// Where the dates on the lead card are told.
+    pub(crate) utc_offset: chrono::FixedOffset,
     pub(crate) min: i32,
     pub(crate) max: i32,
     pub(crate) groups: Vec<compile::Group>,
@@ -178,6 +180,11 @@ impl Model {
     /// Explanation language configured for the model.
     pub fn language(&self) -> Language {
         self.language
+    }
+
+    /// The UTC offset dates on the lead card are written in.
+    pub fn utc_offset(&self) -> chrono::FixedOffset {
+        self.utc_offset
     }
 
     /// Lowest possible total.

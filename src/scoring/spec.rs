@@ -13,6 +13,11 @@ pub struct ScoringSpec {
     /// Language of the explanations reps read on the lead card.
     #[serde(default)]
     pub language: Language,
+    /// UTC offset of the dates written on the lead card ("запрос демо 28.11"), e.g.
+    /// "+03:00"; default Moscow time for Russian text, UTC for English. Cards carry
+    /// dates, not ages, so the text never goes stale between writes.
+    #[serde(default)]
+    pub utc_offset: Option<String>,
     /// Lowest possible total (default 0).
     #[serde(default)]
     pub min: i32,

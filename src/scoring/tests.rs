@@ -978,6 +978,70 @@ fn next_change_skips_events_that_change_nothing() {
 // Explanations.
 
 #[test]
+fn card_text_carries_dates_not_ages() {
+    let m = example_model();
+    let mut l = lead();
+    l.position = Some("Генеральный директор".into());
+    let acts = [
+        act("demo_request", days_ago(2.0)),
+        // Late in the UTC evening: already the next day in Moscow.
+        act("page_view", "2026-11-15T22:30:00Z".parse().unwrap()),
+    ];
+    let s = m.score(&l, &acts, now());
+    let msk = m.utc_offset();
+    assert_eq!(
+        msk.local_minus_utc(),
+        3 * 3600,
+        "Russian cards default to Moscow time"
+    );
+    let ru = s.explain_dated(Language::Ru, msk, now());
+    assert!(ru.contains("запрос демо (18.11)"), "{ru}");
+    assert!(!ru.contains("назад") && !ru.contains("сегодня"), "{ru}");
+    // The same score told a week later reads the same: nothing to rewrite.
+    let later = now() + chrono::Duration::days(7);
+    assert_eq!(s.explain_dated(Language::Ru, msk, later), ru);
+    let utc = chrono::FixedOffset::east_opt(0).unwrap();
+    let en = s.explain_dated(Language::En, utc, now());
+    assert!(en.contains("(18 Nov)"), "{en}");
+    // Another year gets the year.
+    let next_year = "2027-01-05T12:00:00Z".parse().unwrap();
+    assert!(s
+        .explain_dated(Language::Ru, msk, next_year)
+        .contains("(18.11.2026)"));
+    assert!(s
+        .explain_dated(Language::En, utc, next_year)
+        .contains("(18 Nov 2026)"));
+    assert_eq!(
+        super::explain::date_of(
+            "2026-11-15T22:30:00Z".parse().unwrap(),
+            msk,
+            now(),
+            Language::Ru
+        ),
+        "16.11"
+    );
+}
+
+#[test]
+fn a_bad_utc_offset_is_a_config_error() {
+    let mut spec = spec_with(
+        GROUPS,
+        &fit_rule(10, "{ field = \"position\", exists = true }"),
+    );
+    spec.utc_offset = Some("Moscow".into());
+    let errs = Model::compile(&spec).expect_err("spec must be rejected");
+    assert!(has_error(&errs, "utc_offset"), "{errs:?}");
+    spec.utc_offset = Some("-05:00".into());
+    assert_eq!(
+        Model::compile(&spec)
+            .unwrap()
+            .utc_offset()
+            .local_minus_utc(),
+        -5 * 3600
+    );
+}
+
+#[test]
 fn explanation_in_russian_reads_like_the_spec() {
     let m = example_model();
     let mut l = lead();
