@@ -277,3 +277,73 @@ async fn metrics_health_and_readiness_report_the_work_done() {
     );
     assert!(text.ends_with("# EOF\n"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_lead_that_goes_quiet_cools_by_itself_without_a_crm_read() {
+    let mut d = Daemon::start(Options::default()).await;
+    let lead = d.add_strong_lead(1);
+    d.add_demo_request(lead);
+    d.settle().await;
+    assert_eq!(d.crm_score(lead), Some(80));
+    assert_eq!(d.tasks_for(lead), 1);
+    let card = |d: &Daemon| {
+        d.sandbox.get_lead(lead).unwrap()["UF_CRM_LEADSCORE_WHY"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let before = card(&d);
+    assert!(before.contains("запрос демо ("), "{before}");
+    assert!(!before.contains("сегодня"), "dated, not aged: {before}");
+    let store = d.store();
+    assert!(store.timers_len() >= 1, "the decay is scheduled");
+
+    // No webhook from here on: only the clock moves (15 days: the demo request is
+    // worth half, 80 -> 70, no longer hot).
+    d.unbind_events();
+    d.sandbox.reset_counters();
+    d.pipeline()
+        .advance_clock(std::time::Duration::from_secs(15 * 86_400));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while d.crm_score(lead) != Some(70) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no decay written: {:?}",
+            d.crm_score(lead)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let c = d.sandbox.counters();
+    assert_eq!(c.by_method.get("crm.lead.list"), None, "no read: {c:?}");
+    assert_eq!(c.by_method.get("crm.activity.list"), None, "no read: {c:?}");
+    assert_eq!(c.by_method.get("crm.lead.update"), Some(&1), "{c:?}");
+    let after = card(&d);
+    assert!(after.starts_with("70 — тёплый"), "{after}");
+    // The demo request keeps its date: the card says when, not how long ago.
+    let date = |s: &str| s.split("запрос демо (").nth(1).map(|t| t[..5].to_string());
+    assert_eq!(date(&after), date(&before));
+    assert_eq!(d.tasks_for(lead), 1, "cooling makes no task");
+    let ledger = d.store().ledger(demo::PORTAL, &lead.to_string()).unwrap();
+    let last = ledger.last().unwrap();
+    assert_eq!(last.score, 70);
+    assert!(last
+        .causes
+        .iter()
+        .all(|c| c.source == leadscore::store::CauseSource::Decay));
+
+    // After a restart, overdue timers still run: another 20 days take the demo request
+    // out of its 30-day window (70 -> 60).
+    d.stop().await;
+    d.launch(false).await;
+    d.pipeline()
+        .advance_clock(std::time::Duration::from_secs(35 * 86_400));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while d.crm_score(lead) != Some(60) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no decay after restart: {:?}",
+            d.crm_score(lead)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

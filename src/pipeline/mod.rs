@@ -10,7 +10,7 @@ pub mod trigger;
 
 pub use reload::{server_restart_changes, spawn_sighup_reload, ReloadError, ReloadReport};
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -96,6 +96,9 @@ pub struct Pipeline {
     settings: PipelineSettings,
     scheduler: Mutex<Scheduler>,
     wake: Notify,
+    /// Added to the wall clock (milliseconds): lets tests move the daemon's "now" days
+    /// ahead to watch scores decay without waiting for them. Zero in production.
+    clock_offset_ms: AtomicI64,
 }
 
 /// How one processed lead ended, for logs, tests and the demo table.
@@ -142,6 +145,7 @@ impl Pipeline {
             settings,
             scheduler: Mutex::new(sched),
             wake: Notify::new(),
+            clock_offset_ms: AtomicI64::new(0),
         }))
     }
 
@@ -170,6 +174,18 @@ impl Pipeline {
         if let Some(h) = self.health.get(portal) {
             h.err();
         }
+    }
+
+    /// The pipeline's "now": the wall clock, plus any offset a test has set.
+    pub fn now(&self) -> DateTime<Utc> {
+        Utc::now() + chrono::Duration::milliseconds(self.clock_offset_ms.load(Ordering::Relaxed))
+    }
+
+    /// Move the pipeline's clock ahead (tests: decay without waiting days).
+    pub fn advance_clock(&self, by: Duration) {
+        self.clock_offset_ms
+            .fetch_add(by.as_millis() as i64, Ordering::Relaxed);
+        self.wake.notify_waiters();
     }
 
     /// Settings in force.
@@ -233,8 +249,102 @@ impl Pipeline {
             let stop = shutdown.clone();
             tokio::spawn(async move { me.hot_wait_watchdog(stop).await })
         };
+        let decay = {
+            let me = self.clone();
+            let stop = shutdown.clone();
+            tokio::spawn(async move { me.decay_loop(stop).await })
+        };
         while set.join_next().await.is_some() {}
         watchdog.abort();
+        decay.abort();
+    }
+
+    /// Re-score leads whose score changes with time alone, when it does: due decay
+    /// timers become queue entries (scored from the stored inputs, no CRM read; a write
+    /// only if the result changed). Overdue timers after a restart run at once. The
+    /// queue is filled at most half way, so webhooks always find room.
+    async fn decay_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let now = self.now();
+            let room = (self.settings.queue_limit / 2).saturating_sub(self.store.pending_len());
+            let due = if room == 0 {
+                Vec::new()
+            } else {
+                self.store
+                    .due_timers(now, room.min(1000))
+                    .unwrap_or_else(|e| {
+                        warn!(error = %e, "cannot read decay timers");
+                        Vec::new()
+                    })
+            };
+            if !due.is_empty() && self.enqueue_decay(&due, now).await {
+                continue;
+            }
+            let wait = match self.store.next_timer() {
+                Ok(Some(at)) => (at - now).to_std().unwrap_or_default(),
+                _ => Duration::from_secs(60),
+            }
+            .clamp(Duration::from_secs(1), Duration::from_secs(60));
+            let notified = self.wake.notified();
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(wait) => {}
+                _ = notified => {}
+            }
+        }
+    }
+
+    /// Queue the leads of fired timers durably, then clear the timers (a crash in
+    /// between re-fires them, which merges into the same entries). `false` when
+    /// nothing could be queued.
+    async fn enqueue_decay(
+        &self,
+        due: &[(String, LeadId, DateTime<Utc>)],
+        now: DateTime<Utc>,
+    ) -> bool {
+        let cause = Cause {
+            source: CauseSource::Decay,
+            detail: "score changes with time".into(),
+            at: now,
+        };
+        let mut by_portal: BTreeMap<&str, Vec<Subject>> = BTreeMap::new();
+        for (portal, lead, _) in due {
+            by_portal
+                .entry(portal.as_str())
+                .or_default()
+                .push(Subject::Lead(lead.clone()));
+        }
+        let mut queued = false;
+        for (portal, subjects) in by_portal {
+            if !self.live().portals.contains_key(portal) {
+                // A portal no longer configured: its timers return with its leads.
+                for (p, lead, at) in due.iter().filter(|(p, _, _)| p == portal) {
+                    if let Err(e) = self.store.clear_timer(p, lead, *at) {
+                        warn!(error = %e, "cannot clear a decay timer");
+                    }
+                }
+                queued = true;
+                continue;
+            }
+            match self.enqueue(portal, &subjects, cause.clone(), now).await {
+                Ok(()) => queued = true,
+                Err(e) => warn!(portal, error = %e, "cannot queue decayed leads"),
+            }
+        }
+        if !queued {
+            return false;
+        }
+        if let Err(e) = self.store.flush().await {
+            warn!(error = %e, "cannot flush decayed leads");
+            return false;
+        }
+        for (portal, lead, at) in due {
+            if let Err(e) = self.store.clear_timer(portal, lead, *at) {
+                warn!(error = %e, "cannot clear a decay timer");
+            }
+        }
+        debug!(leads = due.len(), "decay timers fired");
+        true
     }
 
     /// Log at WARN, once per lead and wait, every hot lead that has waited longer than
@@ -250,7 +360,7 @@ impl Pipeline {
                 _ = tokio::time::sleep(period) => {}
             }
             let keys = self.scheduler.lock().await.hot_keys();
-            let now = Utc::now();
+            let now = self.now();
             warned.retain(|k, _| keys.contains(k));
             for k in keys {
                 let Ok(Some(e)) = self.store.pending_get(&k) else {
@@ -295,7 +405,7 @@ impl Pipeline {
             if shutdown.is_cancelled() {
                 break;
             }
-            let now = Utc::now();
+            let now = self.now();
             let (keys, next) = {
                 let mut s = self.scheduler.lock().await;
                 let keys = s.take_due(now, MAX_BATCH);
@@ -379,7 +489,7 @@ impl Pipeline {
                 Subject::Lead(_) => None,
             })
             .collect();
-        let now = Utc::now();
+        let now = self.now();
         match rt.crm.resolve_activities(&ids).await {
             Ok(map) => {
                 for e in entries {
@@ -420,7 +530,7 @@ impl Pipeline {
     }
 
     async fn process_leads(&self, rt: &PortalRuntime, model: &Model, entries: Vec<PendingEntry>) {
-        let now = Utc::now();
+        let now = self.now();
         let portal = &rt.portal;
         let mut requests = Vec::with_capacity(entries.len());
         let mut snapshots: HashMap<LeadId, Option<InputSnapshot>> = HashMap::new();
@@ -431,10 +541,13 @@ impl Pipeline {
             };
             match self.store.snapshot(&portal.id, id) {
                 Ok(snap) => {
-                    requests.push(FetchRequest {
-                        id: id.clone(),
-                        activities: activity_read(&e, snap.as_ref(), now),
-                    });
+                    // A change with time alone is scored from the stored inputs: no read.
+                    if !(snap.is_some() && from_snapshot_only(&e)) {
+                        requests.push(FetchRequest {
+                            id: id.clone(),
+                            activities: activity_read(&e, snap.as_ref(), now),
+                        });
+                    }
                     snapshots.insert(id.clone(), snap);
                     ready.push(e);
                 }
@@ -442,39 +555,58 @@ impl Pipeline {
             }
         }
         let entries = ready;
-        let fetched = match rt.crm.fetch_incremental(&requests).await {
-            Ok(f) => {
-                self.crm_ok(&rt.portal.id);
-                f
-            }
-            Err(err) => {
-                let msg = err.to_string();
-                for e in &entries {
-                    self.fail_with(rt, e, err.is_retryable(), &msg, err.retry_after())
-                        .await;
+        let fetched = if requests.is_empty() {
+            BTreeMap::new()
+        } else {
+            match rt.crm.fetch_incremental(&requests).await {
+                Ok(f) => {
+                    self.crm_ok(&rt.portal.id);
+                    f
                 }
-                return;
+                Err(err) => {
+                    let msg = err.to_string();
+                    for e in &entries {
+                        self.fail_with(rt, e, err.is_retryable(), &msg, err.retry_after())
+                            .await;
+                    }
+                    return;
+                }
             }
         };
-        let now = Utc::now();
+        let fetched_ids: HashSet<&str> = requests.iter().map(|r| r.id.as_str()).collect();
+        let now = self.now();
         let mut writes = Vec::new();
         let mut scored = Vec::new();
         for e in entries {
             let Subject::Lead(id) = &e.subject else {
                 continue;
             };
-            let Some(f) = fetched.get(id) else {
-                info!(portal = %portal.id, lead = %id, "lead no longer exists; dropped");
-                Metrics::inc(&self.metrics.leads, &portal.id, "deleted");
-                if let Err(err) = self.store.remove_snapshot(&portal.id, id) {
-                    warn!(error = %err, "cannot forget a deleted lead's inputs");
-                }
-                self.finish(&e).await;
-                continue;
-            };
             let previous = snapshots.remove(id).flatten();
-            let snap = merge_snapshot(previous, f, now);
-            if let Err(err) = self.store.put_snapshot(&portal.id, id, &snap) {
+            let (snap, current_score) = if fetched_ids.contains(id.as_str()) {
+                let Some(f) = fetched.get(id) else {
+                    info!(portal = %portal.id, lead = %id, "lead no longer exists; dropped");
+                    Metrics::inc(&self.metrics.leads, &portal.id, "deleted");
+                    if let Err(err) = self.store.remove_snapshot(&portal.id, id) {
+                        warn!(error = %err, "cannot forget a deleted lead's inputs");
+                    }
+                    self.finish(&e).await;
+                    continue;
+                };
+                let snap = merge_snapshot(previous, f, now);
+                if let Err(err) = self.store.put_snapshot(&portal.id, id, &snap) {
+                    self.fail(rt, &e, err.into()).await;
+                    continue;
+                }
+                (snap, f.current_score)
+            } else {
+                let Some(snap) = previous else { continue };
+                (snap, None)
+            };
+            if let Err(err) = self.store.set_timer(
+                &portal.id,
+                id,
+                model.next_change(&snap.lead, &snap.activities, now),
+            ) {
                 self.fail(rt, &e, err.into()).await;
                 continue;
             }
@@ -483,7 +615,7 @@ impl Pipeline {
                 activities: snap.activities,
                 activities_complete: true,
                 activity_cursor: snap.activity_cursor,
-                current_score: f.current_score,
+                current_score,
             };
             let score = model.score(&f.lead, &f.activities, now);
             Metrics::inc(&self.metrics.scores, &portal.id, &score.tier);
@@ -629,7 +761,7 @@ impl Pipeline {
         retry_after: Option<Duration>,
     ) {
         self.crm_err(&rt.portal.id);
-        let now = Utc::now();
+        let now = self.now();
         let delays = &self.settings.retry_delays;
         let attempt = e.attempts as usize;
         if !retryable || attempt >= delays.len() {
@@ -666,6 +798,14 @@ fn near_threshold(store: &Store, portal: &Portal, lead: &str) -> bool {
         .ok()
         .flatten()
         .is_some_and(|w| w.score >= portal.threshold - NEAR_THRESHOLD)
+}
+
+/// Everything merged into the entry is a change with time alone (decay, a model
+/// re-score from stored inputs): nothing in the CRM needs reading.
+fn from_snapshot_only(e: &PendingEntry) -> bool {
+    !e.activities_changed
+        && !e.causes.is_empty()
+        && e.causes.iter().all(|c| c.source == CauseSource::Decay)
 }
 
 /// How long a snapshot's activities are trusted for events that do not touch them: a

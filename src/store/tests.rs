@@ -159,3 +159,35 @@ fn futures_flush(s: &Store) {
         .block_on(s.flush())
         .unwrap();
 }
+
+#[test]
+fn timers_come_out_in_due_order_and_replace_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let t = |s: i64| DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap();
+    store.set_timer("p", "1", Some(t(30))).unwrap();
+    store.set_timer("p", "2", Some(t(10))).unwrap();
+    store.set_timer("q", "1", Some(t(20))).unwrap();
+    // A lead's new timer replaces its old one.
+    store.set_timer("p", "2", Some(t(40))).unwrap();
+    assert_eq!(store.timers_len(), 3);
+    assert_eq!(store.next_timer().unwrap(), Some(t(20)));
+    let due = store.due_timers(t(30), 10).unwrap();
+    assert_eq!(
+        due,
+        vec![
+            ("q".into(), "1".into(), t(20)),
+            ("p".into(), "1".into(), t(30))
+        ]
+    );
+    assert_eq!(store.due_timers(t(100), 1).unwrap().len(), 1);
+    // Never again, and a deleted lead loses its timer.
+    store.set_timer("q", "1", None).unwrap();
+    store.remove_snapshot("p", "2").unwrap();
+    assert_eq!(store.due_timers(t(100), 10).unwrap().len(), 1);
+    // Times before 1970 sort too.
+    store
+        .set_timer("p", "old", Some(DateTime::from_timestamp(-5, 0).unwrap()))
+        .unwrap();
+    assert_eq!(store.due_timers(t(100), 10).unwrap()[0].1, "old");
+}

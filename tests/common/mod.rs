@@ -105,6 +105,13 @@ impl Daemon {
         self.running = Some(running);
     }
 
+    /// Stop the portal's webhooks to the daemon (to see what the daemon does on its own).
+    pub fn unbind_events(&mut self) {
+        for id in self.bindings.drain(..) {
+            self.sandbox.unbind_event(id);
+        }
+    }
+
     pub fn pipeline(&self) -> &Pipeline {
         &self.running.as_ref().expect("running").pipeline
     }
