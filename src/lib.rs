@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod cli_rescore;
 pub mod config;
 pub mod crashpoint;
 pub mod crm;

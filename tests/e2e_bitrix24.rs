@@ -347,3 +347,147 @@ async fn a_hot_lead_that_goes_quiet_cools_by_itself_without_a_crm_read() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// The demo config with the fit group capped at 75 instead of 60 and the "должность"
+/// (job title) rule worth `points` instead of 15, with `listen` where the
+/// `leadscore rescore` binary looks for the daemon.
+fn config_with_title_points(d: &Daemon, points: i64, listen: &str, path: &std::path::Path) {
+    let text = std::fs::read_to_string(d.config_path()).unwrap();
+    let mut doc: toml::Table = toml::from_str(&text).unwrap();
+    doc["server"]["listen"] = toml::Value::String(listen.to_string());
+    let scoring = doc["scoring"].as_table_mut().unwrap();
+    let fit = scoring["groups"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|g| g["id"].as_str() == Some("fit"))
+        .expect("the fit group");
+    fit["max"] = toml::Value::Integer(75);
+    let title = scoring["rules"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|r| r["id"].as_str() == Some("title_exec"))
+        .expect("the title rule");
+    title["points"] = toml::Value::Integer(points);
+    std::fs::write(path, toml::to_string(&doc).unwrap()).unwrap();
+}
+
+fn rescore_cli(
+    config: &std::path::Path,
+    extra: &[&str],
+    crash: Option<&str>,
+) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_leadscore"));
+    cmd.arg("rescore").arg("--config").arg(config).args(extra);
+    if let Some(c) = crash {
+        cmd.env(leadscore::crashpoint::ENV, c);
+    }
+    cmd.output().expect("the binary runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_change_is_previewed_then_rescored_through_the_daemon_and_resumes_after_a_crash() {
+    let mut d = Daemon::start(Options::default()).await;
+    let mut plain = Vec::new();
+    let mut asked = Vec::new();
+    for n in 0..60 {
+        let lead = d.add_strong_lead(n);
+        if n < 5 {
+            d.add_demo_request(lead);
+            asked.push(lead);
+        } else {
+            plain.push(lead);
+        }
+    }
+    d.settle().await;
+    assert_eq!(d.crm_score(plain[0]), Some(60));
+    assert_eq!(d.crm_score(asked[0]), Some(80));
+    let tasks_before = d.sandbox.tasks().len();
+    assert_eq!(tasks_before, 5);
+
+    // A new model: the job title is worth 30, so 55 warm leads become hot (75).
+    let path = d.dir.path().join("rescore.toml");
+    config_with_title_points(&d, 30, &d.addr().to_string(), &path);
+    let new = leadscore::config::load(&path).unwrap();
+    d.pipeline().reload(&new).unwrap();
+
+    // Preview: nothing written.
+    d.sandbox.reset_counters();
+    let out = rescore_cli(&path, &["--dry-run"], None);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("55 would newly cross the threshold"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("тёплый") || stdout.contains("warm"),
+        "{stdout}"
+    );
+    assert_eq!(d.sandbox.counters().by_method.get("crm.lead.update"), None);
+
+    // The real thing, through the running daemon: progress lines, no task.
+    let out = rescore_cli(&path, &[], None);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("rescore: 60/60 leads"), "{stderr}");
+    assert!(stdout.contains("rescore finished: 60 leads"), "{stdout}");
+    d.settle().await;
+    assert_eq!(d.crm_score(plain[0]), Some(75));
+    assert_eq!(d.crm_score(asked[0]), Some(95));
+    assert_eq!(
+        d.sandbox.tasks().len(),
+        tasks_before,
+        "a model change makes no tasks"
+    );
+    let c = d.sandbox.counters();
+    assert_eq!(c.by_method.get("crm.lead.update"), Some(&60), "{c:?}");
+    assert_eq!(
+        c.by_method.get("crm.activity.list"),
+        None,
+        "scored from stored inputs: {c:?}"
+    );
+
+    // Again with the daemon stopped: the command runs it in-process and is killed after
+    // its first batch; the second run resumes and writes only what is left.
+    d.stop().await;
+    // Nothing listens on port 1: the command finds no daemon.
+    config_with_title_points(&d, 25, "127.0.0.1:1", &path);
+    d.sandbox.reset_counters();
+    let crashed = rescore_cli(&path, &[], Some("after_batch@1"));
+    assert!(
+        !crashed.status.success(),
+        "the crash point fired: {}\n{}",
+        String::from_utf8_lossy(&crashed.stdout),
+        String::from_utf8_lossy(&crashed.stderr)
+    );
+    let first = d
+        .sandbox
+        .counters()
+        .by_method
+        .get("crm.lead.update")
+        .copied()
+        .unwrap_or(0);
+    assert!((1..60).contains(&first), "{first} written before the crash");
+    let out = rescore_cli(&path, &[], None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("resuming"), "{stderr}");
+    let c = d.sandbox.counters();
+    assert_eq!(
+        c.by_method.get("crm.lead.update"),
+        Some(&60),
+        "each lead written once: {c:?}"
+    );
+    assert_eq!(d.crm_score(plain[0]), Some(70));
+    assert_eq!(d.crm_score(asked[0]), Some(90));
+    assert_eq!(d.sandbox.tasks().len(), tasks_before);
+}

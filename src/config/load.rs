@@ -582,6 +582,7 @@ impl<'a> Ctx<'a> {
                 queue_limit: s.queue_limit,
                 retry_delays_secs: s.retry_delays_secs,
                 hot_wait_warn_secs: s.hot_wait_warn_secs,
+                rescore_on_reload: s.rescore_on_reload,
                 dashboard_token,
             }),
             overrides,

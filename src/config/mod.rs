@@ -53,6 +53,7 @@ pub struct Server {
     pub queue_limit: usize,
     pub retry_delays_secs: Vec<u64>,
     pub hot_wait_warn_secs: u64,
+    pub rescore_on_reload: bool,
     pub dashboard_token: Option<SecretString>,
 }
 

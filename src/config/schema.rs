@@ -46,6 +46,10 @@ pub struct ServerSection {
     /// A lead near or above the call-now threshold that waits longer than this for its
     /// fetch (a rate limit or an operating-time pause) is logged at WARN with its id.
     pub hot_wait_warn_secs: u64,
+    /// After a SIGHUP that changes the scoring model, re-score every stored lead with it
+    /// (no call-now tasks from that); off: the new model reaches a lead with its next
+    /// event or decay timer, and the log shows what it would change.
+    pub rescore_on_reload: bool,
     /// Token that guards /dashboard (optional; without it the page is served only on loopback).
     pub dashboard_token: Option<SecretString>,
     pub dashboard_token_env: Option<String>,
@@ -64,6 +68,7 @@ impl Default for ServerSection {
             queue_limit: 100_000,
             retry_delays_secs: vec![1, 5, 30, 120, 600, 1800],
             hot_wait_warn_secs: 60,
+            rescore_on_reload: false,
             dashboard_token: None,
             dashboard_token_env: None,
             dashboard_token_file: None,

@@ -4,6 +4,7 @@
 //! no CRM calls, so it answers in milliseconds (both CRMs throttle or switch off slow
 //! endpoints). Everything else happens in the pipeline's workers.
 
+pub mod admin;
 pub mod amocrm;
 pub mod bitrix24;
 
@@ -87,6 +88,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/metrics", get(metrics))
         .route("/status", get(crate::dashboard::status_json))
         .route("/dashboard", get(crate::dashboard::page))
+        .route(
+            "/admin/rescore",
+            get(admin::rescore_progress).post(admin::rescore_start),
+        )
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }

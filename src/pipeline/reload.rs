@@ -231,6 +231,53 @@ impl Pipeline {
     }
 }
 
+impl Pipeline {
+    /// After a reload: when the scoring model changed, log what it changes on the
+    /// stored inputs (a dry run: tier migration, new crossings), and re-score them
+    /// through a rescore job (no tasks) when `server.rescore_on_reload` is on. Without
+    /// it, the new model reaches a lead with its next event or decay timer.
+    pub async fn after_model_change(self: &Arc<Self>, before: &Arc<Model>, server: &Server) {
+        let live = self.live();
+        if Arc::ptr_eq(before, &live.model) || before.same_rules(&live.model) {
+            return;
+        }
+        let me = self.clone();
+        let model = live.model.clone();
+        let now = self.now();
+        let report = tokio::task::spawn_blocking(move || {
+            let mut report = super::rescore::DryRunReport::default();
+            for rt in me.live().portals.values() {
+                let leads = super::rescore::known_leads(&me.store, &rt.portal.id)?;
+                super::rescore::dry_run(&me.store, &rt.portal, &model, &leads, now, &mut report)?;
+            }
+            Ok::<_, crate::store::StoreError>(report)
+        })
+        .await;
+        match report {
+            Ok(Ok(r)) => {
+                info!(summary = %r.summary(), "the new scoring model, on the stored leads")
+            }
+            Ok(Err(e)) => warn!(error = %e, "cannot compare the new model on the stored leads"),
+            Err(e) => warn!(error = %e, "cannot compare the new model on the stored leads"),
+        }
+        if server.rescore_on_reload {
+            let req = super::rescore::RescoreRequest {
+                portal: None,
+                target: super::rescore::Target::Stored,
+                dry_run: false,
+                tasks: super::rescore::TaskPolicy::None,
+            };
+            match self.start_rescore(req).await {
+                Ok(p) => info!(
+                    leads = p.job.map_or(0, |j| j.total()),
+                    "rescoring the stored leads with the new model (server.rescore_on_reload)"
+                ),
+                Err(e) => warn!(error = %e, "cannot start the rescore after the reload"),
+            }
+        }
+    }
+}
+
 /// On SIGHUP, reload `path` into the running pipeline until `shutdown`: a valid file
 /// applies to new events, an invalid one is logged error by error and the old config
 /// stays. `running` is the `[server]` section the daemon started with.
@@ -258,8 +305,12 @@ pub fn spawn_sighup_reload(
             info!(file = %path.display(), "SIGHUP: reloading the config");
             // Reading the file and building clients blocks; keep it off the async workers.
             let (p, f, s) = (pipeline.clone(), path.clone(), running.clone());
+            let before = pipeline.live().model.clone();
             // The outcome is logged by `reload_file` itself.
-            let _ = tokio::task::spawn_blocking(move || p.reload_file(&f, &s)).await;
+            let reloaded = tokio::task::spawn_blocking(move || p.reload_file(&f, &s)).await;
+            if matches!(reloaded, Ok(Ok(_))) {
+                pipeline.after_model_change(&before, &running).await;
+            }
         }
     });
     #[cfg(not(unix))]

@@ -66,6 +66,21 @@ pub async fn apply(
     why: &str,
     now: DateTime<Utc>,
 ) -> Result<TriggerOutcome, PipelineError> {
+    apply_with(store, rt, lead, score, why, now, true).await
+}
+
+/// [`apply`], where `allow_new = false` records what happened but creates no new task
+/// (a bulk rescore after a model change must not flood the reps); recovery of a task
+/// already intended still runs.
+pub async fn apply_with(
+    store: &Store,
+    rt: &PortalRuntime,
+    lead: &Lead,
+    score: &Score,
+    why: &str,
+    now: DateTime<Utc>,
+    allow_new: bool,
+) -> Result<TriggerOutcome, PipelineError> {
     let portal = &rt.portal;
     if !portal.task.enabled {
         return Ok(TriggerOutcome::Nothing);
@@ -75,6 +90,17 @@ pub async fn apply(
     match state {
         Crossing::Armed => {
             if !above {
+                return Ok(TriggerOutcome::Nothing);
+            }
+            if !allow_new {
+                store.set_crossing(
+                    &portal.id,
+                    &lead.id,
+                    &Crossing::Suppressed {
+                        score: score.total,
+                        at: now,
+                    },
+                )?;
                 return Ok(TriggerOutcome::Nothing);
             }
             let marker = format!(
@@ -99,6 +125,12 @@ pub async fn apply(
                 Ok(TriggerOutcome::Nothing)
             }
         }
+        Crossing::Suppressed { .. } => {
+            if score.total < portal.rearm_below {
+                store.set_crossing(&portal.id, &lead.id, &Crossing::Armed)?;
+            }
+            Ok(TriggerOutcome::Nothing)
+        }
         Crossing::Fired {
             task,
             marker,
@@ -119,7 +151,7 @@ pub async fn apply(
                 return Ok(TriggerOutcome::Nothing);
             }
             let cooled = now - at >= chrono::Duration::hours(i64::from(portal.task.cooldown_hours));
-            if !(above && fell_below && cooled) {
+            if !(above && fell_below && cooled && allow_new) {
                 return Ok(TriggerOutcome::Nothing);
             }
             if rt.crm.task_open(&lead.id, &task.id).await? {

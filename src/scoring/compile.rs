@@ -262,9 +262,16 @@ pub(crate) fn compile(spec: &ScoringSpec) -> Result<Model, Vec<SpecError>> {
         return Err(errs.0);
     }
     let has_activity_rules = rules.iter().any(|r| matches!(r.body, Body::Activity(_)));
+    let fingerprint = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        format!("{spec:?}").hash(&mut h);
+        h.finish()
+    };
     Ok(Model {
         language: spec.language,
         utc_offset,
+        fingerprint,
         min: spec.min,
         max: spec.max,
         groups,

@@ -47,6 +47,9 @@ pub struct Model {
     pub(crate) language: Language,
     /// Where the dates on the lead card are told.
     pub(crate) utc_offset: chrono::FixedOffset,
+    /// A fingerprint of the spec compiled, so a reload can tell a changed model from
+    /// the same one loaded again.
+    pub(crate) fingerprint: u64,
     pub(crate) min: i32,
     pub(crate) max: i32,
     pub(crate) groups: Vec<compile::Group>,
@@ -180,6 +183,11 @@ impl Model {
     /// Explanation language configured for the model.
     pub fn language(&self) -> Language {
         self.language
+    }
+
+    /// Same rules, groups, tiers and triggers as `other` (compiled from an equal spec)?
+    pub fn same_rules(&self, other: &Model) -> bool {
+        self.fingerprint == other.fingerprint
     }
 
     /// The UTC offset dates on the lead card are written in.

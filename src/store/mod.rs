@@ -194,6 +194,10 @@ pub enum Crossing {
         score: i32,
         at: DateTime<Utc>,
     },
+    /// Above the threshold without a task, on purpose: a bulk rescore (model change)
+    /// lifted it there, and reps are not flooded for that. Like `Fired`, only a fall
+    /// under the re-arm mark arms it again.
+    Suppressed { score: i32, at: DateTime<Utc> },
     /// The task exists. `fell_below` records the hysteresis: the score dropped under
     /// the re-arm mark since.
     Fired {
@@ -830,6 +834,17 @@ impl Store {
                 let lead = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
                 Ok((lead, dec("written", &v)?))
             })
+            .collect()
+    }
+
+    /// Leads of a portal with stored inputs.
+    pub fn snapshot_ids(&self, portal: &str) -> Result<Vec<LeadId>, StoreError> {
+        let mut prefix = portal.as_bytes().to_vec();
+        prefix.push(0);
+        self.snapshot
+            .scan_prefix(&prefix)
+            .keys()
+            .map(|k| Ok(String::from_utf8_lossy(&k?[prefix.len()..]).into_owned()))
             .collect()
     }
 
