@@ -20,16 +20,28 @@ use crate::pipeline::RescoreError;
 use crate::telemetry::{self, LogFormat};
 
 /// What to re-score, from the command line.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Args {
+    /// Only this portal.
+    #[arg(long)]
     pub portal: Option<String>,
+    /// Only this lead.
+    #[arg(long)]
     pub lead: Option<String>,
+    /// Leads modified since this date (2026-11-01 or RFC 3339).
+    #[arg(long)]
     pub since: Option<String>,
+    /// Every lead the CRM lists.
+    #[arg(long)]
     pub all: bool,
+    /// Print what would change (tier migration, new crossings, examples); write nothing.
+    #[arg(long)]
     pub dry_run: bool,
-    /// `none` or `new-crossings`.
+    /// `none` (default) or `new-crossings`.
+    #[arg(long, default_value = "none")]
     pub tasks: String,
-    /// With `new-crossings`: most tasks per rep.
+    /// With `--tasks new-crossings`: most tasks per rep.
+    #[arg(long, default_value_t = 5)]
     pub per_rep: usize,
 }
 

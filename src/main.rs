@@ -86,27 +86,8 @@ enum Command {
     Rescore {
         #[arg(long, env = "LEADSCORE_CONFIG")]
         config: PathBuf,
-        /// Only this portal.
-        #[arg(long)]
-        portal: Option<String>,
-        /// Only this lead.
-        #[arg(long)]
-        lead: Option<String>,
-        /// Leads modified since this date (2026-11-01 or RFC 3339).
-        #[arg(long)]
-        since: Option<String>,
-        /// Every lead the CRM lists.
-        #[arg(long)]
-        all: bool,
-        /// Print what would change (tier migration, new crossings, examples); write nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// `none` (default) or `new-crossings`.
-        #[arg(long, default_value = "none")]
-        tasks: String,
-        /// With `--tasks new-crossings`: most tasks per rep.
-        #[arg(long, default_value_t = 5)]
-        per_rep: usize,
+        #[command(flatten)]
+        args: leadscore::cli_rescore::Args,
     },
     /// Inspect and replay the dead-letter queue.
     Dlq {
@@ -153,28 +134,7 @@ fn main() -> ExitCode {
             lead,
         } => cli::history(&config, &portal, &lead),
         Command::Status { config } => cli::status(&config),
-        Command::Rescore {
-            config,
-            portal,
-            lead,
-            since,
-            all,
-            dry_run,
-            tasks,
-            per_rep,
-        } => leadscore::cli_rescore::run(
-            &config,
-            &leadscore::cli_rescore::Args {
-                portal,
-                lead,
-                since,
-                all,
-                dry_run,
-                tasks,
-                per_rep,
-            },
-            format,
-        ),
+        Command::Rescore { config, args } => leadscore::cli_rescore::run(&config, &args, format),
         Command::Dlq { config, action } => match action {
             DlqAction::List => cli::dlq_list(&config),
             DlqAction::Replay { id, all } => cli::dlq_replay(&config, id, all),
