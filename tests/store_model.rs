@@ -335,7 +335,7 @@ impl Harness {
             } => {
                 let key = (PORTALS[portal].to_string(), subject(s));
                 let e = worker_copy(self.store(), &self.model, &key, stale);
-                let got = self.store().retry_later(&e, "boom", t(due)).unwrap();
+                let got = self.store().retry_later(&e, "boom", t(due), true).unwrap();
                 let m = self.model.pending.entry(key).or_insert(MEntry {
                     gen: e.gen,
                     attempts: e.attempts,

@@ -501,18 +501,7 @@ fn parse_id(s: &str) -> Option<u64> {
 }
 
 fn clone_err(e: &CrmError) -> CrmError {
-    match e {
-        CrmError::Transient {
-            message,
-            retry_after,
-        } => CrmError::Transient {
-            message: message.clone(),
-            retry_after: *retry_after,
-        },
-        CrmError::Rejected(m) => CrmError::Rejected(m.clone()),
-        CrmError::Auth(m) => CrmError::Auth(m.clone()),
-        CrmError::Blocked(m) => CrmError::Blocked(m.clone()),
-    }
+    e.clone()
 }
 
 impl AmocrmCrm {

@@ -473,6 +473,14 @@ fn tokens_from_json(s: &str) -> Option<OAuthTokens> {
 pub fn to_crm(e: Error) -> CrmError {
     match &e {
         Error::Overload => CrmError::Blocked(e.to_string()),
+        // The method is over (or held back under) its operating-time budget: a pause,
+        // not a failure of the lead.
+        Error::OperationTimeLimit { .. } => CrmError::Paused {
+            message: e.to_string(),
+            retry_after: e
+                .retry_after()
+                .unwrap_or(std::time::Duration::from_secs(10)),
+        },
         Error::Auth { .. } => CrmError::Auth(e.to_string()),
         _ if e.is_retryable() => CrmError::Transient {
             message: e.to_string(),

@@ -128,8 +128,9 @@ pub struct FieldSetup {
     pub created: Vec<String>,
 }
 
-/// Why a CRM call failed, in the terms the pipeline's retry policy needs.
-#[derive(Debug, thiserror::Error)]
+/// Why a CRM call failed, in the terms the pipeline's retry policy needs
+/// (`pipeline::retry` decides what each means for the entry).
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CrmError {
     /// Worth retrying later: rate limits, 5xx, timeouts, resets. `retry_after` is the
     /// CRM's own hint (Retry-After, operating_reset_at) when it gave one.
@@ -137,6 +138,13 @@ pub enum CrmError {
     Transient {
         message: String,
         retry_after: Option<Duration>,
+    },
+    /// The client holds the portal (or a method) back for a while to stay under a
+    /// CRM budget (Bitrix24's operating time): not a failure, try again after it.
+    #[error("CRM paused: {message}")]
+    Paused {
+        message: String,
+        retry_after: Duration,
     },
     /// Will not succeed by retrying (validation, missing rights, bad request).
     #[error("CRM rejected the request: {0}")]
@@ -153,13 +161,14 @@ pub enum CrmError {
 impl CrmError {
     /// Should the pipeline try this lead again later?
     pub fn is_retryable(&self) -> bool {
-        matches!(self, CrmError::Transient { .. })
+        matches!(self, CrmError::Transient { .. } | CrmError::Paused { .. })
     }
 
     /// The CRM's own hint for when to retry.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             CrmError::Transient { retry_after, .. } => *retry_after,
+            CrmError::Paused { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }

@@ -26,6 +26,8 @@ pub struct Scheduler {
     /// batch takes, these go first, so a slow or paused portal delays cold leads, not
     /// call-now tasks.
     hot: HashSet<Vec<u8>>,
+    /// Portals the CRM told us to leave alone, until when.
+    paused: HashMap<Vec<u8>, DateTime<Utc>>,
 }
 
 /// One scheduled entry: when it is due and its store key.
@@ -70,9 +72,10 @@ impl Scheduler {
                 group.1.push(entry);
             }
         }
+        self.paused.retain(|_, until| *until > now);
         let chosen = order.into_iter().find(|portal| {
             let busy = self.busy.get(*portal).copied().unwrap_or(0) > 0;
-            !busy || groups[portal].0.len() >= max
+            !self.paused.contains_key(*portal) && (!busy || groups[portal].0.len() >= max)
         });
         let Some(portal) = chosen else {
             return Vec::new();
@@ -96,6 +99,12 @@ impl Scheduler {
         }
         *self.busy.entry(portal).or_insert(0) += picked.len();
         picked.into_iter().map(|(_, k)| k).collect()
+    }
+
+    /// Hand out nothing of `portal` until `until` (the CRM blocked the integration).
+    pub fn pause_portal(&mut self, portal: &[u8], until: DateTime<Utc>) {
+        let at = self.paused.entry(portal.to_vec()).or_insert(until);
+        *at = (*at).max(until);
     }
 
     /// Mark a key as a hot lead's (or clear the mark), for [`Scheduler::take_due`].
@@ -171,6 +180,17 @@ mod tests {
         assert_eq!(s.take_due(t(5), 10), vec![k("b", "1"), k("b", "2")]);
         assert_eq!(s.take_due(t(5), 10), vec![k("a", "1")]);
         assert_eq!(s.next_due(), Some(t(9)));
+    }
+
+    #[test]
+    fn a_paused_portal_gets_nothing_until_the_pause_ends() {
+        let mut s = Scheduler::default();
+        s.schedule(k("a", "1"), t(1));
+        s.schedule(k("b", "1"), t(2));
+        s.pause_portal(b"a", t(10));
+        assert_eq!(s.take_due(t(5), 10), vec![k("b", "1")]);
+        assert!(s.take_due(t(9), 10).is_empty());
+        assert_eq!(s.take_due(t(10), 10), vec![k("a", "1")]);
     }
 
     #[test]

@@ -501,11 +501,14 @@ impl Store {
 
     /// Record a failed attempt and when to try again. An entry that vanished meanwhile
     /// is put back (and counted), so the failed work is not lost.
+    /// `counts`: the failure advances the entry along the retry schedule (a pause of
+    /// the CRM does not).
     pub fn retry_later(
         &self,
         entry: &PendingEntry,
         error: &str,
         due_at: DateTime<Utc>,
+        counts: bool,
     ) -> Result<PendingEntry, StoreError> {
         let key = entry.key();
         let fallback = entry.clone();
@@ -515,7 +518,7 @@ impl Store {
                 let existing: Option<PendingEntry> = tx_get(tx, "pending", &key)?;
                 let added = existing.is_none();
                 let mut cur = existing.unwrap_or_else(|| fallback.clone());
-                cur.attempts = fallback.attempts + 1;
+                cur.attempts = fallback.attempts + u32::from(counts);
                 cur.due_at = due_at;
                 cur.last_error = Some(error.to_string());
                 tx.insert(key.as_slice(), enc(&cur))?;

@@ -83,7 +83,7 @@ fn retries_then_dead_letter_then_replay() {
     s.enqueue("p", &lead("7"), cause("e", t(0)), t(0), WINDOW, 10)
         .unwrap();
     let e = s.pending_all().unwrap().remove(0);
-    let e = s.retry_later(&e, "503", t(10)).unwrap();
+    let e = s.retry_later(&e, "503", t(10), true).unwrap();
     assert_eq!((e.attempts, e.due_at), (1, t(10)));
     // A new event does not pull a failing entry forward (the backoff stands).
     let again = s

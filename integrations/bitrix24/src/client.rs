@@ -126,7 +126,9 @@ pub struct RetryPolicy {
     pub factor: f64,
     /// ± fraction of each delay drawn at random (0.2 = ±20%).
     pub jitter: f64,
-    /// Longest wait for an operating-limit reset before giving up on this call.
+    /// Longest wait for an operating-time pause or reset inside one call; a longer one
+    /// is handed back to the caller as `OperationTimeLimit` with the time it ends, so
+    /// a daemon reschedules the work instead of a worker sleeping for minutes.
     pub max_operating_wait: Duration,
 }
 
@@ -138,7 +140,7 @@ impl Default for RetryPolicy {
             max_delay: Duration::from_secs(30),
             factor: 2.0,
             jitter: 0.2,
-            max_operating_wait: Duration::from_secs(600),
+            max_operating_wait: Duration::from_secs(10),
         }
     }
 }
@@ -437,6 +439,19 @@ impl Client {
         loop {
             attempt += 1;
             for m in gated_methods {
+                if let Some(hold) = inner
+                    .operating
+                    .held_back(m)
+                    .filter(|d| *d > policy.max_operating_wait)
+                {
+                    // Nothing was sent: the caller may reschedule without doubt.
+                    return Err(Error::OperationTimeLimit {
+                        method: (*m).to_string(),
+                        reset_at: Some(
+                            Utc::now() + chrono::Duration::from_std(hold).unwrap_or_default(),
+                        ),
+                    });
+                }
                 let waited = inner.operating.wait(m).await;
                 if !waited.is_zero() {
                     inner.pacer.add_operating_wait(waited);

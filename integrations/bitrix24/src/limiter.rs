@@ -562,6 +562,43 @@ impl OperatingTracker {
         out
     }
 
+    /// How long `method` is held back from now, if at all; a hold of [`PAUSE_FROM`] or
+    /// more is logged at WARN once per pause (with the budget used and until when), so
+    /// a caller that hands the wait back to its scheduler is not silent either.
+    pub fn held_back(&self, method: &str) -> Option<Duration> {
+        let key = method.to_ascii_lowercase();
+        let now = Instant::now();
+        let (at, used) = {
+            let mut map = self.lock();
+            let m = map.get_mut(&key)?;
+            let at = self.ready_at_locked(m, now)?;
+            let long = at.duration_since(now) >= PAUSE_FROM;
+            let log = long && !m.warned;
+            if log {
+                m.warned = true;
+            }
+            (at, log.then(|| m.used()))
+        };
+        if let Some(used) = used {
+            self.log_pause(&key, used, at);
+        }
+        Some(at.duration_since(now))
+    }
+
+    fn log_pause(&self, method: &str, used: f64, at: Instant) {
+        let until = chrono::DateTime::from_timestamp_millis(unix_ms_of(at))
+            .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_default();
+        tracing::warn!(
+            portal = %self.label,
+            method = %method,
+            used_secs = (used * 10.0).round() / 10.0,
+            limit_secs = self.config.limit_secs,
+            until = %until,
+            "bitrix24 method paused by the operating-time limit"
+        );
+    }
+
     /// Wait until `method` may run; returns how long it waited. A wait longer than a
     /// few seconds is a pause: it is logged at WARN once, with the budget used and
     /// until when, and its end at INFO, so a stalled portal is never silent.
@@ -588,17 +625,7 @@ impl OperatingTracker {
                 (at, log.then(|| m.used()))
             };
             if let Some(used) = used {
-                let until = chrono::DateTime::from_timestamp_millis(unix_ms_of(at))
-                    .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-                    .unwrap_or_default();
-                tracing::warn!(
-                    portal = %self.label,
-                    method = %key,
-                    used_secs = (used * 10.0).round() / 10.0,
-                    limit_secs = self.config.limit_secs,
-                    until = %until,
-                    "bitrix24 method paused by the operating-time limit"
-                );
+                self.log_pause(&key, used, at);
             }
             tokio::time::sleep_until(at).await;
         }

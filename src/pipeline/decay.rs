@@ -1,0 +1,102 @@
+//! Decay timers at run time: due leads go into the queue, scored from their stored
+//! inputs (see `stages`), and the timers are cleared once that is durable.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::{Cause, CauseSource, LeadId, Pipeline, Subject};
+
+impl Pipeline {
+    /// Re-score leads whose score changes with time alone, when it does: due decay
+    /// timers become queue entries (scored from the stored inputs, no CRM read; a write
+    /// only if the result changed). Overdue timers after a restart run at once. The
+    /// queue is filled at most half way, so webhooks always find room.
+    pub(super) async fn decay_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let now = self.now();
+            let room = (self.settings.queue_limit / 2).saturating_sub(self.store.pending_len());
+            let due = if room == 0 {
+                Vec::new()
+            } else {
+                self.store
+                    .due_timers(now, room.min(1000))
+                    .unwrap_or_else(|e| {
+                        warn!(error = %e, "cannot read decay timers");
+                        Vec::new()
+                    })
+            };
+            if !due.is_empty() && self.enqueue_decay(&due, now).await {
+                continue;
+            }
+            let wait = match self.store.next_timer() {
+                Ok(Some(at)) => (at - now).to_std().unwrap_or_default(),
+                _ => Duration::from_secs(60),
+            }
+            .clamp(Duration::from_secs(1), Duration::from_secs(60));
+            let notified = self.wake.notified();
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(wait) => {}
+                _ = notified => {}
+            }
+        }
+    }
+
+    /// Queue the leads of fired timers durably, then clear the timers (a crash in
+    /// between re-fires them, which merges into the same entries). `false` when
+    /// nothing could be queued.
+    pub(super) async fn enqueue_decay(
+        &self,
+        due: &[(String, LeadId, DateTime<Utc>)],
+        now: DateTime<Utc>,
+    ) -> bool {
+        let cause = Cause {
+            source: CauseSource::Decay,
+            detail: "score changes with time".into(),
+            at: now,
+        };
+        let mut by_portal: BTreeMap<&str, Vec<Subject>> = BTreeMap::new();
+        for (portal, lead, _) in due {
+            by_portal
+                .entry(portal.as_str())
+                .or_default()
+                .push(Subject::Lead(lead.clone()));
+        }
+        let mut queued = false;
+        for (portal, subjects) in by_portal {
+            if !self.live().portals.contains_key(portal) {
+                // A portal no longer configured: its timers return with its leads.
+                for (p, lead, at) in due.iter().filter(|(p, _, _)| p == portal) {
+                    if let Err(e) = self.store.clear_timer(p, lead, *at) {
+                        warn!(error = %e, "cannot clear a decay timer");
+                    }
+                }
+                queued = true;
+                continue;
+            }
+            match self.enqueue(portal, &subjects, cause.clone(), now).await {
+                Ok(()) => queued = true,
+                Err(e) => warn!(portal, error = %e, "cannot queue decayed leads"),
+            }
+        }
+        if !queued {
+            return false;
+        }
+        if let Err(e) = self.store.flush().await {
+            warn!(error = %e, "cannot flush decayed leads");
+            return false;
+        }
+        for (portal, lead, at) in due {
+            if let Err(e) = self.store.clear_timer(portal, lead, *at) {
+                warn!(error = %e, "cannot clear a decay timer");
+            }
+        }
+        debug!(leads = due.len(), "decay timers fired");
+        true
+    }
+}
