@@ -13,26 +13,20 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{Config, CrmKind, Portal};
-use crate::crm::bitrix24::Bitrix24Crm;
-use crate::crm::{Crm, Subject};
+use crate::config::{Config, Portal};
+use crate::crm::{registry, Crm, CrmAdmin, Subject};
 use crate::intake::{self, AppState};
 use crate::pipeline::{Pipeline, PipelineSettings, PortalRuntime};
 use crate::store::{Cause, CauseSource, Store};
 
-/// Build the CRM client for a portal.
+/// Build the CRM client for a portal (once per portal: reloads reuse it).
 pub fn build_crm(portal: &Portal, store: &Arc<Store>) -> anyhow::Result<Arc<dyn Crm>> {
-    match portal.crm {
-        CrmKind::Bitrix24 => Ok(Arc::new(
-            Bitrix24Crm::new(portal, store.clone()).with_context(|| {
-                format!("portal {}: cannot build the Bitrix24 client", portal.id)
-            })?,
-        )),
-        CrmKind::Amocrm => Ok(Arc::new(
-            crate::crm::amocrm::AmocrmCrm::new(portal, store.clone())
-                .with_context(|| format!("portal {}: cannot build the amoCRM client", portal.id))?,
-        )),
-    }
+    Ok(registry::build(portal, store)?.crm)
+}
+
+/// Build the admin side of a portal's CRM (`leadscore setup`, the demo).
+pub fn build_admin(portal: &Portal, store: &Arc<Store>) -> anyhow::Result<Arc<dyn CrmAdmin>> {
+    Ok(registry::build(portal, store)?.admin)
 }
 
 /// Pipeline settings from the config.

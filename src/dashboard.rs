@@ -59,7 +59,7 @@ impl DashboardAccess {
                 .iter()
                 .map(|p| PortalSpec {
                     id: p.id.clone(),
-                    crm: p.crm.as_str().to_string(),
+                    crm: p.crm.to_string(),
                 })
                 .collect(),
         }

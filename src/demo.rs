@@ -520,8 +520,8 @@ pub async fn prepare(
         .iter()
         .map(|t| (t.id.clone(), t.label.clone()))
         .collect();
-    let setup = app::build_crm(&portal, &store)?
-        .setup_fields(&tiers)
+    let setup = app::build_admin(&portal, &store)?
+        .setup_fields(&portal.fields, &tiers)
         .await
         .context("setup failed")?;
     config.portals[0].fields.tier_values = setup.tier_values.clone();

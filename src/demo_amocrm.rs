@@ -133,8 +133,9 @@ pub async fn prepare(
         .iter()
         .map(|t| (t.id.clone(), t.label.clone()))
         .collect();
-    let setup = app::build_crm(&config.portals[0], &store)?
-        .setup_fields(&tiers)
+    let portal = &config.portals[0];
+    let setup = app::build_admin(portal, &store)?
+        .setup_fields(&portal.fields, &tiers)
         .await
         .context("setup failed")?;
     let fields = &mut config.portals[0].fields;

@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use leadscore::config::{
-    load, load_str, load_str_with, summary, Config, ConfigErrors, PortalAuth, Secrets,
+    load, load_str, load_str_with, summary, Config, ConfigErrors, Portal, Secrets,
 };
+use leadscore::crm::{amocrm, bitrix24};
 use secrecy::ExposeSecret;
 
 const FIXTURES: &str = "tests/fixtures/config";
@@ -36,6 +37,16 @@ fn valid_env() -> impl Fn(&str) -> Option<String> {
         ("TEST_AMO_CLIENT_SECRET", AMO_CLIENT_SECRET),
         ("TEST_AMO_WEBHOOK_SECRET", AMO_WEBHOOK_SECRET),
     ])
+}
+
+/// A Bitrix24 portal's own settings (credentials, webhook checks).
+fn b24_of(p: &Portal) -> &bitrix24::settings::Settings {
+    p.settings_of().expect("a Bitrix24 portal")
+}
+
+/// An amoCRM portal's own settings (credentials, webhook checks).
+fn amo_of(p: &Portal) -> &amocrm::settings::Settings {
+    p.settings_of().expect("an amoCRM portal")
 }
 
 fn load_valid() -> Config {
@@ -116,16 +127,22 @@ fn valid_config_loads_with_credentials_resolved() {
 
     let b24 = &c.portals[0];
     assert_eq!(b24.id, "b24-main");
-    match &b24.auth {
-        PortalAuth::Bitrix24Webhook { url } => assert_eq!(url.expose_secret(), B24_URL),
-        other => panic!("expected a Bitrix24 webhook, got {}", other.kind_label()),
+    match &b24_of(b24).auth {
+        bitrix24::settings::Auth::Webhook { url } => assert_eq!(url.expose_secret(), B24_URL),
+        _ => panic!(
+            "expected a Bitrix24 webhook, got {}",
+            b24.settings.auth_label()
+        ),
     }
     // From a file: exactly one trailing newline is trimmed.
     assert_eq!(
-        b24.webhook.secret.as_ref().unwrap().expose_secret(),
+        b24_of(b24).webhook.secret.as_ref().unwrap().expose_secret(),
         B24_APP_TOKEN
     );
-    assert_eq!(b24.webhook.domain.as_deref(), Some("example.bitrix24.ru"));
+    assert_eq!(
+        b24_of(b24).webhook.domain.as_deref(),
+        Some("example.bitrix24.ru")
+    );
     // plan = "enterprise" → 5 requests/s, burst 250.
     assert_eq!(b24.rate_limit.per_second, 5.0);
     assert_eq!(b24.rate_limit.burst, 250);
@@ -133,8 +150,8 @@ fn valid_config_loads_with_credentials_resolved() {
     assert_eq!((b24.threshold, b24.rearm_below), (75, 65));
 
     let amo = &c.portals[1];
-    match &amo.auth {
-        PortalAuth::AmoOAuth {
+    match &amo_of(amo).auth {
+        amocrm::settings::Auth::OAuth {
             base_url,
             client_id,
             client_secret,
@@ -148,10 +165,10 @@ fn valid_config_loads_with_credentials_resolved() {
             // The file ends in "\r\n": both characters of the one line ending go.
             assert_eq!(refresh_token.expose_secret(), AMO_REFRESH);
         }
-        other => panic!("expected amoCRM OAuth, got {}", other.kind_label()),
+        _ => panic!("expected amoCRM OAuth, got {}", amo.settings.auth_label()),
     }
     assert_eq!(
-        amo.webhook.secret.as_ref().unwrap().expose_secret(),
+        amo_of(amo).webhook.secret.as_ref().unwrap().expose_secret(),
         AMO_WEBHOOK_SECRET
     );
     assert_eq!((amo.rate_limit.per_second, amo.rate_limit.burst), (5.0, 5));
@@ -172,13 +189,13 @@ fn load_reads_a_file_and_resolves_relative_paths_against_it() {
     let path = dir.path().join("leadscore.toml");
     std::fs::write(&path, text).unwrap();
     let c = load(&path).unwrap_or_else(|e| panic!("{e}"));
-    match &c.portals[0].auth {
-        PortalAuth::Bitrix24Webhook { url } => assert_eq!(url.expose_secret(), B24_URL),
-        other => panic!("unexpected {}", other.kind_label()),
+    match &b24_of(&c.portals[0]).auth {
+        bitrix24::settings::Auth::Webhook { url } => assert_eq!(url.expose_secret(), B24_URL),
+        _ => panic!("unexpected {}", c.portals[0].settings.auth_label()),
     }
     // Only one trailing newline is trimmed: the second is part of the value.
     assert_eq!(
-        c.portals[0]
+        b24_of(&c.portals[0])
             .webhook
             .secret
             .as_ref()
@@ -584,7 +601,10 @@ fn credential_forms_and_crm_requirements() {
         "[[portal]]\nid = \"a\"\ncrm = \"amocrm\"\nbase_url = \"https://a.amocrm.ru\"\naccess_token_env = \"T\"\nwebhook_secret_env = \"S\"\n[portal.fields]\nscore = \"1\"\ntier = \"2\"\n{SCORING}"
     );
     let c = ok(&text, &env);
-    assert!(matches!(c.portals[0].auth, PortalAuth::AmoLongLived { .. }));
+    assert!(matches!(
+        amo_of(&c.portals[0]).auth,
+        amocrm::settings::Auth::LongLived { .. }
+    ));
     assert_eq!(
         (
             c.portals[0].rate_limit.per_second,

@@ -81,9 +81,8 @@ async fn an_invalid_reload_is_refused_and_the_old_model_stays() {
         .pipeline()
         .reload_file(&d.config_path(), &d.config.server)
         .expect_err("a broken file is refused");
-    let ReloadError::Invalid(errors) = &err else {
-        panic!("expected the load errors, got {err}");
-    };
+    // The only way a reload fails: the file does not load (clients are never rebuilt).
+    let ReloadError::Invalid(errors) = &err;
     assert!(!errors.0.is_empty());
     let text = err.to_string();
     assert!(text.contains("demo.toml"), "errors name the file: {text}");

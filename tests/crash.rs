@@ -264,7 +264,7 @@ async fn run(s: Scenario) {
     let now = chrono::Utc::now();
     let mut fetched = std::collections::BTreeMap::new();
     for chunk in keys.chunks(50) {
-        fetched.extend(crm.fetch(chunk).await.unwrap());
+        fetched.extend(crm.fetch(&config.portals[0].fields, chunk).await.unwrap());
     }
     let tasks = sandbox.tasks();
     let mut hot = 0;

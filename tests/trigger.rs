@@ -119,13 +119,14 @@ async fn setup_is_idempotent() {
     })
     .await;
     let store = Arc::new(Store::open(&d.dir.path().join("setup-store")).unwrap());
-    let crm = leadscore::app::build_crm(&d.config.portals[0], &store).unwrap();
+    let portal = &d.config.portals[0];
+    let admin = leadscore::app::build_admin(portal, &store).unwrap();
     let tiers = vec![
         ("cold".to_string(), "холодный".to_string()),
         ("warm".to_string(), "тёплый".to_string()),
         ("hot".to_string(), "горячий".to_string()),
     ];
-    let again = crm.setup_fields(&tiers).await.unwrap();
+    let again = admin.setup_fields(&portal.fields, &tiers).await.unwrap();
     assert!(
         again.created.is_empty(),
         "second setup creates nothing: {again:?}"

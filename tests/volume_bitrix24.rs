@@ -36,12 +36,14 @@ fn scaled(scale: f64) -> Options {
                 burst: 50.0,
                 drain_per_sec: 2.0 * scale,
             }),
-            // Each call costs what a portal charges for a small list, plus a little per
-            // row returned; the window and limit shrink with the scale.
+            // Each list costs the portal 50 ms plus 2 ms per row it returns (a busy
+            // portal: at this cost the old one-list-per-lead reads burned more than the
+            // 432 s the client allows itself in 10 minutes); costs, window and limit all
+            // shrink with the scale, so the budget is as tight as at the real pace.
             operating_limit: Some(OperatingLimit {
                 limit: Duration::from_secs_f64(480.0 / scale),
-                cost_per_call: Duration::from_millis(10),
-                cost_per_row: Duration::from_millis(1),
+                cost_per_call: Duration::from_secs_f64(0.050 / scale),
+                cost_per_row: Duration::from_secs_f64(0.002 / scale),
                 window: Duration::from_secs_f64(600.0 / scale),
             }),
             ..SandboxOptions::default()

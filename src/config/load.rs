@@ -8,22 +8,17 @@
 //! mistake in `[server]` does not hide another in the third `[[portal]]`; then the
 //! semantic checks run on whatever parsed. All findings come back together.
 
-use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
 use super::error::{ConfigError, ConfigErrors, ConfigWarning};
 use super::locate::{format_path, parse_path, Locator, Seg};
-use super::schema::{
-    CrmKind, FieldsSection, PortalSection, RateLimitSection, ServerSection, TaskKind,
-};
-use super::{Config, Portal, PortalAuth, Server, WebhookCheck};
+use super::suggest::{backticked, unknown_key_message};
+use super::Config;
 use crate::scoring::spec::{GroupSpec, RuleSpec, ScoringSpec, TierSpec, TriggerSpec};
 use crate::scoring::Model;
 
@@ -34,42 +29,17 @@ pub const ENV_DATA_DIR: &str = "LEADSCORE_DATA_DIR";
 /// Environment variable that overrides `server.workers`.
 pub const ENV_WORKERS: &str = "LEADSCORE_WORKERS";
 
-/// Keys whose values are secrets: their values never appear in a message.
-const SECRET_KEYS: &[&str] = &[
-    "webhook_url",
-    "application_token",
-    "access_token",
-    "client_secret",
-    "refresh_token",
-    "webhook_secret",
-    "dashboard_token",
-];
+/// Keys outside `[[portal]]` whose values are secrets: their values never appear in a
+/// message (each CRM names its own secret keys in the registry).
+const SECRET_KEYS: &[&str] = &["dashboard_token"];
 
-/// Keys that only mean something for Bitrix24 portals.
-const BITRIX24_ONLY: &[&str] = &[
-    "webhook_url",
-    "webhook_url_env",
-    "webhook_url_file",
-    "application_token",
-    "application_token_env",
-    "application_token_file",
-    "member_id",
-    "domain",
-    "plan",
-];
-
-/// Keys that only mean something for amoCRM portals.
-const AMOCRM_ONLY: &[&str] = &[
-    "access_token",
-    "access_token_env",
-    "access_token_file",
-    "webhook_secret",
-    "webhook_secret_env",
-    "webhook_secret_file",
-    "redirect_uri",
-    "account_id",
-    "subdomain",
-];
+/// Is `key` a secret anywhere in the file?
+fn is_secret_key(key: &str) -> bool {
+    SECRET_KEYS.contains(&key)
+        || crate::crm::registry::CRMS
+            .iter()
+            .any(|c| c.secrets.contains(&key))
+}
 
 /// How loading treats a credential whose variable is unset or whose file is unreadable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -209,54 +179,26 @@ fn load_inner(
     }
 }
 
-/// A credential after resolution.
-enum Cred {
-    /// None of its three forms was given.
-    Absent,
-    /// Given, but unusable; the error is already recorded.
-    Failed,
-    /// Given, but its variable or file is not available and `Secrets::Optional`
-    /// allows that; the warning is recorded.
-    Unresolved,
-    Value(SecretString),
-}
-
-impl Cred {
-    fn given(&self) -> bool {
-        !matches!(self, Cred::Absent)
-    }
-    /// The secret; an empty placeholder when unresolved.
-    fn value(self) -> Option<SecretString> {
-        match self {
-            Cred::Value(v) => Some(v),
-            Cred::Unresolved => Some(SecretString::from(String::new())),
-            Cred::Absent | Cred::Failed => None,
-        }
-    }
-    fn is_resolved(&self) -> bool {
-        matches!(self, Cred::Value(_))
-    }
-}
-
-struct Ctx<'a> {
-    file: &'a str,
-    loc: Locator<'a>,
-    base_dir: &'a Path,
-    env: &'a dyn Fn(&str) -> Option<String>,
-    secrets: Secrets,
-    errors: Vec<ConfigError>,
-    warnings: Vec<ConfigWarning>,
+/// The state of one load: where messages point, and every finding so far.
+pub(super) struct Ctx<'a> {
+    pub(super) file: &'a str,
+    pub(super) loc: Locator<'a>,
+    pub(super) base_dir: &'a Path,
+    pub(super) env: &'a dyn Fn(&str) -> Option<String>,
+    pub(super) secrets: Secrets,
+    pub(super) errors: Vec<ConfigError>,
+    pub(super) warnings: Vec<ConfigWarning>,
 }
 
 impl<'a> Ctx<'a> {
-    fn into_errors(self) -> ConfigErrors {
+    pub(super) fn into_errors(self) -> ConfigErrors {
         let mut errors = self.errors;
         errors.sort_by_key(|e| (e.line, e.column));
         errors.dedup();
         ConfigErrors(errors)
     }
 
-    fn error(&mut self, path: &str, message: impl Into<String>) {
+    pub(super) fn error(&mut self, path: &str, message: impl Into<String>) {
         let (line, column) = self.loc.locate(&parse_path(path));
         self.errors.push(ConfigError {
             file: self.file.into(),
@@ -267,7 +209,7 @@ impl<'a> Ctx<'a> {
         });
     }
 
-    fn error_at_offset(&mut self, key_path: String, offset: usize, message: String) {
+    pub(super) fn error_at_offset(&mut self, key_path: String, offset: usize, message: String) {
         let (line, column) = self.loc.position(offset);
         self.errors.push(ConfigError {
             file: self.file.into(),
@@ -278,7 +220,7 @@ impl<'a> Ctx<'a> {
         });
     }
 
-    fn warn(&mut self, path: &str, message: impl Into<String>) {
+    pub(super) fn warn(&mut self, path: &str, message: impl Into<String>) {
         let (line, column) = self.loc.locate(&parse_path(path));
         self.warnings.push(ConfigWarning {
             file: self.file.into(),
@@ -289,17 +231,27 @@ impl<'a> Ctx<'a> {
         });
     }
 
-    fn has_error(&self, path: &str) -> bool {
+    pub(super) fn has_error(&self, path: &str) -> bool {
         self.errors.iter().any(|e| e.key_path == path)
     }
 
-    fn node(&self, path: &str) -> Option<&Spanned<DeValue<'a>>> {
+    pub(super) fn node(&self, path: &str) -> Option<&Spanned<DeValue<'a>>> {
         self.loc.node(&parse_path(path))
     }
 
     /// Deserializes the node at `path`, recording a serde error with its own key path.
-    fn de<T: DeserializeOwned>(&mut self, path: &str) -> Option<T> {
+    pub(super) fn de<T: DeserializeOwned>(&mut self, path: &str) -> Option<T> {
         let node = self.node(path)?.clone();
+        self.de_node(path, node)
+    }
+
+    /// Deserializes `node` (the value at `path`, possibly with some keys left out),
+    /// recording a serde error with its own key path.
+    pub(super) fn de_node<T: DeserializeOwned>(
+        &mut self,
+        path: &str,
+        node: Spanned<DeValue<'a>>,
+    ) -> Option<T> {
         match T::deserialize(ValueDeserializer::from(node.clone())) {
             Ok(v) => Some(v),
             Err(e) => {
@@ -309,7 +261,12 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn serde_error(&mut self, path: &str, node: &Spanned<DeValue<'a>>, e: &toml::de::Error) {
+    pub(super) fn serde_error(
+        &mut self,
+        path: &str,
+        node: &Spanned<DeValue<'a>>,
+        e: &toml::de::Error,
+    ) {
         let offset = e.span().map(|s| s.start).unwrap_or(node.span().start);
         let mut segs = parse_path(path);
         segs.extend(Locator::path_at(node, offset));
@@ -323,15 +280,14 @@ impl<'a> Ctx<'a> {
         if message.starts_with("unknown field") {
             message = unknown_key_message(&message);
         }
-        let is_secret =
-            matches!(segs.last(), Some(Seg::Key(k)) if SECRET_KEYS.contains(&k.as_str()));
+        let is_secret = matches!(segs.last(), Some(Seg::Key(k)) if is_secret_key(k));
         if is_secret && message.starts_with("invalid type") {
             message = "invalid type: expected a string (the value is not shown)".into();
         }
         self.error_at_offset(format_path(&segs), offset, message);
     }
 
-    fn check_top_level(&mut self) {
+    pub(super) fn check_top_level(&mut self) {
         let keys: Vec<String> = match self.loc.root().get_ref() {
             DeValue::Table(t) => t.iter().map(|(k, _)| k.get_ref().to_string()).collect(),
             _ => Vec::new(),
@@ -349,7 +305,7 @@ impl<'a> Ctx<'a> {
 
     // ----- [scoring] -----
 
-    fn scoring(&mut self) -> Option<ScoringSpec> {
+    pub(super) fn scoring(&mut self) -> Option<ScoringSpec> {
         if self.node("scoring").is_none() {
             self.error(
                 "scoring",
@@ -370,7 +326,7 @@ impl<'a> Ctx<'a> {
         None
     }
 
-    fn de_each<T: DeserializeOwned>(&mut self, path: &str) {
+    pub(super) fn de_each<T: DeserializeOwned>(&mut self, path: &str) {
         let len = match self.node(path).map(|n| n.get_ref()) {
             Some(DeValue::Array(a)) => a.len(),
             _ => return,
@@ -380,7 +336,7 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn compile(&mut self, spec: &ScoringSpec) -> Option<Model> {
+    pub(super) fn compile(&mut self, spec: &ScoringSpec) -> Option<Model> {
         match Model::compile(spec) {
             Ok(model) => Some(model),
             Err(errors) => {
@@ -397,7 +353,7 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn check_triggers(&mut self, spec: &ScoringSpec) {
+    pub(super) fn check_triggers(&mut self, spec: &ScoringSpec) {
         let t_path = "scoring.triggers.call_now_above";
         let r_path = "scoring.triggers.rearm_below";
         if self.has_error(t_path) || self.has_error(r_path) {
@@ -410,7 +366,7 @@ impl<'a> Ctx<'a> {
 
     /// The call-now task fires when a score goes above `threshold`, so some tier must
     /// hold a score above it.
-    fn check_threshold(&mut self, spec: &ScoringSpec, threshold: i32, path: &str) {
+    pub(super) fn check_threshold(&mut self, spec: &ScoringSpec, threshold: i32, path: &str) {
         let top = spec
             .tiers
             .iter()
@@ -447,7 +403,13 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn check_rearm(&mut self, spec: &ScoringSpec, threshold: i32, rearm: i32, path: &str) {
+    pub(super) fn check_rearm(
+        &mut self,
+        spec: &ScoringSpec,
+        threshold: i32,
+        rearm: i32,
+        path: &str,
+    ) {
         if rearm > threshold {
             self.error(
                 path,
@@ -463,1033 +425,5 @@ impl<'a> Ctx<'a> {
                 ),
             );
         }
-    }
-
-    // ----- [server] -----
-
-    fn server(&mut self) -> (Option<Server>, Vec<String>) {
-        let section = if self.node("server").is_some() {
-            self.de::<ServerSection>("server")
-        } else {
-            Some(ServerSection::default())
-        };
-        let mut overrides = Vec::new();
-        let mut listen_from_env = false;
-        let mut workers_bad_env = false;
-        let Some(mut s) = section else {
-            return (None, overrides);
-        };
-        if s.data_dir.is_relative() && !s.data_dir.as_os_str().is_empty() {
-            s.data_dir = self.base_dir.join(&s.data_dir);
-        }
-
-        if let Some(v) = self.env_override(ENV_LISTEN) {
-            s.listen = v;
-            listen_from_env = true;
-            overrides.push(ENV_LISTEN.to_string());
-        }
-        if let Some(v) = self.env_override(ENV_DATA_DIR) {
-            s.data_dir = PathBuf::from(v);
-            overrides.push(ENV_DATA_DIR.to_string());
-        }
-        if let Some(v) = self.env_override(ENV_WORKERS) {
-            match v.trim().parse::<usize>() {
-                Ok(n) => {
-                    s.workers = n;
-                    overrides.push(ENV_WORKERS.to_string());
-                }
-                Err(_) => {
-                    workers_bad_env = true;
-                    self.error(
-                        "server.workers",
-                        format!("{ENV_WORKERS}=`{v}` is not a whole number"),
-                    );
-                }
-            }
-        }
-
-        let listen = match s.listen.parse::<SocketAddr>() {
-            Ok(_) => true,
-            Err(_) => {
-                let from = if listen_from_env {
-                    format!(" (from {ENV_LISTEN})")
-                } else {
-                    String::new()
-                };
-                self.error(
-                    "server.listen",
-                    format!(
-                        "`{}`{from} is not a socket address: write IP:PORT, e.g. 127.0.0.1:8088 or [::]:8088",
-                        s.listen
-                    ),
-                );
-                false
-            }
-        };
-        if s.workers == 0 && !workers_bad_env {
-            self.error("server.workers", "must be at least 1");
-        }
-        if s.data_dir.as_os_str().is_empty() {
-            self.error("server.data_dir", "must not be empty");
-        }
-        if s.sweep_interval_secs == 0 {
-            self.error("server.sweep_interval_secs", "must be at least 1");
-        }
-        if s.max_body_bytes == 0 {
-            self.error("server.max_body_bytes", "must be at least 1");
-        }
-        if s.queue_limit == 0 {
-            self.error("server.queue_limit", "must be at least 1");
-        }
-        if s.retry_delays_secs.is_empty() {
-            self.warn(
-                "server.retry_delays_secs",
-                "empty: a lead that fails once goes straight to the dead-letter list",
-            );
-        }
-        if s.coalesce_ms > s.sweep_interval_secs.saturating_mul(1000) && s.sweep_interval_secs > 0 {
-            self.warn(
-                "server.coalesce_ms",
-                format!(
-                    "the coalesce window ({} ms) is longer than the sweep interval ({} s): the sweep will find leads still waiting to be coalesced",
-                    s.coalesce_ms, s.sweep_interval_secs
-                ),
-            );
-        }
-        let token = self.credential(
-            "server",
-            "dashboard_token",
-            s.dashboard_token.as_ref(),
-            s.dashboard_token_env.as_deref(),
-            s.dashboard_token_file.as_deref(),
-        );
-        let dashboard_token = match token {
-            Cred::Failed => return (None, overrides),
-            Cred::Unresolved => None,
-            other => other.value(),
-        };
-        if !listen {
-            return (None, overrides);
-        }
-        (
-            Some(Server {
-                listen: s.listen,
-                data_dir: s.data_dir,
-                workers: s.workers,
-                coalesce_ms: s.coalesce_ms,
-                sweep_interval_secs: s.sweep_interval_secs,
-                max_body_bytes: s.max_body_bytes,
-                queue_limit: s.queue_limit,
-                retry_delays_secs: s.retry_delays_secs,
-                hot_wait_warn_secs: s.hot_wait_warn_secs,
-                rescore_on_reload: s.rescore_on_reload,
-                dashboard_token,
-            }),
-            overrides,
-        )
-    }
-
-    /// An override variable's value; empty counts as unset so `VAR=` in a unit file
-    /// does not wipe a setting.
-    fn env_override(&self, name: &str) -> Option<String> {
-        (self.env)(name).filter(|v| !v.is_empty())
-    }
-
-    // ----- credentials -----
-
-    /// Resolves one credential given inline, as `NAME_env` or as `NAME_file`;
-    /// exactly one form may be used.
-    fn credential(
-        &mut self,
-        base: &str,
-        name: &str,
-        inline: Option<&SecretString>,
-        env: Option<&str>,
-        file: Option<&Path>,
-    ) -> Cred {
-        let env_key = format!("{name}_env");
-        let file_key = format!("{name}_file");
-        let given: Vec<&str> = [
-            (name, inline.is_some()),
-            (env_key.as_str(), env.is_some()),
-            (file_key.as_str(), file.is_some()),
-        ]
-        .iter()
-        .filter(|(_, g)| *g)
-        .map(|(k, _)| *k)
-        .collect();
-        if given.len() > 1 {
-            let list = given
-                .iter()
-                .map(|k| format!("`{k}`"))
-                .collect::<Vec<_>>()
-                .join(" and ");
-            self.error(
-                &format!("{base}.{}", given[1]),
-                format!("{list} both given: use exactly one form of `{name}`"),
-            );
-            return Cred::Failed;
-        }
-        if let Some(secret) = inline {
-            let path = format!("{base}.{name}");
-            if secret.expose_secret().is_empty() {
-                self.error(&path, "is empty");
-                return Cred::Failed;
-            }
-            self.warn(
-                &path,
-                format!(
-                    "secret written in the file: prefer `{env_key}` or `{file_key}` (e.g. a systemd credential) so the file can be shared and committed"
-                ),
-            );
-            return Cred::Value(secret.clone());
-        }
-        if let Some(var) = env {
-            let path = format!("{base}.{env_key}");
-            if !plausible_env_name(var) {
-                // Often the secret itself pasted in place of the variable's name:
-                // never echo it.
-                self.error(
-                    &path,
-                    "is not an environment variable name: write the NAME of the variable that holds the secret (the value is not shown)",
-                );
-                return Cred::Failed;
-            }
-            return match (self.env)(var) {
-                None => {
-                    let message = format!("environment variable `{var}` is not set");
-                    self.unavailable(&path, message)
-                }
-                Some(v) if v.is_empty() => {
-                    self.error(&path, format!("environment variable `{var}` is empty"));
-                    Cred::Failed
-                }
-                Some(v) => Cred::Value(SecretString::from(v)),
-            };
-        }
-        if let Some(file) = file {
-            let path = format!("{base}.{file_key}");
-            if !plausible_file_name(file) {
-                self.error(
-                    &path,
-                    "is not a file path: write the path of the file that holds the secret (the value is not shown)",
-                );
-                return Cred::Failed;
-            }
-            let full = if file.is_relative() {
-                self.base_dir.join(file)
-            } else {
-                file.to_path_buf()
-            };
-            return match std::fs::read_to_string(&full) {
-                Err(e) => {
-                    let message = format!("cannot read `{}`: {e}", full.display());
-                    self.unavailable(&path, message)
-                }
-                Ok(mut text) => {
-                    if text.ends_with('\n') {
-                        text.pop();
-                        if text.ends_with('\r') {
-                            text.pop();
-                        }
-                    }
-                    if text.is_empty() {
-                        self.error(&path, format!("`{}` is empty", full.display()));
-                        return Cred::Failed;
-                    }
-                    self.warn_if_shared(&path, &full);
-                    Cred::Value(SecretString::from(text))
-                }
-            };
-        }
-        Cred::Absent
-    }
-
-    /// A credential's variable or file is missing: an error, or with
-    /// `Secrets::Optional` a warning and an unresolved credential.
-    fn unavailable(&mut self, path: &str, message: String) -> Cred {
-        match self.secrets {
-            Secrets::Require => {
-                self.error(path, message);
-                Cred::Failed
-            }
-            Secrets::Optional => {
-                self.warn(
-                    path,
-                    format!("{message} (left empty: fine for explain, an error for serve)"),
-                );
-                Cred::Unresolved
-            }
-        }
-    }
-
-    #[cfg(unix)]
-    fn warn_if_shared(&mut self, path: &str, file: &Path) {
-        use std::os::unix::fs::PermissionsExt;
-        if let Ok(meta) = std::fs::metadata(file) {
-            if meta.permissions().mode() & 0o007 != 0 {
-                self.warn(
-                    path,
-                    format!(
-                        "`{}` is readable by every user: chmod o-rwx (or use a systemd credential)",
-                        file.display()
-                    ),
-                );
-            }
-        }
-    }
-
-    #[cfg(not(unix))]
-    fn warn_if_shared(&mut self, _path: &str, _file: &Path) {}
-
-    // ----- [[portal]] -----
-
-    fn portals(&mut self, spec: Option<&ScoringSpec>) -> Option<Vec<Portal>> {
-        let len = match self.node("portal").map(|n| n.get_ref()) {
-            None => 0,
-            Some(DeValue::Array(a)) => a.len(),
-            Some(_) => {
-                self.error(
-                    "portal",
-                    "must be written as [[portal]] (one table per CRM account)",
-                );
-                return None;
-            }
-        };
-        if len == 0 {
-            self.warn(
-                "portal",
-                "no [[portal]]: nothing will be scored until a CRM account is added",
-            );
-        }
-        let mut portals = Vec::new();
-        let mut ok = true;
-        let mut seen: Vec<(String, usize)> = Vec::new();
-        for i in 0..len {
-            let base = format!("portal[{i}]");
-            if !matches!(
-                self.node(&base).map(|n| n.get_ref()),
-                Some(DeValue::Table(_))
-            ) {
-                self.error(&base, "must be a table ([[portal]])");
-                ok = false;
-                continue;
-            }
-            let Some(section) = self.de::<PortalSection>(&base) else {
-                ok = false;
-                continue;
-            };
-            let id_path = format!("{base}.id");
-            if let Some((_, first)) = seen.iter().find(|(id, _)| *id == section.id) {
-                let (line, _) = self.loc.locate(&parse_path(&format!("portal[{first}].id")));
-                self.error(
-                    &id_path,
-                    format!(
-                        "duplicate portal id `{}` (also portal[{first}], line {line})",
-                        section.id
-                    ),
-                );
-            }
-            seen.push((section.id.clone(), i));
-            match self.portal(&base, section, spec) {
-                Some(p) => portals.push(p),
-                None => ok = false,
-            }
-        }
-        ok.then_some(portals)
-    }
-
-    fn portal(
-        &mut self,
-        base: &str,
-        s: PortalSection,
-        spec: Option<&ScoringSpec>,
-    ) -> Option<Portal> {
-        let errors_before = self.errors.len();
-        let id_path = format!("{base}.id");
-        if s.id.is_empty() {
-            self.error(&id_path, "must not be empty");
-        } else if !s
-            .id
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
-        {
-            self.error(
-                &id_path,
-                format!(
-                    "`{}` may use only a-z, 0-9, `_` and `-` (it appears in webhook URLs)",
-                    s.id
-                ),
-            );
-        }
-
-        let foreign = match s.crm {
-            CrmKind::Bitrix24 => AMOCRM_ONLY,
-            CrmKind::Amocrm => BITRIX24_ONLY,
-        };
-        let present: Vec<String> = match self.node(base).map(|n| n.get_ref()) {
-            Some(DeValue::Table(t)) => t.iter().map(|(k, _)| k.get_ref().to_string()).collect(),
-            _ => Vec::new(),
-        };
-        let other = match s.crm {
-            CrmKind::Bitrix24 => "amocrm",
-            CrmKind::Amocrm => "bitrix24",
-        };
-        for key in present.iter().filter(|k| foreign.contains(&k.as_str())) {
-            self.error(
-                &format!("{base}.{key}"),
-                format!(
-                    "`{key}` applies only to {other} portals; this portal has crm = \"{}\"",
-                    s.crm.as_str()
-                ),
-            );
-        }
-
-        if let Some(url) = &s.base_url {
-            self.check_url(&format!("{base}.base_url"), url);
-        }
-
-        let (auth, webhook, default_rate) = match s.crm {
-            CrmKind::Bitrix24 => self.bitrix24_auth(base, &s),
-            CrmKind::Amocrm => self.amocrm_auth(base, &s),
-        };
-
-        let rate_limit = self.rate_limit(base, &s, default_rate);
-        self.fields(base, &s.fields, spec);
-        let (threshold, rearm_below) = self.task(base, &s, spec);
-
-        if self.errors.len() > errors_before {
-            return None;
-        }
-        Some(Portal {
-            id: s.id,
-            crm: s.crm,
-            auth: auth?,
-            webhook,
-            rate_limit: rate_limit?,
-            fields: s.fields,
-            task: s.task,
-            threshold,
-            rearm_below,
-        })
-    }
-
-    fn check_url(&mut self, path: &str, url: &str) -> bool {
-        match reqwest::Url::parse(url) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => true,
-            _ => {
-                self.error(
-                    path,
-                    format!("`{url}` is not an http(s) URL, e.g. https://example.amocrm.ru"),
-                );
-                false
-            }
-        }
-    }
-
-    /// Bitrix24: an inbound webhook URL, or an OAuth app; plus the outgoing webhook's
-    /// application token that authenticates incoming events.
-    fn bitrix24_auth(
-        &mut self,
-        base: &str,
-        s: &PortalSection,
-    ) -> (Option<PortalAuth>, WebhookCheck, RateLimitSection) {
-        let webhook_url = self.credential(
-            base,
-            "webhook_url",
-            s.webhook_url.as_ref(),
-            s.webhook_url_env.as_deref(),
-            s.webhook_url_file.as_deref(),
-        );
-        let client_secret = self.client_secret(base, s);
-        let refresh_token = self.refresh_token(base, s);
-        let app_token = self.credential(
-            base,
-            "application_token",
-            s.application_token.as_ref(),
-            s.application_token_env.as_deref(),
-            s.application_token_file.as_deref(),
-        );
-        let oauth = [
-            ("client_id", s.client_id.is_some()),
-            ("client_secret", client_secret.given()),
-            ("refresh_token", refresh_token.given()),
-        ];
-        let auth = if webhook_url.given() {
-            for (key, _) in oauth.iter().filter(|(_, g)| *g) {
-                let key = self.written_form(base, key);
-                self.error(
-                    &format!("{base}.{key}"),
-                    "belongs to an OAuth app, but this portal signs in with `webhook_url`: keep one of the two",
-                );
-            }
-            if s.base_url.is_some() {
-                self.warn(
-                    &format!("{base}.base_url"),
-                    "ignored: with `webhook_url` the portal address comes from the webhook URL",
-                );
-            }
-            let resolved = webhook_url.is_resolved();
-            webhook_url.value().and_then(|url| {
-                (!resolved || self.check_bitrix_webhook_url(&format!("{base}.webhook_url"), &url))
-                    .then_some(PortalAuth::Bitrix24Webhook { url })
-            })
-        } else if s.base_url.is_some() || oauth.iter().any(|(_, g)| *g) {
-            let need = [
-                ("base_url", s.base_url.is_some()),
-                ("client_id", s.client_id.is_some()),
-                ("client_secret", client_secret.given()),
-                ("refresh_token", refresh_token.given()),
-            ];
-            for (key, _) in need.iter().filter(|(_, g)| !*g) {
-                self.error(
-                    &format!("{base}.{key}"),
-                    "missing: a Bitrix24 OAuth app needs `base_url`, `client_id`, `client_secret` and `refresh_token`",
-                );
-            }
-            match (
-                s.base_url.clone(),
-                s.client_id.clone(),
-                client_secret.value(),
-                refresh_token.value(),
-            ) {
-                (Some(base_url), Some(client_id), Some(client_secret), Some(refresh_token)) => {
-                    Some(PortalAuth::Bitrix24OAuth {
-                        base_url,
-                        client_id,
-                        client_secret,
-                        refresh_token,
-                    })
-                }
-                _ => None,
-            }
-        } else {
-            self.error(
-                base,
-                "no credentials: give `webhook_url` (an inbound webhook; or `webhook_url_env` / `webhook_url_file`) or an OAuth app (`base_url`, `client_id`, `client_secret`, `refresh_token`)",
-            );
-            None
-        };
-        if !app_token.given() {
-            self.error(
-                &format!("{base}.application_token"),
-                "missing: the outgoing webhook's application token authenticates the events Bitrix24 sends (also as `application_token_env` / `application_token_file`)",
-            );
-        }
-        let webhook = WebhookCheck {
-            secret: app_token.value(),
-            member_id: s.member_id.clone(),
-            domain: s.domain.clone(),
-            account_id: None,
-            subdomain: None,
-        };
-        let rate = match s.plan.as_deref() {
-            None | Some("standard") => RateLimitSection {
-                per_second: 2.0,
-                burst: 50,
-                operating_limit_secs: None,
-                operating_window_secs: None,
-            },
-            Some("enterprise") => RateLimitSection {
-                per_second: 5.0,
-                burst: 250,
-                operating_limit_secs: None,
-                operating_window_secs: None,
-            },
-            Some(other) => {
-                self.error(
-                    &format!("{base}.plan"),
-                    format!(
-                        "unknown plan `{other}`: use \"standard\" (2 requests/s, burst 50) or \"enterprise\" (5/s, burst 250)"
-                    ),
-                );
-                RateLimitSection {
-                    per_second: 2.0,
-                    burst: 50,
-                    operating_limit_secs: None,
-                    operating_window_secs: None,
-                }
-            }
-        };
-        (auth, webhook, rate)
-    }
-
-    /// The URL is a secret (its last part is a password), so the message never shows it.
-    fn check_bitrix_webhook_url(&mut self, path: &str, url: &SecretString) -> bool {
-        let ok = match reqwest::Url::parse(url.expose_secret()) {
-            Ok(u) => {
-                matches!(u.scheme(), "http" | "https")
-                    && u.host_str().is_some()
-                    && u.path().starts_with("/rest/")
-                    && u.path().trim_end_matches('/').split('/').count() >= 4
-            }
-            Err(_) => false,
-        };
-        if !ok {
-            self.error(
-                path,
-                "not an inbound webhook URL of the form https://PORTAL/rest/USER_ID/CODE/ (the value is not shown)",
-            );
-        }
-        ok
-    }
-
-    /// Which form of a credential the table at `base` actually has (`name`,
-    /// `name_env` or `name_file`), so a message points at the key the admin wrote.
-    fn written_form(&self, base: &str, name: &str) -> String {
-        [
-            name.to_string(),
-            format!("{name}_env"),
-            format!("{name}_file"),
-        ]
-        .into_iter()
-        .find(|k| self.node(&format!("{base}.{k}")).is_some())
-        .unwrap_or_else(|| name.to_string())
-    }
-
-    fn client_secret(&mut self, base: &str, s: &PortalSection) -> Cred {
-        self.credential(
-            base,
-            "client_secret",
-            s.client_secret.as_ref(),
-            s.client_secret_env.as_deref(),
-            s.client_secret_file.as_deref(),
-        )
-    }
-
-    fn refresh_token(&mut self, base: &str, s: &PortalSection) -> Cred {
-        self.credential(
-            base,
-            "refresh_token",
-            s.refresh_token.as_ref(),
-            s.refresh_token_env.as_deref(),
-            s.refresh_token_file.as_deref(),
-        )
-    }
-
-    /// amoCRM: the account URL, a long-lived token or an OAuth2 app, and the secret
-    /// expected in `?secret=` of its webhooks.
-    fn amocrm_auth(
-        &mut self,
-        base: &str,
-        s: &PortalSection,
-    ) -> (Option<PortalAuth>, WebhookCheck, RateLimitSection) {
-        if s.base_url.is_none() {
-            self.error(
-                &format!("{base}.base_url"),
-                "missing: the account address, e.g. https://SUBDOMAIN.amocrm.ru or https://SUBDOMAIN.kommo.com",
-            );
-        }
-        let access_token = self.credential(
-            base,
-            "access_token",
-            s.access_token.as_ref(),
-            s.access_token_env.as_deref(),
-            s.access_token_file.as_deref(),
-        );
-        let client_secret = self.client_secret(base, s);
-        let refresh_token = self.refresh_token(base, s);
-        let webhook_secret = self.credential(
-            base,
-            "webhook_secret",
-            s.webhook_secret.as_ref(),
-            s.webhook_secret_env.as_deref(),
-            s.webhook_secret_file.as_deref(),
-        );
-        if let Some(uri) = &s.redirect_uri {
-            self.check_url(&format!("{base}.redirect_uri"), uri);
-        }
-        let oauth = [
-            ("client_id", s.client_id.is_some()),
-            ("client_secret", client_secret.given()),
-            ("redirect_uri", s.redirect_uri.is_some()),
-            ("refresh_token", refresh_token.given()),
-        ];
-        let auth = if access_token.given() {
-            for (key, _) in oauth.iter().filter(|(_, g)| *g) {
-                let key = self.written_form(base, key);
-                self.error(
-                    &format!("{base}.{key}"),
-                    "belongs to an OAuth2 app, but this portal signs in with `access_token` (a long-lived token): keep one of the two",
-                );
-            }
-            match (s.base_url.clone(), access_token.value()) {
-                (Some(base_url), Some(token)) => Some(PortalAuth::AmoLongLived { base_url, token }),
-                _ => None,
-            }
-        } else if oauth.iter().any(|(_, g)| *g) {
-            for (key, _) in oauth.iter().filter(|(_, g)| !*g) {
-                self.error(
-                    &format!("{base}.{key}"),
-                    "missing: an amoCRM OAuth2 app needs `client_id`, `client_secret`, `redirect_uri` and `refresh_token`",
-                );
-            }
-            match (
-                s.base_url.clone(),
-                s.client_id.clone(),
-                client_secret.value(),
-                s.redirect_uri.clone(),
-                refresh_token.value(),
-            ) {
-                (
-                    Some(base_url),
-                    Some(client_id),
-                    Some(client_secret),
-                    Some(redirect_uri),
-                    Some(refresh_token),
-                ) => Some(PortalAuth::AmoOAuth {
-                    base_url,
-                    client_id,
-                    client_secret,
-                    redirect_uri,
-                    refresh_token,
-                }),
-                _ => None,
-            }
-        } else {
-            self.error(
-                base,
-                "no credentials: give `access_token` (a long-lived token; or `access_token_env` / `access_token_file`) or an OAuth2 app (`client_id`, `client_secret`, `redirect_uri`, `refresh_token`)",
-            );
-            None
-        };
-        if !webhook_secret.given() {
-            self.error(
-                &format!("{base}.webhook_secret"),
-                "missing: the secret expected in `?secret=` of the webhook URL authenticates the events amoCRM sends (also as `webhook_secret_env` / `webhook_secret_file`)",
-            );
-        }
-        let webhook = WebhookCheck {
-            secret: webhook_secret.value(),
-            member_id: None,
-            domain: None,
-            account_id: s.account_id.clone(),
-            subdomain: s.subdomain.clone(),
-        };
-        let rate = RateLimitSection {
-            per_second: 7.0,
-            burst: 7,
-            operating_limit_secs: None,
-            operating_window_secs: None,
-        };
-        (auth, webhook, rate)
-    }
-
-    fn rate_limit(
-        &mut self,
-        base: &str,
-        s: &PortalSection,
-        default: RateLimitSection,
-    ) -> Option<RateLimitSection> {
-        let Some(rl) = s.rate_limit else {
-            return Some(default);
-        };
-        let mut ok = true;
-        if !(rl.per_second.is_finite() && rl.per_second > 0.0) {
-            self.error(
-                &format!("{base}.rate_limit.per_second"),
-                "must be greater than 0",
-            );
-            ok = false;
-        } else if rl.per_second > default.per_second {
-            self.warn(
-                &format!("{base}.rate_limit.per_second"),
-                format!(
-                    "{} requests/s is above the {} limit of {}/s: the CRM will refuse requests{}",
-                    rl.per_second,
-                    s.crm.as_str(),
-                    default.per_second,
-                    if s.crm == CrmKind::Amocrm {
-                        " and may block the integration"
-                    } else {
-                        ""
-                    }
-                ),
-            );
-        }
-        if rl.burst < 1 {
-            self.error(&format!("{base}.rate_limit.burst"), "must be at least 1");
-            ok = false;
-        }
-        if let Some(l) = rl.operating_limit_secs {
-            if !(l.is_finite() && l > 0.0) {
-                self.error(
-                    &format!("{base}.rate_limit.operating_limit_secs"),
-                    "must be greater than 0",
-                );
-                ok = false;
-            }
-        }
-        if rl.operating_window_secs == Some(0) {
-            self.error(
-                &format!("{base}.rate_limit.operating_window_secs"),
-                "must be at least 1",
-            );
-            ok = false;
-        }
-        if s.crm != CrmKind::Bitrix24
-            && (rl.operating_limit_secs.is_some() || rl.operating_window_secs.is_some())
-        {
-            self.warn(
-                &format!("{base}.rate_limit"),
-                "operating_limit_secs / operating_window_secs apply to Bitrix24 only; ignored",
-            );
-        }
-        ok.then_some(rl)
-    }
-
-    fn fields(&mut self, base: &str, f: &FieldsSection, spec: Option<&ScoringSpec>) {
-        let tiers: Option<BTreeSet<&str>> =
-            spec.map(|s| s.tiers.iter().map(|t| t.id.as_str()).collect());
-        if let Some(tiers) = &tiers {
-            for key in f.tier_values.keys() {
-                if !tiers.contains(key.as_str()) {
-                    let path = format!(
-                        "{base}.fields.tier_values.{}",
-                        format_path(&[Seg::Key(key.clone())])
-                    );
-                    self.error(
-                        &path,
-                        format!(
-                            "`{key}` is not a tier of the scoring model (tiers: {})",
-                            tiers.iter().copied().collect::<Vec<_>>().join(", ")
-                        ),
-                    );
-                }
-            }
-            if f.tier.is_some() && !f.tier_values.is_empty() {
-                for t in tiers {
-                    if !f.tier_values.contains_key(*t) {
-                        self.error(
-                            &format!("{base}.fields.tier_values"),
-                            format!("no value for tier `{t}`: every tier needs its CRM list item id (`leadscore setup` prints them)"),
-                        );
-                    }
-                }
-            }
-        }
-        let writes_back =
-            f.score.is_some() || f.tier.is_some() || f.breakdown.is_some() || f.comment;
-        if writes_back {
-            for (key, v) in [("score", &f.score), ("tier", &f.tier)] {
-                match v {
-                    None => self.error(
-                        &format!("{base}.fields.{key}"),
-                        format!("missing: this portal writes results back, so it needs the CRM field for the {key}"),
-                    ),
-                    Some(name) if name.trim().is_empty() => {
-                        self.error(&format!("{base}.fields.{key}"), "must not be empty")
-                    }
-                    Some(_) => {}
-                }
-            }
-        } else {
-            self.warn(
-                base,
-                "writes nothing back: set `fields.score` and `fields.tier` so reps see the score in the CRM",
-            );
-        }
-        for (neutral, crm_field) in &f.map {
-            let known = crate::lead::FIELD_NAMES.contains(&neutral.as_str())
-                || neutral
-                    .strip_prefix("custom.")
-                    .is_some_and(|rest| !rest.is_empty());
-            let path = format!(
-                "{base}.fields.map.{}",
-                format_path(&[Seg::Key(neutral.clone())])
-            );
-            if !known {
-                self.error(
-                    &path,
-                    format!(
-                        "`{neutral}` is not a lead field: use one of {} or custom.<name>",
-                        crate::lead::FIELD_NAMES.join(", ")
-                    ),
-                );
-            } else if crm_field.trim().is_empty() {
-                self.error(&path, "the CRM field name must not be empty");
-            }
-        }
-    }
-
-    /// Checks the task settings and returns the effective threshold and re-arm mark.
-    fn task(&mut self, base: &str, s: &PortalSection, spec: Option<&ScoringSpec>) -> (i32, i32) {
-        let t = &s.task;
-        let triggers = spec.map(|s| s.triggers.clone()).unwrap_or_default();
-        let threshold = t.threshold.unwrap_or(triggers.call_now_above);
-        let rearm = t.rearm_below.unwrap_or(triggers.rearm_below);
-        if t.enabled {
-            if t.title.trim().is_empty() {
-                self.error(&format!("{base}.task.title"), "must not be empty");
-            }
-            if t.deadline_minutes == 0 {
-                self.error(
-                    &format!("{base}.task.deadline_minutes"),
-                    "must be at least 1",
-                );
-            }
-        }
-        if t.kind == TaskKind::Todo && s.crm == CrmKind::Amocrm {
-            self.error(
-                &format!("{base}.task.kind"),
-                "\"todo\" is Bitrix24's to-do; amoCRM portals use \"task\"",
-            );
-        }
-        if let Some(spec) = spec {
-            let t_path = format!("{base}.task.threshold");
-            let r_path = format!("{base}.task.rearm_below");
-            if t.threshold.is_some() {
-                self.check_threshold(spec, threshold, &t_path);
-            }
-            if t.threshold.is_some() || t.rearm_below.is_some() {
-                let path = if t.rearm_below.is_some() {
-                    r_path
-                } else {
-                    t_path
-                };
-                if rearm > threshold {
-                    self.error(
-                        &path,
-                        format!(
-                            "the re-arm mark {rearm} is above the threshold {threshold}: a lead would re-arm while still above it"
-                        ),
-                    );
-                } else if t.rearm_below.is_some() && rearm <= spec.min {
-                    self.warn(
-                        &path,
-                        format!(
-                            "no score is below {rearm}, so a lead never re-arms and gets at most one call-now task"
-                        ),
-                    );
-                }
-            }
-        }
-        (threshold, rearm)
-    }
-}
-
-/// A portable variable name (`[A-Za-z_][A-Za-z0-9_]*`) that does not look like a
-/// token: real names have capitals or underscores, or are short.
-fn plausible_env_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    let first_ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
-    let rest_ok = name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    let name_like = name.chars().any(|c| c.is_ascii_uppercase() || c == '_') || name.len() < 20;
-    first_ok && rest_ok && name_like
-}
-
-/// Rejects a URL or a long bare token given where a path belongs.
-fn plausible_file_name(path: &Path) -> bool {
-    let Some(s) = path.to_str() else {
-        return true;
-    };
-    let url = s.contains("://");
-    let bare_token = !s.contains('/')
-        && !s.contains('.')
-        && s.len() >= 20
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    !s.is_empty() && !url && !bare_token
-}
-
-/// The names quoted in backticks in a serde message, in order.
-fn backticked(message: &str) -> Vec<String> {
-    message
-        .split('`')
-        .skip(1)
-        .step_by(2)
-        .map(str::to_string)
-        .collect()
-}
-
-/// serde's "unknown field `x`, expected one of ..." lists every key; shorten it to the
-/// unknown key and the closest known one.
-fn unknown_key_message(message: &str) -> String {
-    let names = backticked(message);
-    let Some((unknown, expected)) = names.split_first() else {
-        return message.to_string();
-    };
-    let best = expected
-        .iter()
-        .map(|c| (edit_distance(unknown, c), c))
-        .filter(|(d, c)| *d <= 2.max(c.len() / 4))
-        .min_by_key(|(d, _)| *d);
-    match best {
-        Some((_, c)) => format!("unknown key `{unknown}` (did you mean `{c}`?)"),
-        None => format!("unknown key `{unknown}`"),
-    }
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unknown_key_suggests_the_closest() {
-        let m = "unknown field `webhok_url`, expected one of `id`, `crm`, `webhook_url`";
-        assert_eq!(
-            unknown_key_message(m),
-            "unknown key `webhok_url` (did you mean `webhook_url`?)"
-        );
-        let m = "unknown field `zzz`, expected `id` or `crm`";
-        assert_eq!(unknown_key_message(m), "unknown key `zzz`");
-    }
-
-    #[test]
-    fn env_names_and_file_paths_are_told_from_pasted_secrets() {
-        for name in [
-            "LEADSCORE_B24_TOKEN",
-            "token",
-            "_x",
-            "amo_webhook_secret_for_main",
-        ] {
-            assert!(plausible_env_name(name), "{name}");
-        }
-        for name in [
-            "",
-            "1ABC",
-            "https://x/rest/1/y/",
-            "jvh9y1ulvt2m6k5or90v9mg8nn32ozas",
-            "a.b.c",
-        ] {
-            assert!(!plausible_env_name(name), "{name}");
-        }
-        for path in [
-            "/run/credentials/leadscore.service/b24",
-            "token",
-            "secrets/amo",
-        ] {
-            assert!(plausible_file_name(Path::new(path)), "{path}");
-        }
-        for path in [
-            "",
-            "https://x/rest/1/y/",
-            "jvh9y1ulvt2m6k5or90v9mg8nn32ozas",
-        ] {
-            assert!(!plausible_file_name(Path::new(path)), "{path}");
-        }
-    }
-
-    #[test]
-    fn edit_distance_counts_single_edits() {
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-        assert_eq!(edit_distance("", "ab"), 2);
-        assert_eq!(edit_distance("same", "same"), 0);
     }
 }

@@ -4,10 +4,14 @@
 //! scoring model and returns *all* mistakes at once, each with file, line, column and
 //! key path, so an admin fixes the file in one pass.
 
+mod credentials;
 mod error;
 mod load;
 mod locate;
+mod portal;
 pub mod schema;
+mod server;
+mod suggest;
 mod summary;
 
 use std::path::PathBuf;
@@ -15,11 +19,13 @@ use std::sync::Arc;
 
 use secrecy::SecretString;
 
+pub use credentials::{same_secret, Credential};
 pub use error::{ConfigError, ConfigErrors, ConfigWarning};
 pub use load::{
     load, load_str, load_str_with, load_with, Secrets, ENV_DATA_DIR, ENV_LISTEN, ENV_WORKERS,
 };
-pub use schema::{CrmKind, FieldsSection, RateLimitSection, ServerSection, TaskKind, TaskSection};
+pub use portal::{keys_of, CrmSettings, PortalCheck, PortalCrm};
+pub use schema::{FieldsSection, RateLimitSection, ServerSection, TaskKind, TaskSection};
 pub use summary::summary;
 
 use crate::scoring::{spec::ScoringSpec, Model};
@@ -61,9 +67,10 @@ pub struct Server {
 #[derive(Debug, Clone)]
 pub struct Portal {
     pub id: String,
-    pub crm: CrmKind,
-    pub auth: PortalAuth,
-    pub webhook: WebhookCheck,
+    /// The CRM's name in the registry (`crm = "…"`, `/webhooks/<crm>/<id>`).
+    pub crm: &'static str,
+    /// The CRM's own settings (credentials, webhook checks), checked by its folder.
+    pub settings: Arc<dyn CrmSettings>,
     /// Pacing actually used: the override, or the CRM's (and plan's) default.
     pub rate_limit: RateLimitSection,
     pub fields: FieldsSection,
@@ -72,69 +79,4 @@ pub struct Portal {
     pub threshold: i32,
     /// Effective re-arm mark.
     pub rearm_below: i32,
-}
-
-/// How the daemon authenticates to the CRM.
-#[derive(Debug, Clone)]
-pub enum PortalAuth {
-    /// Bitrix24 inbound webhook `https://PORTAL/rest/USER/CODE/`.
-    Bitrix24Webhook { url: SecretString },
-    /// Bitrix24 OAuth application.
-    Bitrix24OAuth {
-        base_url: String,
-        client_id: String,
-        client_secret: SecretString,
-        refresh_token: SecretString,
-    },
-    /// amoCRM private integration with a long-lived token.
-    AmoLongLived {
-        base_url: String,
-        token: SecretString,
-    },
-    /// amoCRM OAuth2 with single-use refresh tokens.
-    AmoOAuth {
-        base_url: String,
-        client_id: String,
-        client_secret: SecretString,
-        redirect_uri: String,
-        refresh_token: SecretString,
-    },
-}
-
-/// What an incoming webhook must carry to be trusted.
-#[derive(Debug, Clone, Default)]
-pub struct WebhookCheck {
-    /// Bitrix24 application token, or the amoCRM `?secret=`.
-    pub secret: Option<SecretString>,
-    /// Bitrix24 `auth[member_id]`.
-    pub member_id: Option<String>,
-    /// Bitrix24 `auth[domain]`.
-    pub domain: Option<String>,
-    /// amoCRM `account[id]`.
-    pub account_id: Option<String>,
-    /// amoCRM `account[subdomain]`.
-    pub subdomain: Option<String>,
-}
-
-impl PortalAuth {
-    /// How the portal signs in, in words for the summary and logs (never the secret).
-    pub fn kind_label(&self) -> &'static str {
-        match self {
-            PortalAuth::Bitrix24Webhook { .. } => "inbound webhook",
-            PortalAuth::Bitrix24OAuth { .. } => "OAuth app",
-            PortalAuth::AmoLongLived { .. } => "long-lived token",
-            PortalAuth::AmoOAuth { .. } => "OAuth2 app",
-        }
-    }
-
-    /// The CRM account's address when the config names it (the webhook URL's host
-    /// is not shown: the URL is a secret).
-    pub fn base_url(&self) -> Option<&str> {
-        match self {
-            PortalAuth::Bitrix24Webhook { .. } => None,
-            PortalAuth::Bitrix24OAuth { base_url, .. }
-            | PortalAuth::AmoLongLived { base_url, .. }
-            | PortalAuth::AmoOAuth { base_url, .. } => Some(base_url),
-        }
-    }
 }

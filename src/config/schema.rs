@@ -2,7 +2,8 @@
 //! misspelt key is an error with its line, not a silently ignored setting).
 //!
 //! Credentials appear in three forms (inline, `*_env`, `*_file`); `load` resolves them
-//! into `SecretString`s and checks that exactly one form is given.
+//! into `SecretString`s and checks that exactly one form is given. The keys of
+//! `[[portal]]` that belong to one CRM are that CRM's (`src/crm/<name>/settings.rs`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -18,8 +19,9 @@ use crate::scoring::spec::ScoringSpec;
 pub struct FileConfig {
     #[serde(default)]
     pub server: ServerSection,
+    /// Read table by table (`config::portal`), each CRM's keys by that CRM.
     #[serde(default, rename = "portal")]
-    pub portals: Vec<PortalSection>,
+    pub portals: Vec<toml::Table>,
     pub scoring: ScoringSpec,
 }
 
@@ -74,82 +76,6 @@ impl Default for ServerSection {
             dashboard_token_file: None,
         }
     }
-}
-
-/// Which CRM a portal is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CrmKind {
-    Bitrix24,
-    Amocrm,
-}
-
-impl CrmKind {
-    /// The name used in config files and webhook paths.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CrmKind::Bitrix24 => "bitrix24",
-            CrmKind::Amocrm => "amocrm",
-        }
-    }
-}
-
-/// `[[portal]]`: one CRM account. The credential keys that apply depend on `crm`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PortalSection {
-    /// Short id used in webhook paths (`/webhooks/bitrix24/<id>`) and the store.
-    pub id: String,
-    pub crm: CrmKind,
-
-    // --- Bitrix24 ---
-    /// Inbound webhook URL `https://PORTAL/rest/USER/CODE/` (secret: the code is a password).
-    pub webhook_url: Option<SecretString>,
-    pub webhook_url_env: Option<String>,
-    pub webhook_url_file: Option<PathBuf>,
-    /// Outgoing-webhook application token that authenticates events sent to us.
-    pub application_token: Option<SecretString>,
-    pub application_token_env: Option<String>,
-    pub application_token_file: Option<PathBuf>,
-    /// Expected `auth[member_id]` of events (optional extra check).
-    pub member_id: Option<String>,
-    /// Expected `auth[domain]` of events (optional extra check).
-    pub domain: Option<String>,
-    /// Bitrix24 plan, for the default rate limit: "standard" (2/s, burst 50) or "enterprise" (5/s, 250).
-    pub plan: Option<String>,
-
-    // --- amoCRM / Kommo ---
-    /// `https://SUBDOMAIN.amocrm.ru` or `https://SUBDOMAIN.kommo.com`; for Bitrix24 OAuth apps, the portal URL.
-    pub base_url: Option<String>,
-    /// Long-lived token of a private integration.
-    pub access_token: Option<SecretString>,
-    pub access_token_env: Option<String>,
-    pub access_token_file: Option<PathBuf>,
-    /// OAuth2 app credentials (both CRMs).
-    pub client_id: Option<String>,
-    pub client_secret: Option<SecretString>,
-    pub client_secret_env: Option<String>,
-    pub client_secret_file: Option<PathBuf>,
-    pub redirect_uri: Option<String>,
-    /// First refresh token (or authorization code); later ones are rotated into the store.
-    pub refresh_token: Option<SecretString>,
-    pub refresh_token_env: Option<String>,
-    pub refresh_token_file: Option<PathBuf>,
-    /// Secret expected in `?secret=` of amoCRM webhooks.
-    pub webhook_secret: Option<SecretString>,
-    pub webhook_secret_env: Option<String>,
-    pub webhook_secret_file: Option<PathBuf>,
-    /// Expected `account[id]` of amoCRM webhooks.
-    pub account_id: Option<String>,
-    /// Expected `account[subdomain]` of amoCRM webhooks.
-    pub subdomain: Option<String>,
-
-    #[serde(default)]
-    pub rate_limit: Option<RateLimitSection>,
-    #[serde(default)]
-    pub fields: FieldsSection,
-    #[serde(default)]
-    pub task: TaskSection,
 }
 
 /// Overrides of the CRM's default request pacing.

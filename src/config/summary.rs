@@ -107,18 +107,14 @@ pub fn summary(config: &Config) -> String {
 }
 
 fn portal_lines(out: &mut String, p: &Portal, id_width: usize) {
-    let auth = match p.auth.base_url() {
-        Some(url) => format!("{} {}", p.auth.kind_label(), url),
-        None => p.auth.kind_label().to_string(),
+    let auth = match p.settings.base_url() {
+        Some(url) => format!("{} {}", p.settings.auth_label(), url),
+        None => p.settings.auth_label().to_string(),
     };
     let _ = writeln!(
         out,
         "  {:id_width$}  {:<8}  {} · {}/s burst {}",
-        p.id,
-        p.crm.as_str(),
-        auth,
-        p.rate_limit.per_second,
-        p.rate_limit.burst
+        p.id, p.crm, auth, p.rate_limit.per_second, p.rate_limit.burst
     );
     let pad = " ".repeat(id_width + 4);
     let f = &p.fields;

@@ -3,7 +3,14 @@
 //! The pipeline knows leads, scores and tasks; each CRM integration knows its REST API.
 //! `Crm` is everything the pipeline asks of a CRM, phrased in neutral terms and in
 //! *batches*, so an implementation can pack many leads into few API requests (the rate
-//! limit, not the CPU, is what bounds throughput). Adding a CRM = one `impl Crm`.
+//! limit, not the CPU, is what bounds throughput). Each CRM lives in its own folder
+//! (settings, webhook decoding, adapter) and is listed once in [`registry`]; what
+//! every CRM shares exists once here: the field [`mapping`], the activity [`tags`] and
+//! the OAuth token [`vault`].
+//!
+//! The reloadable settings (field mapping, task settings) are passed to every call
+//! from the pipeline's live snapshot instead of being captured by the adapter, so a
+//! config reload never builds a second client, limiter or token holder for a portal.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -12,10 +19,27 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::config::{FieldsSection, TaskSection};
 use crate::lead::{Activity, Lead};
 
-pub mod amocrm;
-pub mod bitrix24;
+pub mod mapping;
+pub mod registry;
+pub mod tags;
+pub mod vault;
+
+/// Declares each CRM's folder (`src/crm/<name>/`) and lists its `ENTRY` in
+/// [`registry::CRMS`], so a CRM is known by one name on one line.
+macro_rules! crms {
+    ($($name:ident),+ $(,)?) => {
+        $(pub mod $name;)+
+
+        /// Every CRM leadscore knows (the registry's list).
+        pub const CRMS: &[registry::CrmEntry] = &[$($name::ENTRY),+];
+    };
+}
+
+// The registry line: adding a CRM is adding its folder's name here.
+crms!(bitrix24, amocrm);
 
 /// The CRM's id of a lead, as text.
 pub type LeadId = String;
@@ -176,6 +200,7 @@ impl CrmError {
 
 /// Everything the pipeline asks of a CRM. Methods take many leads at once so an
 /// implementation can batch; results are per lead so one bad lead does not fail the rest.
+/// `fields` and `task` come from the live snapshot the caller's batch started with.
 #[async_trait]
 pub trait Crm: Send + Sync {
     /// Find the leads that activities belong to (`None`: not bound to a lead, or gone).
@@ -186,46 +211,77 @@ pub trait Crm: Send + Sync {
 
     /// Fetch leads with their whole activity history. A lead missing from the map was
     /// deleted.
-    async fn fetch(&self, lead_ids: &[LeadId]) -> Result<BTreeMap<LeadId, Fetched>, CrmError>;
+    async fn fetch(
+        &self,
+        fields: &FieldsSection,
+        lead_ids: &[LeadId],
+    ) -> Result<BTreeMap<LeadId, Fetched>, CrmError>;
 
     /// Fetch leads reading only as much activity as each request asks for. A CRM
     /// whose activity reads cost little may ignore the modes and read everything.
     async fn fetch_incremental(
         &self,
+        fields: &FieldsSection,
         requests: &[FetchRequest],
     ) -> Result<BTreeMap<LeadId, Fetched>, CrmError> {
         let ids: Vec<LeadId> = requests.iter().map(|r| r.id.clone()).collect();
-        self.fetch(&ids).await
+        self.fetch(fields, &ids).await
     }
 
     /// Write scores back; the outer error means nothing is known to be written, the
     /// per-lead results say exactly which writes were applied.
     async fn write_scores(
         &self,
+        fields: &FieldsSection,
         writes: &[ScoreWrite],
     ) -> Result<BTreeMap<LeadId, Result<(), CrmError>>, CrmError>;
 
     /// Look for a task we created earlier (by its marker) on a lead.
-    async fn find_task(&self, lead_id: &str, marker: &str) -> Result<Option<TaskRef>, CrmError>;
+    async fn find_task(
+        &self,
+        task: &TaskSection,
+        lead_id: &str,
+        marker: &str,
+    ) -> Result<Option<TaskRef>, CrmError>;
 
     /// Create the "call now" task or to-do.
-    async fn create_task(&self, task: &TaskRequest) -> Result<TaskRef, CrmError>;
+    async fn create_task(
+        &self,
+        task: &TaskSection,
+        request: &TaskRequest,
+    ) -> Result<TaskRef, CrmError>;
 
-    /// Is a task we created still open? (No new task while one is open.)
-    async fn task_open(&self, lead_id: &str, task_id: &str) -> Result<bool, CrmError>;
+    /// Is a task we created on this lead still open? (No new task while one is open.)
+    /// A task id not bound to `lead_id` counts as not open.
+    async fn task_open(
+        &self,
+        task: &TaskSection,
+        lead_id: &str,
+        task_id: &str,
+    ) -> Result<bool, CrmError>;
 
     /// Leads modified at or after `since`, for the reconciliation sweep that catches
     /// webhooks the CRM never redelivers.
     async fn changed_since(&self, since: DateTime<Utc>) -> Result<Vec<LeadId>, CrmError>;
 
-    /// Create the score, tier and breakdown fields if missing, reuse them if present.
-    async fn setup_fields(&self, tiers: &[(String, String)]) -> Result<FieldSetup, CrmError>;
-
-    /// The rate limiter's counters since start, for `leadscore status` and the
-    /// dashboard (`None`: this client does not keep any).
+    /// The rate limiter's counters since start (telemetry for `leadscore status`, the
+    /// dashboard and /metrics; `None`: this client does not keep any).
     fn pacing(&self) -> Option<PacingState> {
         None
     }
+}
+
+/// What an admin asks of a CRM, apart from the daemon's runtime work: `leadscore
+/// setup` and the demo use it, the pipeline never does.
+#[async_trait]
+pub trait CrmAdmin: Send + Sync {
+    /// Create the score, tier and breakdown fields if missing, reuse them if present
+    /// (those `fields` names when it names them).
+    async fn setup_fields(
+        &self,
+        fields: &FieldsSection,
+        tiers: &[(String, String)],
+    ) -> Result<FieldSetup, CrmError>;
 }
 
 /// A CRM client's rate-limiter counters since the daemon started.

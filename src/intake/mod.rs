@@ -5,8 +5,6 @@
 //! endpoints). Everything else happens in the pipeline's workers.
 
 pub mod admin;
-pub mod amocrm;
-pub mod bitrix24;
 
 use std::sync::Arc;
 
@@ -20,8 +18,8 @@ use chrono::Utc;
 use serde_json::json;
 use tracing::{debug, info, warn};
 
-use crate::config::{CrmKind, Portal};
-use crate::crm::Subject;
+use crate::config::Portal;
+use crate::crm::{registry, Subject};
 use crate::metrics::WebhookLabels;
 use crate::pipeline::{webhook_cause, Pipeline};
 use crate::store::StoreError;
@@ -98,7 +96,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
 
 fn find_portal<'a>(pipeline: &'a Pipeline, crm: &str, id: &str) -> Result<&'a Portal, IntakeError> {
     let rt = pipeline.portal(id).ok_or(IntakeError::UnknownPortal)?;
-    if rt.portal.crm.as_str() != crm {
+    if rt.portal.crm != crm {
         return Err(IntakeError::UnknownPortal);
     }
     Ok(&rt.portal)
@@ -206,10 +204,9 @@ async fn accept(
 ) -> Result<(Response, &'static str), IntakeError> {
     let pipeline = &state.pipeline;
     let portal = find_portal(pipeline, crm, portal_id)?;
-    let decoded = match portal.crm {
-        CrmKind::Bitrix24 => bitrix24::decode(portal, body)?,
-        CrmKind::Amocrm => amocrm::decode(portal, query, body)?,
-    };
+    // The portal's CRM decodes its own webhooks (the registry says which).
+    let entry = registry::find(portal.crm).ok_or(IntakeError::UnknownPortal)?;
+    let decoded = (entry.decode)(portal, query, body)?;
     if decoded.subjects.is_empty() {
         debug!(portal = %portal.id, event = %decoded.detail, "event not about leads; ignored");
         return Ok((

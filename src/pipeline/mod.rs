@@ -289,9 +289,12 @@ impl Pipeline {
             tokio::spawn(async move { me.rescore_loop(stop).await })
         };
         while set.join_next().await.is_some() {}
-        watchdog.abort();
-        decay.abort();
-        rescoring.abort();
+        // The side loops hold the pipeline (and so the store): stop them and wait until
+        // they are gone, so a restart in the same process can open the store again.
+        for side in [watchdog, decay, rescoring] {
+            side.abort();
+            let _ = side.await;
+        }
     }
 
     async fn worker_loop(self: Arc<Self>, n: usize, shutdown: CancellationToken) {

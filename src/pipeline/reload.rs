@@ -5,7 +5,9 @@
 //! (rules, groups, tiers, triggers) and, per portal, the field mapping, tier values,
 //! task settings and call-now threshold. They live together in one [`Live`] snapshot
 //! behind a lock that is held only to clone an `Arc`, so a batch already running
-//! finishes on the snapshot it started with and never mixes old and new.
+//! finishes on the snapshot it started with and never mixes old and new. The CRM
+//! adapters take the field mapping and task settings per call from that snapshot, so a
+//! reload keeps every portal's one client (its limiter and token holder) as it is.
 //!
 //! Some settings cannot change under a running daemon: the listening socket, the data
 //! directory, worker count and queue tuning, the set of portals, credentials and the
@@ -15,11 +17,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError};
 
-use secrecy::ExposeSecret;
 use tracing::{info, warn};
 
 use super::{Pipeline, PortalRuntime};
-use crate::config::{Config, Portal, Server};
+use crate::config::{same_secret, Config, Portal, Server};
 use crate::scoring::Model;
 
 /// The reloadable state the workers read, replaced as a whole.
@@ -43,19 +44,6 @@ pub enum ReloadError {
     /// The file does not load (every error, with file:line:col).
     #[error("the config has errors; keeping the running one:\n{0}")]
     Invalid(crate::config::ConfigErrors),
-    /// A portal's CRM client cannot be built with its new field or task settings.
-    #[error(
-        "portal {portal}: the new settings cannot be used ({message}); keeping the running config"
-    )]
-    Portal { portal: String, message: String },
-}
-
-fn same_secret(a: &Option<secrecy::SecretString>, b: &Option<secrecy::SecretString>) -> bool {
-    match (a, b) {
-        (Some(a), Some(b)) => a.expose_secret() == b.expose_secret(),
-        (None, None) => true,
-        _ => false,
-    }
 }
 
 /// Portal settings only a restart applies (identity, pacing, webhook checks).
@@ -64,19 +52,13 @@ fn portal_restart_changes(old: &Portal, new: &Portal, out: &mut Vec<String>) {
     if old.crm != new.crm {
         out.push(format!("portal {id}: crm"));
     }
-    if old.auth.kind_label() != new.auth.kind_label() {
+    if old.settings.auth_label() != new.settings.auth_label() {
         out.push(format!("portal {id}: authentication method"));
     }
     if old.rate_limit != new.rate_limit {
         out.push(format!("portal {id}: rate_limit"));
     }
-    let (a, b) = (&old.webhook, &new.webhook);
-    if !same_secret(&a.secret, &b.secret)
-        || a.member_id != b.member_id
-        || a.domain != b.domain
-        || a.account_id != b.account_id
-        || a.subdomain != b.subdomain
-    {
+    if !old.settings.same_webhook_checks(&*new.settings) {
         out.push(format!("portal {id}: webhook checks (token, account)"));
     }
 }
@@ -130,8 +112,8 @@ impl Pipeline {
     }
 
     /// Apply a loaded config to new work: the scoring model and, per portal, field
-    /// mapping, tier values, task settings and threshold. A portal whose fields or
-    /// task changed gets a new CRM client; if any cannot be built, nothing changes.
+    /// mapping, tier values, task settings and threshold. Every portal keeps its CRM
+    /// client (adapters read the new settings per call), so nothing is rebuilt.
     /// Settings only a restart applies are listed in the report and keep their old
     /// values (see the module docs).
     pub fn reload(&self, config: &Config) -> Result<ReloadReport, ReloadError> {
@@ -171,16 +153,9 @@ impl Pipeline {
                     portal.threshold, portal.rearm_below
                 ));
             }
-            // The clients copy fields and task when built; an unchanged portal keeps
-            // its client (and its rate-limit pacing state).
-            let crm = if fields_changed || task_changed {
-                crate::app::build_crm(&portal, &self.store).map_err(|e| ReloadError::Portal {
-                    portal: id.clone(),
-                    message: format!("{e:#}"),
-                })?
-            } else {
-                rt.crm.clone()
-            };
+            // One client per portal for the daemon's life: two would mean two limiters
+            // and two holders of a single-use refresh token.
+            let crm = rt.crm.clone();
             portals.insert(id.clone(), Arc::new(PortalRuntime { portal, crm }));
         }
         for p in &config.portals {

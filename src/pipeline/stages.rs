@@ -47,7 +47,7 @@ impl Pipeline {
         let fetched = if requests.is_empty() {
             BTreeMap::new()
         } else {
-            match rt.crm.fetch_incremental(&requests).await {
+            match rt.crm.fetch_incremental(&rt.portal.fields, &requests).await {
                 Ok(f) => {
                     self.crm_ok(&rt.portal.id);
                     f
@@ -134,7 +134,7 @@ impl Pipeline {
         let results = if writes.is_empty() {
             Default::default()
         } else {
-            match rt.crm.write_scores(&writes).await {
+            match rt.crm.write_scores(&rt.portal.fields, &writes).await {
                 Ok(r) => {
                     crate::crashpoint::hit("after_crm_write");
                     r

@@ -112,7 +112,7 @@ pub async fn apply_with(
             fire(store, rt, lead, score, why, marker, now).await
         }
         Crossing::Intent { marker, .. } => {
-            if let Some(task) = rt.crm.find_task(&lead.id, &marker).await? {
+            if let Some(task) = rt.crm.find_task(&rt.portal.task, &lead.id, &marker).await? {
                 record_fired(store, portal, lead, &task, &marker, now).await?;
                 info!(portal = %portal.id, lead = %lead.id, task = %task.id, "recovered a task created before a restart");
                 return Ok(TriggerOutcome::Recovered(task));
@@ -154,7 +154,11 @@ pub async fn apply_with(
             if !(above && fell_below && cooled && allow_new) {
                 return Ok(TriggerOutcome::Nothing);
             }
-            if rt.crm.task_open(&lead.id, &task.id).await? {
+            if rt
+                .crm
+                .task_open(&rt.portal.task, &lead.id, &task.id)
+                .await?
+            {
                 // Never a second task while the rep still has ours open.
                 return Ok(TriggerOutcome::Nothing);
             }
@@ -191,7 +195,7 @@ async fn fire(
     store.flush().await?;
     crate::crashpoint::hit("after_intent");
     let req = task_request(portal, lead, score, why, &marker, now);
-    let task = rt.crm.create_task(&req).await?;
+    let task = rt.crm.create_task(&rt.portal.task, &req).await?;
     crate::crashpoint::hit("after_task_create");
     record_fired(store, portal, lead, &task, &marker, now).await?;
     info!(portal = %portal.id, lead = %lead.id, task = %task.id, score = score.total, "call-now task created");

@@ -132,21 +132,22 @@ fn example_config_parses_and_compiles() {
     assert_eq!(cfg.portals.len(), 1);
     let p = &cfg.portals[0];
     assert_eq!(
-        p.webhook_url_env.as_deref(),
+        p["webhook_url_env"].as_str(),
         Some("LEADSCORE_B24_WEBHOOK_URL")
     );
     assert_eq!(
-        p.application_token_env.as_deref(),
+        p["application_token_env"].as_str(),
         Some("LEADSCORE_B24_APP_TOKEN")
     );
-    assert_eq!(p.fields.score.as_deref(), Some("UF_CRM_LEADSCORE"));
-    assert_eq!(p.fields.tier.as_deref(), Some("UF_CRM_LEADSCORE_TIER"));
-    assert_eq!(p.fields.breakdown.as_deref(), Some("UF_CRM_LEADSCORE_WHY"));
+    let fields: crate::config::FieldsSection = p["fields"].clone().try_into().expect("fields");
+    assert_eq!(fields.score.as_deref(), Some("UF_CRM_LEADSCORE"));
+    assert_eq!(fields.tier.as_deref(), Some("UF_CRM_LEADSCORE_TIER"));
+    assert_eq!(fields.breakdown.as_deref(), Some("UF_CRM_LEADSCORE_WHY"));
     for t in ["cold", "warm", "hot"] {
-        assert!(p.fields.tier_values.contains_key(t));
+        assert!(fields.tier_values.contains_key(t));
     }
     for f in ["industry", "revenue", "employees", "region"] {
-        assert!(p.fields.map[f].starts_with("UF_CRM_"));
+        assert!(fields.map[f].starts_with("UF_CRM_"));
     }
     let m = Model::compile(&cfg.scoring).expect("compiles");
     assert_eq!(m.rules_per_group(), vec![("fit", 12), ("engagement", 8)]);

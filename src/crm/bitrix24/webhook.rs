@@ -2,24 +2,30 @@
 
 use leadscore_bitrix24::webhook::{self, EventKind, WebhookError};
 
-use super::{Decoded, IntakeError};
+use crate::intake::{Decoded, IntakeError};
+use super::settings::Settings;
 use crate::config::Portal;
 use crate::crm::Subject;
 
 /// Parse, authenticate and route one Bitrix24 event. Lead events queue the lead;
 /// activity events queue the activity (its lead is looked up by a worker, since the
 /// event carries only the activity id); everything else is acknowledged and ignored.
-pub fn decode(portal: &Portal, body: &[u8]) -> Result<Decoded, IntakeError> {
+/// The query string is not used: Bitrix24 authenticates events by the token in the body.
+pub fn decode(portal: &Portal, _query: Option<&str>, body: &[u8]) -> Result<Decoded, IntakeError> {
+    let check = &portal
+        .settings_of::<Settings>()
+        .ok_or(IntakeError::UnknownPortal)?
+        .webhook;
     let unverified = webhook::parse(body).map_err(|e| IntakeError::Malformed(e.to_string()))?;
-    let Some(token) = portal.webhook.secret.as_ref() else {
+    let Some(token) = check.secret.as_ref() else {
         // Validation requires a token for Bitrix24 portals; refuse rather than trust.
         return Err(IntakeError::Unauthorized("no application token configured"));
     };
     let event = unverified
         .verify(
             token,
-            portal.webhook.member_id.as_deref(),
-            portal.webhook.domain.as_deref(),
+            check.member_id.as_deref(),
+            check.domain.as_deref(),
         )
         .map_err(|e| match e {
             WebhookError::WrongPortal(what) => IntakeError::Unauthorized(match what {

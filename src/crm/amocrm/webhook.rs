@@ -7,7 +7,8 @@
 
 use leadscore_amocrm::webhook::{self, WebhookError};
 
-use super::{Decoded, IntakeError};
+use crate::intake::{Decoded, IntakeError};
+use super::settings::Settings;
 use crate::config::Portal;
 use crate::crm::Subject;
 
@@ -15,7 +16,11 @@ use crate::crm::Subject;
 /// (and chat messages bound to a lead) queue the lead; contacts, companies, tasks and
 /// anything else are acknowledged and ignored.
 pub fn decode(portal: &Portal, query: Option<&str>, body: &[u8]) -> Result<Decoded, IntakeError> {
-    let Some(secret) = portal.webhook.secret.as_ref() else {
+    let check = &portal
+        .settings_of::<Settings>()
+        .ok_or(IntakeError::UnknownPortal)?
+        .webhook;
+    let Some(secret) = check.secret.as_ref() else {
         // Validation requires a secret for amoCRM portals; refuse rather than trust.
         return Err(IntakeError::Unauthorized("no webhook secret configured"));
     };
@@ -25,8 +30,8 @@ pub fn decode(portal: &Portal, query: Option<&str>, body: &[u8]) -> Result<Decod
         .verify(
             given.as_deref(),
             secret,
-            portal.webhook.account_id.as_deref(),
-            portal.webhook.subdomain.as_deref(),
+            check.account_id.as_deref(),
+            check.subdomain.as_deref(),
         )
         .map_err(|e| {
             IntakeError::Unauthorized(match e {
@@ -50,24 +55,30 @@ mod tests {
     use secrecy::SecretString;
 
     use super::*;
-    use crate::config::{
-        CrmKind, FieldsSection, PortalAuth, RateLimitSection, TaskSection, WebhookCheck,
-    };
+    use crate::config::{FieldsSection, RateLimitSection, TaskSection};
+    use crate::crm::amocrm::settings::{Auth, WebhookCheck};
+    use crate::crm::amocrm::NAME;
 
-    pub(crate) fn portal(account_id: Option<&str>, subdomain: Option<&str>) -> Portal {
+    /// A portal expecting `secret` (and the account, when given).
+    pub(crate) fn portal_with(
+        secret: Option<&str>,
+        account_id: Option<&str>,
+        subdomain: Option<&str>,
+    ) -> Portal {
         Portal {
             id: "amo".into(),
-            crm: CrmKind::Amocrm,
-            auth: PortalAuth::AmoLongLived {
-                base_url: "https://x.amocrm.ru".into(),
-                token: SecretString::from("t"),
-            },
-            webhook: WebhookCheck {
-                secret: Some(SecretString::from("hook-s3cret")),
-                account_id: account_id.map(str::to_string),
-                subdomain: subdomain.map(str::to_string),
-                ..WebhookCheck::default()
-            },
+            crm: NAME,
+            settings: std::sync::Arc::new(Settings {
+                auth: Auth::LongLived {
+                    base_url: "https://x.amocrm.ru".into(),
+                    token: SecretString::from("t"),
+                },
+                webhook: WebhookCheck {
+                    secret: secret.map(SecretString::from),
+                    account_id: account_id.map(str::to_string),
+                    subdomain: subdomain.map(str::to_string),
+                },
+            }),
             rate_limit: RateLimitSection {
                 per_second: 7.0,
                 burst: 7,
@@ -79,6 +90,10 @@ mod tests {
             threshold: 70,
             rearm_below: 60,
         }
+    }
+
+    pub(crate) fn portal(account_id: Option<&str>, subdomain: Option<&str>) -> Portal {
+        portal_with(Some("hook-s3cret"), account_id, subdomain)
     }
 
     const MULTI: &str = "leads%5Bupdate%5D%5B0%5D%5Bid%5D=11&leads%5Bupdate%5D%5B1%5D%5Bid%5D=12\
@@ -146,8 +161,7 @@ mod tests {
                 "account[subdomain] does not match the portal"
             ))
         ));
-        let mut no_secret = portal(None, None);
-        no_secret.webhook.secret = None;
+        let no_secret = portal_with(None, None, None);
         assert!(matches!(
             decode(&no_secret, Some("secret=hook-s3cret"), MULTI.as_bytes()),
             Err(IntakeError::Unauthorized(_))

@@ -1,0 +1,307 @@
+//! Reading leads: the lead lists with their main contact and company, the event feed
+//! (filtered by at most 10 leads per request) and the common notes the events name.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{DateTime, TimeZone, Utc};
+use leadscore_amocrm::types::{
+    field_by_code, field_by_id, texts, Company, Contact, CustomFieldValues, Event,
+    Lead as AmoLead, Note,
+};
+
+use super::{parse_id, to_crm, AmocrmCrm, EVENT_TYPES, OWN_NOTE_PREFIX};
+use crate::config::FieldsSection;
+use crate::crm::mapping::apply_map;
+use crate::crm::tags::{default_tags, split_tag};
+use crate::crm::{CrmError, Fetched, LeadId};
+use crate::lead::{Activity, ActivityKind, Direction, Lead};
+
+impl AmocrmCrm {
+    pub(super) fn lead_from(
+        &self,
+        fields: &FieldsSection,
+        raw: &AmoLead,
+        contact: Option<&Contact>,
+        company: Option<&Company>,
+    ) -> (Lead, Option<i32>) {
+        let mut lead = Lead {
+            id: raw.id.to_string(),
+            name: raw.name.clone().filter(|s| !s.trim().is_empty()),
+            status: raw.status_id.map(|s| s.to_string()),
+            responsible_id: raw
+                .responsible_user_id
+                .filter(|u| *u != 0)
+                .map(|u| u.to_string()),
+            created_at: raw.created_at.and_then(unix),
+            updated_at: raw.updated_at.and_then(unix),
+            ..Lead::default()
+        };
+        if let Some(c) = contact {
+            lead.position = c.position();
+            lead.emails = c.emails();
+            lead.phones = c.phones();
+        }
+        lead.company = company
+            .and_then(|c| c.name.clone())
+            .filter(|s| !s.trim().is_empty());
+        if let Some(price) = raw.price.filter(|p| *p > 0.0) {
+            lead.custom.insert("price".into(), fmt_num(price));
+        }
+        let tags: Vec<&str> = raw.embedded.tags.iter().map(|t| t.name.as_str()).collect();
+        if !tags.is_empty() {
+            lead.custom.insert("tags".into(), tags.join(", "));
+        }
+        let sources: [&[CustomFieldValues]; 3] = [
+            &raw.custom_fields_values,
+            company
+                .map(|c| c.custom_fields_values.as_slice())
+                .unwrap_or(&[]),
+            contact
+                .map(|c| c.custom_fields_values.as_slice())
+                .unwrap_or(&[]),
+        ];
+        apply_map(&mut lead, &fields.map, |field| {
+            sources
+                .iter()
+                .find_map(|fs| {
+                    let t = texts(Some(lookup_field(fs, field)?));
+                    (!t.is_empty()).then_some(t)
+                })
+                .unwrap_or_default()
+        });
+        let current = fields
+            .score
+            .as_deref()
+            .and_then(|f| f.trim().parse::<u64>().ok())
+            .and_then(|id| {
+                texts(field_by_id(&raw.custom_fields_values, id))
+                    .into_iter()
+                    .next()
+            })
+            .and_then(|t| t.replace(',', ".").parse::<f64>().ok())
+            .map(|n| n.round() as i32);
+        (lead, current)
+    }
+
+    /// Leads with their contact, company and recent activity (events and tagged notes).
+    pub(super) async fn fetch_full(
+        &self,
+        fields: &FieldsSection,
+        lead_ids: &[LeadId],
+    ) -> Result<BTreeMap<LeadId, Fetched>, CrmError> {
+        let ids: Vec<u64> = lead_ids.iter().filter_map(|s| parse_id(s)).collect();
+        if ids.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let leads = self.client.leads_by_ids(&ids).await.map_err(to_crm)?;
+        let leads: Vec<AmoLead> = leads
+            .into_iter()
+            .filter(|l| l.is_deleted != Some(true))
+            .collect();
+        if leads.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let contact_ids: Vec<u64> = leads.iter().filter_map(AmoLead::main_contact_id).collect();
+        let contacts: HashMap<u64, Contact> = if contact_ids.is_empty() {
+            HashMap::new()
+        } else {
+            self.client
+                .contacts_by_ids(&contact_ids)
+                .await
+                .map_err(to_crm)?
+                .into_iter()
+                .map(|c| (c.id, c))
+                .collect()
+        };
+        let company_of = |l: &AmoLead| {
+            l.company_id().or_else(|| {
+                l.main_contact_id()
+                    .and_then(|c| contacts.get(&c))
+                    .and_then(|c| c.embedded.companies.first())
+                    .map(|c| c.id)
+            })
+        };
+        let company_ids: Vec<u64> = leads.iter().filter_map(company_of).collect();
+        let companies: HashMap<u64, Company> = if company_ids.is_empty() {
+            HashMap::new()
+        } else {
+            self.client
+                .companies_by_ids(&company_ids)
+                .await
+                .map_err(to_crm)?
+                .into_iter()
+                .map(|c| (c.id, c))
+                .collect()
+        };
+        let found: Vec<u64> = leads.iter().map(|l| l.id).collect();
+        let since = Utc::now().timestamp() - self.event_window.as_secs() as i64;
+        let events = self
+            .client
+            .lead_events(&found, EVENT_TYPES, Some(since))
+            .await
+            .map_err(to_crm)?;
+        // Notes cannot be listed by lead: their ids come from `common_note_added` events.
+        let note_ids: Vec<u64> = events
+            .iter()
+            .filter(|e| e.kind == "common_note_added")
+            .filter_map(Event::note_id)
+            .collect();
+        let notes = if note_ids.is_empty() {
+            Vec::new()
+        } else {
+            self.client
+                .lead_notes_by_ids(&note_ids, Some("common"))
+                .await
+                .map_err(to_crm)?
+        };
+        let mut by_lead: HashMap<u64, Vec<Activity>> = HashMap::new();
+        let main_contact: HashMap<u64, String> = leads
+            .iter()
+            .filter_map(|l| Some((l.id, l.main_contact_id()?.to_string())))
+            .collect();
+        for e in &events {
+            let Some(lead_id) = e.entity_id else { continue };
+            if let Some(a) = event_activity(e, main_contact.get(&lead_id).map(String::as_str)) {
+                by_lead.entry(lead_id).or_default().push(a);
+            }
+        }
+        for n in &notes {
+            let Some(lead_id) = n.entity_id else { continue };
+            if let Some(a) = note_activity(n, main_contact.get(&lead_id).map(String::as_str)) {
+                by_lead.entry(lead_id).or_default().push(a);
+            }
+        }
+        let mut out = BTreeMap::new();
+        for raw in &leads {
+            let contact = raw.main_contact_id().and_then(|c| contacts.get(&c));
+            let company = company_of(raw).and_then(|c| companies.get(&c));
+            let (lead, current_score) = self.lead_from(fields, raw, contact, company);
+            let mut activities = by_lead.remove(&raw.id).unwrap_or_default();
+            activities.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.id.cmp(&b.id)));
+            out.insert(
+                lead.id.clone(),
+                Fetched::complete(lead, activities, current_score),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Leads modified at or after `since` (the reconciliation sweep).
+    pub(super) async fn changed(&self, since: DateTime<Utc>) -> Result<Vec<LeadId>, CrmError> {
+        let leads = self
+            .client
+            .leads_updated_since(since.timestamp())
+            .await
+            .map_err(to_crm)?;
+        let mut seen = BTreeSet::new();
+        Ok(leads
+            .into_iter()
+            .filter(|l| seen.insert(l.id))
+            .map(|l| l.id.to_string())
+            .collect())
+    }
+}
+
+fn unix(ts: i64) -> Option<DateTime<Utc>> {
+    (ts > 0)
+        .then(|| Utc.timestamp_opt(ts, 0).single())
+        .flatten()
+}
+
+fn fmt_num(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 1e15 {
+        format!("{}", n as i64)
+    } else {
+        n.to_string()
+    }
+}
+
+/// A field by id, or (for a non-numeric mapping) by code or name.
+fn lookup_field<'a>(fields: &'a [CustomFieldValues], key: &str) -> Option<&'a CustomFieldValues> {
+    let key = key.trim();
+    match key.parse::<u64>() {
+        Ok(id) => field_by_id(fields, id),
+        Err(_) => field_by_code(fields, key).or_else(|| {
+            fields.iter().find(|f| {
+                f.field_name
+                    .as_deref()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(key))
+            })
+        }),
+    }
+}
+
+/// One event of the feed as a neutral activity (`None`: not a scored kind).
+pub fn event_activity(e: &Event, contact_id: Option<&str>) -> Option<Activity> {
+    let (kind, direction, subject) = match e.kind.as_str() {
+        "incoming_call" => (ActivityKind::Call, Some(Direction::Incoming), None),
+        "outgoing_call" => (ActivityKind::Call, Some(Direction::Outgoing), None),
+        "incoming_mail" => (ActivityKind::Email, Some(Direction::Incoming), None),
+        "outgoing_mail" => (ActivityKind::Email, Some(Direction::Outgoing), None),
+        "incoming_chat_message" => (
+            ActivityKind::Email,
+            Some(Direction::Incoming),
+            Some("chat".to_string()),
+        ),
+        "incoming_sms" => (
+            ActivityKind::Custom("sms".into()),
+            Some(Direction::Incoming),
+            None,
+        ),
+        "link_followed" => (ActivityKind::PageView, None, None),
+        "task_completed" => (ActivityKind::Task, None, None),
+        "lead_status_changed" => (
+            ActivityKind::Custom("status_change".into()),
+            None,
+            status_change(e),
+        ),
+        _ => return None,
+    };
+    Some(Activity {
+        id: e.id.clone(),
+        kind,
+        direction,
+        subject,
+        url: e.url(),
+        at: e.created_at.and_then(unix)?,
+        contact_id: contact_id.map(str::to_string),
+    })
+}
+
+fn status_change(e: &Event) -> Option<String> {
+    let id = |v: &serde_json::Value| {
+        v.pointer("/0/lead_status/id")
+            .and_then(serde_json::Value::as_u64)
+            .map(|n| n.to_string())
+    };
+    match (id(&e.value_before), id(&e.value_after)) {
+        (Some(b), Some(a)) => Some(format!("{b}->{a}")),
+        (None, Some(a)) => Some(format!("->{a}")),
+        _ => None,
+    }
+}
+
+/// A common note as a neutral activity: tagged website behaviour, or a comment.
+pub fn note_activity(n: &Note, contact_id: Option<&str>) -> Option<Activity> {
+    if n.note_type != "common" {
+        return None;
+    }
+    let text = n.text().unwrap_or("").trim();
+    if text.starts_with(OWN_NOTE_PREFIX) {
+        return None;
+    }
+    let (kind, rest) = split_tag(&default_tags(), text).unwrap_or((ActivityKind::Comment, text));
+    let url = rest
+        .split_whitespace()
+        .find(|w| w.starts_with("http://") || w.starts_with("https://") || w.starts_with('/'))
+        .map(str::to_string);
+    Some(Activity {
+        id: format!("note:{}", n.id),
+        kind,
+        direction: Some(Direction::Incoming),
+        subject: (!rest.is_empty()).then(|| rest.chars().take(200).collect()),
+        url,
+        at: n.created_at.and_then(unix)?,
+        contact_id: contact_id.map(str::to_string),
+    })
+}

@@ -1,0 +1,313 @@
+//! The amoCRM adapter against the sandbox account over real HTTP on 127.0.0.1.
+
+use std::time::Instant;
+
+use leadscore_amocrm::sandbox::{
+    FieldSpec, FieldValue, NewCompany, NewContact, NewEvent, NewLead, Sandbox, SandboxHandle,
+    SandboxOptions,
+};
+use serde_json::json;
+
+use chrono::Utc;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::tests::portal;
+use super::*;
+use super::settings::{Auth as PortalAuth, Settings};
+use crate::crm::vault::vault_key;
+use crate::lead::ActivityKind;
+
+fn tiers() -> Vec<(String, String)> {
+    vec![
+        ("cold".into(), "Холодный".into()),
+        ("warm".into(), "Тёплый".into()),
+        ("hot".into(), "Горячий".into()),
+    ]
+}
+
+/// One client per account, as in the daemon: two limiters for one account could
+/// together exceed its limit.
+fn client_for(sb: &SandboxHandle) -> Arc<Client> {
+    let p = portal(sb.base_url());
+    Arc::new(
+        Client::new(
+            AmocrmCrm::client_config(&p, sb.base_url()),
+            Auth::LongLived(sb.long_lived_token().unwrap()),
+        )
+        .unwrap(),
+    )
+}
+
+fn crm_with(sb: &SandboxHandle, client: &Arc<Client>) -> AmocrmCrm {
+    AmocrmCrm::with_client(&portal(sb.base_url()), client.clone())
+}
+
+/// Run setup and return the fields section it implies.
+async fn configured(sb: &SandboxHandle, client: &Arc<Client>) -> (AmocrmCrm, FieldsSection) {
+    let setup = crm_with(sb, client)
+        .setup_fields(&FieldsSection::default(), &tiers())
+        .await
+        .unwrap();
+    let fields = FieldsSection {
+        score: Some(setup.score_field.clone()),
+        tier: Some(setup.tier_field.clone()),
+        breakdown: Some(setup.breakdown_field.clone()),
+        tier_values: setup.tier_values.clone(),
+        ..FieldsSection::default()
+    };
+    (crm_with(sb, client), fields)
+}
+
+#[tokio::test]
+async fn setup_creates_api_only_fields_once() {
+    let sb = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    let crm = crm_with(&sb, &client_for(&sb));
+    let none = FieldsSection::default();
+    let first = crm.setup_fields(&none, &tiers()).await.unwrap();
+    assert_eq!(first.created.len(), 3);
+    assert_eq!(first.tier_values.len(), 3);
+    let fields = sb.lead_fields();
+    for id in [
+        &first.score_field,
+        &first.tier_field,
+        &first.breakdown_field,
+    ] {
+        let f = fields.iter().find(|f| f.id.to_string() == *id).unwrap();
+        assert!(f.is_api_only, "{}", f.name);
+    }
+    let again = crm.setup_fields(&none, &tiers()).await.unwrap();
+    assert!(again.created.is_empty());
+    assert_eq!(
+        (again.score_field, again.tier_field, again.tier_values),
+        (first.score_field, first.tier_field, first.tier_values)
+    );
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn fetch_write_and_task_round_trip() {
+    let sb = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    let industry =
+        sb.create_lead_field(FieldSpec::select("Отрасль", &["Производство", "Ритейл"]));
+    let client = client_for(&sb);
+    let (_, mut fields) = configured(&sb, &client).await;
+    fields
+        .map
+        .insert("industry".into(), industry.id.to_string());
+    let crm = crm_with(&sb, &client);
+    let ts = TaskSection::default();
+    let company = sb.add_company(NewCompany::named("ООО Ромашка"));
+    let contact = sb
+        .add_contact(
+            NewContact::named("Иван Петров")
+                .position("Генеральный директор")
+                .email("ivan@romashka.ru")
+                .phone("+7 900 000-00-00")
+                .company(company),
+        )
+        .unwrap();
+    let lead = sb
+        .add_lead(
+            NewLead::named("Поставка станков")
+                .price(150_000)
+                .field(industry.id, FieldValue::Enum(industry.enums[0].id)),
+        )
+        .unwrap();
+    sb.link_contact(lead, contact, true).unwrap();
+    sb.link_company(lead, company).unwrap();
+    sb.add_event(NewEvent::lead(lead, "incoming_call")).unwrap();
+    sb.add_event(
+        NewEvent::lead(lead, "link_followed")
+            .after(json!([{"link": {"url": "https://site.ru/pricing"}}])),
+    )
+    .unwrap();
+    sb.add_note(lead, "common", json!({"text": "[demo] Заявка на демо"}))
+        .unwrap();
+    sb.add_note(lead, "common", json!({"text": "Перезвонить в пятницу"}))
+        .unwrap();
+
+    let id = lead.to_string();
+    let fetched = crm
+        .fetch(&fields, &[id.clone(), "424242".into(), "x".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        fetched.len(),
+        1,
+        "a missing and a non-numeric id are absent"
+    );
+    let f = &fetched[&id];
+    assert_eq!(f.lead.position.as_deref(), Some("Генеральный директор"));
+    assert_eq!(f.lead.emails, vec!["ivan@romashka.ru"]);
+    assert_eq!(f.lead.company.as_deref(), Some("ООО Ромашка"));
+    assert_eq!(f.lead.industry.as_deref(), Some("Производство"));
+    assert_eq!(f.current_score, None);
+    let kinds: Vec<&str> = f.activities.iter().map(|a| a.kind.as_str()).collect();
+    for k in ["call", "page_view", "demo_request", "comment"] {
+        assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
+    }
+    let pv = f
+        .activities
+        .iter()
+        .find(|a| a.kind == ActivityKind::PageView)
+        .unwrap();
+    assert_eq!(pv.url.as_deref(), Some("https://site.ru/pricing"));
+
+    let write = ScoreWrite {
+        lead_id: id.clone(),
+        score: 82,
+        tier: "hot".into(),
+        breakdown: "82 — горячий: +15 должность".into(),
+        comment: true,
+    };
+    let out = crm
+        .write_scores(&fields, std::slice::from_ref(&write))
+        .await
+        .unwrap();
+    assert!(matches!(out.get(&id), Some(Ok(()))), "{out:?}");
+    let stored = sb.lead(lead).unwrap();
+    let score_id: u64 = fields.score.as_deref().unwrap().parse().unwrap();
+    let tier_id: u64 = fields.tier.as_deref().unwrap().parse().unwrap();
+    assert_eq!(stored.text(score_id).as_deref(), Some("82"));
+    assert_eq!(
+        stored.enum_id(tier_id).map(|e| e.to_string()),
+        fields.tier_values.get("hot").cloned()
+    );
+    assert!(sb.notes(lead).iter().any(|n| n.params["text"]
+        .as_str()
+        .is_some_and(|t| t.starts_with(OWN_NOTE_PREFIX))));
+    // The score is read back, and our own note is not mistaken for activity.
+    let again = crm.fetch(&fields, std::slice::from_ref(&id)).await.unwrap();
+    assert_eq!(again[&id].current_score, Some(82));
+    assert_eq!(again[&id].activities.len(), f.activities.len());
+
+    let marker = "leadscore:amo:1".to_string();
+    assert_eq!(crm.find_task(&ts, &id, &marker).await.unwrap(), None);
+    let task = crm
+        .create_task(
+            &ts,
+            &TaskRequest {
+            lead_id: id.clone(),
+            responsible_id: Some("3493061".into()),
+            title: "Позвонить сейчас".into(),
+            text: "Лид набрал 82".into(),
+            deadline: Utc::now() + chrono::Duration::minutes(60),
+            marker: marker.clone(),
+        })
+        .await
+        .unwrap();
+    let tasks = sb.tasks_of(lead);
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0].task_type_id, 1);
+    assert_eq!(tasks[0].responsible_user_id, 3_493_061);
+    assert_eq!(
+        crm.find_task(&ts, &id, &marker).await.unwrap(),
+        Some(task.clone())
+    );
+    assert!(crm.task_open(&ts, &id, &task.id).await.unwrap());
+    assert!(
+        !crm.task_open(&ts, "424242", &task.id).await.unwrap(),
+        "our task id seen from another lead is not open"
+    );
+    sb.complete_task(task.id.parse().unwrap()).unwrap();
+    assert!(!crm.task_open(&ts, &id, &task.id).await.unwrap());
+    assert!(!crm.task_open(&ts, &id, "987654").await.unwrap());
+
+    let since = Utc::now() - chrono::Duration::minutes(5);
+    assert!(crm.changed_since(since).await.unwrap().contains(&id));
+    assert_eq!(sb.count_status(429), 0);
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn oauth_pair_rotates_into_sled_and_survives_a_restart() {
+    let sb = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    let lead = sb.add_lead(NewLead::named("ACME")).unwrap().to_string();
+    let initial = sb.issue_tokens().unwrap().refresh_token;
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = portal(sb.base_url());
+    p.settings = Settings::with_auth(PortalAuth::OAuth {
+        base_url: sb.base_url().into(),
+        client_id: "sandbox-client-id".into(),
+        client_secret: SecretString::from("sandbox-client-secret"),
+        redirect_uri: "https://leadscore.test/oauth/amocrm".into(),
+        refresh_token: initial.clone(),
+    });
+    {
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let crm = AmocrmCrm::new(&p, store.clone()).unwrap();
+        assert_eq!(
+            crm.fetch(&p.fields, std::slice::from_ref(&lead)).await.unwrap().len(),
+            1
+        );
+        let raw = store.meta_get(&vault_key(NAME, "amo")).unwrap().unwrap();
+        assert!(
+            !raw.contains(initial.expose_secret()),
+            "the spent token is not kept"
+        );
+        assert!(!format!("{crm:?}").contains(initial.expose_secret()));
+    }
+    // Restart with the same config (its refresh token is spent by now) and an
+    // expired access token: the pair from sled is used and rotated again.
+    sb.expire_access_tokens();
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let crm = AmocrmCrm::new(&p, store).unwrap();
+    assert_eq!(
+        crm.fetch(&p.fields, std::slice::from_ref(&lead)).await.unwrap().len(),
+        1
+    );
+    assert_eq!(sb.refresh_uses().len(), 2);
+    assert_eq!(sb.refresh_reuses(), 0);
+    sb.shutdown().await;
+}
+
+/// The 500-lead burst of issue 4: fetch and write 500 leads at 7 req/s with no 429.
+/// Prints requests per lead and the drain time (BENCHMARKS.md quotes them).
+#[tokio::test]
+async fn a_500_lead_burst_draws_no_429() {
+    let sb = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    let (crm, fields) = configured(&sb, &client_for(&sb)).await;
+    let mut ids = Vec::new();
+    for i in 0..500u64 {
+        let contact = sb
+            .add_contact(NewContact::named(&format!("C{i}")).email(&format!("c{i}@corp.ru")))
+            .unwrap();
+        let lead = sb.add_lead(NewLead::named(&format!("L{i}"))).unwrap();
+        sb.link_contact(lead, contact, true).unwrap();
+        if i % 5 == 0 {
+            sb.add_event(NewEvent::lead(lead, "incoming_call")).unwrap();
+        }
+        ids.push(lead.to_string());
+    }
+    let before = crm.client().stats().requests;
+    let started = Instant::now();
+    let fetched = crm.fetch(&fields, &ids).await.unwrap();
+    let fetch_requests = crm.client().stats().requests - before;
+    assert_eq!(fetched.len(), 500);
+    let writes: Vec<ScoreWrite> = ids
+        .iter()
+        .map(|id| ScoreWrite {
+            lead_id: id.clone(),
+            score: 40,
+            tier: "warm".into(),
+            breakdown: "40 — тёплый".into(),
+            comment: false,
+        })
+        .collect();
+    let out = crm.write_scores(&fields, &writes).await.unwrap();
+    assert!(out.values().all(Result::is_ok));
+    let took = started.elapsed();
+    let total = crm.client().stats().requests - before;
+    assert_eq!(sb.count_status(429), 0);
+    assert!(!sb.blocked());
+    // 2 lead lists + 2 contact lists + 50 event lists; 10 PATCHes of 50.
+    assert_eq!(fetch_requests, 54);
+    assert_eq!(total, 64);
+    eprintln!(
+        "amoCRM 500-lead burst: {total} requests ({:.3} per lead: fetch {fetch_requests}, write {}), drained in {:.1} s, 0 x 429",
+        total as f64 / 500.0,
+        total - fetch_requests,
+        took.as_secs_f64()
+    );
+    sb.shutdown().await;
+}

@@ -1,0 +1,404 @@
+//! Reading leads and their activities: `crm.lead.list` by id lists and
+//! `crm.activity.list` by lists of owner ids, full or incremental (`>=LAST_UPDATED`
+//! cursor), packed into batches; activity → lead resolution; the sweep's lead list.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use leadscore_bitrix24::batch::{BatchCommand, CommandResult};
+use leadscore_bitrix24::client::{decode, decode_list};
+use leadscore_bitrix24::error::Error;
+use leadscore_bitrix24::types::{value_i64, value_text, ActivityRecord, LeadRecord};
+use serde_json::{json, Map, Value};
+
+use super::{
+    is_numeric_id, score_field, to_crm, Bitrix24Crm, ACTIVITY_SELECT, LEAD_OWNER_TYPE,
+};
+use crate::config::FieldsSection;
+use crate::crm::mapping::apply_map;
+use crate::crm::{ActivityRead, CrmError, FetchRequest, Fetched, LeadId};
+use crate::lead::Lead;
+
+/// Lead fields read for scoring (`*` = all standard fields, `UF_*` = all user fields;
+/// multi-fields must be named).
+const LEAD_SELECT: [&str; 4] = ["*", "UF_*", "EMAIL", "PHONE"];
+
+/// The lead an activity belongs to: its owner when that is a lead, else the first lead
+/// among its bindings.
+pub(super) fn lead_of_activity(raw: &Value) -> Option<LeadId> {
+    let lead_pair = |v: &Value| -> Option<String> {
+        (v.get("OWNER_TYPE_ID").and_then(value_i64) == Some(i64::from(LEAD_OWNER_TYPE)))
+            .then(|| v.get("OWNER_ID").and_then(value_text))
+            .flatten()
+    };
+    lead_pair(raw).or_else(|| {
+        raw.get("BINDINGS")
+            .and_then(Value::as_array)
+            .and_then(|b| b.iter().find_map(lead_pair))
+    })
+}
+
+
+/// Rows per list page (fixed by Bitrix24).
+const PAGE: usize = 50;
+
+/// Leads whose whole history is read share one `crm.activity.list` per this many: most
+/// leads seen for the first time are new and have a handful of activities at most, so
+/// 25 usually fit one page of 50; a busy group pages on (newest first).
+const FULL_GROUP: usize = 25;
+
+/// How far back from the portal's own clock an incremental read's cursor is set, so an
+/// activity saved while the read ran (or with a slightly older LAST_UPDATED) is never
+/// missed; re-reading a few is harmless (they merge by id).
+const CURSOR_MARGIN_SECS: i64 = 120;
+
+/// One `crm.activity.list` over several leads: all their activities (a full read) or
+/// those changed since the oldest of their cursors.
+#[derive(Debug)]
+struct ActivityGroup<'a> {
+    owners: Vec<&'a str>,
+    since: Option<String>,
+}
+
+impl ActivityGroup<'_> {
+    /// The list command; `page` = (page number, lowest ID seen so far) for a follow-up.
+    fn command(&self, g: usize, page: Option<(u32, u64)>) -> BatchCommand {
+        let mut filter = json!({"OWNER_TYPE_ID": LEAD_OWNER_TYPE, "@OWNER_ID": self.owners});
+        if let Some(since) = &self.since {
+            filter[">=LAST_UPDATED"] = json!(since);
+        }
+        let key = match page {
+            Some((n, below)) => {
+                filter["<ID"] = json!(below);
+                format!("a{g}_{n}")
+            }
+            None => format!("a{g}_1"),
+        };
+        BatchCommand::new(
+            key,
+            "crm.activity.list",
+            json!({"filter": filter, "select": ACTIVITY_SELECT, "order": {"ID": "DESC"}, "start": -1}),
+        )
+    }
+
+    /// Pages this group may read: the per-lead budget times its leads.
+    fn max_pages(&self, per_lead: u32) -> u32 {
+        per_lead.saturating_mul(self.owners.len() as u32).max(1)
+    }
+}
+
+/// The group index of an activity command key (`a{g}_{page}`).
+fn group_of_key(key: &str) -> Option<usize> {
+    key.strip_prefix('a')?.split('_').next()?.parse().ok()
+}
+
+/// Group the leads that need activities: full reads by [`FULL_GROUP`], incremental
+/// ones by 50 with neighbouring cursors together (a group reads from its oldest).
+fn activity_groups<'a>(modes: &BTreeMap<&'a str, &ActivityRead>) -> Vec<ActivityGroup<'a>> {
+    let mut full = Vec::new();
+    let mut since: Vec<(&str, &str)> = Vec::new();
+    for (id, mode) in modes {
+        match mode {
+            ActivityRead::Full => full.push(*id),
+            ActivityRead::Since(c) if DateTime::parse_from_rfc3339(c).is_ok() => {
+                since.push((*id, c.as_str()))
+            }
+            ActivityRead::Since(_) => full.push(*id),
+            ActivityRead::Skip => {}
+        }
+    }
+    since.sort_by(|a, b| a.1.cmp(b.1));
+    let mut groups: Vec<ActivityGroup<'a>> = full
+        .chunks(FULL_GROUP)
+        .map(|c| ActivityGroup {
+            owners: c.to_vec(),
+            since: None,
+        })
+        .collect();
+    groups.extend(since.chunks(PAGE).map(|c| ActivityGroup {
+        owners: c.iter().map(|(id, _)| *id).collect(),
+        since: c.first().map(|(_, cur)| (*cur).to_string()),
+    }));
+    groups
+}
+
+/// The cursor for the next incremental read: when the portal started this read (its
+/// own clock, from `result_time`), less a margin; our clock if it gave no time.
+fn read_cursor(time: Option<&leadscore_bitrix24::types::Time>) -> String {
+    let started = time
+        .and_then(|t| t.start)
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .and_then(|s| DateTime::from_timestamp(s as i64, 0))
+        .unwrap_or_else(|| Utc::now() - chrono::Duration::seconds(CURSOR_MARGIN_SECS));
+    (started - chrono::Duration::seconds(CURSOR_MARGIN_SECS))
+        .to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// The first error of a set of command results, preferring the most actionable kind.
+fn first_error<'a>(results: impl Iterator<Item = &'a CommandResult>) -> Option<Error> {
+    let mut errors: Vec<&Error> = results.filter_map(|r| r.result.as_ref().err()).collect();
+    errors.sort_by_key(|e| match e {
+        Error::Auth { .. } => 0,
+        Error::Overload => 1,
+        e if e.is_retryable() => 2,
+        _ => 3,
+    });
+    errors.first().map(|e| (*e).clone())
+}
+
+impl Bitrix24Crm {
+    /// Translate one `crm.lead.list` row to the neutral lead and the score stored on it.
+    pub(super) fn lead_from(
+        &self,
+        fields: &FieldsSection,
+        raw: &Map<String, Value>,
+    ) -> Result<(Lead, Option<i32>), CrmError> {
+        let rec: LeadRecord =
+            decode("crm.lead.list", &Value::Object(raw.clone())).map_err(to_crm)?;
+        let name = [rec.name.as_deref(), rec.last_name.as_deref()]
+            .into_iter()
+            .flatten()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let multi = |v: &[leadscore_bitrix24::types::MultiField]| -> Vec<String> {
+            v.iter()
+                .filter_map(|m| m.value.clone())
+                .filter(|s| !s.trim().is_empty())
+                .collect()
+        };
+        let mut lead = Lead {
+            id: rec.id.clone(),
+            name: if name.is_empty() {
+                rec.title.clone()
+            } else {
+                Some(name)
+            },
+            position: rec.post.clone(),
+            emails: multi(&rec.email),
+            phones: multi(&rec.phone),
+            company: rec.company_title.clone(),
+            source: rec.source_id.clone(),
+            status: rec.status_id.clone(),
+            responsible_id: rec.assigned_by_id.clone(),
+            created_at: rec.date_create,
+            updated_at: rec.date_modify,
+            ..Lead::default()
+        };
+        apply_map(&mut lead, &fields.map, |field| match raw.get(field) {
+            Some(Value::Array(items)) => items.iter().filter_map(value_text).collect(),
+            Some(v) => value_text(v).into_iter().collect(),
+            None => Vec::new(),
+        });
+        let score = raw
+            .get(score_field(fields))
+            .and_then(value_i64)
+            .and_then(|n| i32::try_from(n).ok());
+        Ok((lead, score))
+    }
+
+    /// Find the leads that activities belong to (`None`: not bound to a lead, or gone).
+    pub(super) async fn resolve(
+        &self,
+        activity_ids: &[String],
+    ) -> Result<BTreeMap<String, Option<LeadId>>, CrmError> {
+        // `crm.activity.list` filtered by a list of IDs (not one `.get` each): one
+        // command answers up to 50 activity events, and it can select `BINDINGS`, so an
+        // activity owned by a deal but also bound to a lead still finds its lead; a
+        // deleted activity is simply absent rather than an error text to interpret.
+        let mut out = BTreeMap::new();
+        let mut wanted = Vec::new();
+        for id in activity_ids.iter().collect::<BTreeSet<_>>() {
+            out.insert(id.clone(), None);
+            if is_numeric_id(id) {
+                wanted.push(id.as_str());
+            }
+        }
+        let cmds: Vec<BatchCommand> = wanted
+            .chunks(PAGE)
+            .enumerate()
+            .map(|(i, ids)| {
+                BatchCommand::new(
+                    format!("g{i}"),
+                    "crm.activity.list",
+                    json!({"filter": {"@ID": ids}, "select": ["ID", "OWNER_ID", "OWNER_TYPE_ID", "BINDINGS"], "order": {"ID": "ASC"}, "start": -1}),
+                )
+            })
+            .collect();
+        if cmds.is_empty() {
+            return Ok(out);
+        }
+        let results = self.client.batch_all(cmds).await.map_err(to_crm)?;
+        if let Some(e) = first_error(results.values()) {
+            return Err(to_crm(e));
+        }
+        for r in results.values() {
+            let rows: Vec<Value> =
+                decode_list("crm.activity.list", r.result.as_ref().expect("checked"))
+                    .map_err(to_crm)?;
+            for row in rows {
+                if let Some(id) = row.get("ID").and_then(value_text) {
+                    out.insert(id, lead_of_activity(&row));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Leads with their whole activity history.
+    pub(super) async fn fetch_full(
+        &self,
+        fields: &FieldsSection,
+        lead_ids: &[LeadId],
+    ) -> Result<BTreeMap<LeadId, Fetched>, CrmError> {
+        let requests: Vec<FetchRequest> = lead_ids
+            .iter()
+            .map(|id| FetchRequest {
+                id: id.clone(),
+                activities: ActivityRead::Full,
+            })
+            .collect();
+        self.fetch_requests(fields, &requests).await
+    }
+
+    /// Leads with as much activity as each request asks for (the input snapshot's
+    /// [`ActivityRead`]): full histories by groups of [`FULL_GROUP`], incremental reads
+    /// from `>=LAST_UPDATED` cursors, none for echoes.
+    pub(super) async fn fetch_requests(
+        &self,
+        fields: &FieldsSection,
+        requests: &[FetchRequest],
+    ) -> Result<BTreeMap<LeadId, Fetched>, CrmError> {
+        let mut modes: BTreeMap<&str, &ActivityRead> = BTreeMap::new();
+        for r in requests.iter().filter(|r| is_numeric_id(&r.id)) {
+            modes.insert(r.id.as_str(), &r.activities);
+        }
+        if modes.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let ids: Vec<&str> = modes.keys().copied().collect();
+        let mut cmds = Vec::new();
+        for (i, chunk) in ids.chunks(PAGE).enumerate() {
+            cmds.push(BatchCommand::new(
+                format!("l{i}"),
+                "crm.lead.list",
+                json!({"filter": {"@ID": chunk}, "select": LEAD_SELECT, "order": {"ID": "ASC"}, "start": -1}),
+            ));
+        }
+        let groups = activity_groups(&modes);
+        for (g, group) in groups.iter().enumerate() {
+            cmds.push(group.command(g, None));
+        }
+        let results = self.client.batch_all(cmds).await.map_err(to_crm)?;
+        if let Some(e) = first_error(results.values()) {
+            return Err(to_crm(e));
+        }
+        let mut out = BTreeMap::new();
+        for (key, r) in results.iter().filter(|(k, _)| k.starts_with('l')) {
+            let rows: Vec<Map<String, Value>> =
+                decode_list("crm.lead.list", r.result.as_ref().expect("checked"))
+                    .map_err(to_crm)?;
+            for raw in rows {
+                let (lead, current_score) = self.lead_from(fields, &raw)?;
+                tracing::trace!(batch = %key, lead = %lead.id, "lead fetched");
+                let mode = modes.get(lead.id.as_str()).copied();
+                let mut f = Fetched::complete(lead, Vec::new(), current_score);
+                f.activities_complete = mode == Some(&ActivityRead::Full);
+                out.insert(f.lead.id.clone(), f);
+            }
+        }
+        // Activities: the first page of every group is in `results`; a full page means
+        // there may be more (older ones, newest first), read in follow-up batches up to
+        // the group's page budget.
+        let mut pending: Vec<(usize, u32, CommandResult)> = results
+            .into_iter()
+            .filter_map(|(k, r)| group_of_key(&k).map(|g| (g, 1, r)))
+            .collect();
+        while !pending.is_empty() {
+            let mut more = Vec::new();
+            for (g, page, r) in pending {
+                let group = &groups[g];
+                let rows: Vec<ActivityRecord> =
+                    decode_list("crm.activity.list", r.result.as_ref().expect("checked"))
+                        .map_err(to_crm)?;
+                let cursor = read_cursor(r.time.as_ref());
+                for id in &group.owners {
+                    if let Some(f) = out.get_mut(*id) {
+                        if f.activity_cursor.as_ref().is_none_or(|c| *c > cursor) {
+                            f.activity_cursor = Some(cursor.clone());
+                        }
+                    }
+                }
+                let oldest = rows.iter().filter_map(|a| a.id.parse::<u64>().ok()).min();
+                for a in &rows {
+                    let owner = a.owner_id.as_deref().unwrap_or("");
+                    if let Some(f) = out.get_mut(owner) {
+                        f.activities.extend(self.classifier.classify(a));
+                    }
+                }
+                if rows.len() >= PAGE && page < group.max_pages(self.max_activity_pages) {
+                    if let Some(oldest) = oldest {
+                        more.push((g, page + 1, group.command(g, Some((page + 1, oldest)))));
+                    }
+                }
+            }
+            if more.is_empty() {
+                break;
+            }
+            let pages: BTreeMap<String, (usize, u32)> = more
+                .iter()
+                .map(|(g, p, c)| (c.key.clone(), (*g, *p)))
+                .collect();
+            let results = self
+                .client
+                .batch_all(more.into_iter().map(|(_, _, c)| c).collect())
+                .await
+                .map_err(to_crm)?;
+            if let Some(e) = first_error(results.values()) {
+                return Err(to_crm(e));
+            }
+            pending = results
+                .into_iter()
+                .filter_map(|(k, r)| pages.get(&k).map(|(g, p)| (*g, *p, r)))
+                .collect();
+        }
+        for f in out.values_mut() {
+            f.activities
+                .sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.id.cmp(&b.id)));
+            f.activities.dedup_by(|a, b| a.id == b.id);
+        }
+        Ok(out)
+    }
+
+    /// Leads modified at or after `since` (the reconciliation sweep).
+    pub(super) async fn changed(&self, since: DateTime<Utc>) -> Result<Vec<LeadId>, CrmError> {
+        let mut out = Vec::new();
+        let mut last: u64 = 0;
+        let since = since.to_rfc3339_opts(SecondsFormat::Secs, false);
+        // Bounded: 2,000 pages = 100,000 leads per sweep; the next sweep continues.
+        for _ in 0..2000 {
+            let (rows, _) = self
+                .client
+                .lead_list(
+                    json!({">=DATE_MODIFY": since, ">ID": last}),
+                    &["ID", "DATE_MODIFY"],
+                    json!({"ID": "ASC"}),
+                    None,
+                )
+                .await
+                .map_err(to_crm)?;
+            let n = rows.len();
+            for r in rows {
+                if let Ok(id) = r.id.parse::<u64>() {
+                    last = last.max(id);
+                }
+                out.push(r.id);
+            }
+            if n < 50 {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,333 @@
+//! The Bitrix24 adapter against the sandbox portal over real HTTP on 127.0.0.1.
+
+use chrono::Utc;
+use leadscore_bitrix24::types::value_text;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+
+use super::*;
+use super::settings::{Auth as PortalAuth, Settings};
+use crate::config::{RateLimitSection, TaskKind, TaskSection};
+use crate::crm::vault::vault_key;
+use crate::lead::ActivityKind;
+use leadscore_bitrix24::sandbox::{RateLimit, Sandbox, SandboxHandle, SandboxOptions};
+
+fn portal_for(sb: &SandboxHandle, kind: TaskKind) -> Portal {
+    let mut fields = FieldsSection::default();
+    fields.map.insert("revenue".into(), "UF_CRM_REVENUE".into());
+    Portal {
+        id: "sbx".into(),
+        crm: NAME,
+        settings: Settings::with_auth(PortalAuth::Webhook {
+            url: sb.webhook_url(),
+        }),
+        rate_limit: RateLimitSection {
+            per_second: 20.0,
+            burst: 20,
+            operating_limit_secs: None,
+            operating_window_secs: None,
+        },
+        fields,
+        task: TaskSection {
+            kind,
+            ..TaskSection::default()
+        },
+        threshold: 70,
+        rearm_below: 60,
+    }
+}
+
+async fn start() -> SandboxHandle {
+    Sandbox::start(SandboxOptions {
+        rate_limit: Some(RateLimit {
+            burst: 20.0,
+            drain_per_sec: 20.0,
+        }),
+        ..SandboxOptions::default()
+    })
+    .await
+    .unwrap()
+}
+
+fn tiers() -> Vec<(String, String)> {
+    [("cold", "Холодный"), ("warm", "Тёплый"), ("hot", "Горячий")]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+/// A CRM whose config holds what `setup` printed.
+async fn configured(sb: &SandboxHandle, kind: TaskKind) -> (Bitrix24Crm, Portal) {
+    let mut portal = portal_for(sb, kind);
+    let (_dir, store) = test_store();
+    let bare = Bitrix24Crm::new(&portal, store).unwrap();
+    let setup = bare.setup_fields(&portal.fields, &tiers()).await.unwrap();
+    portal.fields.score = Some(setup.score_field);
+    portal.fields.tier = Some(setup.tier_field);
+    portal.fields.breakdown = Some(setup.breakdown_field);
+    portal.fields.tier_values = setup.tier_values;
+    (bare, portal)
+}
+
+/// The token set the vault holds for the `sbx` portal.
+fn stored_tokens(store: &Store) -> leadscore_bitrix24::client::OAuthTokens {
+    let raw = store.meta_get(&vault_key(NAME, "sbx")).unwrap().unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    tokens_from_json(&doc["pair"]).unwrap()
+}
+
+/// A store in a temp dir; keep the `TempDir` alive as long as the store.
+fn test_store() -> (tempfile::TempDir, Arc<Store>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    (dir, Arc::new(store))
+}
+
+#[tokio::test]
+async fn setup_is_idempotent_and_returns_enum_ids() {
+    let sb = start().await;
+    let (_dir, store) = test_store();
+    let portal = portal_for(&sb, TaskKind::Task);
+    let crm = Bitrix24Crm::new(&portal, store).unwrap();
+    let first = crm.setup_fields(&portal.fields, &tiers()).await.unwrap();
+    assert_eq!(first.created.len(), 3);
+    assert_eq!(first.score_field, DEFAULT_SCORE_FIELD);
+    assert_eq!(first.tier_values.len(), 3);
+    let second = crm.setup_fields(&portal.fields, &tiers()).await.unwrap();
+    assert!(second.created.is_empty());
+    assert_eq!(second.tier_values, first.tier_values);
+    assert_eq!(sb.userfields().len(), 3);
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn fetch_write_and_tasks_in_few_requests() {
+    let sb = start().await;
+    let (crm, portal) = configured(&sb, TaskKind::Task).await;
+    let (fs, ts) = (&portal.fields, &portal.task);
+    let mut ids = Vec::new();
+    for i in 0..60 {
+        let id = sb
+            .add_lead(
+                json!({"TITLE": format!("Lead {i}"), "NAME": "Olga", "POST": "Director",
+                "EMAIL": [{"VALUE": format!("o{i}@corp.test"), "VALUE_TYPE": "WORK"}],
+                "ASSIGNED_BY_ID": 1, "UF_CRM_REVENUE": "5000000"}),
+            )
+            .unwrap();
+        sb.add_activity(
+            json!({"OWNER_TYPE_ID": 1, "OWNER_ID": id, "TYPE_ID": 6, "PROVIDER_ID": "REST_APP",
+            "SUBJECT": "[demo] Demo request", "START_TIME": "2026-11-20T10:00:00+03:00"}),
+        )
+        .unwrap();
+        ids.push(id.to_string());
+    }
+    // One busy lead: 120 activities = 3 pages.
+    for n in 0..119 {
+        sb.add_activity(
+            json!({"OWNER_TYPE_ID": 1, "OWNER_ID": ids[0], "TYPE_ID": 2, "DIRECTION": 1,
+            "SUBJECT": format!("call {n}"), "START_TIME": "2026-11-21T10:00:00+03:00"}),
+        )
+        .unwrap();
+    }
+    sb.reset_counters();
+    let mut wanted = ids.clone();
+    wanted.push("99999".into()); // deleted / unknown: absent from the answer
+    let fetched = crm.fetch(fs, &wanted).await.unwrap();
+    assert_eq!(fetched.len(), 60);
+    // 2 lead lists + 3 activity lists (25 leads each) = 5 commands = 1 batch; then
+    // pages 2 and 3 of the busy lead's group: 2 more (before: one list per lead,
+    // 62 commands in 2 batches, then the same 2 pages).
+    assert_eq!(sb.counters().requests, 3, "{:?}", sb.counters());
+    assert_eq!(sb.counters().by_method["crm.activity.list"], 5);
+    let busy = &fetched[&ids[0]];
+    assert_eq!(busy.activities.len(), 120);
+    let f = &fetched[&ids[5]];
+    assert_eq!(f.lead.position.as_deref(), Some("Director"));
+    assert_eq!(f.lead.emails, vec!["o5@corp.test"]);
+    assert_eq!(f.lead.revenue, Some(5_000_000.0));
+    assert_eq!(f.activities.len(), 1);
+    assert_eq!(f.activities[0].kind, ActivityKind::DemoRequest);
+    assert_eq!(f.current_score, None);
+
+    // Write back 60 scores with comments: 120 commands = 3 batches.
+    sb.reset_counters();
+    let writes: Vec<ScoreWrite> = ids
+        .iter()
+        .map(|id| ScoreWrite {
+            lead_id: id.clone(),
+            score: 75,
+            tier: "hot".into(),
+            breakdown: "Demo request +20".into(),
+            comment: true,
+        })
+        .collect();
+    let res = crm.write_scores(fs, &writes).await.unwrap();
+    assert!(res.values().all(Result::is_ok), "{res:?}");
+    assert_eq!(sb.counters().requests, 3);
+    assert_eq!(sb.comments().len(), 60);
+    let again = crm.fetch(fs, &ids[..1]).await.unwrap();
+    assert_eq!(again[&ids[0]].current_score, Some(75));
+    let lead = sb.get_lead(ids[0].parse().unwrap()).unwrap();
+    let hot = &fs.tier_values["hot"];
+    assert_eq!(
+        value_text(&lead[fs.tier.as_ref().unwrap()]).as_deref(),
+        Some(hot.as_str())
+    );
+    // A lead that does not exist fails alone.
+    let res = crm
+        .write_scores(
+            fs,
+            &[
+            ScoreWrite {
+                lead_id: "99999".into(),
+                ..writes[0].clone()
+            },
+            writes[1].clone(),
+        ])
+        .await
+        .unwrap();
+    assert!(
+        matches!(res["99999"], Err(CrmError::Rejected(_))),
+        "{res:?}"
+    );
+    assert!(res[&ids[1]].is_ok());
+
+    // Task: created once, found by marker, closed when the rep completes it.
+    let req = TaskRequest {
+        lead_id: ids[2].clone(),
+        responsible_id: Some("1".into()),
+        title: "Позвонить сейчас".into(),
+        text: "75 баллов".into(),
+        deadline: Utc::now() + chrono::Duration::hours(1),
+        marker: "leadscore:sbx:2:1".into(),
+    };
+    assert_eq!(crm.find_task(ts, &ids[2], &req.marker).await.unwrap(), None);
+    let t = crm.create_task(ts, &req).await.unwrap();
+    let found = crm.find_task(ts, &ids[2], &req.marker).await.unwrap().unwrap();
+    assert_eq!(
+        found,
+        TaskRef {
+            id: t.id.clone(),
+            open: true
+        }
+    );
+    assert!(crm.task_open(ts, &ids[2], &t.id).await.unwrap());
+    assert!(
+        !crm.task_open(ts, &ids[3], &t.id).await.unwrap(),
+        "another lead's view of our task id is not open"
+    );
+    sb.complete_task(t.id.parse().unwrap()).unwrap();
+    assert!(!crm.task_open(ts, &ids[2], &t.id).await.unwrap());
+    assert_eq!(sb.tasks().len(), 1);
+
+    // Activities resolve to their lead.
+    let act_id = sb
+        .activities()
+        .iter()
+        .find(|a| a["OWNER_ID"] == json!(ids[3]))
+        .unwrap()["ID"]
+        .clone();
+    let act_id = value_text(&act_id).unwrap();
+    let bound = sb
+        .add_activity(json!({"OWNER_TYPE_ID": 2, "OWNER_ID": 1, "TYPE_ID": 2,
+            "BINDINGS": [{"OWNER_TYPE_ID": 2, "OWNER_ID": 1}, {"OWNER_TYPE_ID": 1, "OWNER_ID": ids[4]}],
+            "START_TIME": "2026-11-21T10:00:00+03:00"}))
+        .unwrap()
+        .to_string();
+    let map = crm
+        .resolve_activities(&[act_id.clone(), bound.clone(), "424242".into()])
+        .await
+        .unwrap();
+    assert_eq!(map[&act_id].as_deref(), Some(ids[3].as_str()));
+    assert_eq!(map[&bound].as_deref(), Some(ids[4].as_str()));
+    assert_eq!(map["424242"], None);
+
+    // The sweep sees every lead modified since a time in the past.
+    let changed = crm
+        .changed_since(Utc::now() - chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(changed.len(), 60);
+    assert_eq!(sb.count_status(503), 0);
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn todo_kind_uses_crm_todos() {
+    let sb = start().await;
+    let (crm, portal) = configured(&sb, TaskKind::Todo).await;
+    let ts = &portal.task;
+    let id = sb
+        .add_lead(json!({"TITLE": "x", "ASSIGNED_BY_ID": 1}))
+        .unwrap()
+        .to_string();
+    let req = TaskRequest {
+        lead_id: id.clone(),
+        responsible_id: None,
+        title: "Call".into(),
+        text: "now".into(),
+        deadline: Utc::now() + chrono::Duration::hours(1),
+        marker: "leadscore:sbx:todo:1".into(),
+    };
+    let t = crm.create_task(ts, &req).await.unwrap();
+    assert_eq!(sb.todos().len(), 1);
+    let found = crm.find_task(ts, &id, &req.marker).await.unwrap().unwrap();
+    assert_eq!(found.id, t.id);
+    assert!(crm.task_open(ts, &id, &t.id).await.unwrap());
+    assert!(!crm.task_open(ts, "424242", &t.id).await.unwrap());
+    sb.update_activity(t.id.parse().unwrap(), json!({"COMPLETED": "Y"}))
+        .unwrap();
+    assert!(!crm.task_open(ts, &id, &t.id).await.unwrap());
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn oauth_tokens_rotate_into_the_store_and_survive_a_restart() {
+    use leadscore_bitrix24::sandbox::OAuthOptions;
+    let sb = Sandbox::start(SandboxOptions {
+        rate_limit: None,
+        oauth: Some(OAuthOptions {
+            client_id: "app.lead".into(),
+            client_secret: SecretString::from("cs"),
+            access_token: SecretString::from("at0"),
+            refresh_token: SecretString::from("rt0"),
+            access_ttl: std::time::Duration::from_secs(3600),
+        }),
+        ..SandboxOptions::default()
+    })
+    .await
+    .unwrap();
+    let mut portal = portal_for(&sb, TaskKind::Task);
+    portal.settings = Settings::with_auth(PortalAuth::OAuth {
+        base_url: sb.client_endpoint(),
+        client_id: "app.lead".into(),
+        client_secret: SecretString::from("cs"),
+        refresh_token: SecretString::from("rt0"),
+    });
+    let id = sb.add_lead(json!({"TITLE": "x"})).unwrap().to_string();
+    let (_dir, store) = test_store();
+    // No access token at start: the first call refreshes and stores the new pair.
+    let crm =
+        Bitrix24Crm::with_oauth_server(&portal, store.clone(), &sb.oauth_token_url()).unwrap();
+    assert_eq!(crm.fetch(&portal.fields, std::slice::from_ref(&id)).await.unwrap().len(), 1);
+    let saved = stored_tokens(&store);
+    let (_, portal_rt) = sb.oauth_tokens().unwrap();
+    assert_eq!(
+        saved.refresh_token.expose_secret(),
+        portal_rt.expose_secret()
+    );
+    assert_ne!(portal_rt.expose_secret(), "rt0");
+    // A restart reads the rotated token (the config's rt0 is spent) and keeps working
+    // after the access token expires.
+    drop(crm);
+    sb.expire_access_tokens();
+    let crm =
+        Bitrix24Crm::with_oauth_server(&portal, store.clone(), &sb.oauth_token_url()).unwrap();
+    assert_eq!(crm.fetch(&portal.fields, std::slice::from_ref(&id)).await.unwrap().len(), 1);
+    let again = stored_tokens(&store);
+    assert_ne!(
+        again.refresh_token.expose_secret(),
+        saved.refresh_token.expose_secret()
+    );
+    sb.shutdown().await;
+}

@@ -1,0 +1,146 @@
+//! The call-now task: a Bitrix24 task bound to the lead (`UF_CRM_TASK = L_<id>`) or
+//! the CRM-native to-do on the lead card, as `[portal.task] kind` says. The recovery
+//! marker is put into the description so a task created just before a crash is found.
+
+use chrono::SecondsFormat;
+use leadscore_bitrix24::client::task_fields;
+use leadscore_bitrix24::types::TaskRecord;
+use serde_json::json;
+
+use super::{is_numeric_id, to_crm, Bitrix24Crm, ACTIVITY_SELECT, LEAD_OWNER_TYPE};
+use crate::config::{TaskKind, TaskSection};
+use crate::crm::{CrmError, TaskRef, TaskRequest};
+
+impl Bitrix24Crm {
+    /// Our task (or to-do) on a lead, found by its marker.
+    pub(super) async fn find(
+        &self,
+        settings: &TaskSection,
+        lead_id: &str,
+        marker: &str,
+    ) -> Result<Option<TaskRef>, CrmError> {
+        if !is_numeric_id(lead_id) {
+            return Ok(None);
+        }
+        if settings.kind == TaskKind::Todo {
+            return self.find_todo(lead_id, marker).await;
+        }
+        let tasks = self
+            .client
+            .task_list(
+                json!({"UF_CRM_TASK": format!("L_{lead_id}")}),
+                &["ID", "TITLE", "DESCRIPTION", "STATUS", "RESPONSIBLE_ID"],
+            )
+            .await
+            .map_err(to_crm)?;
+        Ok(tasks
+            .into_iter()
+            .find(|t| t.description.as_deref().is_some_and(|d| d.contains(marker)))
+            .map(|t| TaskRef {
+                open: t.is_open(),
+                id: t.id,
+            }))
+    }
+
+    /// Our to-do on a lead: `CRM_TODO` activities of the lead, by marker.
+    async fn find_todo(&self, lead_id: &str, marker: &str) -> Result<Option<TaskRef>, CrmError> {
+        let (items, _) = self
+            .client
+            .activity_list(
+                json!({"OWNER_TYPE_ID": LEAD_OWNER_TYPE, "OWNER_ID": lead_id, "PROVIDER_ID": "CRM_TODO"}),
+                &ACTIVITY_SELECT,
+                json!({"ID": "DESC"}),
+                Some(0),
+            )
+            .await
+            .map_err(to_crm)?;
+        Ok(items
+            .into_iter()
+            .find(|a| a.description.as_deref().is_some_and(|d| d.contains(marker)))
+            .map(|a| TaskRef {
+                open: a.completed.as_deref() != Some("Y"),
+                id: a.id,
+            }))
+    }
+
+    /// Create the call-now task (`tasks.task.add`) or to-do (`crm.activity.todo.add`).
+    pub(super) async fn create(
+        &self,
+        settings: &TaskSection,
+        task: &TaskRequest,
+    ) -> Result<TaskRef, CrmError> {
+        if !is_numeric_id(&task.lead_id) {
+            return Err(CrmError::Rejected(format!(
+                "{:?} is not a lead id",
+                task.lead_id
+            )));
+        }
+        let responsible = task
+            .responsible_id
+            .clone()
+            .or_else(|| settings.fallback_responsible_id.clone());
+        let description = format!("{}\n\n{}", task.text, task.marker);
+        match settings.kind {
+            TaskKind::Task => {
+                let fields = task_fields(
+                    &task.lead_id,
+                    &task.title,
+                    &description,
+                    responsible.as_deref(),
+                    task.deadline,
+                );
+                let t: TaskRecord = self.client.task_add(fields).await.map_err(to_crm)?;
+                Ok(TaskRef {
+                    id: t.id,
+                    open: true,
+                })
+            }
+            TaskKind::Todo => {
+                let mut params = json!({
+                    "ownerTypeId": LEAD_OWNER_TYPE,
+                    "ownerId": task.lead_id,
+                    "deadline": task.deadline.to_rfc3339_opts(SecondsFormat::Secs, true),
+                    "title": task.title,
+                    "description": description,
+                });
+                if let Some(r) = responsible {
+                    params["responsibleId"] = json!(r);
+                }
+                let id = self.client.todo_add(params).await.map_err(to_crm)?;
+                Ok(TaskRef { id, open: true })
+            }
+        }
+    }
+
+    /// Is our task still open? Only a task bound to `lead_id` counts: a task id that
+    /// now belongs to another lead (or to none) is not this lead's open task.
+    pub(super) async fn open(
+        &self,
+        settings: &TaskSection,
+        lead_id: &str,
+        task_id: &str,
+    ) -> Result<bool, CrmError> {
+        if !is_numeric_id(task_id) || !is_numeric_id(lead_id) {
+            return Ok(false);
+        }
+        match settings.kind {
+            TaskKind::Task => {
+                let tasks = self
+                    .client
+                    .task_list(
+                        json!({ "ID": task_id, "UF_CRM_TASK": format!("L_{lead_id}") }),
+                        &["ID", "STATUS"],
+                    )
+                    .await
+                    .map_err(to_crm)?;
+                Ok(tasks.iter().any(|t| t.id == task_id && t.is_open()))
+            }
+            TaskKind::Todo => match self.client.activity_get(task_id).await {
+                Ok(a) => Ok(a.owner_id.as_deref() == Some(lead_id)
+                    && a.completed.as_deref() != Some("Y")),
+                Err(e) if e.is_not_found() => Ok(false),
+                Err(e) => Err(to_crm(e)),
+            },
+        }
+    }
+}
