@@ -125,7 +125,7 @@ fn hup(child: &std::process::Child) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_real_daemon_and_survives_a_broken_file() {
-    use leadscore_bitrix24::sandbox::{Sandbox, SandboxOptions};
+    use leadscore_bitrix24_sandbox::{Sandbox, SandboxOptions};
     const TOKEN: &str = "sighup-test-token-0123456789abcdef";
     let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();

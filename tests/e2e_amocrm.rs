@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use leadscore::app::{self, Running};
 use leadscore::config::Config;
 use leadscore::demo_amocrm::{self, FitFields};
-use leadscore_amocrm::sandbox::{
+use leadscore_amocrm_sandbox::{
     FieldValue, NewContact, NewLead, Sandbox, SandboxHandle, SandboxOptions,
 };
 use serde_json::json;

@@ -5,7 +5,7 @@ mod common;
 
 use common::{Daemon, Options};
 use leadscore::demo;
-use leadscore_bitrix24::sandbox::{FaultConfig, SandboxOptions};
+use leadscore_bitrix24_sandbox::{FaultConfig, SandboxOptions};
 use serde_json::json;
 
 /// The 2018 capture from the CRM notes, verbatim (no event_handler_id).

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use common::{Daemon, Options};
 use leadscore::crm::Subject;
 use leadscore::store::pending_key;
-use leadscore_bitrix24::sandbox::{FaultConfig, FaultKind, SandboxOptions};
+use leadscore_bitrix24_sandbox::{FaultConfig, FaultKind, SandboxOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

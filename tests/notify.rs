@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use leadscore::demo;
-use leadscore_bitrix24::sandbox::{Sandbox, SandboxOptions};
+use leadscore_bitrix24_sandbox::{Sandbox, SandboxOptions};
 use tokio::net::UnixDatagram;
 
 /// Kills the daemon if the test fails half-way.

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use leadscore_bitrix24::sandbox::SandboxOptions;
+use leadscore_bitrix24_sandbox::SandboxOptions;
 use secrecy::ExposeSecret;
 
 #[test]

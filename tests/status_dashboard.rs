@@ -12,7 +12,7 @@ use leadscore::crm::TaskRef;
 use leadscore::demo;
 use leadscore::status::StatusReport;
 use leadscore::store::Crossing;
-use leadscore_bitrix24::sandbox::{Sandbox, SandboxHandle, SandboxOptions};
+use leadscore_bitrix24_sandbox::{Sandbox, SandboxHandle, SandboxOptions};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;

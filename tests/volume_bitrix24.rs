@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::{Daemon, Options};
 use leadscore::config::{Config, RateLimitSection};
-use leadscore_bitrix24::sandbox::{OperatingLimit, RateLimit, SandboxOptions};
+use leadscore_bitrix24_sandbox::{OperatingLimit, RateLimit, SandboxOptions};
 use serde_json::json;
 
 const LEADS: usize = 1000;

@@ -1205,7 +1205,7 @@ mod tests {
 mod sandbox_tests {
     use std::time::Instant;
 
-    use leadscore_amocrm::sandbox::{
+    use leadscore_amocrm_sandbox::{
         FieldSpec, FieldValue, NewCompany, NewContact, NewEvent, NewLead, Sandbox, SandboxHandle,
         SandboxOptions,
     };

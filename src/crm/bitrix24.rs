@@ -1332,7 +1332,7 @@ mod tests {
 mod sandbox_tests {
     use super::*;
     use crate::config::{CrmKind, RateLimitSection, WebhookCheck};
-    use leadscore_bitrix24::sandbox::{RateLimit, Sandbox, SandboxHandle, SandboxOptions};
+    use leadscore_bitrix24_sandbox::{RateLimit, Sandbox, SandboxHandle, SandboxOptions};
 
     fn portal_for(sb: &SandboxHandle, kind: TaskKind) -> Portal {
         let mut fields = FieldsSection::default();
@@ -1589,7 +1589,7 @@ mod sandbox_tests {
 
     #[tokio::test]
     async fn oauth_tokens_rotate_into_the_store_and_survive_a_restart() {
-        use leadscore_bitrix24::sandbox::OAuthOptions;
+        use leadscore_bitrix24_sandbox::OAuthOptions;
         let sb = Sandbox::start(SandboxOptions {
             rate_limit: None,
             oauth: Some(OAuthOptions {
