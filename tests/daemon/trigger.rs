@@ -2,7 +2,7 @@
 //! crossing, hysteresis (re-arm only below `rearm_below`), the cool-down, and never a new
 //! task while ours is still open. `trigger::apply` takes `now`, so days pass instantly.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

@@ -7,7 +7,7 @@
 //! window 60 s with a 48 s limit, costs per call unchanged), so "no pause longer than a
 //! minute" becomes "no gap over 6 s"; `--ignored` runs it at the real limits.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};

@@ -2,7 +2,7 @@
 //! Retry-After instead of growing, an intake that stays fast while the CRM hangs, and
 //! oversized request heads refused with a 4xx instead of a hang or a 500.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! The Bitrix24 path end to end: sandbox portal → webhook → sled → fetch → score →
 //! write-back → call-now task, over real HTTP on 127.0.0.1.
 
-mod common;
+use crate::common;
 
 use common::{Daemon, Options};
 use leadscore::demo;

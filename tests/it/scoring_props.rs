@@ -8,7 +8,7 @@ use leadscore::config::schema::FileConfig;
 use leadscore::lead::{Activity, ActivityKind, Direction, Lead};
 use leadscore::scoring::{Model, Score};
 
-const EXAMPLE: &str = include_str!("../config/leadscore.example.toml");
+const EXAMPLE: &str = include_str!("../../config/leadscore.example.toml");
 
 fn model() -> &'static Model {
     static MODEL: std::sync::OnceLock<Model> = std::sync::OnceLock::new();

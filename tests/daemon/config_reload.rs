@@ -1,7 +1,7 @@
 //! Config reload (what SIGHUP runs): a valid file changes the scores of new events; an
 //! invalid one is refused with its errors and the running model stays in use.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 
