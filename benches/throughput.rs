@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use leadscore::demo;
 use leadscore_bitrix24::batch::BatchCommand;
 use leadscore_bitrix24::client::{lead_update_params, Auth, Client, ClientConfig};
-use leadscore_bitrix24::sandbox::{Sandbox, SandboxHandle, SandboxOptions};
+use leadscore_bitrix24_sandbox::{Sandbox, SandboxHandle, SandboxOptions};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -167,8 +167,8 @@ async fn daemon(leads: usize) -> (Duration, usize, usize, f64) {
 
 /// The daemon against a 7 req/s amoCRM account: requests per lead, drain time, 429s.
 async fn amocrm(leads: usize) -> (Duration, usize, usize, f64) {
-    use leadscore_amocrm::sandbox::{FieldValue, NewContact, NewLead};
-    let sandbox = leadscore_amocrm::sandbox::Sandbox::start(Default::default())
+    use leadscore_amocrm_sandbox::{FieldValue, NewContact, NewLead};
+    let sandbox = leadscore_amocrm_sandbox::Sandbox::start(Default::default())
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();

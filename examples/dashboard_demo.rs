@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::Utc;
 use leadscore::{app, demo};
-use leadscore_bitrix24::sandbox::{Sandbox, SandboxOptions};
+use leadscore_bitrix24_sandbox::{Sandbox, SandboxOptions};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;

@@ -1,6 +1,6 @@
 //! What each `leadscore` subcommand does. `main.rs` only parses arguments.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -147,6 +147,7 @@ pub fn serve(config_path: &Path, format: LogFormat) -> anyhow::Result<()> {
 }
 
 /// Which sandbox `leadscore demo` starts.
+#[cfg(feature = "demo")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DemoCrm {
     Bitrix24,
@@ -154,7 +155,12 @@ pub enum DemoCrm {
 }
 
 /// `leadscore demo`.
-pub fn demo(data_dir: Option<PathBuf>, crm: DemoCrm, format: LogFormat) -> anyhow::Result<()> {
+#[cfg(feature = "demo")]
+pub fn demo(
+    data_dir: Option<std::path::PathBuf>,
+    crm: DemoCrm,
+    format: LogFormat,
+) -> anyhow::Result<()> {
     telemetry::init(format, "warn", std::io::stderr);
     let rt = runtime()?;
     let mut out = std::io::stdout();

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{DateTime, SecondsFormat, Utc};
-use leadscore_bitrix24::sandbox::{Sandbox, SandboxHandle, SandboxOptions};
+use leadscore_bitrix24_sandbox::{Sandbox, SandboxHandle, SandboxOptions};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;

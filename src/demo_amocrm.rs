@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::Utc;
-use leadscore_amocrm::sandbox::{
+use leadscore_amocrm_sandbox::{
     FieldSpec, FieldType, FieldValue, NewContact, NewLead, Sandbox, SandboxHandle, SandboxOptions,
 };
 use secrecy::ExposeSecret;
@@ -321,7 +321,7 @@ async fn settle(
     .await
 }
 
-fn text_of(lead: &leadscore_amocrm::sandbox::Lead, field: &str) -> String {
+fn text_of(lead: &leadscore_amocrm_sandbox::Lead, field: &str) -> String {
     let Ok(id) = field.parse::<u64>() else {
         return String::new();
     };

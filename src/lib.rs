@@ -10,7 +10,11 @@ pub mod config;
 pub mod crashpoint;
 pub mod crm;
 pub mod dashboard;
+/// The daemon against the Bitrix24 sandbox (`leadscore demo`); tests use it as fixtures.
+#[cfg(feature = "demo")]
 pub mod demo;
+/// The daemon against the amoCRM sandbox (`leadscore demo --crm amocrm`).
+#[cfg(feature = "demo")]
 pub mod demo_amocrm;
 pub mod intake;
 pub mod lead;

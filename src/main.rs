@@ -51,6 +51,7 @@ enum Command {
         config: PathBuf,
     },
     /// Run the daemon against a built-in sandbox CRM with sample leads: no account needed.
+    #[cfg(feature = "demo")]
     Demo {
         /// Keep the demo's state in this directory (default: a fresh temporary one).
         #[arg(long)]
@@ -126,6 +127,7 @@ fn main() -> ExitCode {
             now,
         } => cli::explain(&config, &lead, activities.as_deref(), now.as_deref()),
         Command::Serve { config } => cli::serve(&config, format),
+        #[cfg(feature = "demo")]
         Command::Demo { data_dir, crm } => cli::demo(data_dir, crm, format),
         Command::Setup { config, portal } => cli::setup(&config, &portal, format),
         Command::History {

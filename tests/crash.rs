@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use leadscore::demo;
-use leadscore_bitrix24::sandbox::{RateLimit, Sandbox, SandboxHandle, SandboxOptions};
+use leadscore_bitrix24_sandbox::{RateLimit, Sandbox, SandboxHandle, SandboxOptions};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -103,6 +103,16 @@ async fn queue_depth(http: &reqwest::Client, base: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// `text` with `from` replaced by `to`; panics if `from` is not there, so a change to
+/// the demo config cannot silently leave the scenario running on other settings.
+fn edit(text: &str, from: &str, to: &str) -> String {
+    assert!(
+        text.contains(from),
+        "the demo config no longer contains {from:?}: update this test's edit"
+    );
+    text.replace(from, to)
+}
+
 async fn run(s: Scenario) {
     let sandbox = Sandbox::start(SandboxOptions {
         rate_limit: Some(RateLimit {
@@ -117,19 +127,20 @@ async fn run(s: Scenario) {
     let prepared = demo::prepare(&sandbox, dir.path(), TOKEN).await.unwrap();
     drop(prepared.store);
     let port = free_port();
-    let text = std::fs::read_to_string(&prepared.config_path)
-        .unwrap()
-        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
-        .replace("coalesce_ms = 800", "coalesce_ms = 200")
-        .replace(
-            "sweep_interval_secs = 5",
-            "sweep_interval_secs = 3600\nretry_delays_secs = [1, 1, 1, 2, 2, 3, 5, 5, 5, 5]",
-        )
-        .replace("comment = true", "comment = false")
-        .replace(
-            "[portal.task]\n",
-            "[portal.rate_limit]\nper_second = 20.0\nburst = 100\n\n[portal.task]\n",
-        );
+    let text = std::fs::read_to_string(&prepared.config_path).unwrap();
+    let text = edit(&text, "127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    let text = edit(&text, "coalesce_ms = 800", "coalesce_ms = 200");
+    let text = edit(
+        &text,
+        "sweep_interval_secs = 5",
+        "sweep_interval_secs = 3600\nretry_delays_secs = [1, 1, 1, 2, 2, 3, 5, 5, 5, 5]",
+    );
+    let text = edit(&text, "comment = true", "comment = false");
+    let text = edit(
+        &text,
+        "[portal.task]\n",
+        "[portal.rate_limit]\nper_second = 20.0\nburst = 100\n\n[portal.task]\n",
+    );
     std::fs::write(&prepared.config_path, text).unwrap();
     let config_path = prepared.config_path.clone();
     let log = dir.path().join("daemon.log");

@@ -10,7 +10,7 @@ use leadscore::config::Config;
 use leadscore::demo;
 use leadscore::pipeline::Pipeline;
 use leadscore::store::Store;
-use leadscore_bitrix24::sandbox::{Sandbox, SandboxHandle, SandboxOptions};
+use leadscore_bitrix24_sandbox::{Sandbox, SandboxHandle, SandboxOptions};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;

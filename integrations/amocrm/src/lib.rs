@@ -1,8 +1,9 @@
 //! amoCRM (and Kommo, the same API v4 on another host) for leadscore: a typed REST
 //! client authenticated by a long-lived token or by OAuth2 with single-use refresh
 //! tokens, a per-account limiter that keeps under the 7 requests/s that amoCRM punishes
-//! with 429 and then a 403 block, the form-encoded webhook parser, and (feature
-//! `sandbox`) a faithful fake account for tests and the demo.
+//! with 429 and then a 403 block, and the form-encoded webhook parser. The fake account
+//! for tests and the demo is its own crate, `leadscore-amocrm-sandbox`, so the product
+//! never links it.
 //!
 //! This crate knows amoCRM and nothing about scoring.
 
@@ -12,9 +13,6 @@ pub mod error;
 pub mod limiter;
 pub mod types;
 pub mod webhook;
-
-#[cfg(feature = "sandbox")]
-pub mod sandbox;
 
 pub use auth::{Auth, MemoryTokenStore, OAuthSettings, TokenPair, TokenStore};
 pub use client::{Client, ClientConfig};

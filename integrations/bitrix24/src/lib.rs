@@ -1,6 +1,7 @@
 //! Bitrix24 for leadscore: a typed REST client (inbound webhook or OAuth app), request
-//! pacing shaped like the portal's leaky bucket, `batch`, the outgoing-webhook parser,
-//! and (feature `sandbox`) a faithful fake portal for tests and the demo.
+//! pacing shaped like the portal's leaky bucket, `batch` and the outgoing-webhook parser.
+//! The fake portal for tests and the demo is its own crate, `leadscore-bitrix24-sandbox`,
+//! so the product never links it.
 //!
 //! This crate knows Bitrix24 and nothing about scoring. Start with [`Client::new`]
 //! (one per portal, shared by clones) and [`webhook::parse`] for incoming events.
@@ -11,9 +12,6 @@ pub mod error;
 pub mod limiter;
 pub mod types;
 pub mod webhook;
-
-#[cfg(feature = "sandbox")]
-pub mod sandbox;
 
 pub use batch::{BatchCommand, CommandResult};
 pub use client::{

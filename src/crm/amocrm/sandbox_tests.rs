@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use leadscore_amocrm::sandbox::{
+use leadscore_amocrm_sandbox::{
     FieldSpec, FieldValue, NewCompany, NewContact, NewEvent, NewLead, Sandbox, SandboxHandle,
     SandboxOptions,
 };

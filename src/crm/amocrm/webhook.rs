@@ -192,9 +192,9 @@ mod tests {
 /// Bodies the sandbox account really POSTs (its own v2 form encoder) decode.
 #[cfg(test)]
 mod sandbox_tests {
-    use leadscore_amocrm::sandbox::{FieldSpec, FieldType, NewLead, Sandbox, SandboxOptions};
     use leadscore_amocrm::types::{FieldWrite, LeadUpdate};
     use leadscore_amocrm::{Auth, Client, ClientConfig};
+    use leadscore_amocrm_sandbox::{FieldSpec, FieldType, NewLead, Sandbox, SandboxOptions};
     use serde_json::json;
 
     use super::tests::portal;

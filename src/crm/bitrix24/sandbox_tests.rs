@@ -10,7 +10,7 @@ use super::settings::{Auth as PortalAuth, Settings};
 use crate::config::{RateLimitSection, TaskKind, TaskSection};
 use crate::crm::vault::vault_key;
 use crate::lead::ActivityKind;
-use leadscore_bitrix24::sandbox::{RateLimit, Sandbox, SandboxHandle, SandboxOptions};
+use leadscore_bitrix24_sandbox::{RateLimit, Sandbox, SandboxHandle, SandboxOptions};
 
 fn portal_for(sb: &SandboxHandle, kind: TaskKind) -> Portal {
     let mut fields = FieldsSection::default();
@@ -283,7 +283,7 @@ async fn todo_kind_uses_crm_todos() {
 
 #[tokio::test]
 async fn oauth_tokens_rotate_into_the_store_and_survive_a_restart() {
-    use leadscore_bitrix24::sandbox::OAuthOptions;
+    use leadscore_bitrix24_sandbox::OAuthOptions;
     let sb = Sandbox::start(SandboxOptions {
         rate_limit: None,
         oauth: Some(OAuthOptions {

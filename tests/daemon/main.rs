@@ -1,0 +1,18 @@
+//! Integration tests that run the real daemon (or the real binary) against the sandbox
+//! CRMs through `leadscore::demo` (feature `demo`, on by default). One binary for all of
+//! them (one link in CI instead of one per file); each former file is a module, and
+//! tests/common is shared as `crate::common`. tests/crash.rs stays its own binary: it
+//! needs the `crashpoints` feature and has a long `--ignored` run of its own.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod config_reload;
+mod e2e_amocrm;
+mod e2e_bitrix24;
+mod intake_limits;
+mod notify;
+mod secrets;
+mod status_dashboard;
+mod trigger;
+mod volume_bitrix24;
