@@ -56,6 +56,7 @@ const BITRIX24_ONLY: &[&str] = &[
     "member_id",
     "domain",
     "plan",
+    "max_event_age_secs",
 ];
 
 /// Keys that only mean something for amoCRM portals.
@@ -980,7 +981,14 @@ impl<'a> Ctx<'a> {
             domain: s.domain.clone(),
             account_id: None,
             subdomain: None,
+            max_event_age_secs: s.max_event_age_secs,
         };
+        if s.max_event_age_secs == Some(0) {
+            self.error(
+                &format!("{base}.max_event_age_secs"),
+                "must be at least 1 (leave it out to accept events of any age)",
+            );
+        }
         let rate = match s.plan.as_deref() {
             None | Some("standard") => RateLimitSection {
                 per_second: 2.0,
@@ -1157,6 +1165,7 @@ impl<'a> Ctx<'a> {
             domain: None,
             account_id: s.account_id.clone(),
             subdomain: s.subdomain.clone(),
+            max_event_age_secs: None,
         };
         let rate = RateLimitSection {
             per_second: 7.0,

@@ -112,6 +112,8 @@ pub struct WebhookCheck {
     pub account_id: Option<String>,
     /// amoCRM `account[subdomain]`.
     pub subdomain: Option<String>,
+    /// Bitrix24: refuse events whose `ts` is further than this from now (replays).
+    pub max_event_age_secs: Option<u64>,
 }
 
 impl PortalAuth {

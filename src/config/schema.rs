@@ -106,6 +106,9 @@ pub struct PortalSection {
     pub member_id: Option<String>,
     /// Expected `auth[domain]` of events (optional extra check).
     pub domain: Option<String>,
+    /// Refuse events whose `ts` is further than this from now (off when absent: the
+    /// portal may deliver late, and the sweep would have to catch what is refused).
+    pub max_event_age_secs: Option<u64>,
     /// Bitrix24 plan, for the default rate limit: "standard" (2/s, burst 50) or "enterprise" (5/s, 250).
     pub plan: Option<String>,
 
