@@ -53,6 +53,10 @@ pub struct Server {
     pub queue_limit: usize,
     pub retry_delays_secs: Vec<u64>,
     pub dashboard_token: Option<SecretString>,
+    pub max_connections: usize,
+    pub header_read_timeout_secs: u64,
+    pub body_read_timeout_secs: u64,
+    pub keep_alive_timeout_secs: u64,
 }
 
 /// One CRM account, with credentials resolved and defaults filled in.

@@ -36,6 +36,8 @@ pub struct Options {
     pub bind_events: bool,
     /// Overrides `[server] queue_limit` (most leads waiting on disk).
     pub queue_limit: Option<usize>,
+    /// Any other change to the config before the daemon starts (timeouts, tokens...).
+    pub tune: Option<fn(&mut Config)>,
 }
 
 impl Default for Options {
@@ -47,6 +49,7 @@ impl Default for Options {
             comment: false,
             bind_events: true,
             queue_limit: None,
+            tune: None,
         }
     }
 }
@@ -66,6 +69,9 @@ impl Daemon {
         if let Some(limit) = opts.queue_limit {
             config.server.queue_limit = limit;
         }
+        if let Some(tune) = opts.tune {
+            tune(&mut config);
+        }
         drop(prepared.store);
         let mut d = Daemon {
             sandbox,
@@ -79,6 +85,18 @@ impl Daemon {
         };
         d.launch(opts.bind_events).await;
         d
+    }
+
+    /// A daemon whose queue only fills (nothing becomes due, no sandbox events bound),
+    /// so what a request queued stays visible; `tune` changes the config first.
+    pub async fn start_idle(tune: Option<fn(&mut Config)>) -> Daemon {
+        Daemon::start(Options {
+            coalesce_ms: 600_000,
+            bind_events: false,
+            tune,
+            ..Options::default()
+        })
+        .await
     }
 
     async fn launch(&mut self, bind: bool) {
