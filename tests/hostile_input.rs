@@ -31,17 +31,10 @@ fn event(id: &str, ts: i64, token: &str) -> String {
     )
 }
 
+/// `common::post`, timed.
 async fn post(url: &str, body: String) -> (u16, Duration) {
     let t = Instant::now();
-    let resp = reqwest::Client::new()
-        .post(url)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body)
-        .send()
-        .await
-        .expect("daemon answers");
-    let status = resp.status().as_u16();
-    let _ = resp.bytes().await;
+    let (status, _) = common::post(url, &body).await;
     (status, t.elapsed())
 }
 
