@@ -14,7 +14,8 @@
 //!    appended (so it is decoded in full), and 64 KiB of 16-level keys.
 //! 2. `attack`: one client sends valid webhooks (one every 5 ms, each waiting for its
 //!    answer) to a daemon on 127.0.0.1, first alone, then while 8 clients send the
-//!    reproduction body back to back; p50 / p99 / max of the valid webhooks' latency.
+//!    reproduction body back to back, then each at 100 requests/s; p50 / p99 / max of the
+//!    valid webhooks' latency, and the daemon's CPU per attack request.
 //!    The daemon runs on its own 2-thread runtime (as `serve` would), the clients on
 //!    another thread.
 
@@ -114,6 +115,27 @@ fn parse_part(config: &Config) {
     println!();
 }
 
+/// CPU nanoseconds all of the daemon runtime's threads (named `daemon`) have run.
+fn daemon_cpu_ns() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with("daemon"))
+        })
+        .filter_map(|t| {
+            std::fs::read_to_string(t.path().join("schedstat"))
+                .ok()?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i]
@@ -159,6 +181,65 @@ fn report(what: &str, lat: &[Duration], attacks: u64) {
     );
 }
 
+/// 8 attackers sending the reproduction (back to back, or one every `pace` each) while
+/// one client sends valid webhooks for 15 s; the valid webhooks' latency and the daemon's
+/// CPU per attack request.
+async fn attack_round(hook: &str, pace: Option<Duration>) {
+    let stop = CancellationToken::new();
+    let repro = reproduction();
+    let mut attackers = Vec::new();
+    for _ in 0..8 {
+        let (hook, body, stop) = (hook.to_string(), repro.clone(), stop.clone());
+        attackers.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut answered = 0u64;
+            while !stop.is_cancelled() {
+                let sent = client
+                    .post(&hook)
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(body.clone())
+                    .send();
+                let resp = tokio::select! {
+                    r = sent => r,
+                    _ = stop.cancelled() => break,
+                };
+                if let Ok(r) = resp {
+                    assert!(r.status().is_client_error(), "{}", r.status());
+                    answered += 1;
+                }
+                if let Some(pace) = pace {
+                    tokio::time::sleep(pace).await;
+                }
+            }
+            answered
+        }));
+    }
+    // Let the attack reach its steady state first.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let cpu_before = daemon_cpu_ns();
+    let lat = valid_client(hook, 15).await;
+    stop.cancel();
+    let cpu = daemon_cpu_ns() - cpu_before;
+    let mut answered = 0;
+    for a in attackers {
+        answered += a.await.unwrap();
+    }
+    let what = match pace {
+        None => "8 clients sending the reproduction back to back".to_string(),
+        Some(p) => format!(
+            "8 clients each sending the reproduction every {} ms",
+            p.as_millis()
+        ),
+    };
+    report(&what, &lat, answered);
+    println!(
+        "\ndaemon CPU while attacked: {:.2} s; per attack request (all of it, valid \
+             webhooks included): {:.3} ms\n",
+        cpu as f64 / 1e9,
+        cpu as f64 / 1e6 / answered.max(1) as f64
+    );
+}
+
 fn attack_part(hook: String) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -172,46 +253,11 @@ fn attack_part(hook: String) {
         let lat = valid_client(&hook, 5).await;
         report("alone", &lat, 0);
 
-        let stop = CancellationToken::new();
-        let repro = reproduction();
-        let mut attackers = Vec::new();
-        for _ in 0..8 {
-            let (hook, body, stop) = (hook.clone(), repro.clone(), stop.clone());
-            attackers.push(tokio::spawn(async move {
-                let client = reqwest::Client::new();
-                let mut answered = 0u64;
-                while !stop.is_cancelled() {
-                    let sent = client
-                        .post(&hook)
-                        .header("content-type", "application/x-www-form-urlencoded")
-                        .body(body.clone())
-                        .send();
-                    let resp = tokio::select! {
-                        r = sent => r,
-                        _ = stop.cancelled() => break,
-                    };
-                    if let Ok(r) = resp {
-                        assert!(r.status().is_client_error(), "{}", r.status());
-                        answered += 1;
-                    }
-                }
-                answered
-            }));
+        // Back to back (the most one client can send), then 100 requests/s each (32 MB/s
+        // of attack in all, more than most uplinks carry).
+        for pace in [None, Some(Duration::from_millis(10))] {
+            attack_round(&hook, pace).await;
         }
-        // Let the attack reach its steady state first.
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let lat = valid_client(&hook, 15).await;
-        stop.cancel();
-        let mut answered = 0;
-        for a in attackers {
-            answered += a.await.unwrap();
-        }
-        report(
-            "8 clients sending the reproduction back to back",
-            &lat,
-            answered,
-        );
-        println!();
     });
 }
 
@@ -223,6 +269,7 @@ fn main() {
     let wants = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
     let daemon_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .thread_name("daemon")
         .enable_all()
         .build()
         .unwrap();
