@@ -118,21 +118,19 @@ pub async fn start_with_store(
         AppState {
             pipeline: pipeline.clone(),
         },
-        config.server.max_body_bytes,
+        &config.server,
     )
     .layer(axum::Extension(
         crate::dashboard::DashboardAccess::from_config(&config),
     ));
+    if let Some(w) = intake::serve::fd_limit_warning(config.server.max_connections) {
+        warn!("{w}");
+    }
+    let limits = intake::serve::ConnLimits::from_server(&config.server);
     let http_stop = shutdown.clone();
-    let http = tokio::spawn(async move {
-        // Peer addresses let /dashboard and /status serve loopback clients only.
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { http_stop.cancelled().await })
-        .await
-    });
+    // Connection caps and timeouts; peer addresses let /dashboard and /status serve
+    // loopback clients only.
+    let http = tokio::spawn(intake::serve::serve(listener, router, limits, http_stop));
     // Cancelled when the workers end for any reason (a panic too): the systemd
     // watchdog stops pinging then.
     let workers_alive = CancellationToken::new();
@@ -163,9 +161,7 @@ pub async fn start_with_store(
         shutdown.clone(),
     ));
     let handle = tokio::spawn(async move {
-        http.await
-            .context("HTTP task panicked")?
-            .context("HTTP server failed")?;
+        http.await.context("HTTP task panicked")?;
         workers
             .await
             .context("worker task panicked")?

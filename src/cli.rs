@@ -48,6 +48,11 @@ pub fn check(path: &Path, offline: bool) -> ExitCode {
     match config::load_with(path, secrets) {
         Ok(config) => {
             print!("{}", config::summary(&config));
+            // The file limit is this shell's, which is the service's only when run the
+            // same way (systemd sets LimitNOFILE= for the unit).
+            if let Some(w) = crate::intake::serve::fd_limit_warning(config.server.max_connections) {
+                println!("warning: {w}");
+            }
             ExitCode::SUCCESS
         }
         Err(errors) => {

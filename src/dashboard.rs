@@ -5,15 +5,17 @@
 //! `server.dashboard_token` set, a request must carry it (`?token=` or
 //! `Authorization: Bearer`, compared in constant time); without a token only loopback
 //! clients are served, so a daemon listening on 0.0.0.0 for webhooks does not publish
-//! its leads. Everything that came from a CRM is HTML-escaped.
+//! its leads. Everything that came from a CRM is HTML-escaped, and every answer carries
+//! headers that keep a browser from running, framing or sniffing it ([`routes`]).
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::Json;
+use axum::routing::get;
+use axum::{Json, Router};
 use chrono::Utc;
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
@@ -106,6 +108,45 @@ fn query_token(query: &str) -> Option<String> {
     })
 }
 
+/// The credentials of an `Authorization: Bearer …` header; the scheme is
+/// case-insensitive (RFC 9110 §11.1), so `bearer` and `BEARER` work too.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Headers on every `/dashboard` and `/status` answer. The page is server-rendered with
+/// no script, so the policy allows none; its one `<style>` block and the bars' computed
+/// `style="width:…"` attributes need inline styles (a hash cannot cover attributes).
+const SECURITY_HEADERS: [(&str, &str); 4] = [
+    (
+        "content-security-policy",
+        "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    ),
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    ("referrer-policy", "no-referrer"),
+];
+
+async fn security_headers(mut resp: Response) -> Response {
+    for (name, value) in SECURITY_HEADERS {
+        resp.headers_mut()
+            .insert(name, HeaderValue::from_static(value));
+    }
+    resp
+}
+
+/// `/status` and `/dashboard`, with [`SECURITY_HEADERS`] on every answer (refusals too).
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/status", get(status_json))
+        .route("/dashboard", get(page))
+        .layer(axum::middleware::map_response(security_headers))
+}
+
 /// Decide whether `req` may see the dashboard or the status report.
 pub fn authorize(req: &Request) -> Result<&DashboardAccess, Denied> {
     let access = req
@@ -118,8 +159,8 @@ pub fn authorize(req: &Request) -> Result<&DashboardAccess, Denied> {
                 .headers()
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .map(|s| s.trim().to_string());
+                .and_then(bearer_token)
+                .map(str::to_string);
             let given = bearer
                 .or_else(|| req.uri().query().and_then(query_token))
                 .ok_or(Denied::Token)?;
@@ -530,6 +571,31 @@ mod tests {
         let html = render_html(&report);
         assert!(!html.contains("<script"), "{html}");
         assert_eq!(html.matches("&lt;script&gt;x&lt;/script&gt;").count(), 9);
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in [
+            "Bearer s3cret",
+            "bearer s3cret",
+            "BEARER  s3cret ",
+            " bEaReR s3cret",
+        ] {
+            assert_eq!(bearer_token(value), Some("s3cret"), "{value:?}");
+            let mut req = request(Some("203.0.113.9:5000"), Some("s3cret"), None);
+            req.headers_mut()
+                .insert(header::AUTHORIZATION, value.parse().unwrap());
+            assert!(authorize(&req).is_ok(), "{value:?}");
+        }
+        for value in [
+            "Basic s3cret",
+            "Bearers3cret",
+            "Bearer",
+            "Bearer  ",
+            "s3cret",
+        ] {
+            assert_eq!(bearer_token(value), None, "{value:?}");
+        }
     }
 
     #[test]

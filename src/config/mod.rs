@@ -61,6 +61,10 @@ pub struct Server {
     pub hot_wait_warn_secs: u64,
     pub rescore_on_reload: bool,
     pub dashboard_token: Option<SecretString>,
+    pub max_connections: usize,
+    pub header_read_timeout_secs: u64,
+    pub body_read_timeout_secs: u64,
+    pub keep_alive_timeout_secs: u64,
 }
 
 /// One CRM account, with credentials resolved and defaults filled in.

@@ -56,6 +56,17 @@ pub struct ServerSection {
     pub dashboard_token: Option<SecretString>,
     pub dashboard_token_env: Option<String>,
     pub dashboard_token_file: Option<PathBuf>,
+    /// Most connections open at once; more clients wait in the kernel's backlog, so a
+    /// flood of idle connections cannot exhaust the process's file descriptors.
+    pub max_connections: usize,
+    /// Seconds a client has for a whole request head, counted from when it connects or
+    /// gets its previous answer: silent and slowloris connections are closed.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a client has for the whole body once the head is in; slower ones get 408.
+    pub body_read_timeout_secs: u64,
+    /// Seconds an answered connection may stay idle waiting for another request (0: no
+    /// keep-alive).
+    pub keep_alive_timeout_secs: u64,
 }
 
 impl Default for ServerSection {
@@ -74,6 +85,10 @@ impl Default for ServerSection {
             dashboard_token: None,
             dashboard_token_env: None,
             dashboard_token_file: None,
+            max_connections: 1024,
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 10,
+            keep_alive_timeout_secs: 5,
         }
     }
 }

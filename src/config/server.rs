@@ -83,6 +83,24 @@ impl Ctx<'_> {
         if s.queue_limit == 0 {
             self.error("server.queue_limit", "must be at least 1");
         }
+        for (key, value) in [
+            ("max_connections", s.max_connections as u64),
+            ("header_read_timeout_secs", s.header_read_timeout_secs),
+            ("body_read_timeout_secs", s.body_read_timeout_secs),
+        ] {
+            if value == 0 {
+                self.error(&format!("server.{key}"), "must be at least 1");
+            }
+        }
+        if s.keep_alive_timeout_secs > s.header_read_timeout_secs {
+            self.warn(
+                "server.keep_alive_timeout_secs",
+                format!(
+                    "longer than header_read_timeout_secs ({} s), which also runs while a kept-alive connection waits: idle connections close after {} s",
+                    s.header_read_timeout_secs, s.header_read_timeout_secs
+                ),
+            );
+        }
         if s.retry_delays_secs.is_empty() {
             self.warn(
                 "server.retry_delays_secs",
@@ -125,6 +143,10 @@ impl Ctx<'_> {
                 retry_delays_secs: s.retry_delays_secs,
                 hot_wait_warn_secs: s.hot_wait_warn_secs,
                 rescore_on_reload: s.rescore_on_reload,
+                max_connections: s.max_connections,
+                header_read_timeout_secs: s.header_read_timeout_secs,
+                body_read_timeout_secs: s.body_read_timeout_secs,
+                keep_alive_timeout_secs: s.keep_alive_timeout_secs,
                 dashboard_token,
             }),
             overrides,

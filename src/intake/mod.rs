@@ -5,12 +5,15 @@
 //! endpoints). Everything else happens in the pipeline's workers.
 
 pub mod admin;
+pub mod serve;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, RawQuery, Request, State};
 use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -77,21 +80,69 @@ impl IntoResponse for IntakeError {
     }
 }
 
-/// The daemon's router.
-pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+/// The daemon's router: bodies limited to `max_body_bytes` (413) and read within
+/// `body_read_timeout_secs` (408).
+pub fn router(state: AppState, server: &crate::config::Server) -> Router {
     Router::new()
         .route("/webhooks/{crm}/{portal}", post(webhook))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/status", get(crate::dashboard::status_json))
-        .route("/dashboard", get(crate::dashboard::page))
+        .merge(crate::dashboard::routes())
         .route(
             "/admin/rescore",
             get(admin::rescore_progress).post(admin::rescore_start),
         )
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            Duration::from_secs(server.body_read_timeout_secs),
+            read_body_in_time,
+        ))
+        .layer(DefaultBodyLimit::max(server.max_body_bytes))
         .with_state(state)
+}
+
+/// Read the whole request body before any handler runs, within `limit` from the end of
+/// the head: a client that trickles its body (slowloris) gets 408 and the connection is
+/// closed, instead of holding a handler and a descriptor for as long as it likes. The
+/// size limit (`DefaultBodyLimit`, 413) applies while reading.
+async fn read_body_in_time(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let reading = Bytes::from_request(Request::from_parts(parts.clone(), body), &());
+    match tokio::time::timeout(limit, reading).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Ok(Err(rejection)) => rejection.into_response(),
+        Err(_) => (
+            StatusCode::REQUEST_TIMEOUT,
+            [(header::CONNECTION, "close")],
+            "the request body did not arrive in time",
+        )
+            .into_response(),
+    }
+}
+
+/// Longest piece of an unknown path segment that is logged.
+const LOGGED_SEGMENT_CHARS: usize = 64;
+
+/// A path segment for a log line: at most [`LOGGED_SEGMENT_CHARS`] characters, escaped
+/// (no control characters or quotes reach the log), with `…` when cut.
+fn log_segment(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .take(LOGGED_SEGMENT_CHARS)
+        .flat_map(char::escape_debug)
+        .collect();
+    if s.chars().nth(LOGGED_SEGMENT_CHARS).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// The `crm` metric label: a CRM we know, else `unknown` (a closed set).
+fn crm_label(segment: &str) -> &'static str {
+    crate::crm::registry::find(segment).map_or("unknown", |c| c.name)
 }
 
 fn find_portal<'a>(pipeline: &'a Pipeline, crm: &str, id: &str) -> Result<&'a Portal, IntakeError> {
@@ -117,29 +168,38 @@ async fn webhook(
         Err(IntakeError::QueueFull) => "queue_full",
         Err(IntakeError::Store(_)) => "store",
     };
-    // Label values come from the configured portals only, so a scanner probing random
-    // paths cannot grow the metric families without bound.
-    let known = state.pipeline.portal(&portal_id).is_some();
+    // Label values come from a closed set (the CRMs we know, the configured portals,
+    // `unknown`), so a scanner probing random paths cannot grow the metric families.
+    let crm_label = crm_label(&crm);
+    let portal_label = match state.pipeline.portal(&portal_id) {
+        Some(rt) => rt.portal.id.as_str(),
+        None => "unknown",
+    };
     state
         .pipeline
         .metrics
         .webhooks
         .get_or_create(&WebhookLabels {
-            crm: if known { crm.clone() } else { "unknown".into() },
-            portal: if known {
-                portal_id.clone()
-            } else {
-                "unknown".into()
-            },
+            crm: crm_label.into(),
+            portal: portal_label.into(),
             outcome: outcome.into(),
         })
         .inc();
+    // Log fields: the label when it is one we know, else the segment cut and escaped.
+    let crm_field = match crm_label {
+        "unknown" => log_segment(&crm),
+        known => known.to_string(),
+    };
+    let portal_field = match portal_label {
+        "unknown" => log_segment(&portal_id),
+        known => known.to_string(),
+    };
     match &result {
         Ok(_) => {}
         Err(e @ (IntakeError::Store(_) | IntakeError::QueueFull)) => {
-            warn!(crm = %crm, portal = %portal_id, error = %e, "webhook not accepted")
+            warn!(crm = %crm_field, portal = %portal_field, error = %e, "webhook not accepted")
         }
-        Err(e) => info!(crm = %crm, portal = %portal_id, error = %e, "webhook rejected"),
+        Err(e) => info!(crm = %crm_field, portal = %portal_field, error = %e, "webhook rejected"),
     }
     result.map(|(r, _)| r)
 }
@@ -237,4 +297,27 @@ async fn accept(
             .into_response(),
         "queued",
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_segments_are_cut_and_escaped() {
+        assert_eq!(log_segment("main"), "main");
+        let long = "x".repeat(60_000);
+        assert_eq!(log_segment(&long), format!("{}…", "x".repeat(64)));
+        assert_eq!(log_segment("a\nb\"c\u{1b}[2J"), "a\\nb\\\"c\\u{1b}[2J");
+        assert_eq!(log_segment(&"я".repeat(64)), "я".repeat(64));
+    }
+
+    #[test]
+    fn crm_labels_are_a_closed_set() {
+        assert_eq!(crm_label("bitrix24"), "bitrix24");
+        assert_eq!(crm_label("amocrm"), "amocrm");
+        for other in ["", "Bitrix24", "x", &"a".repeat(4096)] {
+            assert_eq!(crm_label(other), "unknown");
+        }
+    }
 }

@@ -87,6 +87,18 @@ impl Daemon {
         d
     }
 
+    /// A daemon whose queue only fills (nothing becomes due, no sandbox events bound),
+    /// so what a request queued stays visible; `configure` changes the config first.
+    pub async fn start_idle(configure: Option<fn(&mut Config)>) -> Daemon {
+        Daemon::start(Options {
+            coalesce_ms: 600_000,
+            bind_events: false,
+            configure,
+            ..Options::default()
+        })
+        .await
+    }
+
     /// Start the daemon (again) on the config and data dir; `bind` subscribes its
     /// webhook URL to the portal's events.
     pub async fn launch(&mut self, bind: bool) {

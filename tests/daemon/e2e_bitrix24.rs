@@ -40,17 +40,19 @@ async fn intake_accepts_the_real_capture_and_refuses_bad_input_without_queueing(
     assert_eq!(status, 401, "{body}");
     assert_eq!(d.store().pending_len(), 1);
 
-    // Missing token: 401.
+    // Missing token: 401 (the token is looked for before anything else is decoded).
     let (status, _) = d
         .post("event=ONCRMLEADADD&data%5BFIELDS%5D%5BID%5D=9&auth%5Bdomain%5D=x&auth%5Bmember_id%5D=y")
         .await;
     assert_eq!(
-        status, 400,
-        "a body without auth[application_token] is malformed"
+        status, 401,
+        "a body without auth[application_token] is not authenticated"
     );
 
-    // Malformed: 400.
-    assert_eq!(d.post("event=%ZZ&data[").await.0, 400);
+    // Malformed without the token: 401; malformed with it: 400.
+    assert_eq!(d.post("event=%ZZ&data[").await.0, 401);
+    let token = "auth%5Bapplication_token%5D=o8kfcne3du24sfvoeahh43uf9oygu2x3";
+    assert_eq!(d.post(&format!("event=%ZZ&data[&{token}")).await.0, 400);
     assert_eq!(d.store().pending_len(), 1);
 
     // Not about leads: acknowledged, ignored.
@@ -246,7 +248,8 @@ async fn metrics_health_and_readiness_report_the_work_done() {
     let lead = d.add_strong_lead(1);
     d.add_demo_request(lead);
     d.settle().await;
-    assert_eq!(d.post("garbage=%ZZ").await.0, 400);
+    let garbage = format!("garbage=%ZZ&auth%5Bapplication_token%5D={}", d.token);
+    assert_eq!(d.post(&garbage).await.0, 400);
     // The lead and its activity arrived within one coalesce window: one fetch, one write.
 
     let base = d.hook.split("/webhooks").next().unwrap().to_string();

@@ -196,12 +196,7 @@ async fn raw_status(d: &Daemon, head: &[u8]) -> Option<u16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_paths_and_headers_get_a_4xx_not_a_hang_or_a_500() {
-    let d = Daemon::start(Options {
-        coalesce_ms: 600_000,
-        bind_events: false,
-        ..Options::default()
-    })
-    .await;
+    let d = Daemon::start_idle(None).await;
     let body = d.lead_event(7);
     let post = |path: String, extra: String| {
         format!(

@@ -10,6 +10,7 @@ mod common;
 mod config_reload;
 mod e2e_amocrm;
 mod e2e_bitrix24;
+mod hostile_input;
 mod intake_limits;
 mod notify;
 mod secrets;

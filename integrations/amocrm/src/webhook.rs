@@ -314,11 +314,7 @@ impl Unverified {
         account_id: Option<&str>,
         subdomain: Option<&str>,
     ) -> Result<Webhook, WebhookError> {
-        let given = secret_from_query.ok_or(WebhookError::MissingSecret)?;
-        let expected = expected_secret.expose_secret().as_bytes();
-        if expected.is_empty() || !bool::from(given.as_bytes().ct_eq(expected)) {
-            return Err(WebhookError::WrongSecret);
-        }
+        check_secret(secret_from_query, expected_secret)?;
         if let Some(want) = account_id {
             if self.0.account.id.as_deref().map(str::trim) != Some(want.trim()) {
                 return Err(WebhookError::WrongAccount("account[id]"));
@@ -339,11 +335,28 @@ impl Unverified {
     }
 }
 
-/// The `secret` parameter of a raw query string (`secret=…&x=…`), percent-decoded.
+/// The `secret` parameter of a raw query string (`secret=…&x=…`), percent-decoded,
+/// found by a linear scan ([`phpform::find`]) that decodes nothing else; given twice or
+/// badly encoded counts as absent.
 pub fn query_secret(query: Option<&str>) -> Option<String> {
-    let q = query?;
-    let root = phpform::parse(q).ok()?;
-    root.get("secret")?.as_text().map(str::to_string)
+    phpform::find(query?.as_bytes(), "secret").ok().flatten()
+}
+
+/// Constant-time comparison of the URL's secret; an empty expected secret never matches.
+fn check_secret(given: Option<&str>, expected: &SecretString) -> Result<(), WebhookError> {
+    let given = given.ok_or(WebhookError::MissingSecret)?;
+    let expected = expected.expose_secret().as_bytes();
+    if expected.is_empty() || !bool::from(given.as_bytes().ct_eq(expected)) {
+        return Err(WebhookError::WrongSecret);
+    }
+    Ok(())
+}
+
+/// The gate in front of [`parse`]: the hook URL's `?secret=` must be `expected`, checked
+/// before a byte of the body is decoded. [`Unverified::verify`] checks it again, with
+/// the account, on the parsed hook.
+pub fn authenticate(query: Option<&str>, expected: &SecretString) -> Result<(), WebhookError> {
+    check_secret(query_secret(query).as_deref(), expected)
 }
 
 fn shape(msg: impl Into<String>) -> WebhookError {
@@ -358,8 +371,15 @@ fn text_at(v: &FormValue, key: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// A record id (lead, note's element, account): canonical and bounded, so `0001` is
+/// refused (400) rather than queued as a lead other than `1`.
 fn is_id(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit())
+    phpform::is_record_id(s)
+}
+
+/// A list index (`leads[update][0]`): digits, `0` allowed, bounded like an id.
+fn is_index(s: &str) -> bool {
+    s == "0" || is_id(s)
 }
 
 /// Parse a hook body. Refuses anything that is not an amoCRM hook: no account, an
@@ -405,7 +425,7 @@ pub fn parse(body: &[u8]) -> Result<Unverified, WebhookError> {
                 return Err(shape(format!("{key}[{action_key}] is not a list")));
             };
             for (index, item) in list {
-                if !is_id(index) {
+                if !is_index(index) {
                     return Err(shape(format!(
                         "{key}[{action_key}] has a non-numeric index"
                     )));
@@ -627,6 +647,53 @@ mod tests {
         );
         assert_eq!(query_secret(Some("x=1")), None);
         assert_eq!(query_secret(None), None);
+    }
+
+    #[test]
+    fn authenticate_reads_only_the_query_secret() {
+        assert_eq!(
+            authenticate(Some("x=1&secret=s3cr3t-hook"), &secret()),
+            Ok(())
+        );
+        assert_eq!(
+            authenticate(Some("secret=s3cr3t-hooK"), &secret()),
+            Err(WebhookError::WrongSecret)
+        );
+        assert_eq!(
+            authenticate(None, &secret()),
+            Err(WebhookError::MissingSecret)
+        );
+        // Given twice: ambiguous, so absent.
+        assert_eq!(
+            authenticate(Some("secret=s3cr3t-hook&secret=x"), &secret()),
+            Err(WebhookError::MissingSecret)
+        );
+        // An 80 kB query of `a[]` is scanned, not parsed.
+        let q = vec!["a[]"; 20_000].join("&");
+        assert_eq!(
+            authenticate(Some(&q), &secret()),
+            Err(WebhookError::MissingSecret)
+        );
+    }
+
+    #[test]
+    fn ids_are_canonical_and_indices_may_be_zero() {
+        let ok = b"leads[update][0][id]=7&account[id]=1";
+        assert_eq!(parse(ok).unwrap().0.lead_ids(), vec!["7"]);
+        for body in [
+            &b"leads[update][0][id]=0007&account[id]=1"[..],
+            b"leads[update][0][id]=0&account[id]=1",
+            b"leads[update][0][id]=1234567890123456789&account[id]=1",
+            b"leads[update][00][id]=7&account[id]=1",
+            b"leads[update][0][id]=7&account[id]=01",
+            b"leads[note][0][note][element_type]=2&leads[note][0][note][element_id]=007&account[id]=1",
+        ] {
+            assert!(
+                matches!(parse(body), Err(WebhookError::Shape(_))),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 
     #[test]

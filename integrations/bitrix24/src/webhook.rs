@@ -1,11 +1,14 @@
-//! Outgoing-webhook (event handler) bodies: parse, then verify.
+//! Outgoing-webhook (event handler) bodies: authenticate, parse, then verify.
 //!
 //! Bitrix24 POSTs `application/x-www-form-urlencoded` with PHP bracket keys
-//! (`data[FIELDS][ID]=365&auth[application_token]=…`). [`parse`] turns a body into an
-//! [`Unverified`] event; only [`Unverified::verify`], which compares the application
-//! token in constant time and optionally checks `member_id` / `domain`, yields an
-//! [`Event`] that the rest of the daemon accepts. There is no signature in Bitrix24
-//! events: the shared application token is the only proof of origin.
+//! (`data[FIELDS][ID]=365&auth[application_token]=…`). [`authenticate`] finds the
+//! application token with one linear scan of the raw body and compares it before
+//! anything else is decoded, so a stranger's body costs no more than reading it once.
+//! [`parse`] then turns the body into an [`Unverified`] event; only
+//! [`Unverified::verify`], which compares the token again (against the parsed tree) and
+//! optionally checks `member_id` / `domain`, yields an [`Event`] that the rest of the
+//! daemon accepts. There is no signature in Bitrix24 events: the shared application
+//! token is the only proof of origin.
 
 use std::fmt;
 
@@ -133,10 +136,10 @@ impl Unverified {
         member_id: Option<&str>,
         domain: Option<&str>,
     ) -> Result<Event, WebhookError> {
-        let got = self.0.auth.application_token.expose_secret().as_bytes();
-        let want = expected_token.expose_secret().as_bytes();
-        // `ct_eq` on slices of different length returns false without leaking contents.
-        if want.is_empty() || !bool::from(got.ct_eq(want)) {
+        if !token_matches(
+            self.0.auth.application_token.expose_secret(),
+            expected_token,
+        ) {
             return Err(WebhookError::BadToken);
         }
         if let Some(m) = member_id {
@@ -150,6 +153,34 @@ impl Unverified {
             }
         }
         Ok(self.0)
+    }
+}
+
+/// Constant-time comparison; an empty expected token never matches.
+fn token_matches(given: &str, expected: &SecretString) -> bool {
+    let want = expected.expose_secret().as_bytes();
+    // `ct_eq` on slices of different length returns false without leaking contents.
+    !want.is_empty() && bool::from(given.as_bytes().ct_eq(want))
+}
+
+/// The gate in front of [`parse`]: the body's `auth[application_token]`, found by a
+/// bounded linear scan ([`phpform::find`]), must be `expected`. A body without it, with
+/// it twice or badly encoded, or with another token is [`WebhookError::BadToken`], and
+/// nothing else in the body has been decoded.
+pub fn authenticate(body: &[u8], expected: &SecretString) -> Result<(), WebhookError> {
+    match phpform::find(body, "auth[application_token]") {
+        Ok(Some(given)) if token_matches(&given, expected) => Ok(()),
+        _ => Err(WebhookError::BadToken),
+    }
+}
+
+impl Event {
+    /// Whether the event was queued by the portal at most `max_age_secs` before `now`
+    /// (Unix seconds), or as far after it (clock skew). An event without `ts` is not.
+    /// `ts` is not signed, so this stops verbatim replays (a body from a log, a proxy
+    /// retrying hours later), not someone who holds the token and writes a new body.
+    pub fn is_fresh(&self, now: i64, max_age_secs: u64) -> bool {
+        self.ts.is_some_and(|ts| now.abs_diff(ts) <= max_age_secs)
     }
 }
 
@@ -195,9 +226,11 @@ fn number(node: Option<&FormValue>, name: &'static str) -> Result<Option<i64>, W
         .transpose()
 }
 
-/// Parse a raw body. Fails on malformed encoding, missing `event` / `auth[domain]` /
-/// `auth[member_id]` / `auth[application_token]`, a non-numeric `ts` or entity id, and
-/// keys with the wrong shape. `event_handler_id` is optional (absent in older portals).
+/// Parse a raw body (after [`authenticate`]: this decodes everything). Fails on
+/// malformed encoding, missing `event` / `auth[domain]` / `auth[member_id]` /
+/// `auth[application_token]`, a non-numeric `ts`, an entity id that is not a canonical
+/// record id ([`phpform::is_record_id`]: digits, no leading zero, at most 18), and keys
+/// with the wrong shape. `event_handler_id` is optional (absent in older portals).
 pub fn parse(body: &[u8]) -> Result<Unverified, WebhookError> {
     let root = phpform::parse_bytes(body)?;
     let name = required(root.get("event"), "event")?
@@ -218,12 +251,12 @@ pub fn parse(body: &[u8]) -> Result<Unverified, WebhookError> {
             None => None,
             Some(FormValue::Text(_)) => return Err(WebhookError::Field("data[FIELDS]")),
             Some(fields) => {
+                // Lead and activity ids are refused unless canonical (`0001` is not `1`:
+                // 400, not a second queue entry for the same lead).
                 let id = text(fields.get("ID"), "data[FIELDS][ID]")?;
                 match id {
                     None => None,
-                    Some(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
-                        Some(s.to_string())
-                    }
+                    Some(s) if phpform::is_record_id(s) => Some(s.to_string()),
                     Some(_) => return Err(WebhookError::Field("data[FIELDS][ID]")),
                 }
             }
@@ -371,6 +404,79 @@ mod tests {
             .verify(&token("t"), None, None)
             .unwrap();
         assert_eq!((e.kind, e.entity_id), (EventKind::AppTest, None));
+    }
+
+    #[test]
+    fn authenticate_checks_the_token_before_anything_is_decoded() {
+        let right = token("o8kfcne3du24sfvoeahh43uf9oygu2x3");
+        assert_eq!(authenticate(CAPTURE_2018.as_bytes(), &right), Ok(()));
+        let wrong = token("o8kfcne3du24sfvoeahh43uf9oygu2x4");
+        assert_eq!(
+            authenticate(CAPTURE_2018.as_bytes(), &wrong),
+            Err(WebhookError::BadToken)
+        );
+        assert_eq!(
+            authenticate(CAPTURE_2018.as_bytes(), &token("")),
+            Err(WebhookError::BadToken)
+        );
+        // The reproduction: no token, so nothing is parsed.
+        let repro = vec!["a[]"; 10_000].join("&");
+        assert_eq!(
+            authenticate(repro.as_bytes(), &right),
+            Err(WebhookError::BadToken)
+        );
+        // Garbage around the right token is the parser's business, after the gate.
+        let body = b"\xff%zz&auth[application_token]=t&a[b=1";
+        assert_eq!(authenticate(body, &token("t")), Ok(()));
+        assert!(parse(body).is_err());
+        // Two tokens: which one counts is ambiguous, so neither does.
+        let twice = b"auth[application_token]=t&auth%5Bapplication_token%5D=t";
+        assert_eq!(
+            authenticate(twice, &token("t")),
+            Err(WebhookError::BadToken)
+        );
+    }
+
+    #[test]
+    fn entity_ids_must_be_canonical() {
+        let ok_auth = "auth[domain]=d&auth[member_id]=m&auth[application_token]=t";
+        for id in [
+            "0001",
+            "0",
+            "01",
+            "+1",
+            &"9".repeat(19),
+            &"1".repeat(60_000),
+        ] {
+            let body = format!("event=ONCRMLEADADD&data[FIELDS][ID]={id}&{ok_auth}");
+            assert_eq!(
+                parse(body.as_bytes()).unwrap_err(),
+                WebhookError::Field("data[FIELDS][ID]"),
+                "{}",
+                &id[..id.len().min(20)]
+            );
+        }
+        let body = format!(
+            "event=ONCRMLEADADD&data[FIELDS][ID]={}&{ok_auth}",
+            "9".repeat(18)
+        );
+        assert!(parse(body.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn freshness_needs_ts_within_the_window_either_way() {
+        let e = parse(CAPTURE_2018.as_bytes())
+            .unwrap()
+            .verify(&token("o8kfcne3du24sfvoeahh43uf9oygu2x3"), None, None)
+            .unwrap();
+        let ts = 1545851621;
+        assert!(e.is_fresh(ts + 300, 300));
+        assert!(!e.is_fresh(ts + 301, 300));
+        assert!(e.is_fresh(ts - 300, 300));
+        assert!(!e.is_fresh(ts - 301, 300));
+        assert!(e.is_fresh(i64::MIN, u64::MAX));
+        let no_ts = Event { ts: None, ..e };
+        assert!(!no_ts.is_fresh(ts, 300));
     }
 
     #[test]

@@ -5,10 +5,15 @@
 //! Both Bitrix24 and amoCRM are PHP applications and send their webhooks in this form,
 //! so both integrations share this parser. Unlike `parse_str`, it is strict: anything
 //! PHP would silently mangle (a key used both as a value and as a container, unbalanced
-//! brackets, invalid UTF-8) is a typed error, and the size of the tree is bounded so a
-//! hostile body cannot make us allocate without limit.
+//! brackets, invalid UTF-8) is a typed error.
+//!
+//! Bodies come from strangers, so everything here is linear in the input and bounded:
+//! [`parse`] keeps a per-map next index for `[]` (no rescan of existing keys) and stops
+//! at [`MAX_PAIRS`] pairs, [`MAX_DEPTH`] levels and [`MAX_TREE_BYTES`] of estimated heap;
+//! [`find`] reads one top-level key's value without building a tree at all, so a caller
+//! can check a token before paying for the full parse.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use percent_encoding::percent_decode;
@@ -19,6 +24,25 @@ pub const MAX_PAIRS: usize = 10_000;
 
 /// Deepest bracket nesting accepted (`a[1]...[16]`); real webhooks use at most 7.
 pub const MAX_DEPTH: usize = 16;
+
+/// Most heap bytes the parsed tree may take, as estimated by [`parse`] (map nodes, entries
+/// and the text of keys and values). A 64 KiB body of fresh 16-level keys would
+/// otherwise build about 11 MB of maps; the largest real webhooks (50 amoCRM leads with
+/// custom fields in 64 KiB) estimate at about 0.5 MB.
+pub const MAX_TREE_BYTES: usize = 4 << 20;
+
+/// Longest id [`is_record_id`] accepts: 18 digits always fit PHP's (and SQL's) signed
+/// 64-bit integer, which is what both CRMs store ids as.
+pub const MAX_ID_DIGITS: usize = 18;
+
+/// Estimated bytes of one B-tree leaf node (11 slots of key and value): what the first
+/// entry of a new map costs.
+const MAP_NODE_BYTES: usize =
+    11 * (std::mem::size_of::<String>() + std::mem::size_of::<FormValue>()) + 16;
+
+/// Estimated bytes per entry of a map that grew past one node (nodes are half full after
+/// a split, so twice the slot).
+const ENTRY_BYTES: usize = 2 * (std::mem::size_of::<String>() + std::mem::size_of::<FormValue>());
 
 /// One node of the parsed tree: a scalar string or a map of children.
 ///
@@ -62,6 +86,15 @@ pub enum FormError {
     /// More than [`MAX_PAIRS`] pairs.
     #[error("more than {MAX_PAIRS} pairs")]
     TooManyPairs,
+    /// The tree would take more than [`MAX_TREE_BYTES`] of heap.
+    #[error("the form would take more than {MAX_TREE_BYTES} bytes of memory")]
+    TooLarge,
+    /// `[]` after an index of `u64::MAX`: there is no next index.
+    #[error("key {key:?}: no index after the largest one")]
+    IndexOverflow { key: String },
+    /// [`find`]: the key is given more than once, so which value counts is ambiguous.
+    #[error("key {key:?} is given more than once")]
+    Duplicate { key: String },
 }
 
 fn short(key: &str) -> String {
@@ -131,17 +164,66 @@ fn split_key(key: &str, pair: usize) -> Result<Vec<&str>, FormError> {
     Ok(parts)
 }
 
-/// Next index for `[]`: one more than the largest non-negative integer key, as PHP does.
-fn next_index(map: &BTreeMap<String, FormValue>) -> String {
-    map.keys()
-        .filter_map(|k| k.parse::<u64>().ok())
-        .max()
-        .map_or(0, |m| m + 1)
-        .to_string()
+/// Estimated cost of the node the next insert into `map` may allocate.
+fn node_cost(map: &BTreeMap<String, FormValue>) -> usize {
+    if map.is_empty() {
+        MAP_NODE_BYTES
+    } else {
+        ENTRY_BYTES
+    }
+}
+
+/// What keeps the tree linear and bounded while it is built.
+#[derive(Default)]
+struct Budget {
+    /// Next `[]` index of each map that has one, keyed by the map's path (`a[b]`): one
+    /// more than its largest integer key, as PHP does, updated on every insert so `[]`
+    /// never rescans the map. `u128` so that after a key of `u64::MAX` there is a value
+    /// meaning "no next index".
+    next: HashMap<String, u128>,
+    /// Estimated heap bytes so far.
+    bytes: usize,
+}
+
+impl Budget {
+    fn charge(&mut self, n: usize) -> Result<(), FormError> {
+        self.bytes = self.bytes.saturating_add(n);
+        if self.bytes > MAX_TREE_BYTES {
+            return Err(FormError::TooLarge);
+        }
+        Ok(())
+    }
+
+    /// Record that `key` is being inserted into the map at path `container`.
+    fn note_key(&mut self, container: &str, key: &str) -> Result<(), FormError> {
+        let Ok(n) = key.parse::<u64>() else {
+            return Ok(());
+        };
+        let after = u128::from(n) + 1;
+        match self.next.get_mut(container) {
+            Some(next) => *next = (*next).max(after),
+            None => {
+                self.charge(container.len() + ENTRY_BYTES)?;
+                self.next.insert(container.to_string(), after);
+            }
+        }
+        Ok(())
+    }
+
+    /// The key `[]` stands for in the map at path `container`.
+    fn next_index(&self, container: &str) -> Result<String, FormError> {
+        let next = self.next.get(container).copied().unwrap_or(0);
+        u64::try_from(next)
+            .map(|n| n.to_string())
+            .map_err(|_| FormError::IndexOverflow {
+                key: short(container),
+            })
+    }
 }
 
 fn insert(
     root: &mut BTreeMap<String, FormValue>,
+    budget: &mut Budget,
     parts: &[&str],
     value: String,
 ) -> Result<(), FormError> {
@@ -149,10 +231,14 @@ fn insert(
     let mut path = String::new();
     for (i, part) in parts.iter().enumerate() {
         let key = if part.is_empty() && i > 0 {
-            next_index(map)
+            budget.next_index(&path)?
         } else {
             (*part).to_string()
         };
+        let is_new = !map.contains_key(&key);
+        if i > 0 && is_new {
+            budget.note_key(&path, &key)?;
+        }
         if i == 0 {
             path.push_str(&key);
         } else {
@@ -162,11 +248,15 @@ fn insert(
         }
         let last = i + 1 == parts.len();
         if last {
-            if map.contains_key(&key) {
+            if !is_new {
                 return Err(FormError::Conflict { key: short(&path) });
             }
+            budget.charge(node_cost(map) + key.len() + value.len())?;
             map.insert(key, FormValue::Text(value));
             return Ok(());
+        }
+        if is_new {
+            budget.charge(node_cost(map) + key.len())?;
         }
         let entry = map
             .entry(key)
@@ -180,9 +270,12 @@ fn insert(
 }
 
 /// Parse a whole body into its top-level map. Empty pairs (`a=1&&b=2`) are skipped, as
-/// browsers and PHP do; a pair without `=` is a key with an empty value.
+/// browsers and PHP do; a pair without `=` is a key with an empty value. Linear in the
+/// body (each pair costs its length times at most [`MAX_DEPTH`] + 1, plus a B-tree
+/// lookup per level) and bounded by [`MAX_PAIRS`], [`MAX_DEPTH`] and [`MAX_TREE_BYTES`].
 pub fn parse(body: &str) -> Result<BTreeMap<String, FormValue>, FormError> {
     let mut root = BTreeMap::new();
+    let mut budget = Budget::default();
     let mut count = 0usize;
     for (pair_no, pair) in body.split('&').enumerate() {
         if pair.is_empty() {
@@ -196,9 +289,52 @@ pub fn parse(body: &str) -> Result<BTreeMap<String, FormValue>, FormError> {
         let key = decode(k, pair_no)?;
         let value = decode(v, pair_no)?;
         let parts = split_key(&key, pair_no)?;
-        insert(&mut root, &parts, value)?;
+        insert(&mut root, &mut budget, &parts, value)?;
     }
     Ok(root)
+}
+
+/// The value of one key of a raw body (`auth[application_token]`, `secret`), found by
+/// one linear scan without decoding anything but the candidate keys and the one value:
+/// what a caller checks a token with before it pays for [`parse`]. A key matches when it
+/// decodes to exactly `key` (so `auth%5Bapplication_token%5D` matches
+/// `auth[application_token]`, the same pair [`parse`] would put at that path). A key
+/// given twice is [`FormError::Duplicate`], so the scan and the tree can never disagree.
+pub fn find(body: &[u8], key: &str) -> Result<Option<String>, FormError> {
+    let mut found = None;
+    for (pair_no, pair) in body.split(|b| *b == b'&').enumerate() {
+        let (k, v) = match pair.iter().position(|b| *b == b'=') {
+            Some(eq) => (&pair[..eq], &pair[eq + 1..]),
+            None => (pair, &pair[pair.len()..]),
+        };
+        // An escape is three bytes for one, so a longer raw key cannot decode to `key`.
+        if k.len() < key.len() || k.len() > 3 * key.len() {
+            continue;
+        }
+        let Ok(k) = std::str::from_utf8(k) else {
+            continue;
+        };
+        if decode(k, pair_no).ok().as_deref() != Some(key) {
+            continue;
+        }
+        if found.is_some() {
+            return Err(FormError::Duplicate { key: short(key) });
+        }
+        let v = std::str::from_utf8(v).map_err(|_| FormError::BadEncoding { pair: pair_no })?;
+        found = Some(decode(v, pair_no)?);
+    }
+    Ok(found)
+}
+
+/// Whether `s` is a CRM record id as both PHP CRMs write them: a positive decimal
+/// integer in canonical form (no sign, no leading zero), at most [`MAX_ID_DIGITS`]
+/// digits. Callers refuse anything else rather than normalise it, so `0001`, `1` and
+/// `+1` can never become three different leads.
+pub fn is_record_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_ID_DIGITS
+        && !s.starts_with('0')
+        && s.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Parse raw bytes (a request body), rejecting invalid UTF-8 before anything else.
@@ -243,6 +379,8 @@ pub fn lookup<'a>(root: &'a BTreeMap<String, FormValue>, keys: &[&str]) -> Optio
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn text(root: &BTreeMap<String, FormValue>, keys: &[&str]) -> Option<String> {
@@ -370,6 +508,194 @@ mod tests {
             .collect::<Vec<_>>()
             .join("&");
         assert_eq!(parse(&limit).unwrap().len(), MAX_PAIRS);
+    }
+
+    #[test]
+    fn append_index_is_tracked_per_map_without_rescanning() {
+        let root = parse("a[b][]=1&a[c][7]=2&a[b][]=3&a[c][]=4&a[b][x]=5&a[b][]=6").unwrap();
+        assert_eq!(text(&root, &["a", "b", "0"]).as_deref(), Some("1"));
+        assert_eq!(text(&root, &["a", "b", "1"]).as_deref(), Some("3"));
+        assert_eq!(text(&root, &["a", "b", "2"]).as_deref(), Some("6"));
+        assert_eq!(text(&root, &["a", "c", "8"]).as_deref(), Some("4"));
+        // Maps as values of `[]` get their own counters.
+        let root = parse("a[][x]=1&a[][x]=2&a[0][y]=3").unwrap();
+        assert_eq!(text(&root, &["a", "1", "x"]).as_deref(), Some("2"));
+        assert_eq!(text(&root, &["a", "0", "y"]).as_deref(), Some("3"));
+        assert!(matches!(
+            parse("a[18446744073709551615]=1&a[]=2"),
+            Err(FormError::IndexOverflow { .. })
+        ));
+        assert!(parse("a[18446744073709551614]=1&a[]=2").is_ok());
+    }
+
+    #[test]
+    fn the_tree_is_bounded_in_memory() {
+        // 64 KiB of fresh 16-level chains: about 11 MB of maps without the budget.
+        let mut body = String::new();
+        let mut i = 0;
+        while body.len() < 64 * 1024 {
+            body.push_str(&format!("&k{i}{}=1", "[a]".repeat(MAX_DEPTH)));
+            i += 1;
+        }
+        assert_eq!(parse(&body), Err(FormError::TooLarge));
+        // The issue's reproduction (`a[]` x 10,000) is within every budget.
+        let repro = vec!["a[]"; 10_000].join("&");
+        assert_eq!(parse(&repro).unwrap()["a"].as_map().unwrap().len(), 10_000);
+    }
+
+    #[test]
+    fn find_reads_one_key_without_the_tree() {
+        assert_eq!(
+            find(B24_2018.as_bytes(), "auth[application_token]").unwrap(),
+            Some("o8kfcne3du24sfvoeahh43uf9oygu2x3".into())
+        );
+        assert_eq!(
+            find(
+                b"x=1&auth[application_token]=a%2Bb+c",
+                "auth[application_token]"
+            )
+            .unwrap(),
+            Some("a+b c".into())
+        );
+        assert_eq!(find(b"secret=&x", "secret").unwrap(), Some(String::new()));
+        assert_eq!(find(b"secret", "secret").unwrap(), Some(String::new()));
+        assert_eq!(
+            find(b"secrets=1&xsecret=2&secret[a]=3", "secret").unwrap(),
+            None
+        );
+        assert_eq!(find(b"", "secret").unwrap(), None);
+        // Garbage elsewhere in the body is not this scan's business.
+        assert_eq!(
+            find(b"\xff=%zz&secret=s", "secret").unwrap(),
+            Some("s".into())
+        );
+        assert!(matches!(
+            find(b"secret=a&sec%72et=b", "secret"),
+            Err(FormError::Duplicate { .. })
+        ));
+        assert!(matches!(
+            find(b"secret=%zz", "secret"),
+            Err(FormError::BadEncoding { pair: 0 })
+        ));
+    }
+
+    #[test]
+    fn record_ids_are_canonical_and_bounded() {
+        for ok in ["1", "365", "134806", "999999999999999999"] {
+            assert!(is_record_id(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "0",
+            "0001",
+            "01",
+            "+1",
+            "-1",
+            " 1",
+            "1 ",
+            "1x",
+            "1e3",
+            "١",
+            "1000000000000000000",
+        ] {
+            assert!(!is_record_id(bad), "{bad:?}");
+        }
+    }
+
+    /// This thread's CPU time where Linux reports it (so other processes on a loaded
+    /// machine do not count), else wall-clock time. The kernel updates it at scheduler
+    /// ticks, so only long measurements are precise.
+    fn cpu_now() -> Duration {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        std::fs::read_to_string("/proc/thread-self/schedstat")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .map(Duration::from_nanos)
+            .unwrap_or_else(|| START.get_or_init(std::time::Instant::now).elapsed())
+    }
+
+    /// Seconds per call of `f`: calls repeated until they used 50 ms of CPU (a dozen
+    /// ticks), the least of three such rounds.
+    fn per_call(mut f: impl FnMut()) -> f64 {
+        (0..3)
+            .map(|_| {
+                let start = cpu_now();
+                let mut calls = 0u32;
+                while calls == 0 || cpu_now() - start < Duration::from_millis(50) {
+                    f();
+                    calls += 1;
+                }
+                (cpu_now() - start).as_secs_f64() / f64::from(calls)
+            })
+            .fold(f64::MAX, f64::min)
+    }
+
+    /// Parsing 8x the input takes about 8x the time (B-tree inserts add a log factor);
+    /// the quadratic `[]` of issue 14 took about 60x. The bound is generous for a loaded
+    /// box, and the time is this thread's CPU time, not the wall clock.
+    #[test]
+    fn parse_and_find_time_grow_linearly() {
+        type Shape = (&'static str, fn(usize) -> String);
+        let shapes: [Shape; 5] = [
+            ("a[] pairs", |n| vec!["a[]"; n].join("&")),
+            ("explicit indices", |n| {
+                (0..n)
+                    .map(|i| format!("a[{i}]=1"))
+                    .collect::<Vec<_>>()
+                    .join("&")
+            }),
+            ("deep shared prefix", |n| {
+                (0..n)
+                    .map(|i| format!("a[b][c][d][e][f][g][h][]={i}"))
+                    .collect::<Vec<_>>()
+                    .join("&")
+            }),
+            ("one long key", |n| format!("a[{}]=1", "x".repeat(n * 8))),
+            ("one long value", |n| format!("a={}", "%41".repeat(n * 8))),
+        ];
+        for (name, make) in shapes {
+            let (small, big) = (make(1_000), make(8_000));
+            assert!(parse(&big).is_ok(), "{name}");
+            let t_small = per_call(|| {
+                std::hint::black_box(parse(std::hint::black_box(&small))).ok();
+            });
+            let t_big = per_call(|| {
+                std::hint::black_box(parse(std::hint::black_box(&big))).ok();
+            });
+            let ratio = t_big / t_small;
+            assert!(
+                ratio < 32.0,
+                "{name}: 8x the input took {ratio:.1}x the time ({t_small:e} s -> {t_big:e} s)"
+            );
+        }
+        let small = vec!["a[]"; 10_000].join("&");
+        let big = vec!["a[]"; 80_000].join("&");
+        let t_small = per_call(|| {
+            std::hint::black_box(find(small.as_bytes(), "auth[application_token]")).ok();
+        });
+        let t_big = per_call(|| {
+            std::hint::black_box(find(big.as_bytes(), "auth[application_token]")).ok();
+        });
+        let ratio = t_big / t_small;
+        assert!(
+            ratio < 32.0,
+            "find: {ratio:.1}x ({t_small:e} s -> {t_big:e} s)"
+        );
+    }
+
+    proptest::proptest! {
+        /// The scan run before authentication and the full parse agree about every
+        /// top-level value, on bodies made of the characters that matter to both.
+        #[test]
+        fn find_agrees_with_parse(body in "[ab\\[\\]=&%5BD+]{0,40}") {
+            let found = find(body.as_bytes(), "a").ok().flatten();
+            if let Ok(tree) = parse(&body) {
+                let want = tree.get("a").and_then(FormValue::as_text);
+                if tree.get("a").is_none_or(|v| v.as_text().is_some()) {
+                    proptest::prop_assert_eq!(found.as_deref(), want);
+                }
+            }
+        }
     }
 
     #[test]

@@ -12,7 +12,8 @@ use super::settings::Settings;
 use crate::config::Portal;
 use crate::crm::Subject;
 
-/// Parse, authenticate and route one amoCRM webhook. Lead events and notes on leads
+/// Authenticate (the URL's secret, before the body is decoded), parse and route one
+/// amoCRM webhook. Lead events and notes on leads
 /// (and chat messages bound to a lead) queue the lead; contacts, companies, tasks and
 /// anything else are acknowledged and ignored.
 pub fn decode(portal: &Portal, query: Option<&str>, body: &[u8]) -> Result<Decoded, IntakeError> {
@@ -24,6 +25,13 @@ pub fn decode(portal: &Portal, query: Option<&str>, body: &[u8]) -> Result<Decod
         // Validation requires a secret for amoCRM portals; refuse rather than trust.
         return Err(IntakeError::Unauthorized("no webhook secret configured"));
     };
+    // The secret first, from the query alone: a stranger's body is never decoded.
+    webhook::authenticate(query, secret).map_err(|e| {
+        IntakeError::Unauthorized(match e {
+            WebhookError::MissingSecret => "no secret in the webhook URL",
+            _ => "wrong webhook secret",
+        })
+    })?;
     let given = webhook::query_secret(query);
     let unverified = webhook::parse(body).map_err(|e| IntakeError::Malformed(e.to_string()))?;
     let hook = unverified
@@ -164,6 +172,24 @@ mod tests {
         let no_secret = portal_with(None, None, None);
         assert!(matches!(
             decode(&no_secret, Some("secret=hook-s3cret"), MULTI.as_bytes()),
+            Err(IntakeError::Unauthorized(_))
+        ));
+    }
+
+    #[test]
+    fn without_the_secret_the_body_is_never_parsed() {
+        let p = portal(None, None);
+        // Malformed, and 80 kB of `a[]`: both refused for the secret, not the body.
+        let repro = vec!["a[]"; 20_000].join("&");
+        for body in [&b"a=%zz"[..], repro.as_bytes()] {
+            assert!(matches!(
+                decode(&p, Some("secret=nope"), body),
+                Err(IntakeError::Unauthorized("wrong webhook secret"))
+            ));
+        }
+        let query = format!("{repro}&secret=nope");
+        assert!(matches!(
+            decode(&p, Some(&query), MULTI.as_bytes()),
             Err(IntakeError::Unauthorized(_))
         ));
     }

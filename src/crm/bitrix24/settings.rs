@@ -31,6 +31,9 @@ pub struct Keys {
     pub member_id: Option<String>,
     /// Expected `auth[domain]` of events (optional extra check).
     pub domain: Option<String>,
+    /// Refuse events whose `ts` is further than this from now (off when absent: the
+    /// portal may deliver late, and the sweep would have to catch what is refused).
+    pub max_event_age_secs: Option<u64>,
     /// Bitrix24 plan, for the default rate limit: "standard" (2/s, burst 50) or "enterprise" (5/s, 250).
     pub plan: Option<String>,
     /// The portal URL of an OAuth app.
@@ -77,6 +80,10 @@ pub struct WebhookCheck {
     pub member_id: Option<String>,
     /// `auth[domain]`.
     pub domain: Option<String>,
+    /// Refuse events whose `ts` is further than this from now (replays); off when
+    /// absent, since the portal may deliver late and the sweep would have to catch
+    /// what is refused.
+    pub max_event_age_secs: Option<u64>,
 }
 
 /// A Bitrix24 portal's own settings.
@@ -117,7 +124,10 @@ impl CrmSettings for Settings {
             return false;
         };
         let (a, b) = (&self.webhook, &o.webhook);
-        same_secret(&a.secret, &b.secret) && a.member_id == b.member_id && a.domain == b.domain
+        same_secret(&a.secret, &b.secret)
+            && a.member_id == b.member_id
+            && a.domain == b.domain
+            && a.max_event_age_secs == b.max_event_age_secs
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -230,6 +240,7 @@ pub fn parse(cx: &mut PortalCheck<'_, '_>) -> PortalCrm {
             secret: app_token.value(),
             member_id: s.member_id.clone(),
             domain: s.domain.clone(),
+            max_event_age_secs: s.max_event_age_secs,
         };
         let rate = plan_rate(s.plan.as_deref()).unwrap_or_else(|| {
             cx.error(

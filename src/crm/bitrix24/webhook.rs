@@ -7,20 +7,25 @@ use super::settings::Settings;
 use crate::config::Portal;
 use crate::crm::Subject;
 
-/// Parse, authenticate and route one Bitrix24 event. Lead events queue the lead;
-/// activity events queue the activity (its lead is looked up by a worker, since the
-/// event carries only the activity id); everything else is acknowledged and ignored.
-/// The query string is not used: Bitrix24 authenticates events by the token in the body.
+/// Authenticate, parse and route one Bitrix24 event. The application token is checked
+/// first, by a linear scan of the raw body, so a body without it is refused (401) before
+/// anything is decoded. Lead events queue the lead; activity events queue the activity
+/// (its lead is looked up by a worker, since the event carries only the activity id);
+/// everything else is acknowledged and ignored. With `max_event_age_secs` set, an event
+/// whose `ts` is missing or too far from now is refused as a replay (401). The query
+/// string is not used: Bitrix24 authenticates events by the token in the body.
 pub fn decode(portal: &Portal, _query: Option<&str>, body: &[u8]) -> Result<Decoded, IntakeError> {
     let check = &portal
         .settings_of::<Settings>()
         .ok_or(IntakeError::UnknownPortal)?
         .webhook;
-    let unverified = webhook::parse(body).map_err(|e| IntakeError::Malformed(e.to_string()))?;
     let Some(token) = check.secret.as_ref() else {
         // Validation requires a token for Bitrix24 portals; refuse rather than trust.
         return Err(IntakeError::Unauthorized("no application token configured"));
     };
+    webhook::authenticate(body, token)
+        .map_err(|_| IntakeError::Unauthorized("wrong application token"))?;
+    let unverified = webhook::parse(body).map_err(|e| IntakeError::Malformed(e.to_string()))?;
     let event = unverified
         .verify(
             token,
@@ -34,6 +39,13 @@ pub fn decode(portal: &Portal, _query: Option<&str>, body: &[u8]) -> Result<Deco
             }),
             _ => IntakeError::Unauthorized("wrong application token"),
         })?;
+    if let Some(max_age) = check.max_event_age_secs {
+        if !event.is_fresh(chrono::Utc::now().timestamp(), max_age) {
+            return Err(IntakeError::Unauthorized(
+                "event ts is missing or older than max_event_age_secs (a replay?)",
+            ));
+        }
+    }
     let subjects = match (event.kind, event.entity_id.clone()) {
         (k, Some(id)) if k.is_lead() => vec![Subject::Lead(id)],
         // A deleted activity changes its lead's score too, but its owner can no longer
