@@ -16,6 +16,9 @@ pub mod demo;
 /// The daemon against the amoCRM sandbox (`leadscore demo --crm amocrm`).
 #[cfg(feature = "demo")]
 pub mod demo_amocrm;
+/// The demo's seed leads.
+#[cfg(feature = "demo")]
+pub mod demo_seeds;
 pub mod intake;
 pub mod lead;
 pub mod metrics;

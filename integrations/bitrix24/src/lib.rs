@@ -8,8 +8,10 @@
 
 pub mod batch;
 pub mod client;
+pub mod credentials;
 pub mod error;
 pub mod limiter;
+pub mod methods;
 pub mod types;
 pub mod webhook;
 

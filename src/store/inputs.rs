@@ -1,0 +1,133 @@
+//! The stored inputs of each lead (what the engine last scored) and the decay timers
+//! that say when its score next changes with time alone.
+
+use chrono::{DateTime, Utc};
+
+use super::{dec, enc, lead_key, InputSnapshot, Store, StoreError};
+use crate::crm::LeadId;
+
+impl Store {
+    /// The inputs last scored for a lead.
+    pub fn snapshot(&self, portal: &str, lead: &str) -> Result<Option<InputSnapshot>, StoreError> {
+        match self.snapshot.get(lead_key(portal, lead))? {
+            Some(v) => dec("snapshot", &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Keep the inputs just scored (made durable by the batch's flush).
+    pub fn put_snapshot(
+        &self,
+        portal: &str,
+        lead: &str,
+        snap: &InputSnapshot,
+    ) -> Result<(), StoreError> {
+        self.snapshot.insert(lead_key(portal, lead), enc(snap))?;
+        Ok(())
+    }
+
+    /// Forget a deleted lead's inputs (and its decay timer).
+    pub fn remove_snapshot(&self, portal: &str, lead: &str) -> Result<(), StoreError> {
+        self.snapshot.remove(lead_key(portal, lead))?;
+        self.set_timer(portal, lead, None)
+    }
+
+    /// When the lead's score next changes with time alone (`None`: never): replaces
+    /// its previous timer.
+    pub fn set_timer(
+        &self,
+        portal: &str,
+        lead: &str,
+        at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        let lkey = lead_key(portal, lead);
+        let new = at.map(|t| timer_key(t, &lkey));
+        if let Some(old) = self.timer_of.get(&lkey)? {
+            if new.as_deref() == Some(&old[..]) {
+                return Ok(());
+            }
+            self.timers.remove(&old)?;
+        }
+        match new {
+            Some(k) => {
+                self.timers.insert(k.as_slice(), &[])?;
+                self.timer_of.insert(lkey, k)?;
+            }
+            None => {
+                self.timer_of.remove(lkey)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Remove a timer that fired, unless the lead has been given a new one meanwhile.
+    pub fn clear_timer(
+        &self,
+        portal: &str,
+        lead: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let lkey = lead_key(portal, lead);
+        let key = timer_key(at, &lkey);
+        if self.timer_of.get(&lkey)?.as_deref() == Some(&key[..]) {
+            self.timer_of.remove(&lkey)?;
+        }
+        self.timers.remove(key)?;
+        Ok(())
+    }
+
+    /// Timers due at `now` or before, earliest first, at most `limit`:
+    /// (portal, lead, due).
+    pub fn due_timers(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<(String, LeadId, DateTime<Utc>)>, StoreError> {
+        let end = timer_prefix(now + chrono::Duration::milliseconds(1));
+        let mut out = Vec::new();
+        for kv in self.timers.range(..end).take(limit) {
+            let (k, _) = kv?;
+            if let Some(t) = parse_timer_key(&k) {
+                out.push(t);
+            }
+        }
+        Ok(out)
+    }
+
+    /// When the earliest timer is due.
+    pub fn next_timer(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(self
+            .timers
+            .first()?
+            .and_then(|(k, _)| parse_timer_key(&k))
+            .map(|(_, _, at)| at))
+    }
+
+    /// Timers set, for status and tests.
+    pub fn timers_len(&self) -> usize {
+        self.timers.len()
+    }
+}
+
+/// The order-preserving prefix of a timer key: milliseconds since the epoch, shifted
+/// so that big-endian bytes sort like the times.
+fn timer_prefix(at: DateTime<Utc>) -> [u8; 8] {
+    ((at.timestamp_millis() as i128 - i64::MIN as i128) as u64).to_be_bytes()
+}
+
+/// `time \0? portal \0 lead`: timers in due order.
+fn timer_key(at: DateTime<Utc>, lead_key: &[u8]) -> Vec<u8> {
+    let mut k = timer_prefix(at).to_vec();
+    k.extend_from_slice(lead_key);
+    k
+}
+
+fn parse_timer_key(k: &[u8]) -> Option<(String, LeadId, DateTime<Utc>)> {
+    let (t, rest) = k.split_at_checked(8)?;
+    let ms = (u64::from_be_bytes(t.try_into().ok()?) as i128 + i64::MIN as i128) as i64;
+    let at = DateTime::from_timestamp_millis(ms)?;
+    let sep = rest.iter().position(|b| *b == 0)?;
+    let portal = String::from_utf8(rest[..sep].to_vec()).ok()?;
+    let lead = String::from_utf8(rest[sep + 1..].to_vec()).ok()?;
+    Some((portal, lead, at))
+}
