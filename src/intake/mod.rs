@@ -287,7 +287,6 @@ async fn accept(
             StoreError::Full { .. } => IntakeError::QueueFull,
             other => IntakeError::Store(other),
         })?;
-    pipeline.store.flush().await.map_err(IntakeError::Store)?;
     debug!(portal = %portal.id, event = %decoded.detail, subjects = decoded.subjects.len(), "queued");
     Ok((
         (

@@ -47,8 +47,8 @@ impl Pipeline {
         }
     }
 
-    /// Queue the leads of fired timers durably, then clear the timers (a crash in
-    /// between re-fires them, which merges into the same entries). `false` when
+    /// Queue the leads of fired timers (durable when `enqueue` returns), then clear the
+    /// timers (a crash in between re-fires them, which merges into the same entries). `false` when
     /// nothing could be queued.
     pub(super) async fn enqueue_decay(
         &self,
@@ -85,10 +85,6 @@ impl Pipeline {
             }
         }
         if !queued {
-            return false;
-        }
-        if let Err(e) = self.store.flush().await {
-            warn!(error = %e, "cannot flush decayed leads");
             return false;
         }
         for (portal, lead, at) in due {

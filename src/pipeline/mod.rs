@@ -222,8 +222,9 @@ impl Pipeline {
         &self.settings
     }
 
-    /// Durably record events and schedule them. The caller flushes (once per request)
-    /// before acknowledging.
+    /// Durably record events and schedule them: on return they are in sled and flushed,
+    /// so the intake may acknowledge and the sweep, decay timers and rescore may move
+    /// their cursors. Concurrent callers share sled's flush of its log.
     pub async fn enqueue(
         &self,
         portal: &str,
@@ -248,6 +249,7 @@ impl Pipeline {
             };
             due.push((crate::store::pending_key(portal, s), out.due_at, hot));
         }
+        self.store.flush().await?;
         let mut sched = self.scheduler.lock().await;
         for (k, d, hot) in due {
             if hot {
