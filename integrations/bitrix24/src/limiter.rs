@@ -571,9 +571,14 @@ impl OperatingTracker {
         let (at, used) = {
             let mut map = self.lock();
             let m = map.get_mut(&key)?;
-            let at = self.ready_at_locked(m, now)?;
-            let long = at.duration_since(now) >= PAUSE_FROM;
-            let log = long && !m.warned;
+            let Some(at) = self.ready_at_locked(m, now) else {
+                if m.warned {
+                    m.warned = false;
+                    tracing::info!(portal = %self.label, method = %key, "bitrix24 method resumed after the operating-time pause");
+                }
+                return None;
+            };
+            let log = at.duration_since(now) >= PAUSE_FROM && !m.warned;
             if log {
                 m.warned = true;
             }
@@ -604,30 +609,8 @@ impl OperatingTracker {
     /// until when, and its end at INFO, so a stalled portal is never silent.
     pub async fn wait(&self, method: &str) -> Duration {
         let started = Instant::now();
-        let key = method.to_ascii_lowercase();
-        loop {
-            let (at, used) = {
-                let mut map = self.lock();
-                let Some(m) = map.get_mut(&key) else { break };
-                let now = Instant::now();
-                let Some(at) = self.ready_at_locked(m, now) else {
-                    if m.warned {
-                        m.warned = false;
-                        tracing::info!(portal = %self.label, method = %key, paused_secs = started.elapsed().as_secs(), "bitrix24 method resumed after the operating-time pause");
-                    }
-                    break;
-                };
-                let long = at.duration_since(now) >= PAUSE_FROM;
-                let log = long && !m.warned;
-                if log {
-                    m.warned = true;
-                }
-                (at, log.then(|| m.used()))
-            };
-            if let Some(used) = used {
-                self.log_pause(&key, used, at);
-            }
-            tokio::time::sleep_until(at).await;
+        while let Some(hold) = self.held_back(method) {
+            tokio::time::sleep(hold).await;
         }
         started.elapsed()
     }
