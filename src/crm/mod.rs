@@ -45,7 +45,7 @@ crms!(bitrix24, amocrm);
 pub type LeadId = String;
 
 /// What a webhook said changed. Bitrix24 activity events carry only the activity id,
-/// so the lead behind them is found later, by the worker, through the API.
+/// so the lead behind them is found by the worker's fetch ([`FetchBatch::activities`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Subject {
     Lead(LeadId),
@@ -102,6 +102,27 @@ pub enum ActivityRead {
 pub struct FetchRequest {
     pub id: LeadId,
     pub activities: ActivityRead,
+}
+
+/// What one worker turn asks the CRM to read.
+pub struct FetchBatch<'a> {
+    /// Leads named by their events, each with how much activity to read.
+    pub leads: &'a [FetchRequest],
+    /// Activity events whose lead the webhook did not name (Bitrix24).
+    pub activities: &'a [String],
+    /// How much activity to read for a lead found through `activities`: the pipeline
+    /// knows that lead's input snapshot, the CRM adapter does not.
+    pub read_for: &'a (dyn Fn(&LeadId) -> ActivityRead + Send + Sync),
+}
+
+/// What one worker turn read.
+#[derive(Debug, Default)]
+pub struct FetchOutcome {
+    /// The leads read (asked for or found through activities); a lead asked for and
+    /// missing here was deleted.
+    pub leads: BTreeMap<LeadId, Fetched>,
+    /// Every activity asked about → its lead (`None`: bound to no lead, or gone).
+    pub activity_leads: BTreeMap<String, Option<LeadId>>,
 }
 
 /// The values written back to one lead.
@@ -203,12 +224,6 @@ impl CrmError {
 /// `fields` and `task` come from the live snapshot the caller's batch started with.
 #[async_trait]
 pub trait Crm: Send + Sync {
-    /// Find the leads that activities belong to (`None`: not bound to a lead, or gone).
-    async fn resolve_activities(
-        &self,
-        activity_ids: &[String],
-    ) -> Result<BTreeMap<String, Option<LeadId>>, CrmError>;
-
     /// Fetch leads with their whole activity history. A lead missing from the map was
     /// deleted.
     async fn fetch(
@@ -217,15 +232,26 @@ pub trait Crm: Send + Sync {
         lead_ids: &[LeadId],
     ) -> Result<BTreeMap<LeadId, Fetched>, CrmError>;
 
-    /// Fetch leads reading only as much activity as each request asks for. A CRM
-    /// whose activity reads cost little may ignore the modes and read everything.
-    async fn fetch_incremental(
+    /// One worker turn's reads: the leads asked for, each reading only as much activity
+    /// as its request says, and the leads behind activity events (found and read in the
+    /// same turn, so an activity costs no second pass). A CRM whose webhooks always
+    /// name the lead has no activity subjects, and one whose activity reads cost little
+    /// may read everything: that is this default.
+    async fn fetch_batch(
         &self,
         fields: &FieldsSection,
-        requests: &[FetchRequest],
-    ) -> Result<BTreeMap<LeadId, Fetched>, CrmError> {
-        let ids: Vec<LeadId> = requests.iter().map(|r| r.id.clone()).collect();
-        self.fetch(fields, &ids).await
+        batch: FetchBatch<'_>,
+    ) -> Result<FetchOutcome, CrmError> {
+        let ids: Vec<LeadId> = batch.leads.iter().map(|r| r.id.clone()).collect();
+        let leads = if ids.is_empty() {
+            BTreeMap::new()
+        } else {
+            self.fetch(fields, &ids).await?
+        };
+        Ok(FetchOutcome {
+            leads,
+            activity_leads: batch.activities.iter().map(|a| (a.clone(), None)).collect(),
+        })
     }
 
     /// Write scores back; the outer error means nothing is known to be written, the

@@ -31,7 +31,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::config::Portal;
-use crate::crm::{ActivityRead, Crm, CrmError, FetchRequest, Fetched, LeadId, ScoreWrite, Subject};
+use crate::crm::{
+    ActivityRead, Crm, CrmError, FetchBatch, FetchOutcome, FetchRequest, Fetched, LeadId,
+    ScoreWrite, Subject,
+};
 use crate::metrics::Metrics;
 use crate::scoring::spec::Language;
 use crate::scoring::Model;
@@ -329,7 +332,8 @@ impl Pipeline {
                 }
                 continue;
             }
-            self.process_keys(&keys).await;
+            let mut keys = keys;
+            keys.extend(self.process_keys(&keys).await);
             let mut s = self.scheduler.lock().await;
             for k in &keys {
                 s.done(k);
@@ -349,8 +353,10 @@ impl Pipeline {
     }
 
     /// Process one batch of keys of one portal. Never panics on CRM or store errors:
-    /// each entry ends completed, rescheduled or dead-lettered.
-    pub async fn process_keys(&self, keys: &[Vec<u8>]) {
+    /// each entry ends completed, rescheduled or dead-lettered. Returns the keys of
+    /// leads found through activity events that this turn took over (in flight until
+    /// the caller marks them done, like `keys`).
+    pub async fn process_keys(&self, keys: &[Vec<u8>]) -> Vec<Vec<u8>> {
         let mut entries = Vec::new();
         for k in keys {
             match self.store.pending_get(k) {
@@ -359,72 +365,27 @@ impl Pipeline {
                 Err(e) => warn!(error = %e, "cannot read a pending entry"),
             }
         }
-        let Some(first) = entries.first() else { return };
+        let Some(first) = entries.first() else {
+            return Vec::new();
+        };
         // One snapshot for the whole batch: a reload meanwhile applies to the next one.
         let live = self.live();
         let Some(rt) = live.portals.get(&first.portal).cloned() else {
             // The portal was removed from the config: keep the entries for when it returns.
             warn!(portal = %first.portal, "events for a portal that is not configured");
-            return;
+            return Vec::new();
         };
         let (activities, leads): (Vec<_>, Vec<_>) = entries
             .into_iter()
             .partition(|e| matches!(e.subject, Subject::Activity(_)));
-        if !activities.is_empty() {
-            self.resolve_activities(&rt, activities).await;
-        }
-        if !leads.is_empty() {
-            self.process_leads(&rt, &live.model, leads).await;
-        }
+        let claimed = self
+            .process_batch(&rt, &live.model, leads, activities)
+            .await;
         if let Err(e) = self.store.flush().await {
             warn!(error = %e, "flush after batch failed");
         }
         crate::crashpoint::hit("after_batch");
-    }
-
-    async fn resolve_activities(&self, rt: &PortalRuntime, entries: Vec<PendingEntry>) {
-        let ids: Vec<String> = entries
-            .iter()
-            .filter_map(|e| match &e.subject {
-                Subject::Activity(id) => Some(id.clone()),
-                Subject::Lead(_) => None,
-            })
-            .collect();
-        let now = self.now();
-        match rt.crm.resolve_activities(&ids).await {
-            Ok(map) => {
-                for e in entries {
-                    let Subject::Activity(id) = &e.subject else {
-                        continue;
-                    };
-                    match map.get(id).cloned().flatten() {
-                        Some(lead) => match self.store.retarget(&e, &lead, now) {
-                            Ok(Some(le)) => {
-                                let hot = near_threshold(&self.store, &rt.portal, &lead);
-                                let mut sched = self.scheduler.lock().await;
-                                if hot {
-                                    sched.set_hot(&le.key(), true);
-                                }
-                                sched.schedule(le.key(), le.due_at);
-                            }
-                            Ok(None) => {}
-                            Err(err) => self.fail(rt, &e, &PipelineError::Store(err)).await,
-                        },
-                        None => {
-                            debug!(portal = %rt.portal.id, activity = %id, "activity not bound to a lead; ignored");
-                            if let Err(err) = self.store.complete(&e) {
-                                warn!(error = %err, "cannot complete entry");
-                            }
-                        }
-                    }
-                }
-            }
-            Err(err) => {
-                for e in entries {
-                    self.fail(rt, &e, &PipelineError::Crm(err.clone())).await;
-                }
-            }
-        }
+        claimed
     }
 
     async fn finish(&self, e: &PendingEntry) {

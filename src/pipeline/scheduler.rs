@@ -101,6 +101,20 @@ impl Scheduler {
         picked.into_iter().map(|(_, k)| k).collect()
     }
 
+    /// Take one key for the caller's batch, whether due or not (a lead found through
+    /// an activity event is scored in the same turn). `false`: another worker holds it.
+    pub fn claim(&mut self, key: &[u8]) -> bool {
+        if self.in_flight.contains(key) {
+            return false;
+        }
+        if let Some(due) = self.by_key.remove(key) {
+            self.due.remove(&(due, key.to_vec()));
+        }
+        self.in_flight.insert(key.to_vec());
+        *self.busy.entry(portal_of(key).to_vec()).or_insert(0) += 1;
+        true
+    }
+
     /// Hand out nothing of `portal` until `until` (the CRM blocked the integration).
     pub fn pause_portal(&mut self, portal: &[u8], until: DateTime<Utc>) {
         let at = self.paused.entry(portal.to_vec()).or_insert(until);

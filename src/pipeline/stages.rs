@@ -1,75 +1,226 @@
-//! One batch of leads through the stages: fetch (reading only what the input
-//! snapshots lack) → score and diff (pure) → write what changed → trigger.
+//! One batch of leads through the stages: plan (which inputs the snapshots lack) →
+//! fetch (with the leads behind activity events) → score and diff (pure) → write what
+//! changed → record and trigger. Each stage ends every entry it cannot carry on
+//! (retried, dead-lettered or completed) and hands the rest to the next one.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use tracing::{debug, info, warn};
 
 use super::{
-    trigger, ActivityRead, CauseSource, CrmError, FetchRequest, Fetched, InputSnapshot, LeadId,
-    LedgerEntry, Metrics, Model, PendingEntry, Pipeline, PipelineError, PortalRuntime, ScoreWrite,
-    Subject, Written,
+    near_threshold, trigger, ActivityRead, CauseSource, CrmError, FetchBatch, FetchOutcome,
+    FetchRequest, Fetched, InputSnapshot, LeadId, LedgerEntry, Metrics, Model, PendingEntry,
+    Pipeline, PipelineError, PortalRuntime, ScoreWrite, Subject, Written,
 };
+use crate::lead::Lead;
+use crate::scoring::Score;
+
+/// A lead entry in this turn, with the inputs the engine last scored it on.
+struct Planned {
+    entry: PendingEntry,
+    previous: Option<InputSnapshot>,
+    /// Read from the CRM this turn (else scored from `previous` alone).
+    read: bool,
+}
+
+/// One lead scored this turn, and whether the CRM must hear about it.
+struct Scored {
+    entry: PendingEntry,
+    lead: Lead,
+    score: Score,
+    explanation: String,
+    needs_write: bool,
+}
+
+/// Per lead, what the CRM said about its write (absent: not written this turn).
+type WriteResults = BTreeMap<LeadId, Result<(), CrmError>>;
 
 impl Pipeline {
-    pub(super) async fn process_leads(
+    /// Carry one portal's lead and activity entries through every stage. Returns the
+    /// store keys of leads found through activities that this turn took over from the
+    /// scheduler (the caller marks them done like its own keys).
+    pub(super) async fn process_batch(
         &self,
         rt: &PortalRuntime,
         model: &Model,
-        entries: Vec<PendingEntry>,
-    ) {
+        leads: Vec<PendingEntry>,
+        activities: Vec<PendingEntry>,
+    ) -> Vec<Vec<u8>> {
         let now = self.now();
-        let portal = &rt.portal;
-        let mut requests = Vec::with_capacity(entries.len());
-        let mut snapshots: HashMap<LeadId, Option<InputSnapshot>> = HashMap::new();
-        let mut ready = Vec::with_capacity(entries.len());
+        let mut planned = self.plan(rt, leads).await;
+        let Some(outcome) = self.fetch_stage(rt, &planned, &activities, now).await else {
+            return Vec::new();
+        };
+        let claimed = self
+            .adopt_activities(rt, activities, &outcome, &mut planned, now)
+            .await;
+        let scored = self.score_stage(rt, model, planned, &outcome.leads).await;
+        let (scored, results) = self.write_stage(rt, scored).await;
+        self.record_and_trigger(rt, scored, &results).await;
+        claimed
+    }
+
+    /// Read each entry's input snapshot and decide whether the CRM must be read: a
+    /// change with time alone (decay, rescore) is scored from the stored inputs.
+    async fn plan(&self, rt: &PortalRuntime, entries: Vec<PendingEntry>) -> Vec<Planned> {
+        let mut planned = Vec::with_capacity(entries.len());
         for e in entries {
             let Subject::Lead(id) = &e.subject else {
                 continue;
             };
-            match self.store.snapshot(&portal.id, id) {
-                Ok(snap) => {
-                    // A change with time alone is scored from the stored inputs: no read.
-                    if !(snap.is_some() && from_snapshot_only(&e)) {
-                        requests.push(FetchRequest {
-                            id: id.clone(),
-                            activities: activity_read(&e, snap.as_ref(), now),
-                        });
-                    }
-                    snapshots.insert(id.clone(), snap);
-                    ready.push(e);
+            match self.store.snapshot(&rt.portal.id, id) {
+                Ok(previous) => {
+                    let read = !(previous.is_some() && from_snapshot_only(&e));
+                    planned.push(Planned {
+                        entry: e,
+                        previous,
+                        read,
+                    });
                 }
                 Err(err) => self.fail(rt, &e, &err.into()).await,
             }
         }
-        let entries = ready;
-        let fetched = if requests.is_empty() {
-            BTreeMap::new()
-        } else {
-            match rt.crm.fetch_incremental(&rt.portal.fields, &requests).await {
-                Ok(f) => {
-                    self.crm_ok(&rt.portal.id);
-                    f
+        planned
+    }
+
+    /// One read of the CRM for the whole turn. `None`: it failed, and every entry of
+    /// the turn was handed to the retry policy.
+    async fn fetch_stage(
+        &self,
+        rt: &PortalRuntime,
+        planned: &[Planned],
+        activities: &[PendingEntry],
+        now: DateTime<Utc>,
+    ) -> Option<FetchOutcome> {
+        let requests: Vec<FetchRequest> = planned
+            .iter()
+            .filter(|p| p.read)
+            .filter_map(|p| match &p.entry.subject {
+                Subject::Lead(id) => Some(FetchRequest {
+                    id: id.clone(),
+                    activities: activity_read(&p.entry, p.previous.as_ref(), now),
+                }),
+                Subject::Activity(_) => None,
+            })
+            .collect();
+        let activity_ids: Vec<String> = activities
+            .iter()
+            .filter_map(|e| match &e.subject {
+                Subject::Activity(id) => Some(id.clone()),
+                Subject::Lead(_) => None,
+            })
+            .collect();
+        if requests.is_empty() && activity_ids.is_empty() {
+            return Some(FetchOutcome::default());
+        }
+        let portal = &rt.portal.id;
+        // A lead found through an activity event: one of its activities is new.
+        let read_for = |id: &LeadId| {
+            let snap = self.store.snapshot(portal, id).ok().flatten();
+            read_mode(snap.as_ref(), true, false, now)
+        };
+        let batch = FetchBatch {
+            leads: &requests,
+            activities: &activity_ids,
+            read_for: &read_for,
+        };
+        match rt.crm.fetch_batch(&rt.portal.fields, batch).await {
+            Ok(outcome) => {
+                self.crm_ok(portal);
+                Some(outcome)
+            }
+            Err(err) => {
+                let err = PipelineError::Crm(err);
+                for e in planned.iter().map(|p| &p.entry).chain(activities) {
+                    self.fail(rt, e, &err).await;
                 }
+                None
+            }
+        }
+    }
+
+    /// Move each activity entry onto its lead's entry (merging with what is pending
+    /// there) and score that lead in this same turn; an activity bound to no lead ends
+    /// here. A lead another worker holds is left to it: its worker re-reads the store
+    /// when it finishes and picks up what was merged.
+    async fn adopt_activities(
+        &self,
+        rt: &PortalRuntime,
+        activities: Vec<PendingEntry>,
+        outcome: &FetchOutcome,
+        planned: &mut Vec<Planned>,
+        now: DateTime<Utc>,
+    ) -> Vec<Vec<u8>> {
+        let mut claimed = Vec::new();
+        for e in activities {
+            let Subject::Activity(id) = &e.subject else {
+                continue;
+            };
+            let Some(lead) = outcome.activity_leads.get(id).cloned().flatten() else {
+                debug!(portal = %rt.portal.id, activity = %id, "activity not bound to a lead; ignored");
+                self.finish(&e).await;
+                continue;
+            };
+            let le = match self.store.retarget(&e, &lead, now) {
+                Ok(Some(le)) => le,
+                // A newer event for this activity arrived meanwhile: it runs again.
+                Ok(None) => continue,
                 Err(err) => {
-                    for e in &entries {
-                        self.fail(rt, e, &PipelineError::Crm(err.clone())).await;
-                    }
-                    return;
+                    self.fail(rt, &e, &PipelineError::Store(err)).await;
+                    continue;
+                }
+            };
+            if let Some(p) = planned.iter_mut().find(|p| p.entry.subject == le.subject) {
+                p.entry = le;
+                p.read = true;
+                continue;
+            }
+            let key = le.key();
+            {
+                let mut sched = self.scheduler.lock().await;
+                if near_threshold(&self.store, &rt.portal, &lead) {
+                    sched.set_hot(&key, true);
+                }
+                if !sched.claim(&key) {
+                    continue;
                 }
             }
-        };
-        let fetched_ids: HashSet<&str> = requests.iter().map(|r| r.id.as_str()).collect();
+            claimed.push(key);
+            match self.store.snapshot(&rt.portal.id, &lead) {
+                Ok(previous) => planned.push(Planned {
+                    entry: le,
+                    previous,
+                    read: true,
+                }),
+                Err(err) => self.fail(rt, &le, &err.into()).await,
+            }
+        }
+        claimed
+    }
+
+    /// Merge what was read into the snapshots, re-arm decay timers, score, and decide
+    /// per lead whether the CRM's fields differ from what it should show.
+    async fn score_stage(
+        &self,
+        rt: &PortalRuntime,
+        model: &Model,
+        planned: Vec<Planned>,
+        fetched: &BTreeMap<LeadId, Fetched>,
+    ) -> Vec<Scored> {
+        let portal = &rt.portal;
         let now = self.now();
-        let mut writes = Vec::new();
-        let mut scored = Vec::new();
-        for e in entries {
+        let mut scored = Vec::with_capacity(planned.len());
+        for Planned {
+            entry: e,
+            previous,
+            read,
+        } in planned
+        {
             let Subject::Lead(id) = &e.subject else {
                 continue;
             };
-            let previous = snapshots.remove(id).flatten();
-            let (snap, current_score) = if fetched_ids.contains(id.as_str()) {
+            let (snap, current_score) = if read {
                 let Some(f) = fetched.get(id) else {
                     info!(portal = %portal.id, lead = %id, "lead no longer exists; dropped");
                     Metrics::inc(&self.metrics.leads, &portal.id, "deleted");
@@ -97,14 +248,7 @@ impl Pipeline {
                 self.fail(rt, &e, &err.into()).await;
                 continue;
             }
-            let f = Fetched {
-                lead: snap.lead,
-                activities: snap.activities,
-                activities_complete: true,
-                activity_cursor: snap.activity_cursor,
-                current_score,
-            };
-            let score = model.score(&f.lead, &f.activities, now);
+            let score = model.score(&snap.lead, &snap.activities, now);
             Metrics::inc(&self.metrics.scores, &portal.id, &score.tier);
             self.metrics
                 .lead_latency
@@ -119,41 +263,75 @@ impl Pipeline {
             };
             let same = last.as_ref().is_some_and(|w| {
                 w.score == score.total && w.tier == score.tier && w.breakdown == explanation
-            }) && f.current_score.is_none_or(|c| c == score.total);
-            if !same {
-                writes.push(ScoreWrite {
-                    lead_id: id.clone(),
-                    score: score.total,
-                    tier: score.tier.clone(),
-                    breakdown: explanation.clone(),
-                    comment: portal.fields.comment,
-                });
-            }
-            scored.push((e, f, score, explanation, !same));
+            }) && current_score.is_none_or(|c| c == score.total);
+            scored.push(Scored {
+                entry: e,
+                lead: snap.lead,
+                score,
+                explanation,
+                needs_write: !same,
+            });
         }
-        let results = if writes.is_empty() {
-            Default::default()
-        } else {
-            match rt.crm.write_scores(&rt.portal.fields, &writes).await {
-                Ok(r) => {
-                    crate::crashpoint::hit("after_crm_write");
-                    r
-                }
-                Err(err) => {
-                    for (e, _, _, _, needs_write) in &scored {
-                        if *needs_write {
-                            self.fail(rt, e, &PipelineError::Crm(err.clone())).await;
-                        }
-                    }
-                    scored.retain(|s| !s.4);
-                    Default::default()
-                }
+        scored
+    }
+
+    /// Write every changed score in one call. If the call fails as a whole, the leads
+    /// that needed a write go back to the retry policy and leave the turn.
+    async fn write_stage(
+        &self,
+        rt: &PortalRuntime,
+        mut scored: Vec<Scored>,
+    ) -> (Vec<Scored>, WriteResults) {
+        let writes: Vec<ScoreWrite> = scored
+            .iter()
+            .filter(|s| s.needs_write)
+            .map(|s| ScoreWrite {
+                lead_id: s.lead.id.clone(),
+                score: s.score.total,
+                tier: s.score.tier.clone(),
+                breakdown: s.explanation.clone(),
+                comment: rt.portal.fields.comment,
+            })
+            .collect();
+        if writes.is_empty() {
+            return (scored, WriteResults::new());
+        }
+        match rt.crm.write_scores(&rt.portal.fields, &writes).await {
+            Ok(r) => {
+                crate::crashpoint::hit("after_crm_write");
+                (scored, r)
             }
-        };
-        for (e, f, score, explanation, needs_write) in scored {
-            let lead_id = f.lead.id.clone();
+            Err(err) => {
+                let err = PipelineError::Crm(err);
+                for s in scored.iter().filter(|s| s.needs_write) {
+                    self.fail(rt, &s.entry, &err).await;
+                }
+                scored.retain(|s| !s.needs_write);
+                (scored, WriteResults::new())
+            }
+        }
+    }
+
+    /// Record each applied write in the ledger, then let the trigger decide on a
+    /// call-now task; an entry is complete only after both.
+    async fn record_and_trigger(
+        &self,
+        rt: &PortalRuntime,
+        scored: Vec<Scored>,
+        results: &WriteResults,
+    ) {
+        let portal = &rt.portal;
+        let now = self.now();
+        for s in scored {
+            let Scored {
+                entry: e,
+                lead,
+                score,
+                explanation,
+                needs_write,
+            } = s;
             if needs_write {
-                match results.get(&lead_id) {
+                match results.get(&lead.id) {
                     Some(Ok(())) => {
                         let written = Written {
                             score: score.total,
@@ -171,12 +349,12 @@ impl Pipeline {
                         };
                         if let Err(err) = self
                             .store
-                            .record_write(&portal.id, &lead_id, &written, &ledger)
+                            .record_write(&portal.id, &lead.id, &written, &ledger)
                         {
                             self.fail(rt, &e, &err.into()).await;
                             continue;
                         }
-                        info!(portal = %portal.id, lead = %lead_id, score = score.total, tier = %score.tier, "score written");
+                        info!(portal = %portal.id, lead = %lead.id, score = score.total, tier = %score.tier, "score written");
                         Metrics::inc(&self.metrics.leads, &portal.id, "written");
                     }
                     Some(Err(err)) => {
@@ -184,38 +362,25 @@ impl Pipeline {
                         continue;
                     }
                     None => {
-                        self.fail(
-                            rt,
-                            &e,
-                            &PipelineError::Crm(CrmError::Transient {
-                                message: "write result missing".into(),
-                                retry_after: None,
-                            }),
-                        )
-                        .await;
+                        let missing = CrmError::Transient {
+                            message: "write result missing".into(),
+                            retry_after: None,
+                        };
+                        self.fail(rt, &e, &PipelineError::Crm(missing)).await;
                         continue;
                     }
                 }
             } else {
-                debug!(portal = %portal.id, lead = %lead_id, score = score.total, "unchanged; nothing written");
+                debug!(portal = %portal.id, lead = %lead.id, score = score.total, "unchanged; nothing written");
                 Metrics::inc(&self.metrics.leads, &portal.id, "unchanged");
             }
-            let rep = f
-                .lead
+            let rep = lead
                 .responsible_id
                 .clone()
                 .or_else(|| portal.task.fallback_responsible_id.clone());
             let allow_new = self.tasks_allowed(&e, rep.as_deref()).await;
-            match trigger::apply_with(
-                &self.store,
-                rt,
-                &f.lead,
-                &score,
-                &explanation,
-                now,
-                allow_new,
-            )
-            .await
+            match trigger::apply_with(&self.store, rt, &lead, &score, &explanation, now, allow_new)
+                .await
             {
                 Ok(outcome) => {
                     match outcome {
@@ -263,14 +428,24 @@ pub fn activity_read(
     snap: Option<&InputSnapshot>,
     now: DateTime<Utc>,
 ) -> ActivityRead {
+    let replay = e.causes.iter().any(|c| c.source == CauseSource::Replay);
+    read_mode(snap, e.activities_changed, replay, now)
+}
+
+/// [`activity_read`] from its parts, for a lead known only through an activity event.
+fn read_mode(
+    snap: Option<&InputSnapshot>,
+    activities_changed: bool,
+    replay: bool,
+    now: DateTime<Utc>,
+) -> ActivityRead {
     let Some(s) = snap else {
         return ActivityRead::Full;
     };
-    let replay = e.causes.iter().any(|c| c.source == CauseSource::Replay);
     if replay || now - s.full_read_at > FULL_REFRESH {
         return ActivityRead::Full;
     }
-    if !e.activities_changed && now - s.activities_read_at <= ACTIVITY_TRUST {
+    if !activities_changed && now - s.activities_read_at <= ACTIVITY_TRUST {
         return ActivityRead::Skip;
     }
     match &s.activity_cursor {

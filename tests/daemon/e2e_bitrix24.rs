@@ -494,3 +494,53 @@ async fn a_model_change_is_previewed_then_rescored_through_the_daemon_and_resume
     assert_eq!(d.crm_score(asked[0]), Some(90));
     assert_eq!(d.sandbox.tasks().len(), tasks_before);
 }
+
+/// Bitrix24 names only the activity in `ONCRMACTIVITYADD`: its lead is found and read
+/// in the same worker turn (one activity list to resolve it, one read of the lead with
+/// its activities), and an activity bound to no lead costs nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_activity_event_scores_its_lead_in_the_same_turn() {
+    let d = Daemon::start(Options {
+        bind_events: false,
+        ..Options::default()
+    })
+    .await;
+    let lead = d.add_strong_lead(1);
+    let act = d.add_demo_request(lead);
+    let elsewhere = d
+        .sandbox
+        .add_activity(json!({"OWNER_TYPE_ID": 3, "OWNER_ID": 1, "TYPE_ID": 2,
+            "SUBJECT": "звонок контакту", "COMPLETED": "Y"}))
+        .unwrap();
+    let activity_event = |id: u64| {
+        d.lead_event(id)
+            .replace("ONCRMLEADUPDATE", "ONCRMACTIVITYADD")
+    };
+    d.sandbox.reset_counters();
+    assert_eq!(d.post(&activity_event(act)).await.0, 200);
+    d.settle().await;
+    assert_eq!(d.crm_score(lead), Some(80), "60 for fit + 20 for the demo");
+    let c = d.sandbox.counters();
+    assert_eq!(
+        c.by_method.get("crm.lead.list").copied(),
+        Some(1),
+        "the lead is read once: {c:?}"
+    );
+    assert_eq!(
+        c.by_method.get("crm.activity.list").copied(),
+        Some(2),
+        "one list resolves the activity, one reads the lead's history: {c:?}"
+    );
+    assert_eq!(
+        c.by_method.get("batch").copied(),
+        Some(3),
+        "resolve, read and write: {c:?}"
+    );
+
+    d.sandbox.reset_counters();
+    assert_eq!(d.post(&activity_event(elsewhere)).await.0, 200);
+    d.settle().await;
+    let c = d.sandbox.counters();
+    assert_eq!(c.requests, 1, "one list, then nothing: {c:?}");
+    assert_eq!(c.by_method.get("crm.activity.list").copied(), Some(1));
+}

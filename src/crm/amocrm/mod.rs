@@ -251,14 +251,6 @@ impl Crm for AmocrmCrm {
         })
     }
 
-    /// amoCRM webhooks always name the lead, so there are no activity subjects.
-    async fn resolve_activities(
-        &self,
-        activity_ids: &[String],
-    ) -> Result<BTreeMap<String, Option<LeadId>>, CrmError> {
-        Ok(activity_ids.iter().map(|a| (a.clone(), None)).collect())
-    }
-
     async fn fetch(
         &self,
         fields: &FieldsSection,

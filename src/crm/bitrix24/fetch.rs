@@ -16,7 +16,7 @@ use super::{
 };
 use crate::config::FieldsSection;
 use crate::crm::mapping::apply_map;
-use crate::crm::{ActivityRead, CrmError, FetchRequest, Fetched, LeadId};
+use crate::crm::{ActivityRead, CrmError, FetchBatch, FetchOutcome, FetchRequest, Fetched, LeadId};
 use crate::lead::Lead;
 
 /// Lead fields read for scoring (`*` = all standard fields, `UF_*` = all user fields;
@@ -196,6 +196,48 @@ impl Bitrix24Crm {
             .and_then(value_i64)
             .and_then(|n| i32::try_from(n).ok());
         Ok((lead, score))
+    }
+
+    /// One worker turn: find the leads behind the activity events first, then read
+    /// them with the leads asked for. A found lead that was also asked for only its
+    /// fields (an echo) reads its activities after all, since one of them is new.
+    pub(super) async fn fetch_turn(
+        &self,
+        fields: &FieldsSection,
+        batch: FetchBatch<'_>,
+    ) -> Result<FetchOutcome, CrmError> {
+        let activity_leads = if batch.activities.is_empty() {
+            BTreeMap::new()
+        } else {
+            self.resolve(batch.activities).await?
+        };
+        let mut requests: BTreeMap<&str, ActivityRead> = batch
+            .leads
+            .iter()
+            .map(|r| (r.id.as_str(), r.activities.clone()))
+            .collect();
+        for lead in activity_leads.values().flatten() {
+            let mode = requests.entry(lead.as_str()).or_insert(ActivityRead::Skip);
+            if *mode == ActivityRead::Skip {
+                *mode = (batch.read_for)(lead);
+            }
+        }
+        let requests: Vec<FetchRequest> = requests
+            .into_iter()
+            .map(|(id, activities)| FetchRequest {
+                id: id.to_string(),
+                activities,
+            })
+            .collect();
+        let leads = if requests.is_empty() {
+            BTreeMap::new()
+        } else {
+            self.fetch_requests(fields, &requests).await?
+        };
+        Ok(FetchOutcome {
+            leads,
+            activity_leads,
+        })
     }
 
     /// Find the leads that activities belong to (`None`: not bound to a lead, or gone).

@@ -46,8 +46,8 @@ pub use classify::ActivityClassifier;
 
 use super::vault::TokenVault;
 use super::{
-    Crm, CrmAdmin, CrmError, FetchRequest, Fetched, FieldSetup, LeadId, MethodBudget,
-    PacingState, ScoreWrite, TaskRef, TaskRequest,
+    Crm, CrmAdmin, CrmError, FetchBatch, FetchOutcome, Fetched, FieldSetup, LeadId,
+    MethodBudget, PacingState, ScoreWrite, TaskRef, TaskRequest,
 };
 use super::registry::{Adapter, CrmEntry};
 use crate::config::{keys_of, FieldsSection, Portal, TaskSection};
@@ -327,13 +327,6 @@ impl Crm for Bitrix24Crm {
         })
     }
 
-    async fn resolve_activities(
-        &self,
-        activity_ids: &[String],
-    ) -> Result<BTreeMap<String, Option<LeadId>>, CrmError> {
-        self.resolve(activity_ids).await
-    }
-
     async fn fetch(
         &self,
         fields: &FieldsSection,
@@ -342,12 +335,12 @@ impl Crm for Bitrix24Crm {
         self.fetch_full(fields, lead_ids).await
     }
 
-    async fn fetch_incremental(
+    async fn fetch_batch(
         &self,
         fields: &FieldsSection,
-        requests: &[FetchRequest],
-    ) -> Result<BTreeMap<LeadId, Fetched>, CrmError> {
-        self.fetch_requests(fields, requests).await
+        batch: FetchBatch<'_>,
+    ) -> Result<FetchOutcome, CrmError> {
+        self.fetch_turn(fields, batch).await
     }
 
     async fn write_scores(

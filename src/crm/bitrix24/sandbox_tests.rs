@@ -8,6 +8,7 @@ use serde_json::json;
 use super::*;
 use super::settings::{Auth as PortalAuth, Settings};
 use crate::config::{RateLimitSection, TaskKind, TaskSection};
+use crate::crm::{ActivityRead, FetchBatch, FetchRequest};
 use crate::crm::vault::vault_key;
 use crate::lead::ActivityKind;
 use leadscore_bitrix24_sandbox::{RateLimit, Sandbox, SandboxHandle, SandboxOptions};
@@ -234,13 +235,60 @@ async fn fetch_write_and_tasks_in_few_requests() {
             "START_TIME": "2026-11-21T10:00:00+03:00"}))
         .unwrap()
         .to_string();
-    let map = crm
-        .resolve_activities(&[act_id.clone(), bound.clone(), "424242".into()])
+    // One fetch turn finds the leads behind activity events and reads them with the
+    // leads asked for: lead 2 is asked for its fields only (an echo), but an activity
+    // event names it too, so its activities are read after all.
+    let on_two = sb
+        .add_activity(json!({"OWNER_TYPE_ID": 1, "OWNER_ID": ids[2], "TYPE_ID": 2,
+            "START_TIME": "2026-11-21T11:00:00+03:00"}))
+        .unwrap()
+        .to_string();
+    let asked = [
+        FetchRequest {
+            id: ids[1].clone(),
+            activities: ActivityRead::Skip,
+        },
+        FetchRequest {
+            id: ids[2].clone(),
+            activities: ActivityRead::Skip,
+        },
+    ];
+    let activities = [act_id.clone(), bound.clone(), on_two.clone(), "424242".into()];
+    let found_through_activities = std::sync::Mutex::new(Vec::new());
+    let read_for = |id: &LeadId| {
+        found_through_activities.lock().unwrap().push(id.clone());
+        ActivityRead::Full
+    };
+    sb.reset_counters();
+    let out = crm
+        .fetch_batch(
+            fs,
+            FetchBatch {
+                leads: &asked,
+                activities: &activities,
+                read_for: &read_for,
+            },
+        )
         .await
         .unwrap();
+    let map = &out.activity_leads;
     assert_eq!(map[&act_id].as_deref(), Some(ids[3].as_str()));
     assert_eq!(map[&bound].as_deref(), Some(ids[4].as_str()));
+    assert_eq!(map[&on_two].as_deref(), Some(ids[2].as_str()));
     assert_eq!(map["424242"], None);
+    let mut found = found_through_activities.into_inner().unwrap();
+    found.sort();
+    assert_eq!(found, vec![ids[2].clone(), ids[3].clone(), ids[4].clone()]);
+    let read: Vec<&String> = out.leads.keys().collect();
+    assert_eq!(read, vec![&ids[1], &ids[2], &ids[3], &ids[4]]);
+    assert!(out.leads[&ids[1]].activities.is_empty(), "an echo reads no activity");
+    assert!(
+        out.leads[&ids[2]].activities.iter().any(|a| a.id == on_two),
+        "the lead named by an activity event reads its activities"
+    );
+    assert!(out.leads[&ids[3]].activities_complete);
+    // Resolution, then one read of all four leads: two requests in one call.
+    assert_eq!(sb.counters().requests, 2, "{:?}", sb.counters());
 
     // The sweep sees every lead modified since a time in the past.
     let changed = crm
