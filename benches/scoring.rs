@@ -152,6 +152,7 @@ fn activities() -> Vec<Activity> {
             url: url.map(str::to_string),
             at: now() - TimeDelta::milliseconds((days * 86_400_000.0) as i64),
             contact_id: Some("c1".into()),
+            mapped_by: None,
         })
         .collect()
 }

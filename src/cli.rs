@@ -69,19 +69,48 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
     serde_json::from_str(&text).with_context(|| format!("{} is not valid", path.display()))
 }
 
-/// `leadscore explain`: score one lead from files and print the table.
+/// Where `explain` reads activities from.
+pub struct ExplainInputs<'a> {
+    /// Neutral activities (JSON array).
+    pub activities: Option<&'a Path>,
+    /// The CRM's own rows, classified with `portal`'s activity map.
+    pub crm_activities: Option<&'a Path>,
+    pub portal: Option<&'a str>,
+}
+
+/// `leadscore explain`: score one lead from files and print the table, then how each
+/// activity was classified (which `[[portal.activity_map]]` entry, if any).
 pub fn explain(
     config_path: &Path,
     lead_path: &Path,
-    activities_path: Option<&Path>,
+    inputs: ExplainInputs<'_>,
     now: Option<&str>,
 ) -> anyhow::Result<()> {
     let config = load_config_offline(config_path)?;
     let lead: Lead = read_json(lead_path)?;
-    let activities: Vec<Activity> = match activities_path {
+    let mut activities: Vec<Activity> = match inputs.activities {
         Some(p) => read_json(p)?,
         None => Vec::new(),
     };
+    let mut not_scored = 0;
+    if let Some(path) = inputs.crm_activities {
+        let id = inputs.portal.context("--crm-activities needs --portal")?;
+        let portal = config
+            .portals
+            .iter()
+            .find(|p| p.id == id)
+            .with_context(|| format!("no portal `{id}` in {}", config_path.display()))?;
+        let entry = crate::crm::registry::of(portal)?;
+        let rows: Vec<serde_json::Value> = read_json(path)?;
+        for (i, row) in rows.iter().enumerate() {
+            match (entry.classify_row)(&portal.fields, row)
+                .map_err(|e| anyhow::anyhow!("{} row {}: {e}", path.display(), i + 1))?
+            {
+                Some(a) => activities.push(a),
+                None => not_scored += 1,
+            }
+        }
+    }
     let now = match now {
         Some(s) => DateTime::parse_from_rfc3339(s)
             .with_context(|| format!("--now {s:?} is not an RFC 3339 time"))?
@@ -95,7 +124,32 @@ pub fn explain(
     );
     println!();
     println!("{}", score.explain(config.scoring.language, now));
+    if inputs.crm_activities.is_some() || activities.iter().any(|a| a.mapped_by.is_some()) {
+        println!();
+        print!("{}", classification_table(&activities));
+        if not_scored > 0 {
+            println!("{not_scored} row(s) are no scored activity (e.g. our own notes)");
+        }
+    }
     Ok(())
+}
+
+/// One line per activity: its id, time, kind, and what classified it.
+fn classification_table(activities: &[Activity]) -> String {
+    let mut out = String::from("activity  at                    kind            classified by\n");
+    for a in activities {
+        let by = match a.mapped_by {
+            Some(n) => format!("activity_map entry #{n}"),
+            None => "tag or built-in type rule".to_string(),
+        };
+        out.push_str(&format!(
+            "{:<9} {:<21} {:<15} {by}\n",
+            a.id,
+            a.at.format("%Y-%m-%d %H:%M UTC"),
+            a.kind.as_str()
+        ));
+    }
+    out
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -217,6 +217,10 @@ pub struct Activity {
     /// The contact who did it, for "several people of one company" triggers.
     #[serde(default)]
     pub contact_id: Option<String>,
+    /// The `[[portal.activity_map]]` entry (from 1) that gave the kind, so `explain`
+    /// can say why an activity counts as what it counts as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mapped_by: Option<usize>,
 }
 
 #[cfg(test)]

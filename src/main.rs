@@ -41,6 +41,14 @@ enum Command {
         /// Activities JSON array.
         #[arg(long)]
         activities: Option<PathBuf>,
+        /// The CRM's own activity rows (a JSON array as its API returns them: Bitrix24
+        /// crm.activity.list rows, amoCRM notes or events), classified with the portal's
+        /// `[[portal.activity_map]]` as a fetch would; needs --portal.
+        #[arg(long, requires = "portal")]
+        crm_activities: Option<PathBuf>,
+        /// The portal whose activity map classifies --crm-activities.
+        #[arg(long)]
+        portal: Option<String>,
         /// Score as of this time (RFC 3339), default now.
         #[arg(long)]
         now: Option<String>,
@@ -124,8 +132,19 @@ fn main() -> ExitCode {
             config,
             lead,
             activities,
+            crm_activities,
+            portal,
             now,
-        } => cli::explain(&config, &lead, activities.as_deref(), now.as_deref()),
+        } => cli::explain(
+            &config,
+            &lead,
+            cli::ExplainInputs {
+                activities: activities.as_deref(),
+                crm_activities: crm_activities.as_deref(),
+                portal: portal.as_deref(),
+            },
+            now.as_deref(),
+        ),
         Command::Serve { config } => cli::serve(&config, format),
         #[cfg(feature = "demo")]
         Command::Demo { data_dir, crm } => cli::demo(data_dir, crm, format),

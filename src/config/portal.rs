@@ -20,11 +20,12 @@ use super::locate::{format_path, parse_path, Seg};
 use super::schema::{FieldsSection, RateLimitSection, TaskSection};
 use super::suggest::{backticked, unknown_key_message};
 use super::Portal;
+use crate::crm::activity_map::{ActivityMap, ActivityMapEntry};
 use crate::crm::registry::{self, CrmEntry};
 use crate::scoring::spec::ScoringSpec;
 
 /// The keys of a `[[portal]]` table that mean the same for every CRM.
-const COMMON_KEYS: &[&str] = &["id", "crm", "rate_limit", "fields", "task"];
+const COMMON_KEYS: &[&str] = &["id", "crm", "rate_limit", "fields", "task", "activity_map"];
 
 /// The part of `[[portal]]` every CRM shares.
 #[derive(Debug, Deserialize)]
@@ -40,6 +41,9 @@ pub(super) struct PortalCommon {
     pub(super) fields: FieldsSection,
     #[serde(default)]
     pub(super) task: TaskSection,
+    /// `[[portal.activity_map]]`: the portal's own activity shapes → neutral kinds.
+    #[serde(default)]
+    pub(super) activity_map: Vec<ActivityMapEntry>,
 }
 
 /// A CRM's own settings of one portal (credentials, webhook checks), as its folder's
@@ -351,6 +355,8 @@ impl Ctx<'_> {
 
         let rate_limit = self.rate_limit(base, &s, &crm);
         self.fields(base, &s.fields, spec);
+        let mut s = s;
+        s.fields.activity_map = self.activity_map(base, &s.activity_map, entry);
         let (threshold, rearm_below) = self.task(base, &s, spec);
 
         if self.errors.len() > errors_before {
@@ -366,6 +372,31 @@ impl Ctx<'_> {
             threshold,
             rearm_below,
         })
+    }
+
+    /// `[[portal.activity_map]]` compiled against the CRM's attributes; each mistake is
+    /// reported at its entry and key.
+    fn activity_map(
+        &mut self,
+        base: &str,
+        entries: &[ActivityMapEntry],
+        entry: &'static CrmEntry,
+    ) -> ActivityMap {
+        match ActivityMap::compile(entries, entry.activity_attrs) {
+            Ok(map) => map,
+            Err(errors) => {
+                for e in errors {
+                    let at = format!("{base}.activity_map[{}]", e.index);
+                    let path = if e.key.is_empty() {
+                        at
+                    } else {
+                        format!("{at}.{}", e.key)
+                    };
+                    self.error(&path, e.message);
+                }
+                ActivityMap::default()
+            }
+        }
     }
 
     /// An http(s) URL with a host, else an error at `path`.

@@ -128,6 +128,10 @@ pub struct FieldsSection {
     /// Neutral field name (`industry`, `revenue`, `employees`, `region`, `custom.<x>`, ...)
     /// -> the CRM field that holds it.
     pub map: BTreeMap<String, String>,
+    /// `[[portal.activity_map]]`, compiled when the config loads (it travels with the
+    /// field mapping, so a reload applies it to the next fetch).
+    #[serde(skip)]
+    pub activity_map: crate::crm::activity_map::ActivityMap,
 }
 
 /// How the "call now" reminder is created in the CRM.

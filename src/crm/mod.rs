@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{FieldsSection, TaskSection};
 use crate::lead::{Activity, Lead};
 
+pub mod activity_map;
 pub mod mapping;
 pub mod registry;
 pub mod tags;

@@ -42,6 +42,12 @@ pub struct CrmEntry {
     pub keys: fn() -> Vec<String>,
     /// Which of them hold secrets (their values never appear in a message).
     pub secrets: &'static [&'static str],
+    /// What `[[portal.activity_map]]` entries may test on this CRM's activities.
+    pub activity_attrs: &'static [super::activity_map::ActivityAttr],
+    /// The CRM's own activity rows (as its API returns them) → neutral activities, as
+    /// a fetch would classify them (`leadscore explain --crm-activities`); `None` for
+    /// a row that is no scored activity.
+    pub classify_row: ClassifyRow,
     /// Reads and validates the CRM's own keys of a `[[portal]]` table.
     pub settings: fn(&mut PortalCheck<'_, '_>) -> PortalCrm,
     /// Authenticates and decodes one webhook (query string and body).
@@ -49,6 +55,12 @@ pub struct CrmEntry {
     /// Builds the portal's adapter (once per portal: reloads reuse it).
     pub build: fn(&Portal, &Arc<Store>) -> anyhow::Result<Adapter>,
 }
+
+/// See [`CrmEntry::classify_row`].
+pub type ClassifyRow = fn(
+    &crate::config::FieldsSection,
+    &serde_json::Value,
+) -> Result<Option<crate::lead::Activity>, String>;
 
 pub use super::CRMS;
 

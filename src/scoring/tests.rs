@@ -27,6 +27,7 @@ fn act(kind: &str, at: DateTime<Utc>) -> Activity {
         url: None,
         at,
         contact_id: None,
+        mapped_by: None,
     }
 }
 

@@ -286,3 +286,64 @@ async fn a_burst_of_500_leads_never_draws_a_429() {
     let per_lead = api as f64 / ids.len() as f64;
     assert!(per_lead < 0.5, "batched: {per_lead:.3} requests per lead");
 }
+
+/// A portal's own note shapes, mapped in `[[portal.activity_map]]`: "Просмотр страницы:
+/// Цены https://…" is a pricing-page view (+5), "…скачал прайс-лист…" a price-list
+/// download (+10); without the map both are plain comments worth nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_portal_activity_map_classifies_its_own_note_shapes() {
+    let mut d = Daemon::start(true).await;
+    let text = r#"
+        [[activity_map]]
+        kind = "page_view"
+        text = '^Просмотр страницы:\s*(?P<subject>.+?)\s+(?P<url>https?://\S+)'
+        [[activity_map]]
+        kind = "download"
+        event = "common_note_added"
+        text = '(?i)скачал\s+(?P<subject>прайс.*)$'
+        "#;
+    let attrs = leadscore::crm::registry::find("amocrm")
+        .unwrap()
+        .activity_attrs;
+    d.config.portals[0].fields.activity_map =
+        leadscore::crm::activity_map::ActivityMap::from_toml(text, attrs).unwrap();
+    d.restart().await;
+    let lead = d.add_strong_lead(1);
+    let plain = d.add_strong_lead(2);
+    for l in [lead, plain] {
+        d.sandbox
+            .add_note(
+                l,
+                "common",
+                json!({"text": "Просмотр страницы: Цены https://site.ru/prices"}),
+            )
+            .unwrap();
+        d.sandbox
+            .add_note(
+                l,
+                "common",
+                json!({"text": "Клиент скачал прайс-лист 2026"}),
+            )
+            .unwrap();
+    }
+    d.settle().await;
+    assert_eq!(
+        d.score(lead),
+        Some(75),
+        "60 fit + 5 pricing page + 10 price list"
+    );
+
+    // The same notes on a portal without the map are comments.
+    d.config.portals[0].fields.activity_map = Default::default();
+    d.restart().await;
+    let bare = d.add_strong_lead(3);
+    d.sandbox
+        .add_note(
+            bare,
+            "common",
+            json!({"text": "Клиент скачал прайс-лист 2026"}),
+        )
+        .unwrap();
+    d.settle().await;
+    assert_eq!(d.score(bare), Some(60));
+}

@@ -544,3 +544,50 @@ async fn an_activity_event_scores_its_lead_in_the_same_turn() {
     assert_eq!(c.requests, 1, "one list, then nothing: {c:?}");
     assert_eq!(c.by_method.get("crm.activity.list").copied(), Some(1));
 }
+
+/// A portal's own activity shapes, mapped in `[[portal.activity_map]]`: an incoming
+/// e-mail whose subject is "Запрос демо" is a demo request (+20), a REST_APP activity
+/// "Скачан прайс-лист" a price-list download (+10).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_portal_activity_map_classifies_its_own_activity_shapes() {
+    fn with_map(c: &mut leadscore::config::Config) {
+        let text = r#"
+            [[activity_map]]
+            kind = "demo_request"
+            type_id = 4
+            direction = "incoming"
+            subject = '(?i)запрос\s+демо'
+            [[activity_map]]
+            kind = "download"
+            provider_id = "REST_APP"
+            subject = '(?i)^скачан\s+(?P<subject>.+)$'
+            "#;
+        let attrs = leadscore::crm::registry::find("bitrix24")
+            .unwrap()
+            .activity_attrs;
+        c.portals[0].fields.activity_map =
+            leadscore::crm::activity_map::ActivityMap::from_toml(text, attrs).unwrap();
+    }
+    let d = Daemon::start(Options {
+        configure: Some(with_map),
+        ..Options::default()
+    })
+    .await;
+    let lead = d.add_strong_lead(1);
+    d.sandbox
+        .add_activity(
+            json!({"OWNER_TYPE_ID": 1, "OWNER_ID": lead, "TYPE_ID": 4, "DIRECTION": 1,
+            "SUBJECT": "Запрос демо", "COMPLETED": "Y"}),
+        )
+        .unwrap();
+    d.sandbox
+        .add_activity(json!({"OWNER_TYPE_ID": 1, "OWNER_ID": lead, "TYPE_ID": 6,
+            "PROVIDER_ID": "REST_APP", "SUBJECT": "Скачан прайс-лист", "COMPLETED": "Y"}))
+        .unwrap();
+    d.settle().await;
+    assert_eq!(
+        d.crm_score(lead),
+        Some(90),
+        "60 fit + 20 demo request + 10 price list"
+    );
+}

@@ -759,3 +759,91 @@ fn summary_fits_one_screen_and_names_the_essentials() {
         assert!(s.contains(needle), "summary lacks {needle:?}:\n{s}");
     }
 }
+
+#[test]
+fn activity_map_mistakes_name_line_and_key_and_good_entries_classify() {
+    let bad = format!(
+        "{B24_PORTAL}\
+[[portal.activity_map]]
+kind = \"demo_request\"
+subjet = \"демо\"
+
+[[portal.activity_map]]
+kind = \"download\"
+subject = \"(?i)скачан (прайс\"
+{SCORING}"
+    );
+    let errors = errors_of(&bad, &b24_env());
+    assert_eq!(
+        heads(&errors),
+        vec![
+            "t.toml:12:1: portal[0].activity_map[0].subjet",
+            "t.toml:16:1: portal[0].activity_map[1].subject",
+        ]
+    );
+    assert!(
+        errors.0[0].message.contains("`subject`"),
+        "{}",
+        errors.0[0].message
+    );
+    assert!(errors.0[1].message.contains("regular expression"));
+    // amoCRM's attributes are its own: `type_id` is a Bitrix24 one.
+    let amo = bad
+        .replace("crm = \"bitrix24\"", "crm = \"amocrm\"")
+        .replace("subjet", "type_id");
+    let keys: Vec<String> = errors_of(&amo, &b24_env())
+        .iter()
+        .map(|e| e.key_path.clone())
+        .collect();
+    assert!(
+        keys.contains(&"portal[0].activity_map[0].type_id".to_string()),
+        "{keys:?}"
+    );
+
+    let good = bad.replace("subjet", "subject").replace("(прайс", "прайс");
+    let config = ok(&good, &b24_env());
+    let map = &config.portals[0].fields.activity_map;
+    let m = map
+        .classify(|a| (a == "subject").then_some("Скачан прайс-лист"))
+        .unwrap();
+    assert_eq!(m.entry, 2);
+}
+
+/// `explain --crm-activities` classifies a portal's own rows with its activity map,
+/// scores them, and says which entry classified each one.
+#[test]
+fn explain_shows_which_activity_map_entry_classified_each_row() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadscore"))
+        .args([
+            "explain",
+            "--config",
+            "config/leadscore.example.toml",
+            "--lead",
+            "config/samples/hot-ceo.lead.json",
+            "--portal",
+            "main",
+            "--crm-activities",
+            "config/samples/bitrix24.crm-activities.json",
+            "--now",
+            "2026-11-30T12:00:00Z",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = |id: &str| {
+        text.lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_else(|| panic!("no line for {id} in:\n{text}"))
+            .to_string()
+    };
+    assert!(line("501").contains("demo_request") && line("501").contains("entry #1"));
+    assert!(line("502").contains("download") && line("502").contains("entry #2"));
+    assert!(line("503").contains("page_view") && line("503").contains("built-in"));
+    assert!(line("504").contains("call") && line("504").contains("built-in"));
+    assert!(text.contains("demo_request"), "{text}");
+}

@@ -99,6 +99,7 @@ fn activity_strategy() -> impl Strategy<Value = Activity> {
             url: Some(url.to_string()),
             at: now() - TimeDelta::seconds(age_secs),
             contact_id: None,
+            mapped_by: None,
         })
 }
 
@@ -135,6 +136,7 @@ fn positive_activity_strategy() -> impl Strategy<Value = Activity> {
                 url: url.map(str::to_string),
                 at: now() - TimeDelta::seconds(age_secs),
                 contact_id: None,
+                mapped_by: None,
             }
         })
 }

@@ -12,6 +12,7 @@ use leadscore_amocrm::types::{
 use super::{parse_id, to_crm, AmocrmCrm, EVENT_TYPES, OWN_NOTE_PREFIX};
 use crate::config::FieldsSection;
 use crate::crm::mapping::apply_map;
+use crate::crm::activity_map::{ActivityAttr, ActivityMap};
 use crate::crm::tags::{default_tags, split_tag};
 use crate::crm::{CrmError, Fetched, LeadId};
 use crate::lead::{Activity, ActivityKind, Direction, Lead};
@@ -135,9 +136,11 @@ impl AmocrmCrm {
         };
         let found: Vec<u64> = leads.iter().map(|l| l.id).collect();
         let since = Utc::now().timestamp() - self.event_window.as_secs() as i64;
+        let types = event_types(&fields.activity_map);
+        let types: Vec<&str> = types.iter().map(String::as_str).collect();
         let events = self
             .client
-            .lead_events(&found, EVENT_TYPES, Some(since))
+            .lead_events(&found, &types, Some(since))
             .await
             .map_err(to_crm)?;
         // Notes cannot be listed by lead: their ids come from `common_note_added` events.
@@ -161,13 +164,15 @@ impl AmocrmCrm {
             .collect();
         for e in &events {
             let Some(lead_id) = e.entity_id else { continue };
-            if let Some(a) = event_activity(e, main_contact.get(&lead_id).map(String::as_str)) {
+            let contact = main_contact.get(&lead_id).map(String::as_str);
+            if let Some(a) = event_activity(e, contact, &fields.activity_map) {
                 by_lead.entry(lead_id).or_default().push(a);
             }
         }
         for n in &notes {
             let Some(lead_id) = n.entity_id else { continue };
-            if let Some(a) = note_activity(n, main_contact.get(&lead_id).map(String::as_str)) {
+            let contact = main_contact.get(&lead_id).map(String::as_str);
+            if let Some(a) = note_activity(n, contact, &fields.activity_map) {
                 by_lead.entry(lead_id).or_default().push(a);
             }
         }
@@ -202,6 +207,17 @@ impl AmocrmCrm {
     }
 }
 
+/// The event types to read: the built-in ones and any the portal's map names.
+fn event_types(map: &ActivityMap) -> Vec<String> {
+    let mut types: Vec<String> = EVENT_TYPES.iter().map(|t| t.to_string()).collect();
+    for t in map.exact_values("event") {
+        if !types.iter().any(|k| k.eq_ignore_ascii_case(&t)) {
+            types.push(t);
+        }
+    }
+    types
+}
+
 fn unix(ts: i64) -> Option<DateTime<Utc>> {
     (ts > 0)
         .then(|| Utc.timestamp_opt(ts, 0).single())
@@ -231,9 +247,84 @@ fn lookup_field<'a>(fields: &'a [CustomFieldValues], key: &str) -> Option<&'a Cu
     }
 }
 
-/// One event of the feed as a neutral activity (`None`: not a scored kind).
-pub fn event_activity(e: &Event, contact_id: Option<&str>) -> Option<Activity> {
-    let (kind, direction, subject) = match e.kind.as_str() {
+/// What `[[portal.activity_map]]` entries of an amoCRM portal may test.
+pub const ACTIVITY_ATTRS: &[ActivityAttr] = &[
+    ActivityAttr {
+        name: "event",
+        pattern: false,
+        about: "the event type, e.g. incoming_mail, link_followed, common_note_added",
+    },
+    ActivityAttr {
+        name: "note_type",
+        pattern: false,
+        about: "the note type (common)",
+    },
+    ActivityAttr {
+        name: "text",
+        pattern: true,
+        about: "the note's text (regular expression)",
+    },
+    ActivityAttr {
+        name: "url",
+        pattern: true,
+        about: "the event's link (regular expression)",
+    },
+];
+
+/// One note (it has `note_type`) or event (it has `type`) as a fetch would classify
+/// it (for `explain`).
+pub fn classify_row(
+    fields: &FieldsSection,
+    row: &serde_json::Value,
+) -> Result<Option<Activity>, String> {
+    if row.get("note_type").is_some() {
+        let n: Note =
+            serde_json::from_value(row.clone()).map_err(|e| format!("not a note: {e}"))?;
+        Ok(note_activity(&n, None, &fields.activity_map))
+    } else {
+        let e: Event =
+            serde_json::from_value(row.clone()).map_err(|e| format!("not an event: {e}"))?;
+        Ok(event_activity(&e, None, &fields.activity_map))
+    }
+}
+
+/// One event of the feed as a neutral activity (`None`: not a scored kind). The
+/// portal's `map` is tried first.
+pub fn event_activity(e: &Event, contact_id: Option<&str>, map: &ActivityMap) -> Option<Activity> {
+    let url = e.url();
+    let mapped = map.classify(|attr| match attr {
+        "event" => Some(e.kind.as_str()),
+        "url" => url.as_deref(),
+        _ => None,
+    });
+    if let Some(m) = mapped {
+        return Some(Activity {
+            id: e.id.clone(),
+            kind: m.kind,
+            direction: builtin_event(e).and_then(|(_, d, _)| d),
+            subject: m.subject,
+            url: m.url.or(url),
+            at: e.created_at.and_then(unix)?,
+            contact_id: contact_id.map(str::to_string),
+            mapped_by: Some(m.entry),
+        });
+    }
+    let (kind, direction, subject) = builtin_event(e)?;
+    Some(Activity {
+        id: e.id.clone(),
+        kind,
+        direction,
+        subject,
+        url,
+        at: e.created_at.and_then(unix)?,
+        contact_id: contact_id.map(str::to_string),
+        mapped_by: None,
+    })
+}
+
+/// The kinds amoCRM's own event types stand for.
+fn builtin_event(e: &Event) -> Option<(ActivityKind, Option<Direction>, Option<String>)> {
+    Some(match e.kind.as_str() {
         "incoming_call" => (ActivityKind::Call, Some(Direction::Incoming), None),
         "outgoing_call" => (ActivityKind::Call, Some(Direction::Outgoing), None),
         "incoming_mail" => (ActivityKind::Email, Some(Direction::Incoming), None),
@@ -256,15 +347,6 @@ pub fn event_activity(e: &Event, contact_id: Option<&str>) -> Option<Activity> {
             status_change(e),
         ),
         _ => return None,
-    };
-    Some(Activity {
-        id: e.id.clone(),
-        kind,
-        direction,
-        subject,
-        url: e.url(),
-        at: e.created_at.and_then(unix)?,
-        contact_id: contact_id.map(str::to_string),
     })
 }
 
@@ -281,8 +363,9 @@ fn status_change(e: &Event) -> Option<String> {
     }
 }
 
-/// A common note as a neutral activity: tagged website behaviour, or a comment.
-pub fn note_activity(n: &Note, contact_id: Option<&str>) -> Option<Activity> {
+/// A common note as a neutral activity: what the portal's `map` says it is, tagged
+/// website behaviour, or a comment.
+pub fn note_activity(n: &Note, contact_id: Option<&str>, map: &ActivityMap) -> Option<Activity> {
     if n.note_type != "common" {
         return None;
     }
@@ -290,11 +373,25 @@ pub fn note_activity(n: &Note, contact_id: Option<&str>) -> Option<Activity> {
     if text.starts_with(OWN_NOTE_PREFIX) {
         return None;
     }
-    let (kind, rest) = split_tag(&default_tags(), text).unwrap_or((ActivityKind::Comment, text));
-    let url = rest
-        .split_whitespace()
-        .find(|w| w.starts_with("http://") || w.starts_with("https://") || w.starts_with('/'))
-        .map(str::to_string);
+    let mapped = map.classify(|attr| match attr {
+        "event" => Some("common_note_added"),
+        "note_type" => Some(n.note_type.as_str()),
+        "text" => Some(text),
+        _ => None,
+    });
+    let (kind, rest, mapped_url, mapped_by) = match mapped {
+        Some(m) => (m.kind, m.subject.unwrap_or_else(|| text.to_string()), m.url, Some(m.entry)),
+        None => {
+            let (kind, rest) =
+                split_tag(&default_tags(), text).unwrap_or((ActivityKind::Comment, text));
+            (kind, rest.to_string(), None, None)
+        }
+    };
+    let url = mapped_url.or_else(|| {
+        rest.split_whitespace()
+            .find(|w| w.starts_with("http://") || w.starts_with("https://") || w.starts_with('/'))
+            .map(str::to_string)
+    });
     Some(Activity {
         id: format!("note:{}", n.id),
         kind,
@@ -303,5 +400,6 @@ pub fn note_activity(n: &Note, contact_id: Option<&str>) -> Option<Activity> {
         url,
         at: n.created_at.and_then(unix)?,
         contact_id: contact_id.map(str::to_string),
+        mapped_by,
     })
 }

@@ -77,6 +77,8 @@ pub const ENTRY: CrmEntry = CrmEntry {
     name: NAME,
     keys: keys_of::<settings::Keys>,
     secrets: settings::SECRETS,
+    activity_attrs: fetch::ACTIVITY_ATTRS,
+    classify_row: fetch::classify_row,
     settings: settings::parse,
     decode: webhook::decode,
     build,

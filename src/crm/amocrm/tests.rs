@@ -5,6 +5,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
 use super::*;
+use crate::crm::activity_map::ActivityMap;
 use super::settings::{Auth as PortalAuth, Settings};
 use crate::config::{RateLimitSection, TaskSection};
 use crate::crm::vault::vault_key;
@@ -105,21 +106,18 @@ let (l, current) = crm().lead_from(&p.fields, &lead, Some(&contact), Some(&compa
 
 #[test]
 fn events_become_activities() {
-    let ev = |kind: &str, after: serde_json::Value| -> Event {
-        serde_json::from_value(json!({"id": "e1", "type": kind, "entity_id": 42, "entity_type": "lead", "created_at": 1_700_000_000, "value_after": after, "value_before": [{"lead_status": {"id": 1, "pipeline_id": 9}}]})).unwrap()
-    };
-    let a = event_activity(&ev("incoming_call", json!([])), Some("5")).unwrap();
+    let a = event_activity(&ev("incoming_call", json!([])), Some("5"), &none()).unwrap();
     assert_eq!(
         (a.kind, a.direction),
         (ActivityKind::Call, Some(Direction::Incoming))
     );
     assert_eq!(a.contact_id.as_deref(), Some("5"));
-    let a = event_activity(&ev("outgoing_mail", json!([])), None).unwrap();
+    let a = event_activity(&ev("outgoing_mail", json!([])), None, &none()).unwrap();
     assert_eq!(
         (a.kind, a.direction),
         (ActivityKind::Email, Some(Direction::Outgoing))
     );
-    let a = event_activity(&ev("incoming_chat_message", json!([])), None).unwrap();
+    let a = event_activity(&ev("incoming_chat_message", json!([])), None, &none()).unwrap();
     assert_eq!(
         (a.kind, a.subject.as_deref()),
         (ActivityKind::Email, Some("chat"))
@@ -130,6 +128,7 @@ fn events_become_activities() {
             json!([{"link": {"url": "https://x.ru/pricing"}}]),
         ),
         None,
+        &none(),
     )
     .unwrap();
     assert_eq!(
@@ -142,35 +141,33 @@ fn events_become_activities() {
             json!([{"lead_status": {"id": 2, "pipeline_id": 9}}]),
         ),
         None,
+        &none(),
     )
     .unwrap();
     assert_eq!(a.subject.as_deref(), Some("1->2"));
-    assert!(event_activity(&ev("entity_tag_added", json!([])), None).is_none());
+    assert!(event_activity(&ev("entity_tag_added", json!([])), None, &none()).is_none());
 }
 
 #[test]
 fn tagged_notes_are_behaviour_and_own_notes_are_ignored() {
-    let note = |text: &str, kind: &str| -> Note {
-        serde_json::from_value(json!({"id": 3, "entity_id": 42, "note_type": kind, "params": {"text": text}, "created_at": 1_700_000_000})).unwrap()
-    };
-    let a = note_activity(&note("[Demo] Demo request from /pricing", "common"), None).unwrap();
+    let a = note_activity(&note("[Demo] Demo request from /pricing", "common"), None, &none()).unwrap();
     assert_eq!(a.kind, ActivityKind::DemoRequest);
     assert_eq!(a.subject.as_deref(), Some("Demo request from /pricing"));
     assert_eq!(a.url.as_deref(), Some("/pricing"));
-    let a = note_activity(&note("[download] Прайс-лист 2026", "common"), None).unwrap();
+    let a = note_activity(&note("[download] Прайс-лист 2026", "common"), None, &none()).unwrap();
     assert_eq!(
         (a.kind, a.subject.as_deref()),
         (ActivityKind::Download, Some("Прайс-лист 2026"))
     );
-    let a = note_activity(&note("[page] https://site.ru/careers", "common"), None).unwrap();
+    let a = note_activity(&note("[page] https://site.ru/careers", "common"), None, &none()).unwrap();
     assert_eq!(
         (a.kind, a.url.as_deref()),
         (ActivityKind::PageView, Some("https://site.ru/careers"))
     );
-    let a = note_activity(&note("Клиент просил перезвонить", "common"), None).unwrap();
+    let a = note_activity(&note("Клиент просил перезвонить", "common"), None, &none()).unwrap();
     assert_eq!(a.kind, ActivityKind::Comment);
-    assert!(note_activity(&note("[leadscore] 75 — горячий", "common"), None).is_none());
-    assert!(note_activity(&note("{}", "call_in"), None).is_none());
+    assert!(note_activity(&note("[leadscore] 75 — горячий", "common"), None, &none()).is_none());
+    assert!(note_activity(&note("{}", "call_in"), None, &none()).is_none());
 }
 
 #[test]
@@ -276,4 +273,54 @@ let out = crm
     assert!(matches!(out.get("1"), Some(Err(CrmError::Rejected(_)))));
     assert!(matches!(out.get("L-1"), Some(Err(CrmError::Rejected(_)))));
     assert_eq!(crm.client().stats().requests, 0);
+}
+
+fn ev(kind: &str, after: serde_json::Value) -> Event {
+    serde_json::from_value(json!({"id": "e1", "type": kind, "entity_id": 42, "entity_type": "lead", "created_at": 1_700_000_000, "value_after": after, "value_before": [{"lead_status": {"id": 1, "pipeline_id": 9}}]})).unwrap()
+}
+
+fn note(text: &str, kind: &str) -> Note {
+    serde_json::from_value(json!({"id": 3, "entity_id": 42, "note_type": kind, "params": {"text": text}, "created_at": 1_700_000_000})).unwrap()
+}
+
+fn none() -> ActivityMap {
+    ActivityMap::default()
+}
+
+/// A portal's own shapes, mapped in the config: a common note "Просмотр страницы: Цены
+/// https://…" (the page name and address taken from named groups) and an event type
+/// the built-in list does not read.
+#[test]
+fn the_portal_map_classifies_notes_and_events_first() {
+    let text = r#"
+        [[activity_map]]
+        kind = "page_view"
+        text = '^Просмотр страницы:\s*(?P<subject>.+?)\s+(?P<url>https?://\S+)'
+        [[activity_map]]
+        kind = "download"
+        event = "common_note_added"
+        text = '(?i)скачан прайс'
+        [[activity_map]]
+        kind = "form"
+        event = "entity_linked"
+        "#;
+    let map = ActivityMap::from_toml(text, fetch::ACTIVITY_ATTRS).unwrap();
+    let a = note_activity(
+        &note("Просмотр страницы: Цены https://site.ru/price", "common"),
+        None,
+        &map,
+    )
+    .unwrap();
+    assert_eq!(a.kind, ActivityKind::PageView);
+    assert_eq!(a.subject.as_deref(), Some("Цены"));
+    assert_eq!(a.url.as_deref(), Some("https://site.ru/price"));
+    assert_eq!(a.mapped_by, Some(1));
+    let a = note_activity(&note("Клиент: скачан Прайс-лист 2026", "common"), None, &map).unwrap();
+    assert_eq!((a.kind, a.mapped_by), (ActivityKind::Download, Some(2)));
+    // Unmapped notes keep the tag table and the comment default.
+    let a = note_activity(&note("[demo] с сайта", "common"), None, &map).unwrap();
+    assert_eq!((a.kind, a.mapped_by), (ActivityKind::DemoRequest, None));
+    let a = event_activity(&ev("entity_linked", json!([])), None, &map).unwrap();
+    assert_eq!((a.kind, a.mapped_by), (ActivityKind::Form, Some(3)));
+    assert!(event_activity(&ev("entity_linked", json!([])), None, &none()).is_none());
 }

@@ -376,7 +376,8 @@ impl Bitrix24Crm {
                 for a in &rows {
                     let owner = a.owner_id.as_deref().unwrap_or("");
                     if let Some(f) = out.get_mut(owner) {
-                        f.activities.extend(self.classifier.classify(a));
+                        f.activities
+                            .extend(self.classifier.classify(&fields.activity_map, a));
                     }
                 }
                 if rows.len() >= PAGE && page < group.max_pages(self.max_activity_pages) {

@@ -62,6 +62,8 @@ pub const ENTRY: CrmEntry = CrmEntry {
     name: NAME,
     keys: keys_of::<settings::Keys>,
     secrets: settings::SECRETS,
+    activity_attrs: classify::ACTIVITY_ATTRS,
+    classify_row: classify::classify_row,
     settings: settings::parse,
     decode: webhook::decode,
     build,

@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use super::fetch::lead_of_activity;
 use super::setup::enum_items;
 use super::*;
+use crate::crm::activity_map::ActivityMap;
 use super::settings::{Auth as PortalAuth, Settings};
 use crate::config::{RateLimitSection, TaskSection};
 use crate::lead::{ActivityKind, Direction};
@@ -97,7 +98,8 @@ fn act(v: Value) -> ActivityRecord {
 fn classifies_activities() {
     let c = ActivityClassifier::default();
     let t = "2026-11-20T10:00:00+03:00";
-    let k = |v: Value| c.classify(&act(v)).unwrap();
+    let none = ActivityMap::default();
+    let k = |v: Value| c.classify(&none, &act(v)).unwrap();
     assert_eq!(
         k(json!({"ID": "1", "TYPE_ID": "2", "DIRECTION": "1", "START_TIME": t})).kind,
         ActivityKind::Call
@@ -129,7 +131,7 @@ fn classifies_activities() {
         ActivityKind::PageView
     );
     assert!(
-        c.classify(&act(json!({"ID": "1", "TYPE_ID": "2"})))
+        c.classify(&none, &act(json!({"ID": "1", "TYPE_ID": "2"})))
             .is_none(),
         "no time, no activity"
     );
@@ -193,4 +195,39 @@ fn enum_items_keep_existing_and_add_missing() {
     assert_eq!(items[0]["ID"], json!("5"));
     assert_eq!(items[1]["XML_ID"], json!("hot"));
     assert_eq!(items.as_array().unwrap().len(), 2);
+}
+
+/// The shapes real portals use, mapped in the config: an incoming e-mail whose subject
+/// is "Запрос демо", and a REST_APP activity "Скачан прайс-лист".
+#[test]
+fn the_portal_map_classifies_before_tags_and_types() {
+    let text = r#"
+        [[activity_map]]
+        kind = "demo_request"
+        type_id = 4
+        direction = "incoming"
+        subject = '(?i)запрос\s+демо'
+        [[activity_map]]
+        kind = "download"
+        provider_id = "rest_app"
+        subject = '(?i)^скачан\s+(?P<subject>.+)$'
+        description = '(?P<url>https?://\S+)'
+        "#;
+    let map = ActivityMap::from_toml(text, classify::ACTIVITY_ATTRS).unwrap();
+    let c = ActivityClassifier::default();
+    let t = "2026-11-20T10:00:00+03:00";
+    let k = |v: Value| c.classify(&map, &act(v)).unwrap();
+    let a = k(json!({"ID": "1", "TYPE_ID": "4", "DIRECTION": "1", "SUBJECT": "Re: Запрос демо", "START_TIME": t}));
+    assert_eq!((a.kind, a.mapped_by), (ActivityKind::DemoRequest, Some(1)));
+    // An outgoing e-mail with the same subject is the rep's, not the buyer's.
+    let a = k(json!({"ID": "2", "TYPE_ID": "4", "DIRECTION": "2", "SUBJECT": "Запрос демо", "START_TIME": t}));
+    assert_eq!((a.kind, a.mapped_by), (ActivityKind::Email, None));
+    let a = k(json!({"ID": "3", "TYPE_ID": "6", "PROVIDER_ID": "REST_APP", "SUBJECT": "Скачан прайс-лист",
+        "DESCRIPTION": "файл: https://site.ru/price.pdf", "START_TIME": t}));
+    assert_eq!((a.kind.clone(), a.mapped_by), (ActivityKind::Download, Some(2)));
+    assert_eq!(a.subject.as_deref(), Some("прайс-лист"));
+    assert_eq!(a.url.as_deref(), Some("https://site.ru/price.pdf"));
+    // Tags still work where no entry matches.
+    let a = k(json!({"ID": "4", "SUBJECT": "[page] /pricing", "CREATED": t}));
+    assert_eq!((a.kind, a.mapped_by), (ActivityKind::PageView, None));
 }
