@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use chrono::TimeDelta;
 
-use super::spec::{ActivitySpec, Condition, Language, RuleSpec, ScoringSpec, TierSpec};
+use super::spec::{ActivitySpec, Condition, Language, RuleSpec, ScoringSpec, SpikeSpec, TierSpec};
 use super::text::{lower_str, Pattern};
 use super::{Model, SpecError, TierInfo};
 use crate::lead::{ActivityKind, Direction, FIELD_NAMES};
@@ -37,6 +37,20 @@ pub(crate) struct Rule {
 pub(crate) enum Body {
     Fit(Cond),
     Activity(ActRule),
+    Spike(SpikeRule),
+}
+
+/// A compiled spike rule (see [`crate::scoring::spec::SpikeSpec`]).
+#[derive(Debug)]
+pub(crate) struct SpikeRule {
+    /// Empty: every kind counts.
+    pub(crate) kinds: Vec<ActivityKind>,
+    pub(crate) recent: TimeDelta,
+    pub(crate) baseline: TimeDelta,
+    pub(crate) recent_days: f64,
+    pub(crate) baseline_days: f64,
+    pub(crate) factor: f64,
+    pub(crate) min_count: u32,
 }
 
 /// A lead field resolved once, so evaluation does not compare names.
@@ -261,7 +275,9 @@ pub(crate) fn compile(spec: &ScoringSpec) -> Result<Model, Vec<SpecError>> {
     if !errs.0.is_empty() {
         return Err(errs.0);
     }
-    let has_activity_rules = rules.iter().any(|r| matches!(r.body, Body::Activity(_)));
+    let has_activity_rules = rules
+        .iter()
+        .any(|r| matches!(r.body, Body::Activity(_) | Body::Spike(_)));
     let fingerprint = {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -283,24 +299,86 @@ pub(crate) fn compile(spec: &ScoringSpec) -> Result<Model, Vec<SpecError>> {
 }
 
 fn compile_body(r: &RuleSpec, p: &str, errs: &mut Errors) -> Option<Body> {
-    match (&r.when, &r.activity) {
-        (Some(_), Some(_)) => {
-            errs.push(
-                format!("{p}.activity"),
-                "a rule has either `when` (a field condition) or `activity`, not both",
-            );
-            None
-        }
-        (None, None) => {
+    let given: Vec<&str> = [
+        ("when", r.when.is_some()),
+        ("activity", r.activity.is_some()),
+        ("spike", r.spike.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(k, set)| set.then_some(k))
+    .collect();
+    match given.as_slice() {
+        [] => {
             errs.push(
                 p.to_string(),
-                "a rule needs `when` (a field condition) or `activity`",
+                "a rule needs `when` (a field condition), `activity` or `spike`",
             );
             None
         }
-        (Some(c), None) => compile_cond(c, &format!("{p}.when"), errs).map(Body::Fit),
-        (None, Some(a)) => compile_activity(a, &format!("{p}.activity"), errs).map(Body::Activity),
+        [_] => {
+            if let Some(c) = &r.when {
+                compile_cond(c, &format!("{p}.when"), errs).map(Body::Fit)
+            } else if let Some(a) = &r.activity {
+                compile_activity(a, &format!("{p}.activity"), errs).map(Body::Activity)
+            } else {
+                let s = r.spike.as_ref().expect("one of the three is set");
+                compile_spike(s, &format!("{p}.spike"), errs).map(Body::Spike)
+            }
+        }
+        [.., last] => {
+            errs.push(
+                format!("{p}.{last}"),
+                "a rule has one of `when` (a field condition), `activity` or `spike`, not several",
+            );
+            None
+        }
     }
+}
+
+fn compile_spike(s: &SpikeSpec, p: &str, errs: &mut Errors) -> Option<SpikeRule> {
+    let recent = positive_days(
+        Some(s.recent_days),
+        &format!("{p}.recent_days"),
+        "recent_days",
+        errs,
+    );
+    let baseline = positive_days(
+        Some(s.baseline_days),
+        &format!("{p}.baseline_days"),
+        "baseline_days",
+        errs,
+    );
+    let mut ok = true;
+    if !(s.factor.is_finite() && s.factor >= 1.0) {
+        errs.push(
+            format!("{p}.factor"),
+            "factor must be a number of at least 1",
+        );
+        ok = false;
+    }
+    if s.min_count == 0 {
+        errs.push(format!("{p}.min_count"), "min_count must be at least 1");
+        ok = false;
+    }
+    if let Some(i) = s.kinds.iter().position(|k| k.trim().is_empty()) {
+        errs.push(format!("{p}.kinds[{i}]"), "activity kind must not be empty");
+        ok = false;
+    }
+    let days = |d: f64| TimeDelta::milliseconds((d * 86_400_000.0).round() as i64);
+    let (recent_days, baseline_days) = (recent?.unwrap_or(2.0), baseline?.unwrap_or(28.0));
+    ok.then(|| SpikeRule {
+        kinds: s
+            .kinds
+            .iter()
+            .map(|k| ActivityKind::from_name(k.trim()))
+            .collect(),
+        recent: days(recent_days),
+        baseline: days(baseline_days),
+        recent_days,
+        baseline_days,
+        factor: s.factor,
+        min_count: s.min_count,
+    })
 }
 
 /// The operator keys of a condition, in a fixed order (for "several operators").

@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::compile::{ActRule, Body, Cond, FieldKind, FieldRef, Rule, Test};
+use super::compile::{ActRule, Body, Cond, FieldKind, FieldRef, Rule, SpikeRule, Test};
 use super::text::with_lower;
 use super::{DataGap, Entry, Evidence, GroupTotal, Model, Score};
 use crate::lead::{Activity, FieldValue, Lead};
@@ -248,6 +248,13 @@ impl<'a> Order<'a> {
         }
     }
 
+    /// Every activity, in no particular order (for counts that need none).
+    pub(crate) fn all(&self) -> &'a [Activity] {
+        match self {
+            Order::Desc(a) | Order::Asc(a) | Order::Indexed(a, _) => a,
+        }
+    }
+
     fn for_each(&self, mut f: impl FnMut(&'a Activity) -> bool) {
         match self {
             Order::Desc(a) => {
@@ -372,12 +379,58 @@ enum RuleOut<'a> {
         raw: i32,
         tally: ActTally,
     },
+    Spike {
+        points: i32,
+        seen: SpikeSeen,
+    },
+}
+
+/// What a spike rule counted at some `now`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct SpikeSeen {
+    pub(crate) recent: u32,
+    pub(crate) baseline: u32,
+    pub(crate) newest: Option<DateTime<Utc>>,
+}
+
+impl SpikeRule {
+    fn counts(&self, a: &Activity) -> bool {
+        self.kinds.is_empty() || self.kinds.contains(&a.kind)
+    }
+
+    /// Recent and baseline counts at `now` (future-dated activities do not count).
+    pub(crate) fn seen(&self, acts: &[Activity], now: DateTime<Utc>) -> SpikeSeen {
+        let mut seen = SpikeSeen {
+            recent: 0,
+            baseline: 0,
+            newest: None,
+        };
+        for a in acts.iter().filter(|a| a.at <= now && self.counts(a)) {
+            let age = now - a.at;
+            if age < self.recent {
+                seen.recent += 1;
+                seen.newest = Some(seen.newest.map_or(a.at, |n| n.max(a.at)));
+            } else if age < self.recent + self.baseline {
+                seen.baseline += 1;
+            }
+        }
+        seen
+    }
+
+    /// Is `seen` a spike: enough recent activity, at `factor` times the baseline rate?
+    pub(crate) fn fires(&self, seen: &SpikeSeen) -> bool {
+        let recent_rate = f64::from(seen.recent) / self.recent_days;
+        let baseline_rate = f64::from(seen.baseline) / self.baseline_days;
+        seen.recent >= self.min_count && recent_rate >= self.factor * baseline_rate
+    }
 }
 
 impl RuleOut<'_> {
     fn points(&self) -> i32 {
         match self {
-            RuleOut::Field { points, .. } | RuleOut::Acts { points, .. } => *points,
+            RuleOut::Field { points, .. }
+            | RuleOut::Acts { points, .. }
+            | RuleOut::Spike { points, .. } => *points,
             RuleOut::Nothing | RuleOut::Gap(_) => 0,
         }
     }
@@ -409,6 +462,17 @@ fn eval_rule<'a>(
                     raw: raw.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
                     tally,
                 }
+            }
+        }
+        Body::Spike(sp) => {
+            let seen = sp.seen(order.all(), now);
+            if sp.fires(&seen) {
+                RuleOut::Spike {
+                    points: rule.points,
+                    seen,
+                }
+            } else {
+                RuleOut::Nothing
             }
         }
     }
@@ -478,6 +542,22 @@ impl Model {
                         None => (String::new(), String::new()),
                     };
                     (points, points, false, Evidence::Field { field, value })
+                }
+                RuleOut::Spike { points, seen } => {
+                    let Body::Spike(sp) = &rule.body else {
+                        unreachable!("spike outcomes come from spike rules")
+                    };
+                    (
+                        points,
+                        points,
+                        false,
+                        Evidence::Spike {
+                            recent: seen.recent,
+                            recent_days: sp.recent_days,
+                            baseline_per_day: f64::from(seen.baseline) / sp.baseline_days,
+                            newest: seen.newest.unwrap_or(now),
+                        },
+                    )
                 }
                 RuleOut::Acts { points, raw, tally } => (
                     points,
@@ -577,6 +657,15 @@ impl Model {
             }
         };
         for rule in &self.rules {
+            if let Body::Spike(sp) = &rule.body {
+                // A spike changes only when an activity enters or leaves a window.
+                for act in acts.iter().filter(|x| sp.counts(x)) {
+                    offer(act.at);
+                    offer(act.at + sp.recent);
+                    offer(act.at + sp.recent + sp.baseline);
+                }
+                continue;
+            }
             let Body::Activity(a) = &rule.body else {
                 continue;
             };

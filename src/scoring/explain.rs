@@ -194,6 +194,22 @@ fn phrase(e: &Entry, lang: Language, when: When) -> String {
                 s.push_str(&format!(" ({})", capped_note(lang)));
             }
         }
+        Evidence::Spike {
+            recent,
+            recent_days,
+            baseline_per_day,
+            newest,
+        } => {
+            s.push_str(&format!(
+                ": {}",
+                spike_words(*recent, *recent_days, *baseline_per_day, lang)
+            ));
+            s.push_str(&format!(" ({}", when.say(*newest, lang)));
+            if e.capped {
+                s.push_str(&format!("; {}", capped_note(lang)));
+            }
+            s.push(')');
+        }
         Evidence::Activities { count, newest, .. } => {
             if *count > 1 {
                 s.push_str(&format!(" ×{count}"));
@@ -292,8 +308,38 @@ impl Score {
     }
 }
 
+/// "9 за 2 дн. при обычных 0,5 в день" / "9 in 2 days vs 0.5 a day usually".
+fn spike_words(recent: u32, days: f64, per_day: f64, lang: Language) -> String {
+    let num = |x: f64| {
+        let t = format!("{:.1}", x);
+        let t = t.trim_end_matches('0').trim_end_matches('.').to_string();
+        match lang {
+            Language::Ru => t.replace('.', ","),
+            Language::En => t,
+        }
+    };
+    match lang {
+        Language::Ru => format!(
+            "{recent} за {} дн. при обычных {} в день",
+            num(days),
+            num(per_day)
+        ),
+        Language::En => format!(
+            "{recent} in {} days vs {} a day usually",
+            num(days),
+            num(per_day)
+        ),
+    }
+}
+
 fn evidence_cell(e: &Entry, lang: Language, now: DateTime<Utc>) -> String {
     match &e.evidence {
+        Evidence::Spike {
+            recent,
+            recent_days,
+            baseline_per_day,
+            ..
+        } => spike_words(*recent, *recent_days, *baseline_per_day, lang),
         Evidence::Field { field, value } if field.is_empty() => value.clone(),
         Evidence::Field { field, value } if value.is_empty() => match lang {
             Language::Ru => format!("{field}: нет значения"),

@@ -136,6 +136,14 @@ pub enum Evidence {
         newest: DateTime<Utc>,
         oldest: DateTime<Utc>,
     },
+    /// A spike rule saw `recent` activities in the last `recent_days`, against
+    /// `baseline_per_day` a day before that.
+    Spike {
+        recent: u32,
+        recent_days: f64,
+        baseline_per_day: f64,
+        newest: DateTime<Utc>,
+    },
 }
 
 /// A fit rule that gave 0 because the lead has no value for `field`: something for the

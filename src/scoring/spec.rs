@@ -63,8 +63,9 @@ pub struct GroupSpec {
     pub max: Option<i32>,
 }
 
-/// One scoring rule: either a condition on lead fields (`when`) or a count of
-/// matching activities (`activity`), never both.
+/// One scoring rule: a condition on lead fields (`when`), a count of matching
+/// activities (`activity`), or a burst of activity against the lead's own baseline
+/// (`spike`); exactly one of them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
@@ -80,6 +81,46 @@ pub struct RuleSpec {
     pub when: Option<Condition>,
     #[serde(default)]
     pub activity: Option<ActivitySpec>,
+    #[serde(default)]
+    pub spike: Option<SpikeSpec>,
+}
+
+/// A sudden burst of activity: in the last `recent_days` at least `min_count`
+/// activities of `kinds`, at a daily rate at least `factor` times the lead's own rate
+/// over the `baseline_days` before that. A lead that reads ten pages in two days after
+/// a quiet month is buying now; one that always reads ten is a regular reader.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpikeSpec {
+    /// Activity kinds that count (empty: every kind).
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// The recent window, in days (default 2).
+    #[serde(default = "default_recent_days")]
+    pub recent_days: f64,
+    /// The baseline window before it, in days (default 28).
+    #[serde(default = "default_baseline_days")]
+    pub baseline_days: f64,
+    /// How many times the baseline daily rate the recent rate must reach (default 3).
+    #[serde(default = "default_factor")]
+    pub factor: f64,
+    /// At least this many recent activities (default 3), so one visit after a silent
+    /// month is not a spike.
+    #[serde(default = "default_min_count")]
+    pub min_count: u32,
+}
+
+fn default_recent_days() -> f64 {
+    2.0
+}
+fn default_baseline_days() -> f64 {
+    28.0
+}
+fn default_factor() -> f64 {
+    3.0
+}
+fn default_min_count() -> u32 {
+    3
 }
 
 /// A condition on lead fields. Exactly one operator key is set: a field test

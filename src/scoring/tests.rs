@@ -151,7 +151,7 @@ fn example_config_parses_and_compiles() {
         assert!(fields.map[f].starts_with("UF_CRM_"));
     }
     let m = Model::compile(&cfg.scoring).expect("compiles");
-    assert_eq!(m.rules_per_group(), vec![("fit", 12), ("engagement", 8)]);
+    assert_eq!(m.rules_per_group(), vec![("fit", 12), ("engagement", 9)]);
     assert_eq!(m.triggers().call_now_above, 70);
     assert_eq!(m.triggers().rearm_below, 60);
     let tiers: Vec<(&str, i32, i32)> = m
@@ -1233,5 +1233,119 @@ fn samples_score_as_documented() {
     assert_eq!(
         m.next_change(&lead, &acts, now()),
         Some("2026-11-21T02:43:44Z".parse().unwrap())
+    );
+}
+
+const SPIKE: &str = r#"
+[[rules]]
+id = "spike"
+group = "eng"
+label = "всплеск активности"
+points = 15
+spike = { kinds = ["page_view"], recent_days = 2, baseline_days = 28, factor = 3, min_count = 3 }
+"#;
+
+fn visits(days_ago_list: &[f64]) -> Vec<Activity> {
+    days_ago_list
+        .iter()
+        .map(|d| page("https://site.ru/pricing", days_ago(*d)))
+        .collect()
+}
+
+/// Hand-computed: 9 visits in the last 2 days is 4.5 a day; 14 in the 28 days before is
+/// 0.5 a day; 4.5 ≥ 3 × 0.5, so +15 with "9 за 2 дн. при обычных 0,5 в день".
+#[test]
+fn a_spike_fires_against_the_leads_own_baseline() {
+    let m = model(SPIKE);
+    let mut acts = visits(&[0.1, 0.2, 0.3, 0.5, 0.8, 1.0, 1.2, 1.5, 1.9]);
+    acts.extend(visits(
+        &(0..14)
+            .map(|i| 3.0 + 2.0 * f64::from(i))
+            .collect::<Vec<_>>(),
+    ));
+    let s = m.score(&lead(), &acts, now());
+    let e = s.breakdown.iter().find(|e| e.rule_id == "spike").unwrap();
+    assert_eq!(e.points, 15);
+    match &e.evidence {
+        Evidence::Spike {
+            recent,
+            baseline_per_day,
+            ..
+        } => assert_eq!((*recent, *baseline_per_day), (9, 0.5)),
+        other => panic!("{other:?}"),
+    }
+    let text = s.explain(Language::Ru, now());
+    assert!(
+        text.contains("+15 всплеск активности: 9 за 2 дн. при обычных 0,5 в день"),
+        "{text}"
+    );
+    assert!(s
+        .explain(Language::En, now())
+        .contains("9 in 2 days vs 0.5 a day usually"));
+}
+
+/// Hand-computed non-spikes: a regular reader (6 in 2 days = 3/day vs 42 in 28 days =
+/// 1.5/day: 3 < 3 × 1.5), too few recent visits (2 < min_count 3, even with no
+/// baseline), and other kinds do not count.
+#[test]
+fn regular_readers_few_visits_and_other_kinds_are_no_spike() {
+    let m = model(SPIKE);
+    let fired = |acts: &[Activity]| {
+        m.score(&lead(), acts, now())
+            .breakdown
+            .iter()
+            .any(|e| e.rule_id == "spike")
+    };
+    let mut regular = visits(&[0.1, 0.4, 0.7, 1.0, 1.3, 1.6]);
+    regular.extend(visits(
+        &(0..42)
+            .map(|i| 2.1 + 0.6 * f64::from(i))
+            .collect::<Vec<_>>(),
+    ));
+    assert!(!fired(&regular));
+    assert!(!fired(&visits(&[0.5, 1.0])));
+    let calls: Vec<Activity> = (0..5)
+        .map(|i| act("call", days_ago(0.1 * f64::from(i + 1))))
+        .collect();
+    assert!(!fired(&calls));
+    // Exactly at the factor counts: 3 recent (1.5/day) vs 14 in 28 days (0.5/day).
+    let mut edge = visits(&[0.1, 0.5, 1.0]);
+    edge.extend(visits(
+        &(0..14)
+            .map(|i| 3.0 + 2.0 * f64::from(i))
+            .collect::<Vec<_>>(),
+    ));
+    assert!(fired(&edge));
+}
+
+/// The spike ends when its visits leave the recent window: next_change names that
+/// instant, so the decay timer re-scores the lead without a webhook.
+#[test]
+fn a_spike_ends_when_its_visits_age_out_and_next_change_says_when() {
+    let m = model(SPIKE);
+    let acts = visits(&[0.5, 1.0, 1.5]);
+    assert!(m.score(&lead(), &acts, now()).total >= 15);
+    let change = m.next_change(&lead(), &acts, now()).unwrap();
+    // The oldest of the three leaves the 2-day window 0.5 days from now.
+    assert_eq!(change, days_ago(1.5) + TimeDelta::days(2));
+    assert_eq!(m.score(&lead(), &acts, change).total, 0);
+}
+
+#[test]
+fn a_rule_with_two_bodies_or_a_bad_spike_is_refused_by_path() {
+    let both = format!("{SPIKE}activity = {{ kind = \"call\" }}\n");
+    let errs = Model::compile(&spec_with(GROUPS, &both)).unwrap_err();
+    assert_eq!(errs[0].path, "scoring.rules[0].spike");
+    let bad = SPIKE
+        .replace("factor = 3", "factor = 0.5")
+        .replace("min_count = 3", "min_count = 0");
+    let errs = Model::compile(&spec_with(GROUPS, &bad)).unwrap_err();
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        vec![
+            "scoring.rules[0].spike.factor",
+            "scoring.rules[0].spike.min_count"
+        ]
     );
 }
