@@ -154,12 +154,13 @@ impl Pipeline {
             let lead_id = f.lead.id.clone();
             if needs_write {
                 match results.get(&lead_id) {
-                    Some(Ok(())) => {
+                    Some(Ok(stamp)) => {
                         let written = Written {
                             score: score.total,
                             tier: score.tier.clone(),
                             breakdown: explanation.clone(),
                             at: now,
+                            crm_stamp: stamp.clone(),
                         };
                         let ledger = LedgerEntry {
                             at: now,

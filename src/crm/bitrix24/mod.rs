@@ -46,8 +46,8 @@ pub use classify::ActivityClassifier;
 
 use super::vault::TokenVault;
 use super::{
-    Crm, CrmAdmin, CrmError, FetchRequest, Fetched, FieldSetup, LeadId, MethodBudget,
-    PacingState, ScoreWrite, TaskRef, TaskRequest,
+    Changed, Crm, CrmAdmin, CrmError, FetchRequest, Fetched, FieldSetup, LeadId, MethodBudget,
+    PacingState, ScoreWrite, TaskRef, TaskRequest, WriteResult,
 };
 use super::registry::{Adapter, CrmEntry};
 use crate::config::{keys_of, FieldsSection, Portal, TaskSection};
@@ -354,8 +354,12 @@ impl Crm for Bitrix24Crm {
         &self,
         fields: &FieldsSection,
         writes: &[ScoreWrite],
-    ) -> Result<BTreeMap<LeadId, Result<(), CrmError>>, CrmError> {
+    ) -> Result<BTreeMap<LeadId, WriteResult>, CrmError> {
         self.write(fields, writes).await
+    }
+
+    fn batch_size(&self) -> usize {
+        write::WRITE_BATCH
     }
 
     async fn find_task(
@@ -384,7 +388,7 @@ impl Crm for Bitrix24Crm {
         self.open(task, lead_id, task_id).await
     }
 
-    async fn changed_since(&self, since: DateTime<Utc>) -> Result<Vec<LeadId>, CrmError> {
+    async fn changed_since(&self, since: DateTime<Utc>) -> Result<Vec<Changed>, CrmError> {
         self.changed(since).await
     }
 }
