@@ -14,10 +14,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::{Config, Portal};
-use crate::crm::{registry, Crm, CrmAdmin, Subject};
+use crate::crm::{registry, Changed, Crm, CrmAdmin, Subject};
 use crate::intake::{self, AppState};
 use crate::pipeline::{Pipeline, PipelineSettings, PortalRuntime};
-use crate::store::{Cause, CauseSource, Store};
+use crate::store::{Cause, CauseSource, Store, Written};
 
 /// Build the CRM client for a portal (once per portal: reloads reuse it).
 pub fn build_crm(portal: &Portal, store: &Arc<Store>) -> anyhow::Result<Arc<dyn Crm>> {
@@ -204,8 +204,9 @@ async fn sweep_loop(
     }
 }
 
-/// One reconciliation sweep: queue every lead modified since the cursor, then move the
-/// cursor to the sweep's start (with a minute of overlap for clock skew).
+/// One reconciliation sweep: queue every lead modified since the cursor, except those
+/// whose last modification is our own write (its stamp is kept with the write), then
+/// move the cursor to the sweep's start (with a minute of overlap for clock skew).
 pub async fn sweep_once(
     pipeline: &Pipeline,
     portal: &str,
@@ -225,11 +226,17 @@ pub async fn sweep_once(
         store.flush().await?;
         return Ok(0);
     };
-    let ids = rt
+    let changed = rt
         .crm
         .changed_since(since - chrono::Duration::seconds(60))
         .await?;
-    let subjects: Vec<Subject> = ids.into_iter().map(Subject::Lead).collect();
+    let listed = changed.len();
+    let mut subjects = Vec::with_capacity(listed);
+    for c in changed {
+        if !only_our_write(&c, store.written(portal, &c.id)?.as_ref()) {
+            subjects.push(Subject::Lead(c.id));
+        }
+    }
     if !subjects.is_empty() {
         let cause = Cause {
             source: CauseSource::Sweep,
@@ -240,6 +247,15 @@ pub async fn sweep_once(
     }
     store.meta_set(&sweep_key(portal), &now.to_rfc3339())?;
     store.flush().await?;
-    info!(portal = %portal, leads = subjects.len(), "reconciliation sweep queued changed leads");
+    info!(portal = %portal, leads = subjects.len(), own_writes = listed - subjects.len(), "reconciliation sweep queued changed leads (skipped those whose last change is our own write)");
     Ok(subjects.len())
+}
+
+/// Is the change the sweep listed our own write and nothing after it? Only when the
+/// CRM gave a stamp for both and the listed one is no newer than ours.
+pub fn only_our_write(changed: &Changed, written: Option<&Written>) -> bool {
+    match (written.and_then(|w| w.crm_stamp.as_ref()), &changed.stamp) {
+        (Some(ours), Some(listed)) => ours.covers(listed),
+        _ => false,
+    }
 }

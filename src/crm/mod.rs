@@ -140,6 +140,42 @@ pub struct ScoreWrite {
     pub comment: bool,
 }
 
+/// When, and where the API says so by whom, the CRM last modified a lead. The sweep
+/// compares the stamp it lists with the one our own write produced, so a lead whose
+/// only change is our write is not fetched again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrmStamp {
+    pub at: DateTime<Utc>,
+    /// The CRM user who made the change (`None`: the API did not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+impl CrmStamp {
+    /// Is `listed` (what the sweep saw) no newer than this stamp of our own write? A
+    /// different modifier at the same second counts as newer, when both are known.
+    pub fn covers(&self, listed: &CrmStamp) -> bool {
+        listed.at < self.at
+            || (listed.at == self.at
+                && match (&self.by, &listed.by) {
+                    (Some(ours), Some(theirs)) => ours == theirs,
+                    _ => true,
+                })
+    }
+}
+
+/// A lead the reconciliation sweep found modified, with the CRM's stamp of that change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changed {
+    pub id: LeadId,
+    /// `None`: the CRM listed no modification time (the lead is always re-fetched).
+    pub stamp: Option<CrmStamp>,
+}
+
+/// One lead's outcome of a score write: the CRM's stamp of the modification our write
+/// made (`None`: the CRM did not tell), or why it failed.
+pub type WriteResult = Result<Option<CrmStamp>, CrmError>;
+
 /// A "call now" reminder to create.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskRequest {
@@ -261,7 +297,7 @@ pub trait Crm: Send + Sync {
         &self,
         fields: &FieldsSection,
         writes: &[ScoreWrite],
-    ) -> Result<BTreeMap<LeadId, Result<(), CrmError>>, CrmError>;
+    ) -> Result<BTreeMap<LeadId, WriteResult>, CrmError>;
 
     /// Look for a task we created earlier (by its marker) on a lead.
     async fn find_task(
@@ -287,9 +323,16 @@ pub trait Crm: Send + Sync {
         task_id: &str,
     ) -> Result<bool, CrmError>;
 
-    /// Leads modified at or after `since`, for the reconciliation sweep that catches
-    /// webhooks the CRM never redelivers.
-    async fn changed_since(&self, since: DateTime<Utc>) -> Result<Vec<LeadId>, CrmError>;
+    /// Leads modified at or after `since` with their modification stamps, for the
+    /// reconciliation sweep that catches webhooks the CRM never redelivers.
+    async fn changed_since(&self, since: DateTime<Utc>) -> Result<Vec<Changed>, CrmError>;
+
+    /// Most leads the pipeline should hand over per batch, so that one batch of
+    /// fetches or writes fits the CRM's request packing (Bitrix24 keeps one `batch`
+    /// command free for reading back the modification stamps of its writes).
+    fn batch_size(&self) -> usize {
+        50
+    }
 
     /// The rate limiter's counters since start (telemetry for `leadscore status`, the
     /// dashboard and /metrics; `None`: this client does not keep any).
@@ -396,4 +439,30 @@ pub fn render_setup(portal: &crate::config::Portal, setup: &FieldSetup) -> Strin
     out.push_str(&pairs.join(", "));
     out.push_str(" }\n");
     out
+}
+
+#[cfg(test)]
+mod stamp_tests {
+    use super::CrmStamp;
+    use chrono::{TimeZone, Utc};
+
+    fn stamp(sec: u32, by: Option<&str>) -> CrmStamp {
+        CrmStamp {
+            at: Utc.with_ymd_and_hms(2026, 12, 1, 10, 0, sec).unwrap(),
+            by: by.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn our_write_covers_only_what_is_no_newer_and_by_the_same_user() {
+        let ours = stamp(10, Some("7"));
+        assert!(ours.covers(&stamp(10, Some("7"))));
+        assert!(ours.covers(&stamp(9, Some("3"))));
+        assert!(!ours.covers(&stamp(11, Some("7"))));
+        // Someone else in the same second: a change of theirs, not ours.
+        assert!(!ours.covers(&stamp(10, Some("3"))));
+        // Without users (amoCRM's PATCH answer), the time alone decides.
+        assert!(stamp(10, None).covers(&stamp(10, Some("3"))));
+        assert!(!stamp(10, None).covers(&stamp(11, None)));
+    }
 }

@@ -302,6 +302,15 @@ impl Pipeline {
         }
     }
 
+    /// Leads per batch for a portal (by its key bytes): what its CRM packs best.
+    fn batch_size(&self, portal: &[u8]) -> usize {
+        let live = self.live();
+        std::str::from_utf8(portal)
+            .ok()
+            .and_then(|p| live.portals.get(p))
+            .map_or(MAX_BATCH, |rt| rt.crm.batch_size().min(MAX_BATCH))
+    }
+
     async fn worker_loop(self: Arc<Self>, n: usize, shutdown: CancellationToken) {
         debug!(worker = n, "worker started");
         loop {
@@ -311,7 +320,7 @@ impl Pipeline {
             let now = self.now();
             let (keys, next) = {
                 let mut s = self.scheduler.lock().await;
-                let keys = s.take_due(now, MAX_BATCH);
+                let keys = s.take_due_sized(now, |portal| self.batch_size(portal));
                 (keys, s.next_due())
             };
             if keys.is_empty() {

@@ -47,13 +47,25 @@ impl Pipeline {
                 rescore::Target::Lead { id } => vec![id.clone()],
                 rescore::Target::Stored => rescore::known_leads(&self.store, &rt.portal.id)?,
                 rescore::Target::Since { since } => {
-                    let mut ids = rt.crm.changed_since(*since).await?;
+                    let mut ids: Vec<crate::crm::LeadId> = rt
+                        .crm
+                        .changed_since(*since)
+                        .await?
+                        .into_iter()
+                        .map(|c| c.id)
+                        .collect();
                     ids.extend(rescore::known_leads(&self.store, &rt.portal.id)?);
                     ids
                 }
                 rescore::Target::All => {
                     let epoch = DateTime::from_timestamp(0, 0).expect("epoch");
-                    let mut ids = rt.crm.changed_since(epoch).await?;
+                    let mut ids: Vec<crate::crm::LeadId> = rt
+                        .crm
+                        .changed_since(epoch)
+                        .await?
+                        .into_iter()
+                        .map(|c| c.id)
+                        .collect();
                     ids.extend(rescore::known_leads(&self.store, &rt.portal.id)?);
                     ids
                 }

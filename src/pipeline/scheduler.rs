@@ -56,7 +56,22 @@ impl Scheduler {
     /// whose entry is due first, unless it already has a batch in flight and fewer than
     /// `max` of its keys are due (then the next portal in due order is tried).
     pub fn take_due(&mut self, now: DateTime<Utc>, max: usize) -> Vec<Vec<u8>> {
-        let max = max.max(1);
+        self.take_due_sized(now, |_| max)
+    }
+
+    /// [`Scheduler::take_due`] with each portal's own batch size (`max_of(portal)`),
+    /// so a batch matches how its CRM packs requests.
+    pub fn take_due_sized(
+        &mut self,
+        now: DateTime<Utc>,
+        max_of: impl Fn(&[u8]) -> usize,
+    ) -> Vec<Vec<u8>> {
+        let mut sizes: HashMap<Vec<u8>, usize> = HashMap::new();
+        let mut size = |portal: &[u8]| -> usize {
+            *sizes
+                .entry(portal.to_vec())
+                .or_insert_with(|| max_of(portal).max(1))
+        };
         let mut order: Vec<&[u8]> = Vec::new();
         // Per portal: the first `max` due entries, and the due hot ones beyond those.
         let mut groups: HashMap<&[u8], (Vec<&DueEntry>, Vec<&DueEntry>)> = HashMap::new();
@@ -66,7 +81,7 @@ impl Scheduler {
                 order.push(portal);
                 (Vec::new(), Vec::new())
             });
-            if group.0.len() < max {
+            if group.0.len() < size(portal) {
                 group.0.push(entry);
             } else if self.hot.contains(&entry.1) {
                 group.1.push(entry);
@@ -75,7 +90,7 @@ impl Scheduler {
         self.paused.retain(|_, until| *until > now);
         let chosen = order.into_iter().find(|portal| {
             let busy = self.busy.get(*portal).copied().unwrap_or(0) > 0;
-            !self.paused.contains_key(*portal) && (!busy || groups[portal].0.len() >= max)
+            !self.paused.contains_key(*portal) && (!busy || groups[portal].0.len() >= size(portal))
         });
         let Some(portal) = chosen else {
             return Vec::new();
@@ -89,7 +104,7 @@ impl Scheduler {
             .copied()
             .collect();
         candidates.extend(first.iter().filter(|e| !self.hot.contains(&e.1)).copied());
-        candidates.truncate(max);
+        candidates.truncate(size(portal));
         let picked: Vec<(DateTime<Utc>, Vec<u8>)> = candidates.into_iter().cloned().collect();
         let portal = portal.to_vec();
         for (due, key) in &picked {

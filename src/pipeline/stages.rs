@@ -13,6 +13,7 @@ use super::{
     FetchRequest, Fetched, InputSnapshot, LeadId, LedgerEntry, Metrics, Model, PendingEntry,
     Pipeline, PipelineError, PortalRuntime, ScoreWrite, Subject, Written,
 };
+use crate::crm::WriteResult;
 use crate::lead::Lead;
 use crate::scoring::Score;
 
@@ -34,7 +35,7 @@ struct Scored {
 }
 
 /// Per lead, what the CRM said about its write (absent: not written this turn).
-type WriteResults = BTreeMap<LeadId, Result<(), CrmError>>;
+type WriteResults = BTreeMap<LeadId, WriteResult>;
 
 impl Pipeline {
     /// Carry one portal's lead and activity entries through every stage. Returns the
@@ -332,12 +333,13 @@ impl Pipeline {
             } = s;
             if needs_write {
                 match results.get(&lead.id) {
-                    Some(Ok(())) => {
+                    Some(Ok(stamp)) => {
                         let written = Written {
                             score: score.total,
                             tier: score.tier.clone(),
                             breakdown: explanation.clone(),
                             at: now,
+                            crm_stamp: stamp.clone(),
                         };
                         let ledger = LedgerEntry {
                             at: now,

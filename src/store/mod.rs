@@ -167,6 +167,10 @@ pub struct Written {
     pub tier: String,
     pub breakdown: String,
     pub at: DateTime<Utc>,
+    /// The CRM's modification stamp our write produced: the sweep skips the lead while
+    /// the CRM lists nothing newer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crm_stamp: Option<crate::crm::CrmStamp>,
 }
 
 /// One change of a lead's score.

@@ -13,21 +13,22 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-const SECRET: &str = "amo-hook-secret-0123456789abcdef";
+pub(crate) const SECRET: &str = "amo-hook-secret-0123456789abcdef";
 
-struct Daemon {
-    sandbox: SandboxHandle,
-    _dir: tempfile::TempDir,
-    config: Config,
-    fit: FitFields,
-    hook: String,
+/// The daemon against a sandbox amoCRM account (shared with the other amoCRM modules).
+pub(crate) struct Daemon {
+    pub(crate) sandbox: SandboxHandle,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) config: Config,
+    pub(crate) fit: FitFields,
+    pub(crate) hook: String,
     webhook_id: Option<u64>,
-    running: Option<Running>,
+    pub(crate) running: Option<Running>,
     shutdown: CancellationToken,
 }
 
 impl Daemon {
-    async fn start(bind: bool) -> Daemon {
+    pub(crate) async fn start(bind: bool) -> Daemon {
         let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let prepared = demo_amocrm::prepare(&sandbox, dir.path(), SECRET)
@@ -41,7 +42,7 @@ impl Daemon {
         config.portals[0].fields.comment = false;
         let mut d = Daemon {
             sandbox,
-            _dir: dir,
+            dir,
             config,
             fit: prepared.fit,
             hook: String::new(),
@@ -53,7 +54,7 @@ impl Daemon {
         d
     }
 
-    async fn launch(&mut self, bind: bool) {
+    pub(crate) async fn launch(&mut self, bind: bool) {
         self.shutdown = CancellationToken::new();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let running = app::start(self.config.clone(), listener, self.shutdown.clone())
@@ -69,17 +70,33 @@ impl Daemon {
         self.running = Some(running);
     }
 
-    async fn restart(&mut self) {
+    pub(crate) fn pipeline(&self) -> &leadscore::pipeline::Pipeline {
+        &self.running.as_ref().expect("running").pipeline
+    }
+
+    /// Stop the account's webhook to the daemon (a lost delivery, for the sweep).
+    pub(crate) fn unbind(&mut self) {
+        if let Some(id) = self.webhook_id.take() {
+            self.sandbox.remove_webhook(id);
+        }
+    }
+
+    /// Stop gracefully and wait for the state to be flushed.
+    pub(crate) async fn stop(&mut self) {
         self.shutdown.cancel();
         if let Some(r) = self.running.take() {
             let h = r.handle;
             drop(r.pipeline);
             h.await.unwrap().unwrap();
         }
+    }
+
+    pub(crate) async fn restart(&mut self) {
+        self.stop().await;
         self.launch(true).await;
     }
 
-    async fn settle(&self) {
+    pub(crate) async fn settle(&self) {
         let pipeline = &self.running.as_ref().unwrap().pipeline;
         let deadline = Instant::now() + Duration::from_secs(120);
         let mut quiet = 0;
@@ -95,7 +112,7 @@ impl Daemon {
         }
     }
 
-    fn add_strong_lead(&self, n: usize) -> u64 {
+    pub(crate) fn add_strong_lead(&self, n: usize) -> u64 {
         let contact = self
             .sandbox
             .add_contact(NewContact {
@@ -120,7 +137,7 @@ impl Daemon {
         id
     }
 
-    fn score(&self, lead: u64) -> Option<i64> {
+    pub(crate) fn score(&self, lead: u64) -> Option<i64> {
         let field: u64 = self.config.portals[0]
             .fields
             .score
@@ -139,7 +156,7 @@ impl Daemon {
             .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
     }
 
-    fn patches(&self) -> usize {
+    pub(crate) fn patches(&self) -> usize {
         self.sandbox
             .calls()
             .iter()
@@ -147,7 +164,7 @@ impl Daemon {
             .count()
     }
 
-    async fn post(&self, query: &str, body: &str) -> u16 {
+    pub(crate) async fn post(&self, query: &str, body: &str) -> u16 {
         reqwest::Client::new()
             .post(format!("{}{query}", self.hook))
             .header("content-type", "application/x-www-form-urlencoded")
@@ -166,7 +183,7 @@ impl Drop for Daemon {
     }
 }
 
-fn update_hook_body(d: &Daemon, leads: &[u64]) -> String {
+pub(crate) fn update_hook_body(d: &Daemon, leads: &[u64]) -> String {
     let mut pairs = Vec::new();
     for (i, id) in leads.iter().enumerate() {
         pairs.push(format!("leads%5Bupdate%5D%5B{i}%5D%5Bid%5D={id}"));

@@ -457,6 +457,7 @@ impl Harness {
                     tier: "warm".into(),
                     breakdown: format!("{total} points"),
                     at: t(1),
+                    crm_stamp: None,
                 };
                 let entry = LedgerEntry {
                     at: t(1),

@@ -29,6 +29,7 @@ use crate::error::Error;
 use crate::limiter::{Limiter, LimiterConfig, LimiterStats};
 use crate::types::{
     Company, Contact, CustomField, Event, Lead, LeadUpdate, NewNote, NewTask, Note, Page, Task,
+    Updated,
 };
 
 /// Most ids in one `filter[id][]` list request (the page limit).
@@ -493,24 +494,31 @@ impl Client {
         Ok(out)
     }
 
-    /// `PATCH /api/v4/leads` one batch as given (no splitting).
-    pub async fn patch_leads_once(&self, updates: &[LeadUpdate]) -> Result<(), Error> {
+    /// `PATCH /api/v4/leads` one batch as given (no splitting). Returns each lead's
+    /// `updated_at` after the write, as the answer lists it: the modification time
+    /// our own write produced, which a later sweep compares against.
+    pub async fn patch_leads_once(&self, updates: &[LeadUpdate]) -> Result<Vec<Updated>, Error> {
         let body = Value::Array(updates.iter().map(LeadUpdate::to_json).collect());
-        self.call(Req {
-            method: Method::PATCH,
-            path: "/api/v4/leads",
-            body: Some(&body),
-            idempotent: true,
-            halvable: true,
-        })
-        .await
-        .map(|_| ())
+        let v = self
+            .call(Req {
+                method: Method::PATCH,
+                path: "/api/v4/leads",
+                body: Some(&body),
+                idempotent: true,
+                halvable: true,
+            })
+            .await?;
+        // The write is applied; an answer we cannot read costs only the stamps.
+        Ok(embedded_list(v, "leads").unwrap_or_default())
     }
 
     /// Write custom field values on many leads: batches of 50, a batch that gets 504 is
     /// halved and retried (down to single leads). Returns the result per batch that was
     /// finally sent, in order, so the caller knows exactly which leads were written.
-    pub async fn update_leads(&self, updates: &[LeadUpdate]) -> Vec<(Vec<u64>, Result<(), Error>)> {
+    pub async fn update_leads(
+        &self,
+        updates: &[LeadUpdate],
+    ) -> Vec<(Vec<u64>, Result<Vec<Updated>, Error>)> {
         let mut out = Vec::new();
         let mut stack: Vec<&[LeadUpdate]> = updates.chunks(MAX_WRITE).rev().collect();
         while let Some(batch) = stack.pop() {

@@ -114,6 +114,15 @@ pub struct Embedded {
     pub tags: Vec<Tag>,
 }
 
+/// One lead of a `PATCH /api/v4/leads` answer: its modification time after the write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Updated {
+    pub id: u64,
+    /// Unix seconds.
+    #[serde(default)]
+    pub updated_at: Option<i64>,
+}
+
 /// A lead (`GET /api/v4/leads`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Lead {
@@ -134,6 +143,9 @@ pub struct Lead {
     /// Unix seconds.
     #[serde(default)]
     pub updated_at: Option<i64>,
+    /// The user who made the last change (0 or absent: the API did not say).
+    #[serde(default)]
+    pub updated_by: Option<u64>,
     #[serde(default)]
     pub is_deleted: Option<bool>,
     #[serde(default, deserialize_with = "null_as_default")]

@@ -14,7 +14,7 @@ use crate::config::FieldsSection;
 use crate::crm::mapping::apply_map;
 use crate::crm::activity_map::{ActivityAttr, ActivityMap};
 use crate::crm::tags::{default_tags, split_tag};
-use crate::crm::{CrmError, Fetched, LeadId};
+use crate::crm::{Changed, CrmError, CrmStamp, Fetched, LeadId};
 use crate::lead::{Activity, ActivityKind, Direction, Lead};
 
 impl AmocrmCrm {
@@ -192,7 +192,7 @@ impl AmocrmCrm {
     }
 
     /// Leads modified at or after `since` (the reconciliation sweep).
-    pub(super) async fn changed(&self, since: DateTime<Utc>) -> Result<Vec<LeadId>, CrmError> {
+    pub(super) async fn changed(&self, since: DateTime<Utc>) -> Result<Vec<Changed>, CrmError> {
         let leads = self
             .client
             .leads_updated_since(since.timestamp())
@@ -202,7 +202,13 @@ impl AmocrmCrm {
         Ok(leads
             .into_iter()
             .filter(|l| seen.insert(l.id))
-            .map(|l| l.id.to_string())
+            .map(|l| Changed {
+                id: l.id.to_string(),
+                stamp: l.updated_at.and_then(unix).map(|at| CrmStamp {
+                    at,
+                    by: l.updated_by.filter(|u| *u > 0).map(|u| u.to_string()),
+                }),
+            })
             .collect())
     }
 }
@@ -218,7 +224,8 @@ fn event_types(map: &ActivityMap) -> Vec<String> {
     types
 }
 
-fn unix(ts: i64) -> Option<DateTime<Utc>> {
+/// Unix seconds as a time (`None` for 0 or out of range).
+pub(super) fn unix(ts: i64) -> Option<DateTime<Utc>> {
     (ts > 0)
         .then(|| Utc.timestamp_opt(ts, 0).single())
         .flatten()

@@ -61,8 +61,8 @@ pub use fetch::{event_activity, note_activity};
 
 use super::vault::TokenVault;
 use super::{
-    Crm, CrmAdmin, CrmError, Fetched, FieldSetup, LeadId, PacingState, ScoreWrite, TaskRef,
-    TaskRequest,
+    Changed, Crm, CrmAdmin, CrmError, Fetched, FieldSetup, LeadId, PacingState, ScoreWrite,
+    TaskRef, TaskRequest, WriteResult,
 };
 use super::registry::{Adapter, CrmEntry};
 use crate::config::{keys_of, FieldsSection, Portal, TaskSection};
@@ -265,7 +265,7 @@ impl Crm for AmocrmCrm {
         &self,
         fields: &FieldsSection,
         writes: &[ScoreWrite],
-    ) -> Result<BTreeMap<LeadId, Result<(), CrmError>>, CrmError> {
+    ) -> Result<BTreeMap<LeadId, WriteResult>, CrmError> {
         self.write(fields, writes).await
     }
 
@@ -295,7 +295,7 @@ impl Crm for AmocrmCrm {
         self.open(task, lead_id, task_id).await
     }
 
-    async fn changed_since(&self, since: DateTime<Utc>) -> Result<Vec<LeadId>, CrmError> {
+    async fn changed_since(&self, since: DateTime<Utc>) -> Result<Vec<Changed>, CrmError> {
         self.changed(since).await
     }
 }

@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use leadscore_amocrm::error::Error;
 use leadscore_amocrm::types::{FieldWrite, LeadUpdate, NewNote};
 
+use super::fetch::unix;
 use super::{clone_err, parse_id, to_crm, AmocrmCrm, OWN_NOTE_PREFIX};
 use crate::config::FieldsSection;
-use crate::crm::{CrmError, LeadId, ScoreWrite};
+use crate::crm::{CrmError, CrmStamp, LeadId, ScoreWrite, WriteResult};
 
 /// A configured field as an amoCRM custom field id.
 fn field_id(name: &str, value: &Option<String>) -> Result<Option<u64>, CrmError> {
@@ -29,15 +30,24 @@ impl AmocrmCrm {
     async fn patch_isolating(
         &self,
         updates: &[LeadUpdate],
-        out: &mut BTreeMap<LeadId, Result<(), CrmError>>,
+        out: &mut BTreeMap<LeadId, WriteResult>,
     ) {
         let mut pending: Vec<Vec<LeadUpdate>> = vec![updates.to_vec()];
         while let Some(batch) = pending.pop() {
             for (ids, result) in self.client.update_leads(&batch).await {
                 match result {
-                    Ok(()) => {
+                    Ok(updated) => {
+                        // The modification time our PATCH produced (no user: the
+                        // answer does not carry `updated_by`).
+                        let stamps: BTreeMap<u64, CrmStamp> = updated
+                            .iter()
+                            .filter_map(|u| {
+                                let at = unix(u.updated_at?)?;
+                                Some((u.id, CrmStamp { at, by: None }))
+                            })
+                            .collect();
                         for id in ids {
-                            out.insert(id.to_string(), Ok(()));
+                            out.insert(id.to_string(), Ok(stamps.get(&id).cloned()));
                         }
                     }
                     Err(e @ Error::Validation { .. }) if ids.len() > 1 => {
@@ -67,7 +77,7 @@ impl AmocrmCrm {
         &self,
         fields: &FieldsSection,
         writes: &[ScoreWrite],
-    ) -> Result<BTreeMap<LeadId, Result<(), CrmError>>, CrmError> {
+    ) -> Result<BTreeMap<LeadId, WriteResult>, CrmError> {
         let score_field = field_id("score", &fields.score)?.ok_or_else(|| {
             CrmError::Rejected(
                 "fields.score is not set for this portal (run `leadscore setup`)".into(),
@@ -120,7 +130,7 @@ impl AmocrmCrm {
         self.patch_isolating(&updates, &mut out).await;
         let written: Vec<&ScoreWrite> = writes
             .iter()
-            .filter(|w| matches!(out.get(&w.lead_id), Some(Ok(()))))
+            .filter(|w| matches!(out.get(&w.lead_id), Some(Ok(_))))
             .collect();
         if written.is_empty() && before == 0 {
             // Nothing was written: report the common failure (a block or revoked token

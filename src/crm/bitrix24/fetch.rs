@@ -16,7 +16,10 @@ use super::{
 };
 use crate::config::FieldsSection;
 use crate::crm::mapping::apply_map;
-use crate::crm::{ActivityRead, CrmError, FetchBatch, FetchOutcome, FetchRequest, Fetched, LeadId};
+use crate::crm::{
+    ActivityRead, Changed, CrmError, CrmStamp, FetchBatch, FetchOutcome, FetchRequest, Fetched,
+    LeadId,
+};
 use crate::lead::Lead;
 
 /// Lead fields read for scoring (`*` = all standard fields, `UF_*` = all user fields;
@@ -415,7 +418,7 @@ impl Bitrix24Crm {
     }
 
     /// Leads modified at or after `since` (the reconciliation sweep).
-    pub(super) async fn changed(&self, since: DateTime<Utc>) -> Result<Vec<LeadId>, CrmError> {
+    pub(super) async fn changed(&self, since: DateTime<Utc>) -> Result<Vec<Changed>, CrmError> {
         let mut out = Vec::new();
         let mut last: u64 = 0;
         let since = since.to_rfc3339_opts(SecondsFormat::Secs, false);
@@ -425,7 +428,7 @@ impl Bitrix24Crm {
                 .client
                 .lead_list(
                     json!({">=DATE_MODIFY": since, ">ID": last}),
-                    &["ID", "DATE_MODIFY"],
+                    &["ID", "DATE_MODIFY", "MODIFY_BY_ID"],
                     json!({"ID": "ASC"}),
                     None,
                 )
@@ -436,7 +439,9 @@ impl Bitrix24Crm {
                 if let Ok(id) = r.id.parse::<u64>() {
                     last = last.max(id);
                 }
-                out.push(r.id);
+                let by = r.field_text("MODIFY_BY_ID");
+                let stamp = r.date_modify.map(|at| CrmStamp { at, by });
+                out.push(Changed { id: r.id, stamp });
             }
             if n < 50 {
                 break;

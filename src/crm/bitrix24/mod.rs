@@ -6,9 +6,10 @@
 //!   concern into `fetch`, `write`, `tasks`, `setup` and `classify`.
 //!
 //! Everything goes through one paced [`Client`] per portal and is packed into `batch`
-//! requests: fetching 50 leads with their activities costs 2 requests (one batch with
-//! one `crm.lead.list` filtered by the 50 ids plus 49 `crm.activity.list`, then one
-//! more batch for the last activity list), a score write-back for 50 leads costs 1.
+//! requests of 49 leads (the pipeline's batch size for Bitrix24): fetching them is one
+//! `crm.lead.list` filtered by the ids plus the activity lists (see `fetch`), a score
+//! write-back is 1 request (49 `crm.lead.update` and one `crm.lead.list` reading back
+//! the modification stamps the writes produced, for the sweep).
 //! Lead data is read with `crm.lead.list` and written with `crm.lead.update` (see the
 //! client module for why these and not `crm.item.*`). The field mapping and the task
 //! settings are read per call from the pipeline's live snapshot, so a config reload
@@ -46,8 +47,8 @@ pub use classify::ActivityClassifier;
 
 use super::vault::TokenVault;
 use super::{
-    Crm, CrmAdmin, CrmError, FetchBatch, FetchOutcome, Fetched, FieldSetup, LeadId,
-    MethodBudget, PacingState, ScoreWrite, TaskRef, TaskRequest,
+    Changed, Crm, CrmAdmin, CrmError, FetchBatch, FetchOutcome, Fetched, FieldSetup, LeadId,
+    MethodBudget, PacingState, ScoreWrite, TaskRef, TaskRequest, WriteResult,
 };
 use super::registry::{Adapter, CrmEntry};
 use crate::config::{keys_of, FieldsSection, Portal, TaskSection};
@@ -349,8 +350,12 @@ impl Crm for Bitrix24Crm {
         &self,
         fields: &FieldsSection,
         writes: &[ScoreWrite],
-    ) -> Result<BTreeMap<LeadId, Result<(), CrmError>>, CrmError> {
+    ) -> Result<BTreeMap<LeadId, WriteResult>, CrmError> {
         self.write(fields, writes).await
+    }
+
+    fn batch_size(&self) -> usize {
+        write::WRITE_BATCH
     }
 
     async fn find_task(
@@ -379,7 +384,7 @@ impl Crm for Bitrix24Crm {
         self.open(task, lead_id, task_id).await
     }
 
-    async fn changed_since(&self, since: DateTime<Utc>) -> Result<Vec<LeadId>, CrmError> {
+    async fn changed_since(&self, since: DateTime<Utc>) -> Result<Vec<Changed>, CrmError> {
         self.changed(since).await
     }
 }
