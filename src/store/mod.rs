@@ -345,6 +345,9 @@ fn merge_into(
     }
 }
 
+/// sled's page cache: bounds the daemon's memory with a large portal's snapshots.
+pub const STORE_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
 impl Store {
     /// Open (or create) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
@@ -352,6 +355,10 @@ impl Store {
         let db = sled::Config::new()
             .path(dir.join("db"))
             .mode(sled::Mode::HighThroughput)
+            // sled's default page cache is 1 GiB: a pass over every stored snapshot (a
+            // rescore dry run over 100,000 leads) would keep hundreds of MB resident.
+            // The hot set (pending, timers, recent snapshots) is far smaller.
+            .cache_capacity(STORE_CACHE_BYTES)
             .open()?;
         let pending = db.open_tree("pending")?;
         let count = pending.len();
