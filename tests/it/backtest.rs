@@ -315,6 +315,64 @@ fn cli_generate_is_seeded() {
 }
 
 #[test]
+fn cli_reads_the_csv_sample_like_the_same_leads_in_json_lines() {
+    let csv = run_ok(bin().args([
+        "backtest",
+        "--config",
+        "config/leadscore.example.toml",
+        "--input",
+        "examples/history/sample-leads.csv",
+        "--activities",
+        "examples/history/sample-activities.csv",
+        "--format",
+        "json",
+    ]));
+    let v: serde_json::Value = serde_json::from_slice(&csv).unwrap();
+    assert_eq!(v["leads"], 12);
+    // The same twelve leads from the JSON Lines history score the same.
+    let dir = tempfile::tempdir().unwrap();
+    let first12: String =
+        std::fs::read_to_string(format!("{ROOT}/examples/history/closed-leads.jsonl"))
+            .unwrap()
+            .lines()
+            .take(12)
+            .map(|l| format!("{l}\n"))
+            .collect();
+    let p = dir.path().join("first12.jsonl");
+    std::fs::write(&p, first12).unwrap();
+    let json = run_ok(
+        bin()
+            .args([
+                "backtest",
+                "--config",
+                "config/leadscore.example.toml",
+                "--format",
+                "json",
+                "--input",
+            ])
+            .arg(&p),
+    );
+    let w: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(v["auc"], w["auc"]);
+    assert_eq!(v["deciles"], w["deciles"]);
+    // --since keeps leads closed on or after the date.
+    let since = run_ok(bin().args([
+        "backtest",
+        "--config",
+        "config/leadscore.example.toml",
+        "--input",
+        "examples/history/sample-leads.csv",
+        "--since",
+        "2026-03-01",
+        "--format",
+        "json",
+    ]));
+    let s: serde_json::Value = serde_json::from_slice(&since).unwrap();
+    let n = s["leads"].as_u64().unwrap();
+    assert!(n > 0 && n < 12, "{n}");
+}
+
+#[test]
 fn a_bad_csv_row_is_named_by_file_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("leads.csv");
