@@ -358,6 +358,7 @@ pub fn render(r: &Report) -> anyhow::Result<String> {
             o.push_str("</tr>");
         }
         o.push_str("</table>");
+        o.push_str("<h3>The other model by tier</h3>");
         bucket_table(&mut o, &cmp.tiers);
     }
     o.push_str("</body></html>\n");
