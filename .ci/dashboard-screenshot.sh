@@ -31,7 +31,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-target/debug/examples/dashboard_demo --seconds 300 --url-file "$work/url" >"$work/demo.log" 2>&1 &
+"${CARGO_TARGET_DIR:-target}"/debug/examples/dashboard_demo --seconds 300 --url-file "$work/url" >"$work/demo.log" 2>&1 &
 demo_pid=$!
 for _ in $(seq 1 240); do
   [ -s "$work/url" ] && break
