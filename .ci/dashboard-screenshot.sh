@@ -9,17 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-browser=""
-for b in chromium chromium-browser google-chrome; do
-  command -v "$b" >/dev/null 2>&1 && { browser="$b"; break; }
-done
-if [ -z "$browser" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  echo "== installing chromium"
-  apt-get install -y --no-install-recommends chromium fonts-dejavu-core >/dev/null 2>&1 \
-    || { apt-get update >/dev/null 2>&1 && apt-get install -y --no-install-recommends chromium fonts-dejavu-core >/dev/null 2>&1; } \
-    || true
-  command -v chromium >/dev/null 2>&1 && browser=chromium
-fi
+# shellcheck source=.ci/chromium.sh
+. .ci/chromium.sh
+find_chromium
 if [ -z "$browser" ]; then
   echo "== no chromium: skipping the dashboard browser check"
   exit 0
@@ -39,7 +31,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-target/debug/examples/dashboard_demo --seconds 300 --url-file "$work/url" >"$work/demo.log" 2>&1 &
+"${CARGO_TARGET_DIR:-target}"/debug/examples/dashboard_demo --seconds 300 --url-file "$work/url" >"$work/demo.log" 2>&1 &
 demo_pid=$!
 for _ in $(seq 1 240); do
   [ -s "$work/url" ] && break
@@ -50,9 +42,8 @@ done
 url="$(cat "$work/url")"
 echo "== $browser on $url"
 
-flags=(--headless --no-sandbox --disable-gpu --disable-background-networking
-  --disable-component-update --disable-sync --no-first-run --disable-dev-shm-usage
-  --hide-scrollbars --user-data-dir="$work/profile")
+chromium_flags "$work"
+flags=("${chromium_flags[@]}")
 
 "$browser" "${flags[@]}" --dump-dom "$url" >"$work/dom.html" 2>"$work/chromium.log" \
   || { cat "$work/chromium.log" >&2; exit 1; }

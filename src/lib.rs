@@ -4,7 +4,9 @@
 //! `main.rs` is a thin CLI; everything it runs lives here so tests run the same code.
 
 pub mod app;
+pub mod backtest;
 pub mod cli;
+pub mod cli_backtest;
 pub mod cli_rescore;
 pub mod config;
 pub mod crashpoint;

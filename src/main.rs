@@ -98,6 +98,12 @@ enum Command {
         #[command(flatten)]
         args: leadscore::cli_rescore::Args,
     },
+    /// Backtest the model on closed leads: AUC, tiers, deciles, calibration, rules,
+    /// mistakes, capacity; `--model` compares a second model (`generate`: a history).
+    Backtest(leadscore::cli_backtest::BacktestCmd),
+    /// Suggest rule points from closed leads (logistic regression, cross-validated);
+    /// prints a diff, never rewrites the config.
+    Tune(leadscore::cli_backtest::TuneArgs),
     /// Inspect and replay the dead-letter queue.
     Dlq {
         #[arg(long, env = "LEADSCORE_CONFIG")]
@@ -156,6 +162,8 @@ fn main() -> ExitCode {
         } => cli::history(&config, &portal, &lead),
         Command::Status { config } => cli::status(&config),
         Command::Rescore { config, args } => leadscore::cli_rescore::run(&config, &args, format),
+        Command::Backtest(cmd) => leadscore::cli_backtest::run(&cmd),
+        Command::Tune(args) => leadscore::cli_backtest::run_tune(&args),
         Command::Dlq { config, action } => match action {
             DlqAction::List => cli::dlq_list(&config),
             DlqAction::Replay { id, all } => cli::dlq_replay(&config, id, all),

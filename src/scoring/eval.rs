@@ -520,6 +520,34 @@ impl Model {
         to_i32(total.clamp(i64::from(self.min), i64::from(self.max)))
     }
 
+    pub(crate) fn rule_units_impl(
+        &self,
+        lead: &Lead,
+        acts: &[Activity],
+        now: DateTime<Utc>,
+        out: &mut Vec<f64>,
+    ) {
+        out.clear();
+        let order = self.order(acts);
+        for rule in &self.rules {
+            out.push(match &rule.body {
+                Body::Fit(c) => match eval_cond(c, lead) {
+                    Outcome::Match(_) => 1.0,
+                    Outcome::NoMatch(_) | Outcome::Missing(_) => 0.0,
+                },
+                // One point per occurrence: the tally is then the decayed count.
+                Body::Activity(a) => tally(a, 1, &order, now).exact,
+                Body::Spike(sp) => {
+                    if sp.fires(&sp.seen(order.all(), now)) {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                }
+            });
+        }
+    }
+
     pub(crate) fn score_impl(&self, lead: &Lead, acts: &[Activity], now: DateTime<Utc>) -> Score {
         let order = self.order(acts);
         let mut breakdown: Vec<Entry> = Vec::new();

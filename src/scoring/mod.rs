@@ -74,6 +74,21 @@ pub struct TierInfo {
     pub max: i32,
 }
 
+/// A rule's identity and weight, as analyses need them (see [`Model::rule_infos`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuleInfo {
+    /// The stable id from the config.
+    pub id: String,
+    /// What reps read.
+    pub label: String,
+    /// Group id.
+    pub group: String,
+    /// Points per match or per occurrence.
+    pub points: i32,
+    /// An activity rule (counts occurrences) rather than a field rule.
+    pub activity: bool,
+}
+
 /// The result of scoring one lead: the number, its tier and the reasons for it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Score {
@@ -230,6 +245,36 @@ impl Model {
     /// The "call now" thresholds of the model (portals may override them).
     pub fn triggers(&self) -> &spec::TriggerSpec {
         &self.triggers
+    }
+
+    /// Every rule in config order, for analyses that weigh rules against outcomes
+    /// (backtest per-rule lift, `leadscore tune`) without reaching into the engine.
+    pub fn rule_infos(&self) -> Vec<RuleInfo> {
+        self.rules
+            .iter()
+            .map(|r| RuleInfo {
+                id: r.id.clone(),
+                label: r.label.clone(),
+                group: self.groups[r.group].id.clone(),
+                points: r.points,
+                activity: matches!(r.body, compile::Body::Activity(_)),
+            })
+            .collect()
+    }
+
+    /// Each rule's input at `now`, in config order and in the rule's own units, before
+    /// points, caps and rounding: 1 or 0 for a field rule (matched or not; a data gap is
+    /// 0), the decayed number of counted occurrences for an activity rule. `points ×
+    /// unit` is what the rule adds before its group cap, so a regression on these units
+    /// suggests points on the config's own scale. Reuses `out` (cleared first).
+    pub fn rule_units(
+        &self,
+        lead: &Lead,
+        activities: &[Activity],
+        now: DateTime<Utc>,
+        out: &mut Vec<f64>,
+    ) {
+        self.rule_units_impl(lead, activities, now, out)
     }
 
     /// `(group id, number of rules)` in config order, for one-screen summaries.

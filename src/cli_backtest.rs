@@ -1,0 +1,248 @@
+//! `leadscore backtest`, `leadscore backtest generate` and `leadscore tune`: arguments
+//! declared once here (clap), the work done by `crate::backtest`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+use crate::backtest::{
+    self, generate, report_html, report_text, tune, AsOf, FileSource, OutcomeSource,
+};
+
+/// `leadscore backtest …`: a report, or with `generate` a synthetic history.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct BacktestCmd {
+    #[command(subcommand)]
+    pub action: Option<BacktestAction>,
+    #[command(flatten)]
+    pub args: Args,
+}
+
+/// What `backtest` does besides reporting.
+#[derive(Debug, clap::Subcommand)]
+pub enum BacktestAction {
+    /// Write a seeded, realistic history of closed leads for the example config (JSON
+    /// Lines; see docs/backtest.md for how outcomes are drawn).
+    Generate {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 2500)]
+        leads: usize,
+        #[arg(long, default_value_t = 16)]
+        seed: u64,
+    },
+}
+
+/// Report format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+    Html,
+}
+
+/// Where closed leads come from and when they are scored (shared by backtest and tune).
+#[derive(Debug, clap::Args)]
+pub struct Input {
+    /// The config whose `[scoring]` model is tested.
+    #[arg(long, env = "LEADSCORE_CONFIG", required = true)]
+    pub config: Option<PathBuf>,
+    /// Closed leads: a JSON Lines (or `.csv`) export, columns in docs/backtest.md.
+    #[arg(long, required_unless_present = "portal")]
+    pub input: Option<PathBuf>,
+    /// With a CSV input: the activities export (lead_id, kind, at, …).
+    #[arg(long)]
+    pub activities: Option<PathBuf>,
+    /// Read outcomes from this portal's CRM (not wired yet: says so and stops).
+    #[arg(long, conflicts_with = "input")]
+    pub portal: Option<String>,
+    /// Only leads closed on or after this date (2026-01-01 or RFC 3339).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// When each lead is scored: outcome (just before it), outcome-3d, created+7d, …
+    #[arg(long, default_value = "outcome")]
+    pub as_of: String,
+}
+
+/// `leadscore backtest` arguments.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub input: Input,
+    /// A second config (or a copy with another `[scoring]`) to compare on the same leads.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Write the report here instead of standard output.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Call-now tasks a rep can take per working day: finds the threshold that fits.
+    #[arg(long)]
+    pub capacity: Option<f64>,
+    /// "Of the last N wins …".
+    #[arg(long, default_value_t = 50)]
+    pub last_wins: usize,
+}
+
+/// `leadscore tune` arguments.
+#[derive(Debug, clap::Args)]
+pub struct TuneArgs {
+    #[command(flatten)]
+    pub input: Input,
+    /// Cross-validation folds.
+    #[arg(long, default_value_t = 5)]
+    pub folds: usize,
+    /// L2 penalty on standardised coefficients.
+    #[arg(long, default_value_t = 1.0)]
+    pub lambda: f64,
+    /// Print the report as JSON (the diff is included) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+struct Loaded {
+    config: crate::config::Config,
+    source: String,
+    leads: Vec<backtest::ClosedLead>,
+    as_of: AsOf,
+}
+
+/// A config for an offline analysis: only `[scoring]` matters, so the portal warnings
+/// (credentials this shell cannot see) are not printed; errors still stop it.
+fn load_model_config(path: &Path) -> anyhow::Result<crate::config::Config> {
+    crate::config::load_with(path, crate::config::Secrets::Optional)
+        .map_err(|errors| anyhow::anyhow!("{} has errors:\n{errors}", path.display()))
+}
+
+fn load(input: &Input) -> anyhow::Result<Loaded> {
+    if let Some(p) = &input.portal {
+        bail!(
+            "--portal {p}: reading won/lost outcomes from the CRM is not wired yet; export the \
+             closed leads to JSON Lines or CSV (docs/backtest.md) and pass --input FILE"
+        );
+    }
+    let config_path = input.config.as_deref().context("--config is required")?;
+    let config = load_model_config(config_path)?;
+    let path = input.input.clone().context("--input is required")?;
+    let src = FileSource {
+        path,
+        activities: input.activities.clone(),
+    };
+    let mut leads = src.closed_leads()?;
+    if let Some(s) = &input.since {
+        let since =
+            backtest::history::parse_time(s).map_err(|m| anyhow::anyhow!("--since: {m}"))?;
+        leads.retain(|c| c.closed_at >= since);
+    }
+    if leads.is_empty() {
+        bail!("no closed leads in {}", src.describe());
+    }
+    let as_of: AsOf = input
+        .as_of
+        .parse()
+        .map_err(|m: String| anyhow::anyhow!(m))?;
+    Ok(Loaded {
+        config,
+        source: src.describe(),
+        leads,
+        as_of,
+    })
+}
+
+fn emit(out: Option<&Path>, text: &str) -> anyhow::Result<()> {
+    match out {
+        Some(p) => std::fs::write(p, text).with_context(|| format!("cannot write {}", p.display())),
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+    }
+}
+
+/// `leadscore backtest`.
+pub fn run(cmd: &BacktestCmd) -> anyhow::Result<()> {
+    if let Some(BacktestAction::Generate { out, leads, seed }) = &cmd.action {
+        return run_generate(out, *leads, *seed);
+    }
+    let a = &cmd.args;
+    let l = load(&a.input)?;
+    let other = match &a.model {
+        Some(p) => Some((p.display().to_string(), load_model_config(p)?)),
+        None => None,
+    };
+    let opts = backtest::Options {
+        as_of: l.as_of,
+        since: None,
+        capacity: a.capacity,
+        last_wins: a.last_wins,
+        top: 10,
+    };
+    let report = backtest::analyze(
+        &l.config.model,
+        &l.source,
+        &l.leads,
+        &opts,
+        other.as_ref().map(|(n, c)| (n.as_str(), &*c.model)),
+    );
+    let text = match a.format {
+        Format::Text => report_text::render(&report),
+        Format::Json => serde_json::to_string_pretty(&report)? + "\n",
+        Format::Html => report_html::render(&report)?,
+    };
+    emit(a.out.as_deref(), &text)?;
+    if let Some(p) = &a.out {
+        eprintln!("backtest report written to {}", p.display());
+    }
+    Ok(())
+}
+
+fn run_generate(out: &Path, leads: usize, seed: u64) -> anyhow::Result<()> {
+    if out
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+    {
+        bail!("generate writes JSON Lines: name the file .jsonl");
+    }
+    let plan = generate::Plan {
+        leads,
+        seed,
+        ..generate::Plan::default()
+    };
+    let history = generate::generate(&plan);
+    let wins = history
+        .iter()
+        .filter(|c| c.outcome == backtest::Outcome::Won)
+        .count();
+    emit(Some(out), &generate::to_jsonl(&history))?;
+    eprintln!(
+        "{} closed leads ({} won) written to {} (seed {seed})",
+        history.len(),
+        wins,
+        out.display()
+    );
+    Ok(())
+}
+
+/// `leadscore tune`: prints suggested points and a diff; never writes the config.
+pub fn run_tune(a: &TuneArgs) -> anyhow::Result<()> {
+    let l = load(&a.input)?;
+    let opts = tune::TuneOptions {
+        as_of: l.as_of,
+        folds: a.folds.max(2),
+        lambda: a.lambda,
+        ..tune::TuneOptions::default()
+    };
+    let report = tune::tune(&l.config.scoring, &l.config.model, &l.leads, &opts)?;
+    let text = std::fs::read_to_string(&l.config.path).unwrap_or_default();
+    let diff = tune::toml_diff(&text, &l.config.path.display().to_string(), &report.rules);
+    if a.json {
+        let mut v = serde_json::to_value(&report)?;
+        v["diff"] = serde_json::Value::String(diff);
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print!("{}", report_text::render_tune(&report, &diff));
+    }
+    Ok(())
+}
