@@ -240,11 +240,7 @@ pub fn dry_run(
 
 /// Every lead of a portal the store knows (it has written or scored it).
 pub fn known_leads(store: &Store, portal: &str) -> Result<Vec<LeadId>, StoreError> {
-    let mut ids: Vec<LeadId> = store
-        .written_all(portal)?
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
+    let mut ids: Vec<LeadId> = store.written_ids(portal)?;
     ids.extend(store.snapshot_ids(portal)?);
     ids.sort_by(|a, b| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
     ids.dedup();

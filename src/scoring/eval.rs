@@ -385,6 +385,19 @@ enum RuleOut<'a> {
     },
 }
 
+/// One rule's visible result, for [`Model::signature`]: what the score and the card
+/// text are made of (points, counts and the dates named).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Sig {
+    Nothing,
+    Gap,
+    Points(i32),
+    /// Points, count, newest and oldest counted activity.
+    Acts(i32, u32, Option<DateTime<Utc>>, Option<DateTime<Utc>>),
+    /// Points, recent count, baseline count (the card shows its daily rate), newest.
+    Spike(i32, u32, u32, Option<DateTime<Utc>>),
+}
+
 /// What a spike rule counted at some `now`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct SpikeSeen {
@@ -728,6 +741,27 @@ impl Model {
         best
     }
 
+    /// Everything about each rule's result that the score and its text show (points,
+    /// counts, the dates named), without building a [`Score`]: two instants with equal
+    /// signatures score and read the same, so `next_change` compares these (no
+    /// allocation per candidate instant).
+    fn signature(&self, lead: &Lead, order: &Order<'_>, now: DateTime<Utc>, out: &mut Vec<Sig>) {
+        out.clear();
+        for rule in &self.rules {
+            out.push(match eval_rule(rule, lead, order, now) {
+                RuleOut::Nothing => Sig::Nothing,
+                RuleOut::Gap(_) => Sig::Gap,
+                RuleOut::Field { points, .. } => Sig::Points(points),
+                RuleOut::Acts { points, tally, .. } => {
+                    Sig::Acts(points, tally.count, tally.newest, tally.oldest)
+                }
+                RuleOut::Spike { points, seen } => {
+                    Sig::Spike(points, seen.recent, seen.baseline, seen.newest)
+                }
+            });
+        }
+    }
+
     pub(crate) fn next_change_impl(
         &self,
         lead: &Lead,
@@ -738,14 +772,17 @@ impl Model {
             return None;
         }
         let order = Order::new(acts);
-        let base = self.score_impl(lead, acts, now);
+        let mut base = Vec::with_capacity(self.rules.len());
+        let mut at_c = Vec::with_capacity(self.rules.len());
+        self.signature(lead, &order, now, &mut base);
         let mut t = now;
         // Some events change nothing visible (an uncounted activity leaving its window);
         // skip those. The bound keeps a pathological input from looping long: returning
         // an earlier instant is safe, the caller just re-scores and finds no change.
         for _ in 0..512 {
             let c = self.next_event(acts, &order, t)?;
-            if self.score_impl(lead, acts, c) != base {
+            self.signature(lead, &order, c, &mut at_c);
+            if at_c != base {
                 return Some(c);
             }
             t = c;

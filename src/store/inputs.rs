@@ -7,6 +7,29 @@ use super::{dec, enc, lead_key, InputSnapshot, Store, StoreError};
 use crate::crm::LeadId;
 
 impl Store {
+    /// Leads of a portal we wrote a score to (keys only: a rescore over 100,000 leads
+    /// need not decode every record).
+    pub fn written_ids(&self, portal: &str) -> Result<Vec<LeadId>, StoreError> {
+        let mut prefix = portal.as_bytes().to_vec();
+        prefix.push(0);
+        self.written
+            .scan_prefix(&prefix)
+            .keys()
+            .map(|k| Ok(String::from_utf8_lossy(&k?[prefix.len()..]).into_owned()))
+            .collect()
+    }
+
+    /// Leads of a portal with stored inputs.
+    pub fn snapshot_ids(&self, portal: &str) -> Result<Vec<LeadId>, StoreError> {
+        let mut prefix = portal.as_bytes().to_vec();
+        prefix.push(0);
+        self.snapshot
+            .scan_prefix(&prefix)
+            .keys()
+            .map(|k| Ok(String::from_utf8_lossy(&k?[prefix.len()..]).into_owned()))
+            .collect()
+    }
+
     /// The inputs last scored for a lead.
     pub fn snapshot(&self, portal: &str, lead: &str) -> Result<Option<InputSnapshot>, StoreError> {
         match self.snapshot.get(lead_key(portal, lead))? {

@@ -729,17 +729,6 @@ impl Store {
             .collect()
     }
 
-    /// Leads of a portal with stored inputs.
-    pub fn snapshot_ids(&self, portal: &str) -> Result<Vec<LeadId>, StoreError> {
-        let mut prefix = portal.as_bytes().to_vec();
-        prefix.push(0);
-        self.snapshot
-            .scan_prefix(&prefix)
-            .keys()
-            .map(|k| Ok(String::from_utf8_lossy(&k?[prefix.len()..]).into_owned()))
-            .collect()
-    }
-
     /// The "call now" state of a lead (`Armed` when never seen).
     pub fn crossing(&self, portal: &str, lead: &str) -> Result<Crossing, StoreError> {
         match self.crossing.get(lead_key(portal, lead))? {
