@@ -88,6 +88,30 @@ async fn the_shadow_is_recorded_never_written_and_never_calls() {
     let shadow = ledger.last().unwrap().shadow.clone().unwrap();
     assert_eq!((shadow.score, shadow.tier.as_str()), (70, "warm"));
 
+    // The model page (loopback, no token): agreement, migration, call-now counts and
+    // the disagreeing lead by name with a link to its card.
+    let url = format!("http://{}/dashboard/model", d.addr());
+    let html = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    assert!(html.contains("Same tier: 0 of 1 leads (0%)"), "{html}");
+    assert!(
+        html.contains("Call-now tasks: live 1, shadow would have sent 1"),
+        "{html}"
+    );
+    let card = format!("/crm/lead/details/{lead}/\">");
+    assert!(html.contains(&card), "a link to the lead's card: {html}");
+    let name = d
+        .store()
+        .snapshot(demo::PORTAL, &lead.to_string())
+        .unwrap()
+        .unwrap()
+        .lead
+        .name;
+    assert!(
+        html.contains(&format!("{card}{}</a>", name.expect("a name"))),
+        "{html}"
+    );
+    assert!(html.contains("No outcomes yet."), "{html}");
+
     // A broken shadow file: the reload is refused with the model file's line.
     std::fs::write(d.dir.path().join("bad.toml"), "[scoring]\nmin = \"zero\"\n").unwrap();
     let path = d.config_path();
