@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# CI: render /dashboard in headless Chromium against the demo's state and keep a
-# screenshot in docs/dashboard.png.
+# CI: render /dashboard and /dashboard/model in headless Chromium against the demo's
+# state and keep screenshots in docs/dashboard.png and docs/dashboard-model.png.
 #
 # Starts examples/dashboard_demo.rs (the real daemon plus the Bitrix24 sandbox, twenty
 # seed leads and their activity), asks Chromium for the DOM (must show the page's
@@ -59,3 +59,17 @@ rm -f "$out"
   >>"$work/chromium.log" 2>&1 || { cat "$work/chromium.log" >&2; exit 1; }
 [ -s "$out" ] || { echo "no screenshot written" >&2; cat "$work/chromium.log" >&2; exit 1; }
 echo "dashboard OK in $browser ($rows crossing rows); screenshot in $out"
+
+# The model page: same guard, same demo; tiers and the outcome section must render.
+model_url="${url/\/dashboard/\/dashboard\/model}"
+model_out="$(dirname "$out")/dashboard-model.png"
+"$browser" "${flags[@]}" --dump-dom "$model_url" >"$work/model.html" 2>>"$work/chromium.log" \
+  || { cat "$work/chromium.log" >&2; exit 1; }
+for needle in "Score distribution per tier" "Portal demo" "Conversion by tier" "No shadow scores yet"; do
+  grep -q "$needle" "$work/model.html" || { echo "the model page lacks \"$needle\"" >&2; exit 1; }
+done
+rm -f "$model_out"
+"$browser" "${flags[@]}" --screenshot="$model_out" --window-size=1200,900 "$model_url" \
+  >>"$work/chromium.log" 2>&1 || { cat "$work/chromium.log" >&2; exit 1; }
+[ -s "$model_out" ] || { echo "no model page screenshot written" >&2; exit 1; }
+echo "model page OK in $browser; screenshot in $model_out"

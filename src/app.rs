@@ -58,6 +58,7 @@ pub fn build_pipeline(config: &Config, store: Arc<Store>) -> anyhow::Result<Arc<
         store,
         portals,
         config.model.clone(),
+        config.shadow.clone(),
         settings(config),
         Arc::new(crate::metrics::Metrics::new()),
     )?)

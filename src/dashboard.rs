@@ -144,6 +144,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/status", get(status_json))
         .route("/dashboard", get(page))
+        .route("/dashboard/model", get(crate::dashboard_model::page))
         .layer(axum::middleware::map_response(security_headers))
 }
 

@@ -12,6 +12,7 @@ pub mod config;
 pub mod crashpoint;
 pub mod crm;
 pub mod dashboard;
+mod dashboard_model;
 /// The daemon against the Bitrix24 sandbox (`leadscore demo`); tests use it as fixtures.
 #[cfg(feature = "demo")]
 pub mod demo;

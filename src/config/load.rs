@@ -148,6 +148,8 @@ fn load_inner(
         cx.check_triggers(spec);
     }
     let (server, env_overrides) = cx.server();
+    let shadow_path = server.as_ref().and_then(|s| s.shadow_model.clone());
+    let shadow = shadow_path.and_then(|p| cx.model_file("server.shadow_model", &p));
     let portals = cx.portals(spec.as_ref());
 
     if !cx.errors.is_empty() {
@@ -165,6 +167,7 @@ fn load_inner(
                 portals,
                 scoring,
                 model: Arc::new(model),
+                shadow: shadow.map(|(_, m)| Arc::new(m)),
                 warnings,
                 env_overrides,
             })

@@ -8,6 +8,7 @@ mod credentials;
 mod error;
 mod load;
 mod locate;
+mod model_file;
 mod portal;
 pub mod schema;
 mod server;
@@ -40,6 +41,10 @@ pub struct Config {
     pub scoring: ScoringSpec,
     /// The compiled scoring model shared by all workers.
     pub model: Arc<Model>,
+    /// `server.shadow_model`, compiled: scored beside the live model on every lead and
+    /// kept in the ledger, never written to a CRM nor creating tasks, so a new model
+    /// can be judged on real traffic before it goes live.
+    pub shadow: Option<Arc<Model>>,
     /// Risky but valid settings, for `leadscore check` and the start-up log.
     pub warnings: Vec<ConfigWarning>,
     /// `LEADSCORE_*` variables that overrode `[server]` settings, so the summary can
@@ -65,6 +70,8 @@ pub struct Server {
     pub header_read_timeout_secs: u64,
     pub body_read_timeout_secs: u64,
     pub keep_alive_timeout_secs: u64,
+    /// The shadow model's file, as written (for the summary).
+    pub shadow_model: Option<PathBuf>,
 }
 
 /// One CRM account, with credentials resolved and defaults filled in.
@@ -83,4 +90,7 @@ pub struct Portal {
     pub threshold: i32,
     /// Effective re-arm mark.
     pub rearm_below: i32,
+    /// The portal's own live model (`model = "file.toml"`), for a company whose
+    /// products need other rules; `None`: the config's `[scoring]`.
+    pub model: Option<Arc<Model>>,
 }

@@ -25,7 +25,15 @@ use crate::crm::registry::{self, CrmEntry};
 use crate::scoring::spec::ScoringSpec;
 
 /// The keys of a `[[portal]]` table that mean the same for every CRM.
-const COMMON_KEYS: &[&str] = &["id", "crm", "rate_limit", "fields", "task", "activity_map"];
+const COMMON_KEYS: &[&str] = &[
+    "id",
+    "crm",
+    "rate_limit",
+    "fields",
+    "task",
+    "activity_map",
+    "model",
+];
 
 /// The part of `[[portal]]` every CRM shares.
 #[derive(Debug, Deserialize)]
@@ -44,6 +52,9 @@ pub(super) struct PortalCommon {
     /// `[[portal.activity_map]]`: the portal's own activity shapes → neutral kinds.
     #[serde(default)]
     pub(super) activity_map: Vec<ActivityMapEntry>,
+    /// The portal's own model file (only `[scoring]`), relative to the config.
+    #[serde(default)]
+    pub(super) model: Option<std::path::PathBuf>,
 }
 
 /// A CRM's own settings of one portal (credentials, webhook checks), as its folder's
@@ -354,6 +365,17 @@ impl Ctx<'_> {
         let crm = (entry.settings)(&mut check);
 
         let rate_limit = self.rate_limit(base, &s, &crm);
+        // A portal's own model decides its tiers and threshold, so its fields and task
+        // are checked against that model.
+        let own = s
+            .model
+            .clone()
+            .map(|p| self.model_file(&format!("{base}.model"), &p));
+        let spec = match &own {
+            Some(Some((own_spec, _))) => Some(own_spec),
+            Some(None) => None,
+            None => spec,
+        };
         self.fields(base, &s.fields, spec);
         let mut s = s;
         s.fields.activity_map = self.activity_map(base, &s.activity_map, entry);
@@ -371,6 +393,7 @@ impl Ctx<'_> {
             task: s.task,
             threshold,
             rearm_below,
+            model: own.flatten().map(|(_, m)| Arc::new(m)),
         })
     }
 

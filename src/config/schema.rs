@@ -67,6 +67,9 @@ pub struct ServerSection {
     /// Seconds an answered connection may stay idle waiting for another request (0: no
     /// keep-alive).
     pub keep_alive_timeout_secs: u64,
+    /// A model file (only `[scoring]`) scored beside the live model and kept in the
+    /// ledger, never written: the way to try a new model on real leads.
+    pub shadow_model: Option<PathBuf>,
 }
 
 impl Default for ServerSection {
@@ -89,6 +92,7 @@ impl Default for ServerSection {
             header_read_timeout_secs: 10,
             body_read_timeout_secs: 10,
             keep_alive_timeout_secs: 5,
+            shadow_model: None,
         }
     }
 }

@@ -147,6 +147,7 @@ impl Ctx<'_> {
                 header_read_timeout_secs: s.header_read_timeout_secs,
                 body_read_timeout_secs: s.body_read_timeout_secs,
                 keep_alive_timeout_secs: s.keep_alive_timeout_secs,
+                shadow_model: s.shadow_model,
                 dashboard_token,
             }),
             overrides,

@@ -441,6 +441,16 @@ pub fn render_setup(portal: &crate::config::Portal, setup: &FieldSetup) -> Strin
     out
 }
 
+/// `scheme://host[:port]` of an http(s) URL: the part of a CRM address that may appear
+/// on a page (a webhook URL's path is a secret).
+pub fn origin(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))?;
+    let host = rest.split(['/', '?', '#']).next()?;
+    (!host.is_empty() && !host.contains('@')).then(|| &url[..url.len() - rest.len() + host.len()])
+}
+
 #[cfg(test)]
 mod stamp_tests {
     use super::CrmStamp;
@@ -464,5 +474,20 @@ mod stamp_tests {
         // Without users (amoCRM's PATCH answer), the time alone decides.
         assert!(stamp(10, None).covers(&stamp(10, Some("3"))));
         assert!(!stamp(10, None).covers(&stamp(11, None)));
+    }
+}
+
+#[cfg(test)]
+mod origin_tests {
+    #[test]
+    fn the_origin_drops_the_secret_path() {
+        let hook = "https://acme.bitrix24.ru/rest/1/s3cr3t/";
+        assert_eq!(super::origin(hook), Some("https://acme.bitrix24.ru"));
+        assert_eq!(
+            super::origin("http://127.0.0.1:8080"),
+            Some("http://127.0.0.1:8080")
+        );
+        assert_eq!(super::origin("https://user:pw@host/"), None);
+        assert_eq!(super::origin("ftp://host/"), None);
     }
 }

@@ -52,6 +52,9 @@ pub struct CrmEntry {
     pub settings: fn(&mut PortalCheck<'_, '_>) -> PortalCrm,
     /// Authenticates and decodes one webhook (query string and body).
     pub decode: Decoder,
+    /// The lead's card in the CRM's web UI (each CRM knows its own URL shape), for the
+    /// dashboard's links; `None` when the portal's address is unknown.
+    pub lead_url: fn(&Portal, &str) -> Option<String>,
     /// Builds the portal's adapter (once per portal: reloads reuse it).
     pub build: fn(&Portal, &Arc<Store>) -> anyhow::Result<Adapter>,
 }

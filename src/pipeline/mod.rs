@@ -145,6 +145,7 @@ impl Pipeline {
         store: Arc<Store>,
         portals: Vec<PortalRuntime>,
         model: Arc<Model>,
+        shadow: Option<Arc<Model>>,
         settings: PipelineSettings,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Pipeline>, StoreError> {
@@ -169,6 +170,7 @@ impl Pipeline {
                 .collect(),
             live: RwLock::new(Arc::new(reload::Live {
                 model,
+                shadow,
                 portals: portals.clone(),
             })),
             portals,
@@ -387,8 +389,9 @@ impl Pipeline {
         let (activities, leads): (Vec<_>, Vec<_>) = entries
             .into_iter()
             .partition(|e| matches!(e.subject, Subject::Activity(_)));
+        let model = live.model_for(&rt);
         let claimed = self
-            .process_batch(&rt, &live.model, leads, activities)
+            .process_batch(&rt, &model, live.shadow.as_deref(), leads, activities)
             .await;
         if let Err(e) = self.store.flush().await {
             warn!(error = %e, "flush after batch failed");

@@ -26,7 +26,20 @@ use crate::scoring::Model;
 /// The reloadable state the workers read, replaced as a whole.
 pub(super) struct Live {
     pub(super) model: Arc<Model>,
+    /// `server.shadow_model`: scored beside the live model, recorded, never written.
+    pub(super) shadow: Option<Arc<Model>>,
     pub(super) portals: HashMap<String, Arc<PortalRuntime>>,
+}
+
+impl Live {
+    /// The model a portal's leads are scored and written with: its own, else the
+    /// config's `[scoring]`.
+    pub(super) fn model_for(&self, rt: &PortalRuntime) -> Arc<Model> {
+        rt.portal
+            .model
+            .clone()
+            .unwrap_or_else(|| self.model.clone())
+    }
 }
 
 /// What a successful reload did, for the log (and tests).
@@ -135,6 +148,7 @@ impl Pipeline {
                 task: new.task.clone(),
                 threshold: new.threshold,
                 rearm_below: new.rearm_below,
+                model: new.model.clone(),
                 ..cur.clone()
             };
             let fields_changed = cur.fields != portal.fields;
@@ -169,8 +183,14 @@ impl Pipeline {
         report
             .applied
             .push("scoring model (rules, groups, tiers)".into());
+        if config.shadow.is_some() || old.shadow.is_some() {
+            report
+                .applied
+                .push("shadow model (server.shadow_model)".into());
+        }
         let live = Arc::new(Live {
             model: config.model.clone(),
+            shadow: config.shadow.clone(),
             portals,
         });
         *self.live.write().unwrap_or_else(PoisonError::into_inner) = live;
@@ -217,12 +237,13 @@ impl Pipeline {
             return;
         }
         let me = self.clone();
-        let model = live.model.clone();
         let now = self.now();
         let report = tokio::task::spawn_blocking(move || {
             let mut report = super::rescore::DryRunReport::default();
-            for rt in me.live().portals.values() {
+            let live = me.live();
+            for rt in live.portals.values() {
                 let leads = super::rescore::known_leads(&me.store, &rt.portal.id)?;
+                let model = live.model_for(rt);
                 super::rescore::dry_run(&me.store, &rt.portal, &model, &leads, now, &mut report)?;
             }
             Ok::<_, crate::store::StoreError>(report)

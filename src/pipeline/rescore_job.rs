@@ -93,7 +93,7 @@ impl Pipeline {
                 rescore::dry_run(
                     &self.store,
                     &rt.portal,
-                    &live.model,
+                    &live.model_for(rt),
                     &plan.leads,
                     now,
                     &mut report,

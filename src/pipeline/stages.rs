@@ -16,6 +16,7 @@ use super::{
 use crate::crm::WriteResult;
 use crate::lead::Lead;
 use crate::scoring::Score;
+use crate::store::ShadowScore;
 
 /// A lead entry in this turn, with the inputs the engine last scored it on.
 struct Planned {
@@ -32,6 +33,8 @@ struct Scored {
     score: Score,
     explanation: String,
     needs_write: bool,
+    /// The shadow model's verdict, for the ledger only.
+    shadow: Option<ShadowScore>,
 }
 
 /// Per lead, what the CRM said about its write (absent: not written this turn).
@@ -45,6 +48,7 @@ impl Pipeline {
         &self,
         rt: &PortalRuntime,
         model: &Model,
+        shadow: Option<&Model>,
         leads: Vec<PendingEntry>,
         activities: Vec<PendingEntry>,
     ) -> Vec<Vec<u8>> {
@@ -56,7 +60,8 @@ impl Pipeline {
         let claimed = self
             .adopt_activities(rt, activities, &outcome, &mut planned, now)
             .await;
-        let scored = self.score_stage(rt, model, planned, &outcome.leads).await;
+        let models = (model, shadow);
+        let scored = self.score_stage(rt, models, planned, &outcome.leads).await;
         let (scored, results) = self.write_stage(rt, scored).await;
         self.record_and_trigger(rt, scored, &results).await;
         claimed
@@ -205,7 +210,7 @@ impl Pipeline {
     async fn score_stage(
         &self,
         rt: &PortalRuntime,
-        model: &Model,
+        (model, shadow): (&Model, Option<&Model>),
         planned: Vec<Planned>,
         fetched: &BTreeMap<LeadId, Fetched>,
     ) -> Vec<Scored> {
@@ -265,12 +270,14 @@ impl Pipeline {
             let same = last.as_ref().is_some_and(|w| {
                 w.score == score.total && w.tier == score.tier && w.breakdown == explanation
             }) && current_score.is_none_or(|c| c == score.total);
+            let shadow = shadow.map(|m| shadow_score(m, &snap, now));
             scored.push(Scored {
                 entry: e,
                 lead: snap.lead,
                 score,
                 explanation,
                 needs_write: !same,
+                shadow,
             });
         }
         scored
@@ -330,6 +337,7 @@ impl Pipeline {
                 score,
                 explanation,
                 needs_write,
+                shadow,
             } = s;
             if needs_write {
                 match results.get(&lead.id) {
@@ -348,6 +356,7 @@ impl Pipeline {
                             explanation: explanation.clone(),
                             detail: score.clone(),
                             causes: e.causes.clone(),
+                            shadow,
                         };
                         if let Err(err) = self
                             .store
@@ -400,6 +409,16 @@ impl Pipeline {
                 Err(err) => self.fail(rt, &e, &err).await,
             }
         }
+    }
+}
+
+/// The shadow model on the same inputs at the same instant as the live one.
+fn shadow_score(model: &Model, snap: &InputSnapshot, now: DateTime<Utc>) -> ShadowScore {
+    let score = model.score(&snap.lead, &snap.activities, now);
+    ShadowScore {
+        call_now: score.total > model.triggers().call_now_above,
+        score: score.total,
+        tier: score.tier,
     }
 }
 

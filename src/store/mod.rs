@@ -29,9 +29,11 @@ use sled::Transactional;
 
 use crate::crm::{LeadId, Subject, TaskRef};
 use crate::lead::{Activity, Lead};
-use crate::scoring::Score;
 
 mod inputs;
+mod ledger;
+
+pub use ledger::{LedgerEntry, ShadowScore};
 
 /// Most activities kept per lead snapshot (the newest): older ones have decayed to
 /// nothing in any sensible model, and the bound keeps a chatty lead's record small.
@@ -171,19 +173,6 @@ pub struct Written {
     /// the CRM lists nothing newer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crm_stamp: Option<crate::crm::CrmStamp>,
-}
-
-/// One change of a lead's score.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LedgerEntry {
-    pub at: DateTime<Utc>,
-    pub score: i32,
-    pub tier: String,
-    /// The readable explanation as written to the CRM.
-    pub explanation: String,
-    /// The full rule-by-rule result, for backtests and audits.
-    pub detail: Score,
-    pub causes: Vec<Cause>,
 }
 
 /// The "call now" state of one lead.

@@ -15,6 +15,7 @@ mod intake_limits;
 mod notify;
 mod rescore_amocrm;
 mod secrets;
+mod shadow_model;
 mod sighup_rescore;
 mod status_dashboard;
 mod sweep_own_writes;

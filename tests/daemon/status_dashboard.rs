@@ -254,7 +254,7 @@ async fn token_is_required_when_configured() {
     let (running, shutdown) = start(&config).await;
     let base = format!("http://{}", running.addr);
     let http = reqwest::Client::new();
-    for path in ["/dashboard", "/status"] {
+    for path in ["/dashboard", "/dashboard/model", "/status"] {
         let resp = http.get(format!("{base}{path}")).send().await.unwrap();
         assert_eq!(resp.status(), 401, "{path} without a token");
         assert_eq!(resp.headers()["www-authenticate"], "Bearer");

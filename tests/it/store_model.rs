@@ -466,6 +466,7 @@ impl Harness {
                     explanation: format!("{total} points"),
                     detail: score(total),
                     causes: vec![cause("event", t(1))],
+                    shadow: None,
                 };
                 self.store().record_write(p, l, &written, &entry).unwrap();
                 self.model.written.insert((p.into(), l.into()), total);

@@ -35,6 +35,7 @@
 //! Bitrix24 integration reads from activity subjects. Notes leadscore posts itself start with `[leadscore]` and are ignored.
 
 mod fetch;
+mod link;
 mod setup;
 pub mod settings;
 mod tasks;
@@ -81,6 +82,7 @@ pub const ENTRY: CrmEntry = CrmEntry {
     classify_row: fetch::classify_row,
     settings: settings::parse,
     decode: webhook::decode,
+    lead_url: link::lead_url,
     build,
 };
 

@@ -42,6 +42,7 @@ pub(crate) fn portal(base_url: &str) -> Portal {
         task: TaskSection::default(),
         threshold: 70,
         rearm_below: 60,
+        model: None,
     }
 }
 

@@ -97,6 +97,7 @@ mod tests {
             task: TaskSection::default(),
             threshold: 70,
             rearm_below: 60,
+            model: None,
         }
     }
 

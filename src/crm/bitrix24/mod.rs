@@ -17,6 +17,7 @@
 
 mod classify;
 mod fetch;
+mod link;
 mod setup;
 pub mod settings;
 mod tasks;
@@ -67,6 +68,7 @@ pub const ENTRY: CrmEntry = CrmEntry {
     classify_row: classify::classify_row,
     settings: settings::parse,
     decode: webhook::decode,
+    lead_url: link::lead_url,
     build,
 };
 

@@ -43,6 +43,7 @@ fn portal() -> Portal {
         task: TaskSection::default(),
         threshold: 70,
         rearm_below: 60,
+        model: None,
     }
 }
 
