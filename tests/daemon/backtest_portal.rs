@@ -7,27 +7,12 @@ use std::path::Path;
 use std::process::Command;
 
 use leadscore::backtest::generate::{generate, to_jsonl, Plan};
-use leadscore::crm::bitrix24::seed_history;
+use leadscore::crm::bitrix24::{example_config_for, seed_history};
 use leadscore_bitrix24_sandbox::{Sandbox, SandboxHandle, SandboxOptions};
-use secrecy::ExposeSecret;
-
-const EXAMPLE: &str = include_str!("../../config/leadscore.example.toml");
 
 /// The example config pointed at the sandbox, its store in `dir`.
 fn config_for(sb: &SandboxHandle, dir: &Path) -> std::path::PathBuf {
-    let text = EXAMPLE
-        .replace(
-            "webhook_url_env = \"LEADSCORE_B24_WEBHOOK_URL\"",
-            &format!("webhook_url = \"{}\"", sb.webhook_url().expose_secret()),
-        )
-        .replace(
-            "application_token_env = \"LEADSCORE_B24_APP_TOKEN\"",
-            "application_token = \"backtest-test-token-0123456789\"",
-        )
-        .replace(
-            "data_dir = \"/var/lib/leadscore\"",
-            &format!("data_dir = {:?}", dir.join("data").display().to_string()),
-        );
+    let text = example_config_for(sb, &dir.join("data"));
     let path = dir.join("leadscore.toml");
     std::fs::write(&path, text).unwrap();
     path

@@ -48,7 +48,7 @@ use serde_json::{json, Value};
 
 pub use classify::ActivityClassifier;
 #[cfg(any(test, feature = "demo"))]
-pub use seed_history::seed_history;
+pub use seed_history::{example_config_for, seed_history};
 
 use super::vault::TokenVault;
 use super::{

@@ -13,6 +13,26 @@ use crate::backtest::{ClosedLead, Outcome};
 use crate::config::FieldsSection;
 use crate::lead::{Activity, ActivityKind, Direction};
 
+/// `config/leadscore.example.toml` pointed at the sandbox (its inbound webhook, a test
+/// application token) with its store in `data_dir`: the config of outcome tests and of
+/// the pull bench.
+pub fn example_config_for(sb: &SandboxHandle, data_dir: &std::path::Path) -> String {
+    use secrecy::ExposeSecret;
+    include_str!("../../../config/leadscore.example.toml")
+        .replace(
+            "webhook_url_env = \"LEADSCORE_B24_WEBHOOK_URL\"",
+            &format!("webhook_url = \"{}\"", sb.webhook_url().expose_secret()),
+        )
+        .replace(
+            "application_token_env = \"LEADSCORE_B24_APP_TOKEN\"",
+            "application_token = \"sandbox-history-token-0123456789\"",
+        )
+        .replace(
+            "data_dir = \"/var/lib/leadscore\"",
+            &format!("data_dir = {:?}", data_dir.display().to_string()),
+        )
+}
+
 /// The site whose pages seeded page views point at (the tag reader needs a full URL).
 const SITE: &str = "https://site.example";
 
