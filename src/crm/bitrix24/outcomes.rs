@@ -178,7 +178,8 @@ impl Bitrix24Crm {
         let floor = floor_requests(leads.len(), n_deals, n_acts);
         let mut out = Vec::new();
         for (id, row) in &leads {
-            let Some(outcome) = self.outcome_of(row, deals.get(id).map(Vec::as_slice)) else {
+            let Some(outcome) = decide(&self.outcomes, row, deals.get(id).map(Vec::as_slice))
+            else {
                 continue;
             };
             let (lead, _) = self.lead_from(fields, row)?;
@@ -260,15 +261,16 @@ impl Bitrix24Crm {
         }
     }
 
-    /// The outcome of a closed lead by the portal's mapping (`None`: not closed yet,
-    /// e.g. a converted lead whose deals are all still open, or a failed lead in a
-    /// status the mapping leaves out).
-    fn outcome_of(
-        &self,
-        lead: &Map<String, Value>,
-        deals: Option<&[Map<String, Value>]>,
-    ) -> Option<Decided> {
-        let map = &self.outcomes;
+}
+
+/// The outcome of a closed lead by the portal's mapping (`None`: not closed yet, e.g. a
+/// converted lead whose deals are all still open, or a failed lead in a status the
+/// mapping leaves out).
+fn decide(
+    map: &super::settings::OutcomeMap,
+    lead: &Map<String, Value>,
+    deals: Option<&[Map<String, Value>]>,
+) -> Option<Decided> {
         let lead_closed = time_of(lead.get("DATE_CLOSED")).or_else(|| time_of(lead.get("DATE_MODIFY")));
         if text_of(lead, "STATUS_SEMANTIC_ID").as_deref() == Some("F") {
             if !listed(lead, "STATUS_SEMANTIC_ID", "STATUS_ID", &map.lost_lead_statuses) {
@@ -310,7 +312,6 @@ impl Bitrix24Crm {
                 .and_then(|d| decided(d, Outcome::Lost));
         }
         None
-    }
 }
 
 /// The fewest requests that can read this many rows: the closed leads' pages first
@@ -330,4 +331,56 @@ struct Decided {
     rep: Option<String>,
     loss_reason: Option<String>,
     stage: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crm::bitrix24::settings::OutcomeMap;
+
+    fn row(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn the_floor_counts_full_pages_in_full_batches() {
+        // 10,000 leads = 200 pages = 4 requests; 5,000 deals + 60,000 activities =
+        // 100 + 1,200 pages = 26 requests.
+        assert_eq!(floor_requests(10_000, 5_000, 60_000), 30);
+        assert_eq!(floor_requests(0, 0, 0), 1);
+        assert_eq!(floor_requests(51, 1, 1), 2);
+    }
+
+    #[test]
+    fn deals_and_lead_statuses_decide_by_the_mapping() {
+        let d = OutcomeMap::default();
+        let converted = row(json!({"STATUS_SEMANTIC_ID": "S", "STATUS_ID": "CONVERTED"}));
+        let deal = |stage: &str, sem: &str, at: &str| {
+            row(json!({"STAGE_ID": stage, "STAGE_SEMANTIC_ID": sem, "CLOSEDATE": at, "OPPORTUNITY": "1200.50"}))
+        };
+        let won = deal("WON", "S", "2026-03-01T10:00:00+03:00");
+        let lost = deal("LOSE", "F", "2026-02-01T10:00:00+03:00");
+        let open = deal("NEW", "P", "2026-04-01T10:00:00+03:00");
+        let w = decide(&d, &converted, Some(&[lost.clone(), won.clone()])).unwrap();
+        assert_eq!((w.outcome, w.amount), (Outcome::Won, Some(1200.5)));
+        assert_eq!(w.closed_at, "2026-03-01T07:00:00Z".parse::<DateTime<Utc>>().unwrap());
+        let l = decide(&d, &converted, Some(&[lost.clone()])).unwrap();
+        assert_eq!((l.outcome, l.loss_reason.as_deref()), (Outcome::Lost, Some("LOSE")));
+        assert!(decide(&d, &converted, Some(&[lost.clone(), open])).is_none());
+        assert!(decide(&d, &converted, None).is_none());
+        // A custom won stage id, and junk leads only when their status is listed.
+        let custom = OutcomeMap {
+            won_stages: vec!["C1:WON".into()],
+            lost_stages: vec!["F".into()],
+            lost_lead_statuses: vec!["JUNK".into()],
+        };
+        let c1 = deal("C1:WON", "S", "2026-03-01T10:00:00+03:00");
+        assert_eq!(decide(&custom, &converted, Some(&[c1])).unwrap().outcome, Outcome::Won);
+        assert!(decide(&custom, &converted, Some(&[won])).is_none());
+        let junk = row(json!({"STATUS_SEMANTIC_ID": "F", "STATUS_ID": "JUNK", "DATE_MODIFY": "2026-01-05T00:00:00+03:00"}));
+        let dup = row(json!({"STATUS_SEMANTIC_ID": "F", "STATUS_ID": "1", "DATE_MODIFY": "2026-01-05T00:00:00+03:00"}));
+        assert_eq!(decide(&custom, &junk, None).unwrap().outcome, Outcome::Lost);
+        assert!(decide(&custom, &dup, None).is_none());
+        assert!(decide(&d, &dup, None).is_some());
+    }
 }
