@@ -364,7 +364,7 @@ mod tests {
         let w = decide(&d, &converted, Some(&[lost.clone(), won.clone()])).unwrap();
         assert_eq!((w.outcome, w.amount), (Outcome::Won, Some(1200.5)));
         assert_eq!(w.closed_at, "2026-03-01T07:00:00Z".parse::<DateTime<Utc>>().unwrap());
-        let l = decide(&d, &converted, Some(&[lost.clone()])).unwrap();
+        let l = decide(&d, &converted, Some(std::slice::from_ref(&lost))).unwrap();
         assert_eq!((l.outcome, l.loss_reason.as_deref()), (Outcome::Lost, Some("LOSE")));
         assert!(decide(&d, &converted, Some(&[lost.clone(), open])).is_none());
         assert!(decide(&d, &converted, None).is_none());
