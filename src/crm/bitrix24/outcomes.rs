@@ -110,8 +110,11 @@ impl Bitrix24Crm {
             .map(|(id, _)| *id)
             .collect();
         let ids: Vec<u64> = leads.keys().copied().collect();
+        // Lists over `group` leads: 50 ids each on a large portal (fewest pages), fewer
+        // on a small one so one round of pages fills a batch (fewest rounds).
+        let group = ids.len().div_ceil(BATCH).clamp(5, PAGE);
         let mut jobs: Vec<ListJob> = converted
-            .chunks(PAGE)
+            .chunks(group)
             .map(|c| ListJob {
                 method: "crm.deal.list",
                 filter: json!({"@LEAD_ID": c}),
@@ -119,7 +122,7 @@ impl Bitrix24Crm {
                 after: None,
             })
             .collect();
-        jobs.extend(ids.chunks(PAGE).map(|c| ListJob {
+        jobs.extend(ids.chunks(group).map(|c| ListJob {
             method: "crm.activity.list",
             filter: json!({"OWNER_TYPE_ID": LEAD_OWNER_TYPE, "@OWNER_ID": c}),
             select: &ACTIVITY_SELECT,
@@ -222,10 +225,12 @@ impl Bitrix24Crm {
                     let from = if i == 0 {
                         json!(after)
                     } else {
-                        json!(format!("$result[p{}][{}][ID]", i - 1, PAGE - 1))
+                        json!(format!("$result[p{:02}][{}][ID]", i - 1, PAGE - 1))
                     };
+                    // Zero-padded keys: a portal that runs commands in key order still
+                    // runs each page after the one it refers to.
                     BatchCommand::new(
-                        format!("p{i}"),
+                        format!("p{i:02}"),
                         "crm.lead.list",
                         json!({"filter": {"@STATUS_SEMANTIC_ID": ["S", "F"], ">ID": from},
                                "select": LEAD_SELECT, "order": {"ID": "ASC"}, "start": -1}),
@@ -237,7 +242,7 @@ impl Bitrix24Crm {
             for i in 0..BATCH {
                 // A page after a short one refers to a row that does not exist: its
                 // answer (an error or a repeat) is not read.
-                let rows = rows_of("crm.lead.list", &results[&format!("p{i}")])?;
+                let rows = rows_of("crm.lead.list", &results[&format!("p{i:02}")])?;
                 let n = rows.len();
                 for row in rows {
                     if let Some(id) = id_of(&row) {
