@@ -4,6 +4,11 @@
 //! report (tables, rule lift, capacity peaks, paired comparison) for the same leads.
 //!
 //! Run: `cargo bench --bench backtest` (prints figures; the target is ≤ 0.5 s of CPU).
+//! `cargo bench --bench backtest -- pull`: the pull of 10,000 closed leads from the
+//! Bitrix24 sandbox at 2 requests/s ([`pull`]).
+
+#[path = "backtest/pull.rs"]
+mod pull;
 
 use std::time::Duration;
 
@@ -39,6 +44,9 @@ fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` passes nothing: run small.
     let full = std::env::args().any(|a| a == "--bench");
     let n = if full { 10_000 } else { 200 };
+    if std::env::args().any(|a| a == "pull") {
+        return pull::run(n);
+    }
     let cfg: FileConfig = toml::from_str(EXAMPLE).expect("example parses");
     let a = Model::compile(&cfg.scoring).expect("example compiles");
     let points: Vec<i32> = cfg.scoring.rules.iter().map(|r| r.points * 3 / 2).collect();

@@ -54,9 +54,13 @@ pub struct Input {
     /// With a CSV input: the activities export (lead_id, kind, at, …).
     #[arg(long)]
     pub activities: Option<PathBuf>,
-    /// Read outcomes from this portal's CRM (not wired yet: says so and stops).
+    /// Read outcomes from this portal's CRM (cached in the store after the first pull;
+    /// the daemon must not be running: see docs/backtest.md).
     #[arg(long, conflicts_with = "input")]
     pub portal: Option<String>,
+    /// With --portal: read the CRM again instead of the cached pull.
+    #[arg(long, requires = "portal")]
+    pub refresh: bool,
     /// Only leads closed on or after this date (2026-01-01 or RFC 3339).
     #[arg(long)]
     pub since: Option<String>,
@@ -117,18 +121,29 @@ fn load_model_config(path: &Path) -> anyhow::Result<crate::config::Config> {
 }
 
 fn load(input: &Input) -> anyhow::Result<Loaded> {
-    if let Some(p) = &input.portal {
-        bail!(
-            "--portal {p}: reading won/lost outcomes from the CRM is not wired yet; export the \
-             closed leads to JSON Lines or CSV (docs/backtest.md) and pass --input FILE"
-        );
-    }
     let config_path = input.config.as_deref().context("--config is required")?;
-    let config = load_model_config(config_path)?;
-    let path = input.input.clone().context("--input is required")?;
-    let src = FileSource {
-        path,
-        activities: input.activities.clone(),
+    let (config, src): (_, Box<dyn OutcomeSource>) = match &input.portal {
+        // A pull talks to the CRM: its credentials must resolve.
+        Some(p) => {
+            let config = crate::config::load_with(config_path, crate::config::Secrets::Require)
+                .map_err(|e| anyhow::anyhow!("{} has errors:\n{e}", config_path.display()))?;
+            let leads = backtest::CrmSource {
+                config: &config,
+                portal: p.clone(),
+                refresh: input.refresh,
+            }
+            .closed_leads()?;
+            let src = Box::new(Pulled(format!("portal {p}"), leads));
+            (config, src)
+        }
+        None => {
+            let path = input.input.clone().context("--input is required")?;
+            let src = Box::new(FileSource {
+                path,
+                activities: input.activities.clone(),
+            });
+            (load_model_config(config_path)?, src)
+        }
     };
     let mut leads = src.closed_leads()?;
     if let Some(s) = &input.since {
@@ -149,6 +164,19 @@ fn load(input: &Input) -> anyhow::Result<Loaded> {
         leads,
         as_of,
     })
+}
+
+/// Leads already read (a CRM pull is made once, then analysed like a file).
+struct Pulled(String, Vec<backtest::ClosedLead>);
+
+impl OutcomeSource for Pulled {
+    fn describe(&self) -> String {
+        self.0.clone()
+    }
+
+    fn closed_leads(&self) -> anyhow::Result<Vec<backtest::ClosedLead>> {
+        Ok(self.1.clone())
+    }
 }
 
 fn emit(out: Option<&Path>, text: &str) -> anyhow::Result<()> {

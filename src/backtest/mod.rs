@@ -12,6 +12,7 @@ pub mod asof;
 pub mod auc;
 pub mod calibration;
 pub mod capacity;
+pub mod crm_source;
 pub mod generate;
 pub mod history;
 mod logistic;
@@ -30,6 +31,7 @@ use crate::lead::{Activity, Lead};
 pub use analyze::{analyze, Options, Report};
 pub use asof::AsOf;
 pub use calibration::Calibration;
+pub use crm_source::{CrmSource, PullReport};
 
 /// How a lead ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

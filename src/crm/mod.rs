@@ -327,6 +327,20 @@ pub trait Crm: Send + Sync {
     /// reconciliation sweep that catches webhooks the CRM never redelivers.
     async fn changed_since(&self, since: DateTime<Utc>) -> Result<Vec<Changed>, CrmError>;
 
+    /// Every closed lead (won or lost by the portal's outcome mapping) with its deal
+    /// size, close time and whole activity history, for backtests; read through this
+    /// adapter's paced client, in as few requests as the API allows. `progress` hears
+    /// how far the pull got. CRMs without an outcome reader say so.
+    async fn closed_leads(
+        &self,
+        _fields: &FieldsSection,
+        _progress: &PullProgressFn,
+    ) -> Result<ClosedLeads, CrmError> {
+        Err(CrmError::Rejected(
+            "reading won/lost outcomes is not implemented for this CRM yet".into(),
+        ))
+    }
+
     /// Most leads the pipeline should hand over per batch, so that one batch of
     /// fetches or writes fits the CRM's request packing (Bitrix24 keeps one `batch`
     /// command free for reading back the modification stamps of its writes).
@@ -353,6 +367,27 @@ pub trait CrmAdmin: Send + Sync {
         tiers: &[(String, String)],
     ) -> Result<FieldSetup, CrmError>;
 }
+
+/// How far an outcome pull got: a phase (`leads`, `deals`, `activities`), the rows
+/// read in it so far, and the requests made in all (drives a progress bar).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PullProgress {
+    pub phase: &'static str,
+    pub rows: usize,
+    pub requests: u64,
+}
+
+/// What an outcome pull read, and the fewest requests the API allows for that data
+/// (so a report can say how close the pull came to it).
+#[derive(Debug, Clone, Default)]
+pub struct ClosedLeads {
+    pub leads: Vec<crate::backtest::ClosedLead>,
+    /// `None`: the CRM does not say.
+    pub floor_requests: Option<u64>,
+}
+
+/// Where an outcome pull reports its [`PullProgress`].
+pub type PullProgressFn = dyn Fn(PullProgress) + Send + Sync;
 
 /// A CRM client's rate-limiter counters since the daemon started.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

@@ -34,6 +34,9 @@ mod inputs;
 mod ledger;
 
 pub use ledger::{LedgerEntry, ShadowScore};
+mod meta;
+mod outcomes;
+pub use outcomes::OutcomePull;
 
 /// Most activities kept per lead snapshot (the newest): older ones have decayed to
 /// nothing in any sensible model, and the bound keeps a chatty lead's record small.
@@ -748,20 +751,6 @@ impl Store {
         state: &Crossing,
     ) -> Result<(), StoreError> {
         self.crossing.insert(lead_key(portal, lead), enc(state))?;
-        Ok(())
-    }
-
-    /// A small persistent value (sweep cursor, rotated tokens).
-    pub fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .meta
-            .get(key.as_bytes())?
-            .map(|v| String::from_utf8_lossy(&v).into_owned()))
-    }
-
-    /// Set a small persistent value.
-    pub fn meta_set(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        self.meta.insert(key.as_bytes(), value.as_bytes())?;
         Ok(())
     }
 

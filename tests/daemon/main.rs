@@ -7,6 +7,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod backtest_portal;
 mod config_reload;
 mod e2e_amocrm;
 mod e2e_bitrix24;

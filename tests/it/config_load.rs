@@ -847,3 +847,32 @@ fn explain_shows_which_activity_map_entry_classified_each_row() {
     assert!(line("504").contains("call") && line("504").contains("built-in"));
     assert!(text.contains("demo_request"), "{text}");
 }
+
+#[test]
+fn bitrix24_outcome_mapping_has_defaults_and_is_checked() {
+    let c = ok(&format!("{B24_PORTAL}{SCORING}"), &b24_env());
+    let m = &b24_of(&c.portals[0]).outcomes;
+    assert_eq!(m, &bitrix24::settings::OutcomeMap::default());
+    assert_eq!(
+        (m.won_stages.clone(), m.lost_stages.clone()),
+        (vec!["S".to_string()], vec!["F".to_string()])
+    );
+    let custom = B24_PORTAL.replace(
+        "application_token_env = \"TOKEN\"",
+        "application_token_env = \"TOKEN\"\nwon_stages = [\"C1:WON\", \"S\"]\nlost_lead_statuses = [\"JUNK\"]",
+    );
+    let c = ok(&format!("{custom}{SCORING}"), &b24_env());
+    let m = &b24_of(&c.portals[0]).outcomes;
+    assert_eq!(m.won_stages, ["C1:WON", "S"]);
+    assert_eq!(m.lost_lead_statuses, ["JUNK"]);
+    let broken = B24_PORTAL.replace(
+        "application_token_env = \"TOKEN\"",
+        "application_token_env = \"TOKEN\"\nwon_stages = []\nlost_stages = [\"S\"]",
+    );
+    let text = errors_of(&format!("{broken}{SCORING}"), &b24_env()).to_string();
+    assert!(
+        text.contains("won_stages: must list at least one"),
+        "{text}"
+    );
+    assert!(text.contains("`S` is also in `won_stages`"), "{text}");
+}

@@ -41,6 +41,8 @@ pub(crate) const METHODS: &[&str] = &[
     "crm.item.add",
     "crm.item.update",
     "crm.item.delete",
+    "crm.deal.add",
+    "crm.deal.list",
     "crm.activity.get",
     "crm.activity.list",
     "crm.activity.add",
@@ -92,6 +94,15 @@ pub(crate) fn dispatch(
         }
         "crm.item.get" | "crm.item.list" | "crm.item.add" | "crm.item.update"
         | "crm.item.delete" => item_method(st, method, p, actor, fired),
+        "crm.deal.add" => {
+            let fields = fields_param(p, &["fields", "FIELDS"])?;
+            let id = st.deals.add(&fields)?;
+            Ok(Output::plain(json!(id)))
+        }
+        "crm.deal.list" => {
+            let (result, total, next) = st.deals.list(p)?;
+            Ok(with_page(result, total, next))
+        }
         "crm.activity.get" => {
             let id = id_param(p, &["id", "ID"], "ID is not defined or invalid.")?;
             let a = st

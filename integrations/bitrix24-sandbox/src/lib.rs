@@ -49,6 +49,7 @@
 
 mod api;
 mod batch;
+mod deals;
 mod events;
 mod http;
 mod limits;
@@ -546,6 +547,24 @@ impl SandboxHandle {
         st.leads
             .get(&id)
             .map(|l| Value::Object(st.lead_upper(l, None)))
+    }
+
+    /// Adds a deal from crm.deal.add-shaped fields (`LEAD_ID`, `STAGE_ID` such as `WON`,
+    /// `LOSE` or `C1:WON`, `OPPORTUNITY`, `CLOSEDATE`, `DATE_CREATE`); the stage
+    /// semantics follow from the stage. Fires no event (outcome history is seeded).
+    pub fn add_deal(&self, fields: Value) -> Result<u64, SandboxError> {
+        let fields = Self::object(fields)?;
+        self.with_state(|st, _| st.deals.add(&fields))
+    }
+
+    /// Every deal, crm.deal.list-shaped, by id.
+    pub fn deals(&self) -> Vec<Value> {
+        let st = lock(&self.shared.state);
+        st.deals
+            .rows
+            .values()
+            .map(|r| serde_json::json!(r))
+            .collect()
     }
 
     /// Every lead, crm.lead.get-shaped, by id.

@@ -370,6 +370,8 @@ pub(crate) struct State {
     pub userfields: Vec<UserField>,
     pub tasks: BTreeMap<u64, Task>,
     pub comments: Vec<Comment>,
+    /// Deals (bound to leads by `LEAD_ID`), for outcome reads.
+    pub deals: super::deals::Deals,
     /// Whether tasks bound to a lead also create a task activity on it, as the portal does.
     pub task_activities: bool,
     next_lead: u64,
@@ -391,6 +393,7 @@ impl State {
             userfields: Vec::new(),
             tasks: BTreeMap::new(),
             comments: Vec::new(),
+            deals: super::deals::Deals::default(),
             task_activities,
             next_lead: 1,
             next_activity: 1,

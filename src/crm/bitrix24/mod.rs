@@ -18,6 +18,9 @@
 mod classify;
 mod fetch;
 mod link;
+mod outcomes;
+#[cfg(any(test, feature = "demo"))]
+mod seed_history;
 mod setup;
 pub mod settings;
 mod tasks;
@@ -45,6 +48,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 
 pub use classify::ActivityClassifier;
+#[cfg(any(test, feature = "demo"))]
+pub use seed_history::{example_config_for, seed_history};
 
 use super::vault::TokenVault;
 use super::{
@@ -125,6 +130,7 @@ pub struct Bitrix24Crm {
     client: Client,
     classifier: ActivityClassifier,
     max_activity_pages: u32,
+    outcomes: settings::OutcomeMap,
 }
 
 /// Store key of the portal's limits (bucket level and operating time) between runs.
@@ -228,6 +234,10 @@ impl Bitrix24Crm {
             client,
             classifier: ActivityClassifier::default(),
             max_activity_pages: 4,
+            outcomes: portal
+                .settings_of::<Settings>()
+                .map(|s| s.outcomes.clone())
+                .unwrap_or_default(),
         }
     }
 
@@ -388,6 +398,14 @@ impl Crm for Bitrix24Crm {
 
     async fn changed_since(&self, since: DateTime<Utc>) -> Result<Vec<Changed>, CrmError> {
         self.changed(since).await
+    }
+
+    async fn closed_leads(
+        &self,
+        fields: &FieldsSection,
+        progress: &super::PullProgressFn,
+    ) -> Result<super::ClosedLeads, CrmError> {
+        self.read_outcomes(fields, progress).await
     }
 }
 

@@ -47,6 +47,13 @@ pub struct Keys {
     pub refresh_token: Option<SecretString>,
     pub refresh_token_env: Option<String>,
     pub refresh_token_file: Option<PathBuf>,
+    /// Deal stages (`STAGE_SEMANTIC_ID` or `STAGE_ID`) that count as won in backtests.
+    pub won_stages: Option<Vec<String>>,
+    /// Deal stages that count as lost.
+    pub lost_stages: Option<Vec<String>>,
+    /// Failed lead statuses (`STATUS_SEMANTIC_ID` or `STATUS_ID`) that count as lost; a
+    /// failed lead in another status (e.g. a duplicate) is left out of backtests.
+    pub lost_lead_statuses: Option<Vec<String>>,
 }
 
 /// Keys whose values are secrets: never shown in a message.
@@ -86,11 +93,31 @@ pub struct WebhookCheck {
     pub max_event_age_secs: Option<u64>,
 }
 
+/// Which closed leads and deals count as won or lost (backtests read outcomes with
+/// it). Each value is a semantic id (`S`, `F`) or a portal's own stage / status id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutcomeMap {
+    pub won_stages: Vec<String>,
+    pub lost_stages: Vec<String>,
+    pub lost_lead_statuses: Vec<String>,
+}
+
+impl Default for OutcomeMap {
+    fn default() -> Self {
+        OutcomeMap {
+            won_stages: vec!["S".into()],
+            lost_stages: vec!["F".into()],
+            lost_lead_statuses: vec!["F".into()],
+        }
+    }
+}
+
 /// A Bitrix24 portal's own settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub auth: Auth,
     pub webhook: WebhookCheck,
+    pub outcomes: OutcomeMap,
 }
 
 impl Settings {
@@ -99,6 +126,7 @@ impl Settings {
         Arc::new(Settings {
             auth,
             webhook: WebhookCheck::default(),
+            outcomes: OutcomeMap::default(),
         })
     }
 }
@@ -252,11 +280,43 @@ pub fn parse(cx: &mut PortalCheck<'_, '_>) -> PortalCrm {
             );
             STANDARD
         });
+    let outcomes = outcome_map(cx, &s);
     PortalCrm {
-        settings: auth.map(|auth| Arc::new(Settings { auth, webhook }) as Arc<dyn CrmSettings>),
+        settings: auth.map(|auth| {
+            Arc::new(Settings {
+                auth,
+                webhook,
+                outcomes,
+            }) as Arc<dyn CrmSettings>
+        }),
         default_rate: rate,
         over_limit_note: "",
     }
+}
+
+/// The outcome keys with their defaults; a value may not be empty nor be both won and lost.
+fn outcome_map(cx: &mut PortalCheck<'_, '_>, s: &Keys) -> OutcomeMap {
+    let d = OutcomeMap::default();
+    let mut pick = |key: &str, given: &Option<Vec<String>>, default: Vec<String>| match given {
+        None => default,
+        Some(v) if v.is_empty() || v.iter().any(|x| x.trim().is_empty()) => {
+            cx.error(key, "must list at least one non-empty stage or status id");
+            default
+        }
+        Some(v) => v.iter().map(|x| x.trim().to_string()).collect(),
+    };
+    let map = OutcomeMap {
+        won_stages: pick("won_stages", &s.won_stages, d.won_stages),
+        lost_stages: pick("lost_stages", &s.lost_stages, d.lost_stages),
+        lost_lead_statuses: pick("lost_lead_statuses", &s.lost_lead_statuses, d.lost_lead_statuses),
+    };
+    if let Some(both) = map.won_stages.iter().find(|w| map.lost_stages.contains(w)) {
+        cx.error(
+            "lost_stages",
+            format!("`{both}` is also in `won_stages`: a stage is either won or lost"),
+        );
+    }
+    map
 }
 
 /// The standard plan's leaky bucket: 2 requests/s, 50 at once.
