@@ -338,7 +338,7 @@ fn merge_into(
 }
 
 /// How many times (50 ms apart) opening waits for a lock a just-closed handle holds.
-const LOCK_WAIT_TRIES: u32 = 60;
+const LOCK_WAIT_TRIES: u32 = 200;
 
 /// sled's page cache: bounds the daemon's memory with a large portal's snapshots.
 pub const STORE_CACHE_BYTES: u64 = 32 * 1024 * 1024;
@@ -363,6 +363,9 @@ impl Store {
                 Err(sled::Error::Io(e))
                     if e.kind() == std::io::ErrorKind::WouldBlock && waited < LOCK_WAIT_TRIES =>
                 {
+                    if waited == 0 {
+                        tracing::info!(dir = %dir.display(), "store is locked; waiting up to 10 s for the previous handle to let go");
+                    }
                     waited += 1;
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }

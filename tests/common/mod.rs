@@ -25,6 +25,8 @@ pub struct Daemon {
     running: Option<Running>,
     shutdown: CancellationToken,
     bindings: Vec<u32>,
+    /// The store `prepare` opened, handed to the first launch.
+    first_store: Option<std::sync::Arc<leadscore::store::Store>>,
 }
 
 /// Knobs tests turn.
@@ -72,8 +74,8 @@ impl Daemon {
         if let Some(configure) = opts.configure {
             configure(&mut config);
         }
-        drop(prepared.store);
         let mut d = Daemon {
+            first_store: Some(prepared.store),
             sandbox,
             dir,
             config,
@@ -104,9 +106,16 @@ impl Daemon {
     pub async fn launch(&mut self, bind: bool) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         self.shutdown = CancellationToken::new();
-        let running = app::start(self.config.clone(), listener, self.shutdown.clone())
-            .await
-            .expect("daemon starts");
+        // The first launch takes the store `prepare` opened (reopening at once would race
+        // sled's release of its file lock); a restart opens it again, as a new process does.
+        let running = match self.first_store.take() {
+            Some(store) => {
+                app::start_with_store(self.config.clone(), store, listener, self.shutdown.clone())
+                    .await
+            }
+            None => app::start(self.config.clone(), listener, self.shutdown.clone()).await,
+        }
+        .expect("daemon starts");
         self.hook = format!("http://{}/webhooks/bitrix24/{}", running.addr, demo::PORTAL);
         for id in self.bindings.drain(..) {
             self.sandbox.unbind_event(id);
