@@ -1,13 +1,11 @@
 //! The leaky bucket, the operating limit and fault injection, over real HTTP.
 
-mod sandbox_support;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::support::{call, portal};
 use leadscore_bitrix24_sandbox::{
     FaultConfig, FaultKind, OperatingLimit, RateLimit, Sandbox, SandboxOptions,
 };
-use sandbox_support::{call, portal};
 use secrecy::ExposeSecret;
 use serde_json::json;
 

@@ -2,12 +2,10 @@
 //! with the real "Token has been revoked" body, concurrent refreshes, expiring access
 //! tokens, and the long-lived token.
 
-mod sandbox_support;
-
 use std::time::Duration;
 
+use crate::support::client;
 use leadscore_amocrm_sandbox::{RefreshOutcome, Sandbox, SandboxOptions};
-use sandbox_support::client;
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 

@@ -1,10 +1,8 @@
 //! Response shapes of the methods the daemon uses, auth errors, and parameter encodings,
 //! over real HTTP.
 
-mod sandbox_support;
-
+use crate::support::{call, ok, portal};
 use leadscore_bitrix24_sandbox::{OAuthOptions, Sandbox, SandboxOptions};
-use sandbox_support::{call, ok, portal};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 use std::time::Duration;

@@ -8,7 +8,7 @@
 //! waits on I/O, so timeouts and the sandbox's bucket would see time that never passed.
 //! The same pacing is checked fast with paused time in the limiter's unit tests
 //! (`integrations/bitrix24/src/limiter.rs`). Run these with
-//! `cargo test -p leadscore-bitrix24-sandbox --release --test pacing_floor -- --ignored --nocapture --test-threads 1`.
+//! `cargo test -p leadscore-bitrix24-sandbox --release --test sandbox pacing_floor -- --ignored --nocapture --test-threads 1`.
 
 use std::time::{Duration, Instant};
 

@@ -1,15 +1,13 @@
 //! The request limit, the account block, and fault injection over real HTTP.
 
-mod sandbox_support;
-
 use std::time::Duration;
 
+use crate::support::{client, get, send, token};
 use leadscore_amocrm_sandbox::{
     BlockPolicy, ErrorBody, FaultConfig, FaultKind, LeadChange, NewLead, RateLimit, Sandbox,
     SandboxOptions,
 };
 use reqwest::Method;
-use sandbox_support::{client, get, send, token};
 use serde_json::{json, Value};
 
 async fn burst(base: &str, token: &str, n: usize) -> Vec<u16> {

@@ -1,14 +1,12 @@
 //! The sandbox's REST surface over real HTTP: HAL shapes, 204 on empty lists, paging,
 //! filters, validation errors and problem bodies, tasks, notes, custom fields.
 
-mod sandbox_support;
-
+use crate::support::{client, get, get_json, send};
 use leadscore_amocrm_sandbox::{
     FieldSpec, FieldType, FieldValue, NewCompany, NewContact, NewEvent, NewLead, NewTask, Sandbox,
     SandboxOptions,
 };
 use reqwest::Method;
-use sandbox_support::{client, get, get_json, send};
 use serde_json::{json, Value};
 
 #[tokio::test]

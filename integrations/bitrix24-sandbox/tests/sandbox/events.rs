@@ -1,15 +1,13 @@
 //! Outgoing webhooks: real form format, fired by REST changes (the daemon's own writes
 //! included) and by the seed API, none for a no-op update, no retries.
 
-mod sandbox_support;
-
 use std::sync::{Arc, Mutex};
 
+use crate::support::{ok, portal};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use sandbox_support::{ok, portal};
 use secrecy::SecretString;
 use serde_json::json;
 

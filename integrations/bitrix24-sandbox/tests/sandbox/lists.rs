@@ -1,9 +1,7 @@
 //! Paging (50 per page, `next`/`total`, `start=-1`), filters, and `batch` with its PHP
 //! quirks, over real HTTP.
 
-mod sandbox_support;
-
-use sandbox_support::{call, ok, portal};
+use crate::support::{call, ok, portal};
 use serde_json::{json, Value};
 
 #[tokio::test]

@@ -2,15 +2,13 @@
 //! changes made through the REST API (the daemon's own writes), several leads in one
 //! POST on a bulk PATCH, nothing on a no-op PATCH, failures recorded, not retried.
 
-mod sandbox_support;
-
 use std::time::Duration;
 
+use crate::support::{form_get, form_pairs, send, Receiver};
 use leadscore_amocrm_sandbox::{
     FieldSpec, FieldType, FieldValue, LeadChange, NewLead, Sandbox, SandboxOptions, WebhookPolicy,
 };
 use reqwest::Method;
-use sandbox_support::{form_get, form_pairs, send, Receiver};
 use serde_json::json;
 
 #[tokio::test]
@@ -377,9 +375,7 @@ async fn webhooks_can_be_managed_through_the_api() {
     let rx = Receiver::start().await;
     let amo = Sandbox::start(SandboxOptions::unlimited()).await.unwrap();
     assert_eq!(
-        sandbox_support::get(&amo, "/api/v4/webhooks")
-            .await
-            .status(),
+        crate::support::get(&amo, "/api/v4/webhooks").await.status(),
         204
     );
     let bad = send(
@@ -422,7 +418,7 @@ async fn webhooks_can_be_managed_through_the_api() {
         again["id"], hook["id"],
         "the same destination is updated, not duplicated"
     );
-    let list = sandbox_support::get_json(&amo, "/api/v4/webhooks").await;
+    let list = crate::support::get_json(&amo, "/api/v4/webhooks").await;
     assert_eq!(list["_total_items"], 1);
     assert_eq!(
         list["_embedded"]["webhooks"][0]["settings"],
