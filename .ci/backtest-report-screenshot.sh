@@ -17,8 +17,13 @@ if [ -z "$browser" ]; then
 fi
 
 out="${1:-docs/backtest-report.png}"
-cargo build --bin leadscore
-bin="${CARGO_TARGET_DIR:-target}/debug/leadscore"
+# CI passes the binary `cargo test` just built (LEADSCORE_BIN): a plain `cargo build`
+# resolves features without the dev-dependencies and would rebuild half the tree.
+bin="${LEADSCORE_BIN:-}"
+if [ -z "$bin" ]; then
+  cargo build --bin leadscore
+  bin="${CARGO_TARGET_DIR:-target}/debug/leadscore"
+fi
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
