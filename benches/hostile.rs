@@ -269,6 +269,13 @@ fn main() {
         .filter(|a| !a.starts_with('-'))
         .collect();
     let wants = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
+    // Logging as `serve` does (info), into a sink: each refusal pays what a log line
+    // costs in production, the terminal stays readable.
+    leadscore::telemetry::init(
+        leadscore::telemetry::LogFormat::Human,
+        "info",
+        std::io::sink,
+    );
     let daemon_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("daemon")
@@ -281,15 +288,19 @@ fn main() {
         let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
         let prepared = demo::prepare(&sandbox, dir.path(), TOKEN).await.unwrap();
         let mut config = prepared.config;
-        drop(prepared.store);
         // Nothing becomes due while measuring: the workers stay out of the picture and
         // each webhook costs exactly its parse, enqueue and flush.
         config.server.coalesce_ms = 3_600_000;
         config.server.sweep_interval_secs = 3600;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let running = leadscore::app::start(config.clone(), listener, shutdown.clone())
-            .await
-            .unwrap();
+        let running = leadscore::app::start_with_store(
+            config.clone(),
+            prepared.store,
+            listener,
+            shutdown.clone(),
+        )
+        .await
+        .unwrap();
         (sandbox, running, config)
     });
     if wants("parse") {

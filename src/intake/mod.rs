@@ -5,6 +5,7 @@
 //! endpoints). Everything else happens in the pipeline's workers.
 
 pub mod admin;
+pub mod reject_log;
 pub mod serve;
 
 use std::sync::Arc;
@@ -26,11 +27,24 @@ use crate::crm::{registry, Subject};
 use crate::metrics::WebhookLabels;
 use crate::pipeline::{webhook_cause, Pipeline};
 use crate::store::StoreError;
+use reject_log::{Admit, RejectLog};
 
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
 pub struct AppState {
     pub pipeline: Arc<Pipeline>,
+    /// The budget of log lines for refused webhooks (a flood is counted, not logged).
+    pub rejects: Arc<RejectLog>,
+}
+
+impl AppState {
+    /// Handlers' state for `pipeline`: 20 lines of refused webhooks per 10 s at most.
+    pub fn new(pipeline: Arc<Pipeline>) -> Self {
+        AppState {
+            pipeline,
+            rejects: Arc::new(RejectLog::new(20, 10)),
+        }
+    }
 }
 
 /// What a CRM-specific decoder made of a webhook body.
@@ -185,6 +199,19 @@ async fn webhook(
             outcome: outcome.into(),
         })
         .inc();
+    let Err(e) = &result else {
+        return result.map(|(r, _)| r);
+    };
+    let suppressed_before = match state.rejects.admit(Utc::now().timestamp().max(0) as u64) {
+        Admit::Log { suppressed_before } => suppressed_before,
+        Admit::Quiet => return result.map(|(r, _)| r),
+    };
+    if suppressed_before > 0 {
+        warn!(
+            count = suppressed_before,
+            "refused webhooks left out of the log in the last window (leadscore_webhooks_total counts them all)"
+        );
+    }
     // Log fields: the label when it is one we know, else the segment cut and escaped.
     let crm_field = match crm_label {
         "unknown" => log_segment(&crm),
@@ -194,12 +221,11 @@ async fn webhook(
         "unknown" => log_segment(&portal_id),
         known => known.to_string(),
     };
-    match &result {
-        Ok(_) => {}
-        Err(e @ (IntakeError::Store(_) | IntakeError::QueueFull)) => {
+    match e {
+        IntakeError::Store(_) | IntakeError::QueueFull => {
             warn!(crm = %crm_field, portal = %portal_field, error = %e, "webhook not accepted")
         }
-        Err(e) => info!(crm = %crm_field, portal = %portal_field, error = %e, "webhook rejected"),
+        _ => info!(crm = %crm_field, portal = %portal_field, error = %e, "webhook rejected"),
     }
     result.map(|(r, _)| r)
 }
