@@ -25,6 +25,9 @@ pub(crate) struct Daemon {
     webhook_id: Option<u64>,
     pub(crate) running: Option<Running>,
     shutdown: CancellationToken,
+    /// The store `prepare` opened, handed to the first launch (reopening at once would
+    /// race sled's release of its file lock).
+    first_store: Option<std::sync::Arc<leadscore::store::Store>>,
 }
 
 impl Daemon {
@@ -35,7 +38,6 @@ impl Daemon {
             .await
             .unwrap();
         let mut config = prepared.config;
-        drop(prepared.store);
         config.server.coalesce_ms = 300;
         config.server.sweep_interval_secs = 3600;
         config.server.retry_delays_secs = vec![1, 1, 2, 3, 5];
@@ -49,6 +51,7 @@ impl Daemon {
             webhook_id: None,
             running: None,
             shutdown: CancellationToken::new(),
+            first_store: Some(prepared.store),
         };
         d.launch(bind).await;
         d
@@ -57,9 +60,14 @@ impl Daemon {
     pub(crate) async fn launch(&mut self, bind: bool) {
         self.shutdown = CancellationToken::new();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let running = app::start(self.config.clone(), listener, self.shutdown.clone())
-            .await
-            .unwrap();
+        let running = match self.first_store.take() {
+            Some(store) => {
+                app::start_with_store(self.config.clone(), store, listener, self.shutdown.clone())
+                    .await
+            }
+            None => app::start(self.config.clone(), listener, self.shutdown.clone()).await,
+        }
+        .unwrap();
         self.hook = format!("http://{}/webhooks/amocrm/demo", running.addr);
         if let Some(id) = self.webhook_id.take() {
             self.sandbox.remove_webhook(id);
