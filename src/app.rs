@@ -149,6 +149,10 @@ pub async fn start_with_store(
             shutdown.clone(),
         )));
     }
+    sweeps.push(tokio::spawn(crate::tracking::expiry_loop(
+        pipeline.clone(),
+        shutdown.clone(),
+    )));
     let notifier = tokio::spawn(crate::notify::supervise(
         Arc::new(crate::notify::Notifier::from_env()),
         store.clone(),

@@ -31,3 +31,4 @@ pub mod scoring;
 pub mod status;
 pub mod store;
 pub mod telemetry;
+pub mod tracking;

@@ -14,6 +14,7 @@ pub mod schema;
 mod server;
 mod suggest;
 mod summary;
+pub mod tracking;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -93,4 +94,6 @@ pub struct Portal {
     /// The portal's own live model (`model = "file.toml"`), for a company whose
     /// products need other rules; `None`: the config's `[scoring]`.
     pub model: Option<Arc<Model>>,
+    /// `[portal.tracking]`: website events accepted at `/track/<id>`.
+    pub tracking: Option<Arc<tracking::Tracking>>,
 }

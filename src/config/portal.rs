@@ -33,6 +33,7 @@ const COMMON_KEYS: &[&str] = &[
     "task",
     "activity_map",
     "model",
+    "tracking",
 ];
 
 /// The part of `[[portal]]` every CRM shares.
@@ -55,6 +56,9 @@ pub(super) struct PortalCommon {
     /// The portal's own model file (only `[scoring]`), relative to the config.
     #[serde(default)]
     pub(super) model: Option<std::path::PathBuf>,
+    /// `[portal.tracking]`: the site's events (`/track/<id>`), identified by its backend.
+    #[serde(default)]
+    pub(super) tracking: Option<super::tracking::TrackingSection>,
 }
 
 /// A CRM's own settings of one portal (credentials, webhook checks), as its folder's
@@ -380,6 +384,7 @@ impl Ctx<'_> {
         let mut s = s;
         s.fields.activity_map = self.activity_map(base, &s.activity_map, entry);
         let (threshold, rearm_below) = self.task(base, &s, spec);
+        let tracking = s.tracking.as_ref().map(|t| self.tracking(base, t));
 
         if self.errors.len() > errors_before {
             return None;
@@ -394,6 +399,7 @@ impl Ctx<'_> {
             threshold,
             rearm_below,
             model: own.flatten().map(|(_, m)| Arc::new(m)),
+            tracking: tracking.map(|t| t.map(Arc::new)).unwrap_or(None),
         })
     }
 

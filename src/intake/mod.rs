@@ -35,6 +35,8 @@ pub struct AppState {
     pub pipeline: Arc<Pipeline>,
     /// The budget of log lines for refused webhooks (a flood is counted, not logged).
     pub rejects: Arc<RejectLog>,
+    /// Per-address and per-visitor limits of the public tracking endpoint.
+    pub track_limits: Arc<crate::tracking::routes::TrackLimits>,
 }
 
 impl AppState {
@@ -43,6 +45,7 @@ impl AppState {
         AppState {
             pipeline,
             rejects: Arc::new(RejectLog::new(20, 10)),
+            track_limits: Arc::default(),
         }
     }
 }
@@ -103,6 +106,7 @@ pub fn router(state: AppState, server: &crate::config::Server) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(crate::dashboard::routes())
+        .merge(crate::tracking::routes::routes())
         .route(
             "/admin/rescore",
             get(admin::rescore_progress).post(admin::rescore_start),

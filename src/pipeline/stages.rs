@@ -14,7 +14,7 @@ use super::{
     Pipeline, PipelineError, PortalRuntime, ScoreWrite, Subject, Written,
 };
 use crate::crm::WriteResult;
-use crate::lead::Lead;
+use crate::lead::{Activity, Lead};
 use crate::scoring::Score;
 use crate::store::ShadowScore;
 
@@ -246,15 +246,25 @@ impl Pipeline {
                 let Some(snap) = previous else { continue };
                 (snap, None)
             };
+            // The website events of the lead's identified visitors count beside the
+            // CRM's activities (kept apart: the snapshot is what the CRM said).
+            let tracked = match self.store.tracked_for_lead(&portal.id, id) {
+                Ok(t) => t,
+                Err(err) => {
+                    self.fail(rt, &e, &err.into()).await;
+                    continue;
+                }
+            };
+            let activities = crate::tracking::with_tracked(&snap.activities, &tracked);
             if let Err(err) = self.store.set_timer(
                 &portal.id,
                 id,
-                model.next_change(&snap.lead, &snap.activities, now),
+                model.next_change(&snap.lead, &activities, now),
             ) {
                 self.fail(rt, &e, &err.into()).await;
                 continue;
             }
-            let score = model.score(&snap.lead, &snap.activities, now);
+            let score = model.score(&snap.lead, &activities, now);
             Metrics::inc(&self.metrics.scores, &portal.id, &score.tier);
             self.metrics
                 .lead_latency
@@ -270,7 +280,7 @@ impl Pipeline {
             let same = last.as_ref().is_some_and(|w| {
                 w.score == score.total && w.tier == score.tier && w.breakdown == explanation
             }) && current_score.is_none_or(|c| c == score.total);
-            let shadow = shadow.map(|m| shadow_score(m, &snap, now));
+            let shadow = shadow.map(|m| shadow_score(m, &snap.lead, &activities, now));
             scored.push(Scored {
                 entry: e,
                 lead: snap.lead,
@@ -413,8 +423,13 @@ impl Pipeline {
 }
 
 /// The shadow model on the same inputs at the same instant as the live one.
-fn shadow_score(model: &Model, snap: &InputSnapshot, now: DateTime<Utc>) -> ShadowScore {
-    let score = model.score(&snap.lead, &snap.activities, now);
+fn shadow_score(
+    model: &Model,
+    lead: &Lead,
+    activities: &[Activity],
+    now: DateTime<Utc>,
+) -> ShadowScore {
+    let score = model.score(lead, activities, now);
     ShadowScore {
         call_now: score.total > model.triggers().call_now_above,
         score: score.total,
@@ -427,9 +442,12 @@ fn shadow_score(model: &Model, snap: &InputSnapshot, now: DateTime<Utc>) -> Shad
 fn from_snapshot_only(e: &PendingEntry) -> bool {
     !e.activities_changed
         && !e.causes.is_empty()
-        && e.causes
-            .iter()
-            .all(|c| matches!(c.source, CauseSource::Decay | CauseSource::Rescore))
+        && e.causes.iter().all(|c| {
+            matches!(
+                c.source,
+                CauseSource::Decay | CauseSource::Rescore | CauseSource::Tracking
+            )
+        })
 }
 
 /// How long a snapshot's activities are trusted for events that do not touch them: a

@@ -36,6 +36,7 @@ mod ledger;
 pub use ledger::{LedgerEntry, ShadowScore};
 mod meta;
 mod outcomes;
+pub mod tracking;
 pub use outcomes::OutcomePull;
 
 /// Most activities kept per lead snapshot (the newest): older ones have decayed to
@@ -120,6 +121,9 @@ pub enum CauseSource {
     /// The score changes with time alone (decay, a window ending): re-scored from the
     /// stored inputs, without reading the CRM.
     Decay,
+    /// A website event of an identified visitor (or the identification itself):
+    /// re-scored from the stored inputs plus the tracked events, no CRM read.
+    Tracking,
 }
 
 /// At most this many causes are kept per pending entry (a burst of 1,000 webhooks for
@@ -234,6 +238,7 @@ pub struct Store {
     timers: sled::Tree,
     timer_of: sled::Tree,
     meta: sled::Tree,
+    tracking: tracking::TrackingTrees,
     pending_count: AtomicUsize,
 }
 
@@ -383,6 +388,7 @@ impl Store {
             timers: db.open_tree("timers")?,
             timer_of: db.open_tree("timer_of")?,
             meta: db.open_tree("meta")?,
+            tracking: tracking::TrackingTrees::open(&db)?,
             pending,
             pending_count: AtomicUsize::new(count),
             db,

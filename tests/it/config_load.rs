@@ -876,3 +876,50 @@ fn bitrix24_outcome_mapping_has_defaults_and_is_checked() {
     );
     assert!(text.contains("`S` is also in `won_stages`"), "{text}");
 }
+
+#[test]
+fn tracking_mistakes_name_line_and_key_and_a_good_section_loads() {
+    let bad = format!(
+        "{B24_PORTAL}\
+[portal.tracking]
+site_key = \"k\"
+allowed_origins = [\"https://shop.example.ru/path\"]
+identify_secret_env = \"TRACK\"
+{SCORING}"
+    );
+    let env = env_from(&[
+        ("URL", B24_URL),
+        ("TOKEN", B24_APP_TOKEN),
+        ("TRACK", "s3cr3tZ"),
+    ]);
+    let errors = errors_of(&bad, &env);
+    let mut keys: Vec<String> = errors.iter().map(|e| e.key_path.clone()).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "portal[0].tracking.allowed_origins[0]",
+            "portal[0].tracking.identify_secret",
+            "portal[0].tracking.site_key",
+        ]
+    );
+    assert!(errors.0.iter().all(|e| e.file == "t.toml" && e.line > 0));
+    assert!(
+        !errors.to_string().contains("s3cr3tZ"),
+        "the secret is never shown"
+    );
+
+    let good = bad
+        .replace("site_key = \"k\"", "site_key = \"site-key-1234\"")
+        .replace("/path\"", "\"");
+    let env = env_from(&[
+        ("URL", B24_URL),
+        ("TOKEN", B24_APP_TOKEN),
+        ("TRACK", "0123456789abcdef0123456789abcdef"),
+    ]);
+    let c = ok(&good, &env);
+    let t = c.portals[0].tracking.as_ref().expect("tracking on");
+    assert!(t.allows_origin("https://SHOP.example.ru/"));
+    assert!(!t.allows_origin("https://shop.example.ru.evil.com"));
+    assert_eq!(t.anonymous_days, 30);
+}

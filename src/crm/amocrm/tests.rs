@@ -43,6 +43,7 @@ pub(crate) fn portal(base_url: &str) -> Portal {
         threshold: 70,
         rearm_below: 60,
         model: None,
+        tracking: None,
     }
 }
 

@@ -98,6 +98,7 @@ mod tests {
             threshold: 70,
             rearm_below: 60,
             model: None,
+            tracking: None,
         }
     }
 

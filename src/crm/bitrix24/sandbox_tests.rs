@@ -36,6 +36,7 @@ fn portal_for(sb: &SandboxHandle, kind: TaskKind) -> Portal {
         threshold: 70,
         rearm_below: 60,
         model: None,
+        tracking: None,
     }
 }
 

@@ -44,6 +44,7 @@ fn portal() -> Portal {
         threshold: 70,
         rearm_below: 60,
         model: None,
+        tracking: None,
     }
 }
 

@@ -1,0 +1,78 @@
+//! Website behaviour the CRM does not hold: page views, downloads and form submits sent
+//! by a small snippet on the company's site (`/track.js` → `POST /track/<portal>`).
+//!
+//! The tracking endpoint is public by nature, so nothing a browser sends can touch a
+//! lead: events are kept under an anonymous first-party visitor id, and count for a
+//! lead only after a trusted channel (the site's backend, signing `POST
+//! /identify/<portal>` with the portal's secret) says who the visitor is. See
+//! `payload` (what a browser may send), `identify` (the signed call) and `routes`.
+
+pub mod identify;
+pub mod payload;
+pub mod routes;
+
+use std::borrow::Cow;
+
+use crate::lead::{Activity, ActivityKind};
+use crate::store::tracking::TrackedEvent;
+
+/// The engine's activity for a tracked event.
+pub fn activity(e: &TrackedEvent) -> Activity {
+    let kind = match e.kind.as_str() {
+        "page_view" => ActivityKind::PageView,
+        "download" => ActivityKind::Download,
+        "form" => ActivityKind::Form,
+        other => ActivityKind::Custom(other.to_string()),
+    };
+    Activity {
+        id: format!("web:{}", e.at.timestamp_millis()),
+        kind,
+        direction: None,
+        subject: e.title.clone(),
+        url: e.url.clone(),
+        at: e.at,
+        contact_id: None,
+        mapped_by: None,
+    }
+}
+
+/// The CRM's activities with the tracked ones added (borrowed when there are none).
+pub fn with_tracked<'a>(crm: &'a [Activity], tracked: &[TrackedEvent]) -> Cow<'a, [Activity]> {
+    if tracked.is_empty() {
+        return Cow::Borrowed(crm);
+    }
+    let mut all = crm.to_vec();
+    all.extend(tracked.iter().map(activity));
+    all.sort_by_key(|a| a.at);
+    Cow::Owned(all)
+}
+
+/// Hourly, drop the events of visitors never identified once they are older than their
+/// portal's `anonymous_days` (the privacy promise: anonymous tracking does not pile up).
+pub async fn expiry_loop(
+    pipeline: std::sync::Arc<crate::pipeline::Pipeline>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let now = chrono::Utc::now();
+        for rt in pipeline.portals() {
+            let Some(t) = &rt.portal.tracking else {
+                continue;
+            };
+            let cutoff = now - chrono::Duration::days(i64::from(t.anonymous_days));
+            match pipeline.store.expire_anonymous(&rt.portal.id, cutoff) {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(portal = %rt.portal.id, events = n, "anonymous tracking events expired")
+                }
+                Err(e) => {
+                    tracing::warn!(portal = %rt.portal.id, error = %e, "cannot expire tracking events")
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+        }
+    }
+}

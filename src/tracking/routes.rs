@@ -1,0 +1,319 @@
+//! The tracking endpoints: `GET /track.js`, `POST|OPTIONS /track/<portal>`,
+//! `POST /identify/<portal>`.
+//!
+//! `/track` is public: it checks the page's `Origin` against the portal's allow-list,
+//! drops bots, limits each address and each visitor per minute (in memory only: no IP
+//! is ever stored), and keeps the events in sled, flushed before its 204. An event
+//! touches a lead only when its visitor was identified through `/identify`.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{Duration, Utc};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use serde_json::json;
+use tracing::{debug, info};
+
+use super::{identify, payload};
+use crate::config::tracking::Tracking;
+use crate::crm::Subject;
+use crate::intake::AppState;
+use crate::store::{Cause, CauseSource};
+
+const SNIPPET: &str = include_str!("snippet.js");
+
+/// Per-portal limiters, rebuilt when the portal's limits change on a reload.
+#[derive(Default)]
+pub struct TrackLimits {
+    portals: Mutex<HashMap<String, Arc<PortalLimits>>>,
+}
+
+struct PortalLimits {
+    per_ip: u32,
+    per_visitor: u32,
+    ip: DefaultKeyedRateLimiter<IpAddr>,
+    visitor: DefaultKeyedRateLimiter<String>,
+}
+
+impl TrackLimits {
+    fn of(&self, portal: &str, t: &Tracking) -> Arc<PortalLimits> {
+        let mut map = self.portals.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = map.get(portal) {
+            if l.per_ip == t.per_ip_per_minute && l.per_visitor == t.per_visitor_per_minute {
+                return l.clone();
+            }
+        }
+        let quota = |n: u32| Quota::per_minute(NonZeroU32::new(n.max(1)).expect("at least 1"));
+        let l = Arc::new(PortalLimits {
+            per_ip: t.per_ip_per_minute,
+            per_visitor: t.per_visitor_per_minute,
+            ip: RateLimiter::keyed(quota(t.per_ip_per_minute)),
+            visitor: RateLimiter::keyed(quota(t.per_visitor_per_minute)),
+        });
+        map.insert(portal.to_string(), l.clone());
+        l
+    }
+}
+
+impl PortalLimits {
+    /// Forget keys whose limit has recovered, so a scan of many addresses cannot grow
+    /// memory without bound.
+    fn trim(&self) {
+        if self.ip.len() > 10_000 {
+            self.ip.retain_recent();
+        }
+        if self.visitor.len() > 10_000 {
+            self.visitor.retain_recent();
+        }
+    }
+}
+
+/// The tracking routes (merged into the intake router).
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/track.js", get(snippet))
+        .route("/track/{portal}", post(track).options(preflight))
+        .route("/identify/{portal}", post(identify_call))
+}
+
+async fn snippet() -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/javascript; charset=utf-8",
+            ),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        SNIPPET,
+    )
+        .into_response()
+}
+
+fn tracking_of(state: &AppState, portal: &str) -> Option<Arc<Tracking>> {
+    state.pipeline.portal(portal)?.portal.tracking.clone()
+}
+
+/// The allowed `Origin` of the request, echoed in CORS headers.
+fn allowed_origin(t: &Tracking, headers: &HeaderMap) -> Option<HeaderValue> {
+    let origin = headers.get(header::ORIGIN)?;
+    t.allows_origin(origin.to_str().ok()?)
+        .then(|| origin.clone())
+}
+
+fn cors(origin: HeaderValue, status: StatusCode) -> Response {
+    (
+        status,
+        [
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, origin),
+            (header::VARY, HeaderValue::from_static("Origin")),
+        ],
+    )
+        .into_response()
+}
+
+async fn preflight(
+    State(state): State<AppState>,
+    Path(portal): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(t) = tracking_of(&state, &portal) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let Some(origin) = allowed_origin(&t, &headers) else {
+        return StatusCode::FORBIDDEN.into_response();
+    };
+    let mut resp = cors(origin, StatusCode::NO_CONTENT);
+    let h = resp.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("content-type"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+    resp
+}
+
+/// User agents that are not people (crawlers, previews, scripts).
+fn is_bot(headers: &HeaderMap) -> bool {
+    let Some(ua) = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return true;
+    };
+    let ua = ua.to_ascii_lowercase();
+    [
+        "bot",
+        "crawl",
+        "spider",
+        "slurp",
+        "headless",
+        "curl",
+        "wget",
+        "python-",
+        "go-http",
+        "preview",
+        "facebookexternalhit",
+        "yandexmetrika",
+        "lighthouse",
+    ]
+    .iter()
+    .any(|m| ua.contains(m))
+}
+
+async fn track(
+    State(state): State<AppState>,
+    Path(portal): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(t) = tracking_of(&state, &portal) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let Some(origin) = allowed_origin(&t, &headers) else {
+        debug!(portal = %portal, "tracking from an origin not allowed");
+        return StatusCode::FORBIDDEN.into_response();
+    };
+    if is_bot(&headers) {
+        return cors(origin, StatusCode::NO_CONTENT);
+    }
+    let limits = state.track_limits.of(&portal, &t);
+    limits.trim();
+    if limits.ip.check_key(&peer.ip()).is_err() {
+        return cors(origin, StatusCode::TOO_MANY_REQUESTS);
+    }
+    let now = Utc::now();
+    let batch = match payload::parse(&body, now) {
+        Ok(b) => b,
+        Err(e) => {
+            debug!(portal = %portal, error = %e, "tracking batch refused");
+            return cors(origin, StatusCode::BAD_REQUEST);
+        }
+    };
+    if batch.site_key != t.site_key {
+        return cors(origin, StatusCode::FORBIDDEN);
+    }
+    let n = NonZeroU32::new(batch.events.len() as u32).expect("a batch has events");
+    if !matches!(limits.visitor.check_key_n(&batch.visitor, n), Ok(Ok(()))) {
+        return cors(origin, StatusCode::TOO_MANY_REQUESTS);
+    }
+    let store = &state.pipeline.store;
+    let lead = match store.track(&portal, &batch.visitor, &batch.events) {
+        Ok(l) => l,
+        Err(e) => {
+            info!(portal = %portal, error = %e, "cannot keep tracking events");
+            return cors(origin, StatusCode::SERVICE_UNAVAILABLE);
+        }
+    };
+    if let Some(lead) = lead {
+        let cause = Cause {
+            source: CauseSource::Tracking,
+            detail: format!("{} website event(s)", batch.events.len()),
+            at: now,
+        };
+        // `enqueue` flushes: the events and the entry are durable together.
+        if let Err(e) = state
+            .pipeline
+            .enqueue(&portal, &[Subject::Lead(lead)], cause, now)
+            .await
+        {
+            info!(portal = %portal, error = %e, "cannot queue a tracked lead");
+            return cors(origin, StatusCode::SERVICE_UNAVAILABLE);
+        }
+    } else if let Err(e) = store.flush().await {
+        info!(portal = %portal, error = %e, "cannot flush tracking events");
+        return cors(origin, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    cors(origin, StatusCode::NO_CONTENT)
+}
+
+async fn identify_call(
+    State(state): State<AppState>,
+    Path(portal): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(t) = tracking_of(&state, &portal) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let now = Utc::now();
+    let refused = |e: identify::IdentifyError| {
+        info!(portal = %portal, error = %e, "identify call refused");
+        (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": e.to_string()})),
+        )
+            .into_response()
+    };
+    let signature = match identify::verify(
+        &t.identify_secret,
+        header(identify::TIMESTAMP_HEADER),
+        header(identify::SIGNATURE_HEADER),
+        &body,
+        now,
+        t.max_skew_secs,
+    ) {
+        Ok(s) => s,
+        Err(e) => return refused(e),
+    };
+    let call = match identify::parse_body(&body) {
+        Ok(c) => c,
+        Err(e) => {
+            info!(portal = %portal, error = %e, "identify body refused");
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": e.to_string()})),
+            )
+                .into_response();
+        }
+    };
+    let keep = Duration::seconds(2 * t.max_skew_secs as i64 + 60);
+    let store = &state.pipeline.store;
+    match store.use_signature(&signature, now, keep) {
+        Ok(true) => {}
+        Ok(false) => return refused(identify::IdentifyError::Replayed),
+        Err(e) => {
+            info!(portal = %portal, error = %e, "cannot record an identify call");
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        }
+    }
+    let attached = match store.identify_visitor(&portal, &call.visitor, &call.lead_id, now) {
+        Ok(n) => n,
+        Err(e) => {
+            info!(portal = %portal, error = %e, "cannot record an identification");
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        }
+    };
+    let cause = Cause {
+        source: CauseSource::Tracking,
+        detail: "visitor identified".into(),
+        at: now,
+    };
+    if let Err(e) = state
+        .pipeline
+        .enqueue(&portal, &[Subject::Lead(call.lead_id.clone())], cause, now)
+        .await
+    {
+        info!(portal = %portal, error = %e, "cannot queue an identified lead");
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    info!(portal = %portal, lead = %call.lead_id, events = attached, "visitor identified");
+    (StatusCode::OK, Json(json!({"attached": attached}))).into_response()
+}

@@ -1,0 +1,177 @@
+//! Website tracking end to end over HTTP (issue 17): events of an anonymous visitor
+//! change nothing; a signed identify call from the site's backend attaches them and the
+//! lead's score in the sandbox CRM rises; unsigned, stale, forged and replayed identify
+//! calls are refused and attach nothing; a browser cannot name a lead.
+
+use crate::common;
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use common::{Daemon, Options};
+use leadscore::config::tracking::Tracking;
+use leadscore::config::Config;
+use leadscore::tracking::identify;
+use secrecy::SecretString;
+use serde_json::json;
+
+const ORIGIN: &str = "https://shop.example.ru";
+const SITE_KEY: &str = "site-key-1234";
+const SECRET: &str = "0123456789abcdef0123456789abcdef-tracking";
+const VISITOR: &str = "v-0011223344556677";
+
+fn with_tracking(c: &mut Config) {
+    c.portals[0].tracking = Some(Arc::new(Tracking {
+        site_key: SITE_KEY.into(),
+        allowed_origins: vec![ORIGIN.into()],
+        identify_secret: SecretString::from(SECRET),
+        anonymous_days: 30,
+        max_skew_secs: 300,
+        per_ip_per_minute: 120,
+        per_visitor_per_minute: 60,
+    }));
+}
+
+async fn track(d: &Daemon, origin: &str, body: serde_json::Value) -> u16 {
+    reqwest::Client::new()
+        .post(format!(
+            "http://{}/track/{}",
+            d.addr(),
+            leadscore::demo::PORTAL
+        ))
+        .header("origin", origin)
+        .header(
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0",
+        )
+        .header("content-type", "text/plain")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn identify_raw(d: &Daemon, ts: Option<i64>, sig: Option<&str>, body: &str) -> u16 {
+    let mut req = reqwest::Client::new()
+        .post(format!(
+            "http://{}/identify/{}",
+            d.addr(),
+            leadscore::demo::PORTAL
+        ))
+        .body(body.to_string());
+    if let Some(ts) = ts {
+        req = req.header(identify::TIMESTAMP_HEADER, ts.to_string());
+    }
+    if let Some(sig) = sig {
+        req = req.header(identify::SIGNATURE_HEADER, sig);
+    }
+    req.send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visitor_identified_by_the_site_backend_raises_the_lead_score_and_nothing_else_can() {
+    let d = Daemon::start(Options {
+        configure: Some(with_tracking),
+        ..Options::default()
+    })
+    .await;
+    let lead = d.add_strong_lead(1);
+    d.settle().await;
+    let before = d.crm_score(lead).expect("scored");
+
+    // Anonymous browsing: kept, counted for nobody.
+    let page = json!({"k": SITE_KEY, "v": VISITOR, "e": [
+        {"t": "page_view", "u": "https://shop.example.ru/pricing", "ti": "Цены"},
+        {"t": "download", "u": "https://shop.example.ru/files/price.pdf", "ti": "Прайс-лист 2027"}
+    ]});
+    assert_eq!(track(&d, ORIGIN, page.clone()).await, 204);
+    // Not from the site, or claiming an identity: refused.
+    assert_eq!(track(&d, "https://evil.example", page.clone()).await, 403);
+    let mut claim = page.clone();
+    claim["email"] = json!("ceo1@factory1.ru");
+    assert_eq!(track(&d, ORIGIN, claim).await, 400);
+    let mut wrong_key = page.clone();
+    wrong_key["k"] = json!("another-site-key");
+    assert_eq!(track(&d, ORIGIN, wrong_key).await, 403);
+
+    // Identify calls that are not the backend's attach nothing.
+    let body = format!(r#"{{"visitor":"{VISITOR}","lead_id":"{lead}"}}"#);
+    let now = Utc::now().timestamp();
+    let good = identify::sign(&SecretString::from(SECRET), now, body.as_bytes());
+    let forged = identify::sign(
+        &SecretString::from("not-the-secret-not-the-secret-000"),
+        now,
+        body.as_bytes(),
+    );
+    let stale_ts = now - 3600;
+    let stale = identify::sign(&SecretString::from(SECRET), stale_ts, body.as_bytes());
+    assert_eq!(identify_raw(&d, None, None, &body).await, 401, "unsigned");
+    assert_eq!(
+        identify_raw(&d, Some(now), Some(&forged), &body).await,
+        401,
+        "forged"
+    );
+    assert_eq!(
+        identify_raw(&d, Some(stale_ts), Some(&stale), &body).await,
+        401,
+        "stale"
+    );
+    let other_lead = body.replace(&format!("\"{lead}\""), "\"999\"");
+    assert_eq!(
+        identify_raw(&d, Some(now), Some(&good), &other_lead).await,
+        401,
+        "a signature does not carry over to another body"
+    );
+    d.settle().await;
+    assert_eq!(
+        d.store()
+            .visitor_lead(leadscore::demo::PORTAL, VISITOR)
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        d.crm_score(lead),
+        Some(before),
+        "nothing attached, nothing changed"
+    );
+
+    // The backend's signed call attaches the visitor; the score rises in the CRM.
+    assert_eq!(identify_raw(&d, Some(now), Some(&good), &body).await, 200);
+    d.settle().await;
+    let after = d.crm_score(lead).unwrap();
+    assert_eq!(after, before + 15, "pricing page +5 and price list +10");
+    // The same call again is a replay.
+    assert_eq!(
+        identify_raw(&d, Some(now), Some(&good), &body).await,
+        401,
+        "replayed"
+    );
+
+    // Later events of the identified visitor count at once; a preflight is answered.
+    let blog = json!({"k": SITE_KEY, "v": VISITOR, "e": [{"t": "page_view", "u": "https://shop.example.ru/blog/a"}]});
+    assert_eq!(track(&d, ORIGIN, blog).await, 204);
+    d.settle().await;
+    assert!(d.crm_score(lead).unwrap() >= after);
+    let pre = reqwest::Client::new()
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("http://{}/track/{}", d.addr(), leadscore::demo::PORTAL),
+        )
+        .header("origin", ORIGIN)
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pre.status(), 204);
+    assert_eq!(pre.headers()["access-control-allow-origin"], ORIGIN);
+    let js = reqwest::get(format!("http://{}/track.js", d.addr()))
+        .await
+        .unwrap();
+    assert!(js.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .contains("javascript"));
+    assert!(js.text().await.unwrap().contains("/track/"));
+}
