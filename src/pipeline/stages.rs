@@ -217,6 +217,7 @@ impl Pipeline {
         let portal = &rt.portal;
         let now = self.now();
         let mut scored = Vec::with_capacity(planned.len());
+        let mut timers = Vec::with_capacity(planned.len());
         for Planned {
             entry: e,
             previous,
@@ -246,14 +247,10 @@ impl Pipeline {
                 let Some(snap) = previous else { continue };
                 (snap, None)
             };
-            if let Err(err) = self.store.set_timer(
-                &portal.id,
-                id,
+            timers.push((
+                id.clone(),
                 model.next_change(&snap.lead, &snap.activities, now),
-            ) {
-                self.fail(rt, &e, &err.into()).await;
-                continue;
-            }
+            ));
             let score = model.score(&snap.lead, &snap.activities, now);
             Metrics::inc(&self.metrics.scores, &portal.id, &score.tier);
             self.metrics
@@ -279,6 +276,14 @@ impl Pipeline {
                 needs_write: !same,
                 shadow,
             });
+        }
+        let timers = timers.iter().map(|(id, at)| (id.as_str(), *at));
+        if let Err(err) = self.store.set_timers(&portal.id, timers) {
+            let err = PipelineError::Store(err);
+            for s in &scored {
+                self.fail(rt, &s.entry, &err).await;
+            }
+            return Vec::new();
         }
         scored
     }

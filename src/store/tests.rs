@@ -191,3 +191,37 @@ fn timers_come_out_in_due_order_and_replace_each_other() {
         .unwrap();
     assert_eq!(store.due_timers(t(100), 10).unwrap()[0].1, "old");
 }
+
+#[test]
+fn timers_set_in_one_batch_replace_like_single_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let t = |s: i64| DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap();
+    store.set_timer("p", "1", Some(t(5))).unwrap();
+    store.set_timer("p", "3", Some(t(6))).unwrap();
+    // Lead 2 twice in one batch: the last wins, and no stray key of the first stays.
+    store
+        .set_timers(
+            "p",
+            [
+                ("1", Some(t(50))),
+                ("2", Some(t(20))),
+                ("2", Some(t(30))),
+                ("3", None),
+            ],
+        )
+        .unwrap();
+    assert_eq!(store.timers_len(), 2);
+    assert_eq!(
+        store.due_timers(t(100), 10).unwrap(),
+        vec![
+            ("p".into(), "2".into(), t(30)),
+            ("p".into(), "1".into(), t(50))
+        ]
+    );
+    // Unchanged timers cost nothing and stay.
+    store
+        .set_timers("p", [("1", Some(t(50))), ("2", Some(t(30)))])
+        .unwrap();
+    assert_eq!(store.timers_len(), 2);
+}
