@@ -110,12 +110,27 @@ impl Store {
         lead: &str,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let lkey = lead_key(portal, lead);
-        let key = timer_key(at, &lkey);
-        if self.timer_of.get(&lkey)?.as_deref() == Some(&key[..]) {
-            self.timer_of.remove(&lkey)?;
+        self.clear_timers([(portal, lead, at)])
+    }
+
+    /// [`Store::clear_timer`] for every timer a decay pass fired: one sled batch per
+    /// tree.
+    pub fn clear_timers<'a>(
+        &self,
+        fired: impl IntoIterator<Item = (&'a str, &'a str, DateTime<Utc>)>,
+    ) -> Result<(), StoreError> {
+        let mut by_time = sled::Batch::default();
+        let mut by_lead = sled::Batch::default();
+        for (portal, lead, at) in fired {
+            let lkey = lead_key(portal, lead);
+            let key = timer_key(at, &lkey);
+            if self.timer_of.get(&lkey)?.as_deref() == Some(&key[..]) {
+                by_lead.remove(lkey);
+            }
+            by_time.remove(key);
         }
-        self.timers.remove(key)?;
+        self.timer_of.apply_batch(by_lead)?;
+        self.timers.apply_batch(by_time)?;
         Ok(())
     }
 
