@@ -15,6 +15,8 @@
 //! 2. `rss`: the daemon (`app::start`, a Bitrix24 sandbox portal) in a child process on
 //!    a store holding 100,000 such snapshots; VmRSS when idle and VmHWM after a
 //!    `rescore --dry-run` over all of them.
+//!    `LEADSCORE_BENCH_WRAP="heaptrack"` (any command and its arguments) runs that child
+//!    under a tool, to see where its memory goes.
 //! 3. `bitrix24` / `amocrm`: real time against the sandbox at its real limits. The
 //!    floor first (10,000 score writes, 50 per request, through a fresh paced client),
 //!    then the daemon's own rescore job over the same 10,000 leads, whose inputs are
