@@ -744,15 +744,10 @@ impl Model {
     /// Everything about each rule's result that the score and its text show (points,
     /// counts, the dates named), without building a [`Score`]: two instants with equal
     /// signatures score and read the same, so `next_change` compares these (no
-    /// allocation per candidate instant). Fit rules read only the lead's fields, never
-    /// the clock, so they are the same at every instant and left out (matching their
-    /// text patterns was most of the cost of a decay timer).
+    /// allocation per candidate instant). Fit rules never read the clock: left out.
     fn signature(&self, lead: &Lead, order: &Order<'_>, now: DateTime<Utc>, out: &mut Vec<Sig>) {
         out.clear();
-        for rule in &self.rules {
-            if matches!(rule.body, Body::Fit(_)) {
-                continue;
-            }
+        for rule in self.rules.iter().filter(|r| r.timed()) {
             out.push(match eval_rule(rule, lead, order, now) {
                 RuleOut::Nothing => Sig::Nothing,
                 RuleOut::Gap(_) => Sig::Gap,
