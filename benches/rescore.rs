@@ -11,10 +11,12 @@
 //!    weeks each) with due timers; one pass does what the decay path does per lead
 //!    without the CRM: read the due timers, read and decode the snapshot, score it,
 //!    compare with what was last written, render the dated card text, compute and store
-//!    the next timer. This thread's CPU time (`/proc/thread-self/schedstat`).
+//!    the next timers (one batch). This thread's CPU time (`/proc/thread-self/schedstat`).
 //! 2. `rss`: the daemon (`app::start`, a Bitrix24 sandbox portal) in a child process on
 //!    a store holding 100,000 such snapshots; VmRSS when idle and VmHWM after a
 //!    `rescore --dry-run` over all of them.
+//!    `LEADSCORE_BENCH_WRAP="heaptrack"` (any command and its arguments) runs that child
+//!    under a tool, to see where its memory goes.
 //! 3. `bitrix24` / `amocrm`: real time against the sandbox at its real limits. The
 //!    floor first (10,000 score writes, 50 per request, through a fresh paced client),
 //!    then the daemon's own rescore job over the same 10,000 leads, whose inputs are
@@ -144,6 +146,7 @@ fn decay() {
         let wall = Instant::now();
         let due = store.due_timers(t, n).unwrap();
         let mut changed = 0usize;
+        let mut timers = Vec::with_capacity(due.len());
         for (portal, id, _) in &due {
             let snap = store.snapshot(portal, id).unwrap().unwrap();
             let score = model.score(&snap.lead, &snap.activities, t);
@@ -154,10 +157,10 @@ fn decay() {
             }
             let next = model.next_change(&snap.lead, &snap.activities, t);
             // Round 0 keeps the timers due for the next rounds.
-            store
-                .set_timer(portal, id, next.map(|_| t - TimeDelta::seconds(1)))
-                .unwrap();
+            timers.push((id.as_str(), next.map(|_| t - TimeDelta::seconds(1))));
         }
+        // As the score stage does: one batch of timer changes per pass (one portal).
+        store.set_timers(PORTAL, timers).unwrap();
         let cpu = Duration::from_nanos(thread_cpu_ns() - cpu);
         println!(
             "| decay pass {round} | {} due | {changed} changed | {:.3} s CPU | {:.3} s wall |",
@@ -234,7 +237,12 @@ async fn rss(n: usize) {
         on_disk / 1_000_000
     );
     drop(prepared.store);
-    let out = tokio::process::Command::new(std::env::current_exe().unwrap())
+    // LEADSCORE_BENCH_WRAP="heaptrack" (or valgrind ...) runs the child under a tool.
+    let wrap = std::env::var("LEADSCORE_BENCH_WRAP").unwrap_or_default();
+    let mut argv: Vec<String> = wrap.split_whitespace().map(str::to_string).collect();
+    argv.push(std::env::current_exe().unwrap().display().to_string());
+    let out = tokio::process::Command::new(&argv[0])
+        .args(&argv[1..])
         .arg("--rss-child")
         .arg(&prepared.config_path)
         .output()

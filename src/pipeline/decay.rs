@@ -87,10 +87,11 @@ impl Pipeline {
         if !queued {
             return false;
         }
-        for (portal, lead, at) in due {
-            if let Err(e) = self.store.clear_timer(portal, lead, *at) {
-                warn!(error = %e, "cannot clear a decay timer");
-            }
+        let fired = due
+            .iter()
+            .map(|(p, lead, at)| (p.as_str(), lead.as_str(), *at));
+        if let Err(e) = self.store.clear_timers(fired) {
+            warn!(error = %e, "cannot clear the fired decay timers");
         }
         debug!(leads = due.len(), "decay timers fired");
         true

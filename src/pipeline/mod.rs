@@ -239,13 +239,19 @@ impl Pipeline {
     ) -> Result<(), StoreError> {
         let mut due = Vec::with_capacity(subjects.len());
         let rt = self.live().portals.get(portal).cloned();
+        // The window gathers a webhook burst; a timer or a rescore sends each lead once,
+        // and waiting would leave the pacer idle (2 s at the start of every rescore).
+        let coalesce = match cause.source {
+            CauseSource::Decay | CauseSource::Rescore => Duration::ZERO,
+            _ => self.settings.coalesce,
+        };
         for s in subjects {
             let out = self.store.enqueue(
                 portal,
                 s,
                 cause.clone(),
                 now,
-                self.settings.coalesce,
+                coalesce,
                 self.settings.queue_limit,
             )?;
             let hot = match (s, &rt) {

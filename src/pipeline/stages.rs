@@ -217,6 +217,7 @@ impl Pipeline {
         let portal = &rt.portal;
         let now = self.now();
         let mut scored = Vec::with_capacity(planned.len());
+        let mut timers = Vec::with_capacity(planned.len());
         for Planned {
             entry: e,
             previous,
@@ -256,14 +257,7 @@ impl Pipeline {
                 }
             };
             let activities = crate::tracking::with_tracked(&snap.activities, &tracked);
-            if let Err(err) = self.store.set_timer(
-                &portal.id,
-                id,
-                model.next_change(&snap.lead, &activities, now),
-            ) {
-                self.fail(rt, &e, &err.into()).await;
-                continue;
-            }
+            timers.push((id.clone(), model.next_change(&snap.lead, &activities, now)));
             let score = model.score(&snap.lead, &activities, now);
             Metrics::inc(&self.metrics.scores, &portal.id, &score.tier);
             self.metrics
@@ -289,6 +283,14 @@ impl Pipeline {
                 needs_write: !same,
                 shadow,
             });
+        }
+        let timers = timers.iter().map(|(id, at)| (id.as_str(), *at));
+        if let Err(err) = self.store.set_timers(&portal.id, timers) {
+            let err = PipelineError::Store(err);
+            for s in &scored {
+                self.fail(rt, &s.entry, &err).await;
+            }
+            return Vec::new();
         }
         scored
     }

@@ -32,6 +32,13 @@ pub(crate) struct Rule {
     pub(crate) body: Body,
 }
 
+impl Rule {
+    /// Whether the clock can move its result (fit rules read only the lead's fields).
+    pub(crate) fn timed(&self) -> bool {
+        !matches!(self.body, Body::Fit(_))
+    }
+}
+
 /// What a rule looks at.
 #[derive(Debug)]
 pub(crate) enum Body {

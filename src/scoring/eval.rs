@@ -744,10 +744,10 @@ impl Model {
     /// Everything about each rule's result that the score and its text show (points,
     /// counts, the dates named), without building a [`Score`]: two instants with equal
     /// signatures score and read the same, so `next_change` compares these (no
-    /// allocation per candidate instant).
+    /// allocation per candidate instant). Fit rules never read the clock: left out.
     fn signature(&self, lead: &Lead, order: &Order<'_>, now: DateTime<Utc>, out: &mut Vec<Sig>) {
         out.clear();
-        for rule in &self.rules {
+        for rule in self.rules.iter().filter(|r| r.timed()) {
             out.push(match eval_rule(rule, lead, order, now) {
                 RuleOut::Nothing => Sig::Nothing,
                 RuleOut::Gap(_) => Sig::Gap,

@@ -1,6 +1,7 @@
 //! Durable state in sled, behind one small type so sled's API does not leak.
 //!
-//! Trees (values are JSON, so an admin can inspect them and upgrades stay readable):
+//! Trees (values are JSON, so an admin can inspect them and upgrades stay readable;
+//! snapshots, read on every decay and rescore, are a compact binary record):
 //! - `pending`: one entry per (portal, subject) waiting to be processed. Events for the
 //!   same lead merge into one entry, which *is* the coalescing; a generation number lets
 //!   a worker finish an entry only if no new event arrived meanwhile.
@@ -36,6 +37,7 @@ mod ledger;
 pub use ledger::{LedgerEntry, ShadowScore};
 mod meta;
 mod outcomes;
+mod snapshot_codec;
 pub mod tracking;
 pub use outcomes::OutcomePull;
 

@@ -191,3 +191,98 @@ fn timers_come_out_in_due_order_and_replace_each_other() {
         .unwrap();
     assert_eq!(store.due_timers(t(100), 10).unwrap()[0].1, "old");
 }
+
+#[test]
+fn timers_set_in_one_batch_replace_like_single_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let t = |s: i64| DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap();
+    store.set_timer("p", "1", Some(t(5))).unwrap();
+    store.set_timer("p", "3", Some(t(6))).unwrap();
+    // Lead 2 twice in one batch: the last wins, and no stray key of the first stays.
+    store
+        .set_timers(
+            "p",
+            [
+                ("1", Some(t(50))),
+                ("2", Some(t(20))),
+                ("2", Some(t(30))),
+                ("3", None),
+            ],
+        )
+        .unwrap();
+    assert_eq!(store.timers_len(), 2);
+    assert_eq!(
+        store.due_timers(t(100), 10).unwrap(),
+        vec![
+            ("p".into(), "2".into(), t(30)),
+            ("p".into(), "1".into(), t(50))
+        ]
+    );
+    // Unchanged timers cost nothing and stay.
+    store
+        .set_timers("p", [("1", Some(t(50))), ("2", Some(t(30)))])
+        .unwrap();
+    assert_eq!(store.timers_len(), 2);
+    // Fired timers cleared in one batch: lead 1's is gone; lead 2 got a new timer after
+    // its old one (at 20) fired, and keeps it.
+    store
+        .clear_timers([("p", "1", t(50)), ("p", "2", t(20))])
+        .unwrap();
+    assert_eq!(
+        store.due_timers(t(100), 10).unwrap(),
+        vec![("p".into(), "2".into(), t(30))]
+    );
+    store.set_timer("p", "1", Some(t(60))).unwrap();
+    assert_eq!(store.timers_len(), 2);
+}
+
+#[test]
+fn a_json_snapshot_of_an_earlier_version_reads_and_is_rewritten_compact() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let at = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    let snap = InputSnapshot {
+        lead: Lead {
+            id: "7".into(),
+            position: Some("Генеральный директор".into()),
+            ..Lead::default()
+        },
+        activities: vec![Activity {
+            id: "a1".into(),
+            kind: crate::lead::ActivityKind::DemoRequest,
+            direction: None,
+            subject: Some("[demo] Заявка".into()),
+            url: None,
+            at,
+            contact_id: None,
+            mapped_by: None,
+        }],
+        activity_cursor: Some("c".into()),
+        activities_read_at: at,
+        full_read_at: at,
+    };
+    // What the store held before the binary record: the snapshot's JSON.
+    let json = serde_json::to_vec(&snap).unwrap();
+    store
+        .snapshot
+        .insert(lead_key("p", "7"), json.clone())
+        .unwrap();
+    assert_eq!(store.snapshot("p", "7").unwrap(), Some(snap.clone()));
+    store.put_snapshot("p", "7", &snap).unwrap();
+    let raw = store.snapshot.get(lead_key("p", "7")).unwrap().unwrap();
+    assert!(raw[0] != b'{' && raw.len() < json.len());
+    assert_eq!(store.snapshot("p", "7").unwrap(), Some(snap));
+    // A damaged record is an error naming the tree, not a panic.
+    store
+        .snapshot
+        .insert(lead_key("p", "8"), &[1u8, 200][..])
+        .unwrap();
+    assert!(matches!(
+        store.snapshot("p", "8"),
+        Err(StoreError::Corrupt {
+            tree: "snapshot",
+            ..
+        })
+    ));
+}
