@@ -8,6 +8,7 @@ pub mod backtest;
 pub mod cli;
 pub mod cli_backtest;
 pub mod cli_rescore;
+pub mod cli_tracking;
 pub mod config;
 pub mod crashpoint;
 pub mod crm;

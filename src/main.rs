@@ -84,6 +84,18 @@ enum Command {
         #[arg(long)]
         lead: String,
     },
+    /// A campaign link that identifies its reader as a lead (website tracking:
+    /// `?ls=<lead>.<signature>`, signed with the portal's identify secret).
+    Link {
+        #[arg(long, env = "LEADSCORE_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        portal: String,
+        #[arg(long)]
+        lead: String,
+        #[arg(long)]
+        url: String,
+    },
     /// Queue, dead letters, last sweep, leads by tier and today's tasks per portal
     /// (asks the running daemon when it holds the data dir).
     Status {
@@ -161,6 +173,12 @@ fn main() -> ExitCode {
             lead,
         } => cli::history(&config, &portal, &lead),
         Command::Status { config } => cli::status(&config),
+        Command::Link {
+            config,
+            portal,
+            lead,
+            url,
+        } => leadscore::cli_tracking::link(&config, &portal, &lead, &url),
         Command::Rescore { config, args } => leadscore::cli_rescore::run(&config, &args, format),
         Command::Backtest(cmd) => leadscore::cli_backtest::run(&cmd),
         Command::Tune(args) => leadscore::cli_backtest::run_tune(&args),

@@ -8,6 +8,7 @@
 //! `payload` (what a browser may send), `identify` (the signed call) and `routes`.
 
 pub mod identify;
+pub mod link;
 pub mod payload;
 pub mod routes;
 

@@ -23,6 +23,8 @@ pub struct TrackBatch {
     pub site_key: String,
     pub visitor: String,
     pub events: Vec<TrackedEvent>,
+    /// A signed link's token (`?ls=` of the landing page), checked by the route.
+    pub link: Option<String>,
 }
 
 /// Why a body was refused (400).
@@ -46,6 +48,8 @@ struct Wire {
     k: String,
     v: String,
     e: Vec<WireEvent>,
+    #[serde(default)]
+    ls: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -104,10 +108,12 @@ pub fn parse(body: &[u8], now: DateTime<Utc>) -> Result<TrackBatch, PayloadError
             at,
         });
     }
+    let link = wire.ls.filter(|l| l.len() <= 64);
     Ok(TrackBatch {
         site_key: wire.k,
         visitor: wire.v,
         events,
+        link,
     })
 }
 

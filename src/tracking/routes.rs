@@ -214,6 +214,17 @@ async fn track(
         return cors(origin, StatusCode::TOO_MANY_REQUESTS);
     }
     let store = &state.pipeline.store;
+    // A signed campaign link names the visitor (only the secret's holder makes one).
+    if let Some(lead) = batch
+        .link
+        .as_deref()
+        .and_then(|l| super::link::verify(&t.identify_secret, l))
+    {
+        if let Err(e) = store.identify_visitor(&portal, &batch.visitor, &lead, now) {
+            info!(portal = %portal, error = %e, "cannot record a link identification");
+            return cors(origin, StatusCode::SERVICE_UNAVAILABLE);
+        }
+    }
     let lead = match store.track(&portal, &batch.visitor, &batch.events) {
         Ok(l) => l,
         Err(e) => {

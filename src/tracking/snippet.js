@@ -8,7 +8,12 @@
   var s = document.currentScript, base = s.src.replace(/\/track\.js.*$/, "");
   var portal = s.getAttribute("data-portal"), key = s.getAttribute("data-key");
   var needConsent = s.getAttribute("data-consent") === "required";
-  var KEY = "leadscore_vid", queue = [], timer = null, allowed = !needConsent;
+  var KEY = "leadscore_vid", queue = [], timer = null, allowed = !needConsent, link = null;
+  try {
+    var q = new URLSearchParams(location.search);
+    link = q.get("ls");
+    if (link) { q.delete("ls"); history.replaceState(null, "", location.pathname + (q.toString() ? "?" + q : "") + location.hash); }
+  } catch (e) {}
   function vid() {
     var v = null;
     try { v = localStorage.getItem(KEY); } catch (e) {}
@@ -22,7 +27,9 @@
   function flush() {
     timer = null;
     if (!allowed || !queue.length) return;
-    var body = JSON.stringify({ k: key, v: vid(), e: queue.splice(0, 10) });
+    var batch = { k: key, v: vid(), e: queue.splice(0, 10) };
+    if (link) { batch.ls = link; link = null; }
+    var body = JSON.stringify(batch);
     var url = base + "/track/" + encodeURIComponent(portal);
     if (!(navigator.sendBeacon && navigator.sendBeacon(url, new Blob([body], { type: "text/plain" })))) {
       fetch(url, { method: "POST", body: body, keepalive: true, mode: "cors", headers: { "content-type": "text/plain" } });

@@ -166,6 +166,31 @@ async fn a_visitor_identified_by_the_site_backend_raises_the_lead_score_and_noth
         .unwrap();
     assert_eq!(pre.status(), 204);
     assert_eq!(pre.headers()["access-control-allow-origin"], ORIGIN);
+    // A signed campaign link identifies a new visitor; a forged one does not.
+    let token = leadscore::tracking::link::token(&SecretString::from(SECRET), &lead.to_string());
+    let forged = format!("{lead}.00112233445566778899aabbccddeeff");
+    let visit = |v: &str, ls: &str| json!({"k": SITE_KEY, "v": v, "ls": ls, "e": [{"t": "page_view", "u": "https://shop.example.ru/offer"}]});
+    assert_eq!(
+        track(&d, ORIGIN, visit("v-mail-forged-0001", &forged)).await,
+        204
+    );
+    assert_eq!(
+        track(&d, ORIGIN, visit("v-mail-signed-0001", &token)).await,
+        204
+    );
+    let store = d.store();
+    assert_eq!(
+        store
+            .visitor_lead(leadscore::demo::PORTAL, "v-mail-forged-0001")
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .visitor_lead(leadscore::demo::PORTAL, "v-mail-signed-0001")
+            .unwrap(),
+        Some(lead.to_string())
+    );
     let js = reqwest::get(format!("http://{}/track.js", d.addr()))
         .await
         .unwrap();
