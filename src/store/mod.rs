@@ -30,6 +30,7 @@ use sled::Transactional;
 use crate::crm::{LeadId, Subject, TaskRef};
 use crate::lead::{Activity, Lead};
 
+mod group;
 mod inputs;
 mod ledger;
 
@@ -235,6 +236,7 @@ pub struct Store {
     timer_of: sled::Tree,
     meta: sled::Tree,
     pending_count: AtomicUsize,
+    group: group::GroupFlush,
 }
 
 impl std::fmt::Debug for Store {
@@ -385,21 +387,20 @@ impl Store {
             meta: db.open_tree("meta")?,
             pending,
             pending_count: AtomicUsize::new(count),
+            group: group::GroupFlush::default(),
             db,
         })
     }
 
     /// Make everything written so far durable. Webhooks are acknowledged only after this.
-    ///
-    /// sled's own `flush_async` can stall when several tasks flush at once, so the
-    /// blocking `flush` runs on tokio's blocking pool instead (concurrent callers share
-    /// one fsync of sled's log).
+    /// Group commit (`group`): one fsync serves every caller waiting at that instant.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.flush())
-            .await
-            .map_err(|e| StoreError::Sled(sled::Error::Io(std::io::Error::other(e))))??;
-        Ok(())
+        self.group.flush(&self.db).await
+    }
+
+    /// fsyncs [`Store::flush`] has run since open (how many callers one served).
+    pub fn flushes(&self) -> u64 {
+        self.group.flushes()
     }
 
     /// Flush from synchronous code (a token-rotation callback); blocks the caller for
