@@ -554,9 +554,10 @@ async fn an_activity_event_scores_its_lead_in_the_same_turn() {
     );
     assert_eq!(
         c.by_method.get("batch").copied(),
-        Some(3),
-        "resolve, read and write: {c:?}"
+        Some(4),
+        "resolve, read, write and the call-now task (a batch of one): {c:?}"
     );
+    assert_eq!(c.requests, 4, "nothing but batches: {c:?}");
 
     d.sandbox.reset_counters();
     assert_eq!(d.post(&activity_event(elsewhere)).await.0, 200);

@@ -20,5 +20,6 @@ mod shadow_model;
 mod sighup_rescore;
 mod status_dashboard;
 mod sweep_own_writes;
+mod task_batches;
 mod trigger;
 mod volume_bitrix24;
