@@ -472,8 +472,14 @@ impl Store {
     }
 
     /// Finish an entry processed at generation `entry.gen`. If events arrived meanwhile,
-    /// the newer entry stays (and is returned) so they are processed too.
-    pub fn complete(&self, entry: &PendingEntry) -> Result<Option<PendingEntry>, StoreError> {
+    /// the newer entry stays (and is returned) so they are processed too, but not before
+    /// `next_due` (now + the coalescing window): a lead is read at most once per window
+    /// however many webhooks keep arriving for it.
+    pub fn complete(
+        &self,
+        entry: &PendingEntry,
+        next_due: DateTime<Utc>,
+    ) -> Result<Option<PendingEntry>, StoreError> {
         let key = entry.key();
         let gen = entry.gen;
         let out = self
@@ -489,6 +495,7 @@ impl Store {
                         // Newer events: process them soon, as fresh work.
                         c.attempts = 0;
                         c.last_error = None;
+                        c.due_at = c.due_at.max(next_due);
                         tx.insert(key.as_slice(), enc(&c))?;
                         Ok((false, Some(c)))
                     }

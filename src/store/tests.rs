@@ -68,10 +68,20 @@ fn complete_keeps_an_entry_that_got_new_events_meanwhile() {
     let read = s.pending_all().unwrap().remove(0);
     s.enqueue("p", &lead("1"), cause("e2", t(1)), t(1), WINDOW, 10)
         .unwrap();
-    let newer = s.complete(&read).unwrap().expect("newer entry survives");
+    // Finished at t(3): the newer events wait a window (no back-to-back read).
+    let newer = s
+        .complete(&read, t(5))
+        .unwrap()
+        .expect("newer entry survives");
     assert_eq!(newer.gen, 2);
+    assert_eq!(
+        newer.due_at,
+        t(5),
+        "due one window after the read, not at t(2)"
+    );
+    assert_eq!(s.pending_get(&newer.key()).unwrap().unwrap().due_at, t(5));
     assert_eq!(s.pending_len(), 1);
-    assert_eq!(s.complete(&newer).unwrap(), None);
+    assert_eq!(s.complete(&newer, t(9)).unwrap(), None);
     assert_eq!(s.pending_len(), 0);
     assert!(s.pending_all().unwrap().is_empty());
 }
