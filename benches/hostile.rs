@@ -6,6 +6,8 @@
 //! cargo bench --bench hostile            # both parts (~1 min)
 //! cargo bench --bench hostile -- parse   # CPU time of the worst bodies only
 //! cargo bench --bench hostile -- attack  # webhook latency under 8 attackers only
+//! cargo bench --bench hostile -- intake  # wrk: durable-ack throughput (issue 19; only
+//!                                        # when named, needs `wrk` on the PATH)
 //! ```
 //!
 //! 1. `parse`: CPU time (this thread's, from `/proc/thread-self/schedstat`) that the
@@ -263,6 +265,38 @@ fn attack_part(hook: String) {
     });
 }
 
+/// Every request a new lead (`ONCRMLEADADD` with a fresh id), acknowledged only once
+/// durable: `wrk -t2 -c32 -d10s --latency`, on the same 2 cores as the daemon.
+fn intake_part(hook: &str) {
+    let script = format!(
+        r#"local threads = {{}}
+function setup(thread) thread:set("tid", #threads + 1); table.insert(threads, thread) end
+local n = 0
+request = function()
+  n = n + 1
+  local body = "event=ONCRMLEADADD&data%5BFIELDS%5D%5BID%5D=" .. (tid * 100000000 + n) .. "&ts=1763000000{}"
+  return wrk.format("POST", nil, {{["Content-Type"] = "application/x-www-form-urlencoded"}}, body)
+end
+"#,
+        auth_suffix()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new_lead.lua");
+    std::fs::write(&path, script).unwrap();
+    let cpu_before = daemon_cpu_ns();
+    let out = std::process::Command::new("wrk")
+        .args(["-t2", "-c32", "-d10s", "--latency", "-s"])
+        .arg(&path)
+        .arg(hook)
+        .output()
+        .expect("wrk on the PATH (apt-get install -y wrk)");
+    let cpu = daemon_cpu_ns() - cpu_before;
+    println!("## intake with durable ack: wrk -t2 -c32 -d10s --latency, a new lead per request\n");
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    println!("daemon CPU during the run: {:.2} s", cpu as f64 / 1e9);
+}
+
 fn main() {
     let filter: Vec<String> = std::env::args()
         .skip(1)
@@ -276,6 +310,7 @@ fn main() {
         "info",
         std::io::sink,
     );
+    let intake = filter.iter().any(|f| f == "intake");
     let daemon_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("daemon")
@@ -292,6 +327,8 @@ fn main() {
         // each webhook costs exactly its parse, enqueue and flush.
         config.server.coalesce_ms = 3_600_000;
         config.server.sweep_interval_secs = 3600;
+        // The intake part queues a new lead per request, far past the default bound.
+        config.server.queue_limit = 10_000_000;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let running = leadscore::app::start_with_store(
             config.clone(),
@@ -303,10 +340,16 @@ fn main() {
         .unwrap();
         (sandbox, running, config)
     });
-    if wants("parse") {
+    if intake {
+        let hook = format!("http://{}/webhooks/bitrix24/{}", running.addr, demo::PORTAL);
+        let before = running.pipeline.store.flushes();
+        intake_part(&hook);
+        let fsyncs = running.pipeline.store.flushes() - before;
+        println!("sled fsyncs during the run: {fsyncs}");
+    } else if wants("parse") {
         parse_part(&config);
     }
-    if wants("attack") {
+    if !intake && wants("attack") {
         let hook = format!("http://{}/webhooks/bitrix24/{}", running.addr, demo::PORTAL);
         std::thread::spawn(move || attack_part(hook))
             .join()

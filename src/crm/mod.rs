@@ -314,6 +314,23 @@ pub trait Crm: Send + Sync {
         request: &TaskRequest,
     ) -> Result<TaskRef, CrmError>;
 
+    /// Create many call-now tasks in as few requests as the CRM allows (Bitrix24: 50
+    /// per `batch`, amoCRM: 50 per `POST /api/v4/tasks`): one result per request, in
+    /// order, so one refused task does not fail the others. Every marker must be
+    /// durable before this is called: a task whose result is an error may still exist
+    /// (an ambiguous answer), and recovery finds it by its marker.
+    async fn create_tasks(
+        &self,
+        task: &TaskSection,
+        requests: &[TaskRequest],
+    ) -> Vec<Result<TaskRef, CrmError>> {
+        let mut out = Vec::with_capacity(requests.len());
+        for r in requests {
+            out.push(self.create_task(task, r).await);
+        }
+        out
+    }
+
     /// Is a task we created on this lead still open? (No new task while one is open.)
     /// A task id not bound to `lead_id` counts as not open.
     async fn task_open(
@@ -353,6 +370,41 @@ pub trait Crm: Send + Sync {
     fn pacing(&self) -> Option<PacingState> {
         None
     }
+}
+
+/// Per task request of a `create_tasks` call, its result once known.
+pub(crate) type TaskSlots = Vec<Option<Result<TaskRef, CrmError>>>;
+
+/// Each task request in the CRM's own form, for `create_tasks`: a request that cannot
+/// be put in that form gets its error at once, the rest come back with their index.
+pub(crate) fn prepare_tasks<T>(
+    requests: &[TaskRequest],
+    build: impl Fn(&TaskRequest) -> Result<T, CrmError>,
+) -> (TaskSlots, Vec<(usize, T)>) {
+    let mut out: TaskSlots = vec![None; requests.len()];
+    let mut todo = Vec::new();
+    for (i, r) in requests.iter().enumerate() {
+        match build(r) {
+            Ok(t) => todo.push((i, t)),
+            Err(e) => out[i] = Some(Err(e)),
+        }
+    }
+    (out, todo)
+}
+
+/// The results of `create_tasks`, one per request; a request the CRM gave no answer
+/// for failed transiently (its marker lets the retry find it if it was made).
+pub(crate) fn task_results(out: TaskSlots) -> Vec<Result<TaskRef, CrmError>> {
+    out.into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Err(CrmError::Transient {
+                    message: "the CRM gave no answer for this task".into(),
+                    retry_after: None,
+                })
+            })
+        })
+        .collect()
 }
 
 /// What an admin asks of a CRM, apart from the daemon's runtime work: `leadscore

@@ -407,7 +407,8 @@ impl Pipeline {
     }
 
     async fn finish(&self, e: &PendingEntry) {
-        match self.store.complete(e) {
+        let window = chrono::Duration::from_std(self.settings.coalesce).unwrap_or_default();
+        match self.store.complete(e, self.now() + window) {
             Ok(Some(newer)) => {
                 debug!(key = ?String::from_utf8_lossy(&newer.key()), "more events arrived meanwhile");
             }

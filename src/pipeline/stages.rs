@@ -342,6 +342,7 @@ impl Pipeline {
     ) {
         let portal = &rt.portal;
         let now = self.now();
+        let mut fires = Vec::new();
         for s in scored {
             let Scored {
                 entry: e,
@@ -402,24 +403,61 @@ impl Pipeline {
                 .clone()
                 .or_else(|| portal.task.fallback_responsible_id.clone());
             let allow_new = self.tasks_allowed(&e, rep.as_deref()).await;
-            match trigger::apply_with(&self.store, rt, &lead, &score, &explanation, now, allow_new)
+            match trigger::decide(&self.store, rt, &lead, &score, &explanation, now, allow_new)
                 .await
             {
-                Ok(outcome) => {
-                    match outcome {
-                        trigger::TriggerOutcome::Created(_) => {
-                            self.count_rescore_task(&e, rep.as_deref()).await;
-                            Metrics::inc(&self.metrics.tasks, &portal.id, "created")
-                        }
-                        trigger::TriggerOutcome::Recovered(_) => {
-                            Metrics::inc(&self.metrics.tasks, &portal.id, "recovered")
-                        }
-                        trigger::TriggerOutcome::Nothing => {}
-                    }
-                    self.finish(&e).await
+                // A bulk rescore's tasks count against a per-rep cap as each is
+                // made, so they go one at a time; every other crossing waits for the
+                // turn's batch.
+                Ok(trigger::Step::Fire(f))
+                    if e.causes.iter().all(|c| c.source == CauseSource::Rescore) =>
+                {
+                    let mut res = trigger::fire_all(&self.store, rt, vec![f]).await;
+                    let res = res.pop().unwrap_or(Ok(trigger::TriggerOutcome::Nothing));
+                    self.triggered(rt, &e, rep, res).await
                 }
+                Ok(trigger::Step::Fire(f)) => fires.push((e, rep, f)),
+                Ok(trigger::Step::Done(outcome)) => self.triggered(rt, &e, rep, Ok(outcome)).await,
                 Err(err) => self.fail(rt, &e, &err).await,
             }
+        }
+        if fires.is_empty() {
+            return;
+        }
+        // Every crossing of the turn at once: one flush of the intents, tasks in batches.
+        let (entries, fires): (Vec<_>, Vec<_>) =
+            fires.into_iter().map(|(e, rep, f)| ((e, rep), f)).unzip();
+        let results = trigger::fire_all(&self.store, rt, fires).await;
+        for ((e, rep), res) in entries.into_iter().zip(results) {
+            self.triggered(rt, &e, rep, res).await;
+        }
+    }
+
+    /// Count what the trigger did for an entry and finish it, or hand it to the retry
+    /// policy (a crossing whose task failed keeps its intent and is tried again alone).
+    async fn triggered(
+        &self,
+        rt: &PortalRuntime,
+        e: &PendingEntry,
+        rep: Option<String>,
+        res: Result<trigger::TriggerOutcome, PipelineError>,
+    ) {
+        let portal = &rt.portal;
+        match res {
+            Ok(outcome) => {
+                match outcome {
+                    trigger::TriggerOutcome::Created(_) => {
+                        self.count_rescore_task(e, rep.as_deref()).await;
+                        Metrics::inc(&self.metrics.tasks, &portal.id, "created")
+                    }
+                    trigger::TriggerOutcome::Recovered(_) => {
+                        Metrics::inc(&self.metrics.tasks, &portal.id, "recovered")
+                    }
+                    trigger::TriggerOutcome::Nothing => {}
+                }
+                self.finish(e).await
+            }
+            Err(err) => self.fail(rt, e, &err).await,
         }
     }
 }

@@ -5,6 +5,11 @@
 //! recovery find a task that was created but not recorded, so no lead ever gets two.
 //! Re-arming needs the score to fall below `rearm_below`, the cool-down to pass, and our
 //! previous task to be closed.
+//!
+//! A worker turn decides for all its leads first ([`decide`]) and creates the tasks of
+//! every crossing together ([`fire_all`]): all intents are flushed with one fsync, then
+//! the CRM gets them in batches (50 per request), and each task's own error leaves only
+//! that lead to retry.
 
 use chrono::{DateTime, Utc};
 use tracing::info;
@@ -57,6 +62,22 @@ fn task_request(
     }
 }
 
+/// What the state machine decided for one lead: finished, or a task to create.
+#[derive(Debug)]
+pub enum Step {
+    Done(TriggerOutcome),
+    Fire(Fire),
+}
+
+/// A task to create for a crossing, with the marker its intent is recorded under.
+#[derive(Debug, Clone)]
+pub struct Fire {
+    lead_id: String,
+    score: i32,
+    request: TaskRequest,
+    now: DateTime<Utc>,
+}
+
 /// Advance the crossing state machine for a freshly scored lead.
 pub async fn apply(
     store: &Store,
@@ -81,16 +102,37 @@ pub async fn apply_with(
     now: DateTime<Utc>,
     allow_new: bool,
 ) -> Result<TriggerOutcome, PipelineError> {
+    match decide(store, rt, lead, score, why, now, allow_new).await? {
+        Step::Done(outcome) => Ok(outcome),
+        Step::Fire(f) => fire_all(store, rt, vec![f])
+            .await
+            .pop()
+            .unwrap_or(Ok(TriggerOutcome::Nothing)),
+    }
+}
+
+/// The state machine's decision for one lead, without creating a task: a crossing
+/// comes back as [`Step::Fire`] for [`fire_all`]. Recovery of an intended task (found
+/// by its marker) and the open-task check run here.
+pub async fn decide(
+    store: &Store,
+    rt: &PortalRuntime,
+    lead: &Lead,
+    score: &Score,
+    why: &str,
+    now: DateTime<Utc>,
+    allow_new: bool,
+) -> Result<Step, PipelineError> {
     let portal = &rt.portal;
     if !portal.task.enabled {
-        return Ok(TriggerOutcome::Nothing);
+        return Ok(Step::Done(TriggerOutcome::Nothing));
     }
     let above = score.total > portal.threshold;
     let state = store.crossing(&portal.id, &lead.id)?;
     match state {
         Crossing::Armed => {
             if !above {
-                return Ok(TriggerOutcome::Nothing);
+                return Ok(Step::Done(TriggerOutcome::Nothing));
             }
             if !allow_new {
                 store.set_crossing(
@@ -101,7 +143,7 @@ pub async fn apply_with(
                         at: now,
                     },
                 )?;
-                return Ok(TriggerOutcome::Nothing);
+                return Ok(Step::Done(TriggerOutcome::Nothing));
             }
             let marker = format!(
                 "leadscore:{}:{}:{}",
@@ -109,27 +151,37 @@ pub async fn apply_with(
                 lead.id,
                 now.timestamp_millis()
             );
-            fire(store, rt, lead, score, why, marker, now).await
+            Ok(fire(rt, lead, score, why, marker, now))
         }
         Crossing::Intent { marker, .. } => {
             if let Some(task) = rt.crm.find_task(&rt.portal.task, &lead.id, &marker).await? {
-                record_fired(store, portal, lead, &task, &marker, now).await?;
+                store.set_crossing(
+                    &portal.id,
+                    &lead.id,
+                    &Crossing::Fired {
+                        task: task.clone(),
+                        marker: marker.clone(),
+                        at: now,
+                        fell_below: false,
+                    },
+                )?;
+                store.flush().await?;
                 info!(portal = %portal.id, lead = %lead.id, task = %task.id, "recovered a task created before a restart");
-                return Ok(TriggerOutcome::Recovered(task));
+                return Ok(Step::Done(TriggerOutcome::Recovered(task)));
             }
             if above {
-                fire(store, rt, lead, score, why, marker, now).await
+                Ok(fire(rt, lead, score, why, marker, now))
             } else {
                 // The lead fell back before the task was made: no crossing any more.
                 store.set_crossing(&portal.id, &lead.id, &Crossing::Armed)?;
-                Ok(TriggerOutcome::Nothing)
+                Ok(Step::Done(TriggerOutcome::Nothing))
             }
         }
         Crossing::Suppressed { .. } => {
             if score.total < portal.rearm_below {
                 store.set_crossing(&portal.id, &lead.id, &Crossing::Armed)?;
             }
-            Ok(TriggerOutcome::Nothing)
+            Ok(Step::Done(TriggerOutcome::Nothing))
         }
         Crossing::Fired {
             task,
@@ -148,11 +200,11 @@ pub async fn apply_with(
                         fell_below: true,
                     },
                 )?;
-                return Ok(TriggerOutcome::Nothing);
+                return Ok(Step::Done(TriggerOutcome::Nothing));
             }
             let cooled = now - at >= chrono::Duration::hours(i64::from(portal.task.cooldown_hours));
             if !(above && fell_below && cooled && allow_new) {
-                return Ok(TriggerOutcome::Nothing);
+                return Ok(Step::Done(TriggerOutcome::Nothing));
             }
             if rt
                 .crm
@@ -160,7 +212,7 @@ pub async fn apply_with(
                 .await?
             {
                 // Never a second task while the rep still has ours open.
-                return Ok(TriggerOutcome::Nothing);
+                return Ok(Step::Done(TriggerOutcome::Nothing));
             }
             let marker = format!(
                 "leadscore:{}:{}:{}",
@@ -168,58 +220,118 @@ pub async fn apply_with(
                 lead.id,
                 now.timestamp_millis()
             );
-            fire(store, rt, lead, score, why, marker, now).await
+            Ok(fire(rt, lead, score, why, marker, now))
         }
     }
 }
 
-async fn fire(
-    store: &Store,
+fn fire(
     rt: &PortalRuntime,
     lead: &Lead,
     score: &Score,
     why: &str,
     marker: String,
     now: DateTime<Utc>,
-) -> Result<TriggerOutcome, PipelineError> {
-    let portal = &rt.portal;
-    store.set_crossing(
-        &portal.id,
-        &lead.id,
-        &Crossing::Intent {
-            marker: marker.clone(),
-            score: score.total,
-            at: now,
-        },
-    )?;
-    store.flush().await?;
-    crate::crashpoint::hit("after_intent");
-    let req = task_request(portal, lead, score, why, &marker, now);
-    let task = rt.crm.create_task(&rt.portal.task, &req).await?;
-    crate::crashpoint::hit("after_task_create");
-    record_fired(store, portal, lead, &task, &marker, now).await?;
-    info!(portal = %portal.id, lead = %lead.id, task = %task.id, score = score.total, "call-now task created");
-    Ok(TriggerOutcome::Created(task))
+) -> Step {
+    Step::Fire(Fire {
+        lead_id: lead.id.clone(),
+        score: score.total,
+        request: task_request(&rt.portal, lead, score, why, &marker, now),
+        now,
+    })
 }
 
-async fn record_fired(
+/// Create the tasks of many crossings: every intent with its marker is written and made
+/// durable with one flush *before* the CRM hears of any task, the tasks go out in as
+/// few requests as the CRM allows, and each created task is recorded. One result per
+/// crossing, in order; an error leaves that lead in `Intent`, so its retry first looks
+/// for the task by its marker.
+pub async fn fire_all(
+    store: &Store,
+    rt: &PortalRuntime,
+    fires: Vec<Fire>,
+) -> Vec<Result<TriggerOutcome, PipelineError>> {
+    let portal = &rt.portal;
+    let mut out: Vec<Option<Result<TriggerOutcome, PipelineError>>> =
+        (0..fires.len()).map(|_| None).collect();
+    let mut sent = Vec::new();
+    for (i, f) in fires.iter().enumerate() {
+        let intent = Crossing::Intent {
+            marker: f.request.marker.clone(),
+            score: f.score,
+            at: f.now,
+        };
+        match store.set_crossing(&portal.id, &f.lead_id, &intent) {
+            Ok(()) => sent.push(i),
+            Err(e) => out[i] = Some(Err(e.into())),
+        }
+    }
+    if let Err(e) = store.flush().await {
+        // Nothing was sent: every crossing of the turn is retried.
+        let e = PipelineError::from(e);
+        return out
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(again(&e))))
+            .collect();
+    }
+    crate::crashpoint::hit("after_intent");
+    let requests: Vec<TaskRequest> = sent.iter().map(|&i| fires[i].request.clone()).collect();
+    let created = if requests.is_empty() {
+        Vec::new()
+    } else {
+        rt.crm.create_tasks(&portal.task, &requests).await
+    };
+    crate::crashpoint::hit("after_task_create");
+    for (&i, res) in sent.iter().zip(created) {
+        let f = &fires[i];
+        out[i] = Some(match res {
+            Ok(task) => record_fired(store, portal, f, &task).map(|()| {
+                info!(portal = %portal.id, lead = %f.lead_id, task = %task.id, score = f.score, "call-now task created");
+                TriggerOutcome::Created(task)
+            }),
+            Err(e) => Err(e.into()),
+        });
+    }
+    let flushed = store.flush().await.map_err(PipelineError::from);
+    out.into_iter()
+        .map(|r| match (r, &flushed) {
+            (Some(Ok(o)), Ok(())) => Ok(o),
+            (Some(Ok(_)), Err(e)) => Err(again(e)),
+            (Some(Err(e)), _) => Err(e),
+            (None, _) => Err(PipelineError::Crm(crate::crm::CrmError::Transient {
+                message: "the CRM gave no result for this task".into(),
+                retry_after: None,
+            })),
+        })
+        .collect()
+}
+
+/// The same failure for another crossing of the batch (store errors keep their text).
+fn again(e: &PipelineError) -> PipelineError {
+    match e {
+        PipelineError::Crm(c) => PipelineError::Crm(c.clone()),
+        PipelineError::Store(s) => PipelineError::Store(crate::store::StoreError::Sled(
+            sled::Error::Io(std::io::Error::other(s.to_string())),
+        )),
+    }
+}
+
+/// Record a created task (the caller flushes).
+fn record_fired(
     store: &Store,
     portal: &Portal,
-    lead: &Lead,
+    f: &Fire,
     task: &TaskRef,
-    marker: &str,
-    now: DateTime<Utc>,
 ) -> Result<(), PipelineError> {
     store.set_crossing(
         &portal.id,
-        &lead.id,
+        &f.lead_id,
         &Crossing::Fired {
             task: task.clone(),
-            marker: marker.to_string(),
-            at: now,
+            marker: f.request.marker.clone(),
+            at: f.now,
             fell_below: false,
         },
     )?;
-    store.flush().await?;
     Ok(())
 }

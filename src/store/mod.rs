@@ -31,6 +31,7 @@ use sled::Transactional;
 use crate::crm::{LeadId, Subject, TaskRef};
 use crate::lead::{Activity, Lead};
 
+mod group;
 mod inputs;
 mod ledger;
 
@@ -242,6 +243,7 @@ pub struct Store {
     meta: sled::Tree,
     tracking: tracking::TrackingTrees,
     pending_count: AtomicUsize,
+    group: group::GroupFlush,
 }
 
 impl std::fmt::Debug for Store {
@@ -393,21 +395,20 @@ impl Store {
             tracking: tracking::TrackingTrees::open(&db)?,
             pending,
             pending_count: AtomicUsize::new(count),
+            group: group::GroupFlush::default(),
             db,
         })
     }
 
     /// Make everything written so far durable. Webhooks are acknowledged only after this.
-    ///
-    /// sled's own `flush_async` can stall when several tasks flush at once, so the
-    /// blocking `flush` runs on tokio's blocking pool instead (concurrent callers share
-    /// one fsync of sled's log).
+    /// Group commit (`group`): one fsync serves every caller waiting at that instant.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.flush())
-            .await
-            .map_err(|e| StoreError::Sled(sled::Error::Io(std::io::Error::other(e))))??;
-        Ok(())
+        self.group.flush(&self.db).await
+    }
+
+    /// fsyncs [`Store::flush`] has run since open (how many callers one served).
+    pub fn flushes(&self) -> u64 {
+        self.group.flushes()
     }
 
     /// Flush from synchronous code (a token-rotation callback); blocks the caller for
@@ -479,8 +480,14 @@ impl Store {
     }
 
     /// Finish an entry processed at generation `entry.gen`. If events arrived meanwhile,
-    /// the newer entry stays (and is returned) so they are processed too.
-    pub fn complete(&self, entry: &PendingEntry) -> Result<Option<PendingEntry>, StoreError> {
+    /// the newer entry stays (and is returned) so they are processed too, but not before
+    /// `next_due` (now + the coalescing window): a lead is read at most once per window
+    /// however many webhooks keep arriving for it.
+    pub fn complete(
+        &self,
+        entry: &PendingEntry,
+        next_due: DateTime<Utc>,
+    ) -> Result<Option<PendingEntry>, StoreError> {
         let key = entry.key();
         let gen = entry.gen;
         let out = self
@@ -496,6 +503,7 @@ impl Store {
                         // Newer events: process them soon, as fresh work.
                         c.attempts = 0;
                         c.last_error = None;
+                        c.due_at = c.due_at.max(next_due);
                         tx.insert(key.as_slice(), enc(&c))?;
                         Ok((false, Some(c)))
                     }

@@ -68,10 +68,20 @@ fn complete_keeps_an_entry_that_got_new_events_meanwhile() {
     let read = s.pending_all().unwrap().remove(0);
     s.enqueue("p", &lead("1"), cause("e2", t(1)), t(1), WINDOW, 10)
         .unwrap();
-    let newer = s.complete(&read).unwrap().expect("newer entry survives");
+    // Finished at t(3): the newer events wait a window (no back-to-back read).
+    let newer = s
+        .complete(&read, t(5))
+        .unwrap()
+        .expect("newer entry survives");
     assert_eq!(newer.gen, 2);
+    assert_eq!(
+        newer.due_at,
+        t(5),
+        "due one window after the read, not at t(2)"
+    );
+    assert_eq!(s.pending_get(&newer.key()).unwrap().unwrap().due_at, t(5));
     assert_eq!(s.pending_len(), 1);
-    assert_eq!(s.complete(&newer).unwrap(), None);
+    assert_eq!(s.complete(&newer, t(9)).unwrap(), None);
     assert_eq!(s.pending_len(), 0);
     assert!(s.pending_all().unwrap().is_empty());
 }
@@ -285,4 +295,53 @@ fn a_json_snapshot_of_an_earlier_version_reads_and_is_rewritten_compact() {
             ..
         })
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_flushes_share_fsyncs_and_all_return() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(Store::open(dir.path()).unwrap());
+    let before = s.flushes();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let s = s.clone();
+        set.spawn(async move {
+            s.enqueue(
+                "p",
+                &lead(&i.to_string()),
+                cause("e", t(0)),
+                t(0),
+                WINDOW,
+                1000,
+            )
+            .unwrap();
+            s.flush().await.unwrap();
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.unwrap();
+    }
+    let fsyncs = s.flushes() - before;
+    assert!(fsyncs >= 1);
+    assert!(fsyncs < 200, "200 waiting callers took {fsyncs} fsyncs");
+    assert_eq!(s.pending_len(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_dropped_mid_flush_hands_the_lead_on() {
+    use std::future::Future;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    s.enqueue("p", &lead("1"), cause("e", t(0)), t(0), WINDOW, 10)
+        .unwrap();
+    {
+        // Poll once: this caller takes the lead and waits on the blocking pool.
+        let mut first = Box::pin(s.flush());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let _ = first.as_mut().poll(&mut cx);
+    }
+    tokio::time::timeout(std::time::Duration::from_secs(5), s.flush())
+        .await
+        .expect("the next caller is not stuck behind a dropped leader")
+        .unwrap();
 }

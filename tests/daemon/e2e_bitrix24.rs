@@ -554,9 +554,10 @@ async fn an_activity_event_scores_its_lead_in_the_same_turn() {
     );
     assert_eq!(
         c.by_method.get("batch").copied(),
-        Some(3),
-        "resolve, read and write: {c:?}"
+        Some(4),
+        "resolve, read, write and the call-now task (a batch of one): {c:?}"
     );
+    assert_eq!(c.requests, 4, "nothing but batches: {c:?}");
 
     d.sandbox.reset_counters();
     assert_eq!(d.post(&activity_event(elsewhere)).await.0, 200);
@@ -611,4 +612,49 @@ async fn the_portal_activity_map_classifies_its_own_activity_shapes() {
         Some(90),
         "60 fit + 20 demo request + 10 price list"
     );
+}
+
+/// Issue 19: a lead that keeps receiving webhooks is read at most once per coalescing
+/// window (completing a turn leaves the newer events due a window later, not at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lead_under_a_stream_of_webhooks_is_read_once_per_window() {
+    let d = Daemon::start(Options {
+        bind_events: false,
+        coalesce_ms: 500,
+        ..Options::default()
+    })
+    .await;
+    let lead = d.add_strong_lead(1);
+    d.sandbox.reset_counters();
+    let started = std::time::Instant::now();
+    let body = d.lead_event(lead);
+    // Four senders back to back: events keep arriving while the lead is being read.
+    let senders: Vec<_> = (0..4)
+        .map(|_| {
+            let (hook, body) = (d.hook.clone(), body.clone());
+            tokio::spawn(async move {
+                let mut sent = 0;
+                while started.elapsed() < std::time::Duration::from_secs(3) {
+                    assert_eq!(common::post(&hook, &body).await.0, 200);
+                    sent += 1;
+                }
+                sent
+            })
+        })
+        .collect();
+    let mut sent = 0;
+    for s in senders {
+        sent += s.await.unwrap();
+    }
+    d.settle().await;
+    let window = started.elapsed().as_millis() as usize / 500;
+    let c = d.sandbox.counters();
+    // One read per window, plus the first write and the window in flight at the end.
+    assert!(
+        c.requests <= window + 3,
+        "{sent} webhooks over {window} windows cost {} requests: {c:?}",
+        c.requests
+    );
+    assert!(sent > 100, "only {sent} webhooks sent");
+    assert_eq!(d.crm_score(lead), Some(60));
 }

@@ -20,6 +20,7 @@ mod shadow_model;
 mod sighup_rescore;
 mod status_dashboard;
 mod sweep_own_writes;
+mod task_batches;
 mod tracking;
 mod trigger;
 mod volume_bitrix24;

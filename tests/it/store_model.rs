@@ -52,10 +52,12 @@ enum Op {
         limit: usize,
     },
     /// `stale`: the worker read the entry one generation ago.
+    /// `next_due`: when newer events may be read at the earliest.
     Complete {
         portal: usize,
         subject: usize,
         stale: bool,
+        next_due: i64,
     },
     RetryLater {
         portal: usize,
@@ -104,11 +106,9 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (p.clone(), s.clone(), 0i64..30, 0u64..4, 1usize..7).prop_map(
             |(portal, subject, now, window, limit)| Op::Enqueue { portal, subject, now, window, limit }
         ),
-        2 => (p.clone(), s.clone(), any::<bool>()).prop_map(|(portal, subject, stale)| Op::Complete {
-            portal,
-            subject,
-            stale
-        }),
+        2 => (p.clone(), s.clone(), any::<bool>(), 0i64..60).prop_map(
+            |(portal, subject, stale, next_due)| Op::Complete { portal, subject, stale, next_due }
+        ),
         2 => (p.clone(), s.clone(), any::<bool>(), 0i64..60).prop_map(
             |(portal, subject, stale, due)| Op::RetryLater { portal, subject, stale, due }
         ),
@@ -309,10 +309,11 @@ impl Harness {
                 portal,
                 subject: s,
                 stale,
+                next_due,
             } => {
                 let key = (PORTALS[portal].to_string(), subject(s));
                 let e = worker_copy(self.store(), &self.model, &key, stale);
-                let got = self.store().complete(&e).unwrap();
+                let got = self.store().complete(&e, t(next_due)).unwrap();
                 match self.model.pending.get_mut(&key) {
                     Some(m) if m.gen == e.gen => {
                         assert_eq!(got, None);
@@ -320,8 +321,10 @@ impl Harness {
                     }
                     Some(m) => {
                         m.attempts = 0;
+                        m.due = m.due.max(t(next_due));
                         let newer = got.expect("the newer entry is handed back");
                         assert_eq!(newer.gen, m.gen);
+                        assert_eq!(newer.due_at, m.due);
                         assert_eq!(newer.last_error, None);
                     }
                     None => assert_eq!(got, None),

@@ -1169,6 +1169,15 @@ fn create_tasks(st: &mut State, c: &Call<'_>) -> Result<Reply, ApiError> {
     let mut errors = Vec::new();
     for (i, item) in items.iter().enumerate() {
         match st.parse_task(item, true) {
+            Ok(t)
+                if t.entity
+                    .is_some_and(|(_, id)| st.refuse_tasks_on.contains(&id)) =>
+            {
+                errors.push((
+                    i.to_string(),
+                    vec![Invalid::new("NotFound", "entity_id", "Entity not found")],
+                ))
+            }
             Ok(t) => inputs.push((i, t)),
             Err(e) => errors.push((i.to_string(), e)),
         }

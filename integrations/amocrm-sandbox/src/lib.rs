@@ -952,6 +952,13 @@ impl SandboxHandle {
         Ok(st.create_task(input, user, now_unix()))
     }
 
+    /// Refuses new tasks on this lead from now on: `POST /api/v4/tasks` answers 400
+    /// with a `validation-errors` entry for each such task (as for a lead deleted
+    /// meanwhile) and creates none of the request's tasks, as amoCRM does.
+    pub fn refuse_tasks_on(&self, lead_id: u64) {
+        lock(&self.shared.state).refuse_tasks_on.insert(lead_id);
+    }
+
     /// Marks a task done, as a user would.
     pub fn complete_task(&self, task_id: u64) -> Result<bool, SandboxError> {
         let mut st = lock(&self.shared.state);

@@ -146,6 +146,9 @@ pub(crate) struct State {
     pub notes: BTreeMap<u64, Note>,
     pub tasks: BTreeMap<u64, Task>,
     pub tags: Vec<Tag>,
+    /// Leads whose new tasks are refused (fault injection, see
+    /// `SandboxHandle::refuse_tasks_on`).
+    pub refuse_tasks_on: std::collections::BTreeSet<u64>,
     seq: Seq,
 }
 
@@ -161,6 +164,7 @@ impl State {
             pipelines: seed.pipelines,
             fields: BTreeMap::new(),
             leads: BTreeMap::new(),
+            refuse_tasks_on: Default::default(),
             contacts: BTreeMap::new(),
             companies: BTreeMap::new(),
             events: Vec::new(),

@@ -39,6 +39,9 @@ pub(crate) struct Shared {
     pub oauth: Mutex<Option<OAuthState>>,
     pub identity: PortalIdentity,
     pub fault_reset_after: Mutex<Duration>,
+    /// Per method, how many of its next commands inside a batch fail (see
+    /// `SandboxHandle::fail_batch_commands`).
+    pub command_faults: Mutex<std::collections::BTreeMap<String, usize>>,
 }
 
 impl Shared {
@@ -406,6 +409,18 @@ fn operating_error() -> ApiError {
 
 /// Runs one method with its operating check, records it, fires its events. The
 /// returned standing is the one the answer reports (after booking this call's cost).
+/// Whether an injected fault fails this command of a batch (one fewer left).
+fn take_command_fault(shared: &Shared, method: &str) -> bool {
+    let mut faults = lock(&shared.command_faults);
+    match faults.get_mut(method) {
+        Some(n) if *n > 0 => {
+            *n -= 1;
+            true
+        }
+        _ => false,
+    }
+}
+
 fn run_one(
     shared: &Shared,
     method: &str,
@@ -486,7 +501,18 @@ fn run_batch(
     for cmd in commands {
         let sub_start = SystemTime::now();
         let sub_params = batch::resolve(&cmd.query, &lookup);
-        let (outcome, op) = run_one(shared, &cmd.method, &sub_params, true, None);
+        let (outcome, op) = if take_command_fault(shared, &cmd.method) {
+            let e = ApiError::new(500, "INTERNAL_SERVER_ERROR", "Internal server error");
+            shared.record(
+                &cmd.method,
+                e.status,
+                true,
+                Some(FaultKind::InternalServerError),
+            );
+            (Err(e), lock(&shared.operating).status(&cmd.method))
+        } else {
+            run_one(shared, &cmd.method, &sub_params, true, None)
+        };
         booked += op.booked.unwrap_or(0.0);
         times.push((cmd.key.clone(), time_object(sub_start, Some(op))));
         match outcome {

@@ -420,6 +420,7 @@ impl Sandbox {
             operating: Mutex::new(Operating::new(opts.operating_limit)),
             fault_reset_after: Mutex::new(opts.faults.operating_reset_after),
             faults: Mutex::new(Dice::new(opts.faults.clone())),
+            command_faults: Mutex::new(BTreeMap::new()),
             calls: Mutex::new(CallLog::default()),
             bus: bus.clone(),
             user_id: opts.user_id,
@@ -780,6 +781,13 @@ impl SandboxHandle {
     pub fn set_faults(&self, faults: FaultConfig) {
         *lock(&self.shared.fault_reset_after) = faults.operating_reset_after;
         *lock(&self.shared.faults) = Dice::new(faults);
+    }
+
+    /// Fails the next `count` commands of `method` that run inside a `batch` with
+    /// `INTERNAL_SERVER_ERROR` in `result_error` (the batch itself answers 200 and its
+    /// other commands run), as a real portal does when one command breaks.
+    pub fn fail_batch_commands(&self, method: &str, count: usize) {
+        lock(&self.shared.command_faults).insert(method.to_ascii_lowercase(), count);
     }
 
     // ------------------------------------------------------------------ OAuth

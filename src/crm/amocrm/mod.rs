@@ -288,6 +288,14 @@ impl Crm for AmocrmCrm {
         self.create(task, request).await
     }
 
+    async fn create_tasks(
+        &self,
+        task: &TaskSection,
+        requests: &[TaskRequest],
+    ) -> Vec<Result<TaskRef, CrmError>> {
+        self.create_many(task, requests).await
+    }
+
     async fn task_open(
         &self,
         task: &TaskSection,

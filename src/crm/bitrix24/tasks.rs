@@ -3,13 +3,14 @@
 //! marker is put into the description so a task created just before a crash is found.
 
 use chrono::SecondsFormat;
-use leadscore_bitrix24::client::task_fields;
+use leadscore_bitrix24::batch::BatchCommand;
+use leadscore_bitrix24::client::{decode, id_of, task_fields};
 use leadscore_bitrix24::types::TaskRecord;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::{is_numeric_id, to_crm, Bitrix24Crm, ACTIVITY_SELECT, LEAD_OWNER_TYPE};
 use crate::config::{TaskKind, TaskSection};
-use crate::crm::{CrmError, TaskRef, TaskRequest};
+use crate::crm::{prepare_tasks, task_results, CrmError, TaskRef, TaskRequest};
 
 impl Bitrix24Crm {
     /// Our task (or to-do) on a lead, found by its marker.
@@ -69,47 +70,58 @@ impl Bitrix24Crm {
         settings: &TaskSection,
         task: &TaskRequest,
     ) -> Result<TaskRef, CrmError> {
-        if !is_numeric_id(&task.lead_id) {
-            return Err(CrmError::Rejected(format!(
-                "{:?} is not a lead id",
-                task.lead_id
-            )));
+        let (method, params) = add_command(settings, task)?;
+        let resp = self.client.call(method, params).await.map_err(to_crm)?;
+        created(method, &resp.result)
+    }
+
+    /// Create many call-now tasks or to-dos, 50 commands per `batch` request; each
+    /// command's own error stays with its task (one refused or failed command does not
+    /// fail the others). A batch without an answer gives each of its tasks that error
+    /// (ambiguous: the markers let recovery find what was created).
+    pub(super) async fn create_many(
+        &self,
+        settings: &TaskSection,
+        requests: &[TaskRequest],
+    ) -> Vec<Result<TaskRef, CrmError>> {
+        let (mut out, todo) = prepare_tasks(requests, |r| add_command(settings, r));
+        let mut commands = Vec::new();
+        // (request index, command key, method) of every command sent.
+        let mut keys = Vec::new();
+        for (i, (method, params)) in todo {
+            keys.push((i, format!("t{i}"), method));
+            commands.push(BatchCommand::new(format!("t{i}"), method, params));
         }
-        let responsible = task
-            .responsible_id
-            .clone()
-            .or_else(|| settings.fallback_responsible_id.clone());
-        let description = format!("{}\n\n{}", task.text, task.marker);
-        match settings.kind {
-            TaskKind::Task => {
-                let fields = task_fields(
-                    &task.lead_id,
-                    &task.title,
-                    &description,
-                    responsible.as_deref(),
-                    task.deadline,
-                );
-                let t: TaskRecord = self.client.task_add(fields).await.map_err(to_crm)?;
-                Ok(TaskRef {
-                    id: t.id,
-                    open: true,
-                })
-            }
-            TaskKind::Todo => {
-                let mut params = json!({
-                    "ownerTypeId": LEAD_OWNER_TYPE,
-                    "ownerId": task.lead_id,
-                    "deadline": task.deadline.to_rfc3339_opts(SecondsFormat::Secs, true),
-                    "title": task.title,
-                    "description": description,
-                });
-                if let Some(r) = responsible {
-                    params["responsibleId"] = json!(r);
+        if !commands.is_empty() {
+            match self.client.batch_all(commands).await {
+                Ok(mut answers) => {
+                    for (i, key, method) in &keys {
+                        let res = match answers.remove(key) {
+                            Some(a) => a
+                                .result
+                                .map_err(to_crm)
+                                .and_then(|v| created(method, &v)),
+                            None => Err(CrmError::Transient {
+                                message: "the batch answer lacks a task command".into(),
+                                retry_after: None,
+                            }),
+                        };
+                        if let Some(slot) = out.get_mut(*i) {
+                            *slot = Some(res);
+                        }
+                    }
                 }
-                let id = self.client.todo_add(params).await.map_err(to_crm)?;
-                Ok(TaskRef { id, open: true })
+                Err(e) => {
+                    let e = to_crm(e);
+                    for (i, _, _) in &keys {
+                        if let Some(slot) = out.get_mut(*i) {
+                            *slot = Some(Err(e.clone()));
+                        }
+                    }
+                }
             }
         }
+        task_results(out)
     }
 
     /// Is our task still open? Only a task bound to `lead_id` counts: a task id that
@@ -143,4 +155,60 @@ impl Bitrix24Crm {
             },
         }
     }
+}
+
+/// The method and parameters that create one call-now task (`tasks.task.add`) or to-do
+/// (`crm.activity.todo.add`), the recovery marker at the end of the description.
+fn add_command(
+    settings: &TaskSection,
+    task: &TaskRequest,
+) -> Result<(&'static str, Value), CrmError> {
+    if !is_numeric_id(&task.lead_id) {
+        return Err(CrmError::Rejected(format!(
+            "{:?} is not a lead id",
+            task.lead_id
+        )));
+    }
+    let responsible = task
+        .responsible_id
+        .clone()
+        .or_else(|| settings.fallback_responsible_id.clone());
+    let description = format!("{}\n\n{}", task.text, task.marker);
+    Ok(match settings.kind {
+        TaskKind::Task => {
+            let fields = task_fields(
+                &task.lead_id,
+                &task.title,
+                &description,
+                responsible.as_deref(),
+                task.deadline,
+            );
+            ("tasks.task.add", json!({ "fields": fields }))
+        }
+        TaskKind::Todo => {
+            let mut params = json!({
+                "ownerTypeId": LEAD_OWNER_TYPE,
+                "ownerId": task.lead_id,
+                "deadline": task.deadline.to_rfc3339_opts(SecondsFormat::Secs, true),
+                "title": task.title,
+                "description": description,
+            });
+            if let Some(r) = responsible {
+                params["responsibleId"] = json!(r);
+            }
+            ("crm.activity.todo.add", params)
+        }
+    })
+}
+
+/// The created task's (or to-do's) id from its method's answer.
+fn created(method: &str, result: &Value) -> Result<TaskRef, CrmError> {
+    let id = if method == "tasks.task.add" {
+        let t: TaskRecord = decode(method, result.get("task").unwrap_or(&Value::Null))
+            .map_err(to_crm)?;
+        t.id
+    } else {
+        id_of(method, result).map_err(to_crm)?
+    };
+    Ok(TaskRef { id, open: true })
 }
