@@ -28,8 +28,8 @@ use crate::auth::{Auth, Bearer, Endpoint, OAuthSource};
 use crate::error::Error;
 use crate::limiter::{Limiter, LimiterConfig, LimiterStats};
 use crate::types::{
-    Company, Contact, CustomField, Event, Lead, LeadUpdate, NewNote, NewTask, Note, Page, Task,
-    Updated,
+    Company, Contact, CustomField, Event, Lead, LeadUpdate, NewNote, NewTask, Note, Page, Pipeline,
+    Task, Updated,
 };
 
 /// Most ids in one `filter[id][]` list request (the page limit).
@@ -611,6 +611,48 @@ impl Client {
             })
             .await?;
         embedded_list(v, "custom_fields")
+    }
+
+    /// The account's pipelines with their stages (`GET /api/v4/leads/pipelines`: one
+    /// request, no paging).
+    pub async fn pipelines(&self) -> Result<Vec<Pipeline>, Error> {
+        embedded_list(self.get("/api/v4/leads/pipelines").await?, "pipelines")
+    }
+
+    /// Every lead in one stage of one pipeline, with contacts and loss reason (the docs
+    /// allow one stage of one pipeline per `filter[statuses]`), 250 per request.
+    pub async fn leads_in_status(
+        &self,
+        pipeline_id: u64,
+        status_id: u64,
+    ) -> Result<Vec<Lead>, Error> {
+        self.get_all(
+            &format!(
+                "/api/v4/leads?with=contacts,loss_reason&filter[statuses][0][pipeline_id]={pipeline_id}\
+                 &filter[statuses][0][status_id]={status_id}&order[id]=asc"
+            ),
+            "leads",
+        )
+        .await
+    }
+
+    /// The whole lead event feed of `types` created in `[from, to]` (Unix seconds),
+    /// 250 events per request: cheaper than 10 leads per request when most events in
+    /// the span belong to the leads wanted.
+    pub async fn lead_event_feed(
+        &self,
+        types: &[&str],
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<Event>, Error> {
+        let mut q = format!(
+            "/api/v4/events?filter[entity]=lead&filter[created_at][from]={from}&filter[created_at][to]={to}"
+        );
+        if !types.is_empty() {
+            q.push_str("&filter[type]=");
+            q.push_str(&enc(&types.join(",")));
+        }
+        self.get_all(&q, "events").await
     }
 
     /// Leads updated at or after `since` (Unix seconds), oldest first, for the sweep.
