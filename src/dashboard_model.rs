@@ -62,16 +62,9 @@ fn numbers(p: &Pipeline) -> Result<Vec<PortalNumbers>, StoreError> {
         };
         for (lead, _) in p.store.written_all(&id)? {
             let ledger = p.store.ledger(&id, &lead)?;
-            let (mut live_above, mut shadow_above) = (false, false);
-            for e in &ledger {
-                let above = e.score > portal.threshold;
-                n.live_calls += usize::from(above && !live_above);
-                live_above = above;
-                if let Some(s) = &e.shadow {
-                    n.shadow_calls += usize::from(s.call_now && !shadow_above);
-                    shadow_above = s.call_now;
-                }
-            }
+            let (live, shadow) = crate::store::crossings(&ledger, portal.threshold);
+            n.live_calls += live;
+            n.shadow_calls += shadow;
             let Some(last) = ledger.last() else { continue };
             *n.tiers.entry(last.tier.clone()).or_default() += 1;
             let Some(s) = &last.shadow else { continue };

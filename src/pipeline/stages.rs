@@ -226,7 +226,7 @@ impl Pipeline {
             let Subject::Lead(id) = &e.subject else {
                 continue;
             };
-            let (snap, current_score) = if read {
+            let (snap, current_score, closed) = if read {
                 let Some(f) = fetched.get(id) else {
                     info!(portal = %portal.id, lead = %id, "lead no longer exists; dropped");
                     Metrics::inc(&self.metrics.leads, &portal.id, "deleted");
@@ -241,10 +241,10 @@ impl Pipeline {
                     self.fail(rt, &e, &err.into()).await;
                     continue;
                 }
-                (snap, f.current_score)
+                (snap, f.current_score, f.closed)
             } else {
                 let Some(snap) = previous else { continue };
-                (snap, None)
+                (snap, None, None)
             };
             if let Err(err) = self.store.set_timer(
                 &portal.id,
@@ -271,6 +271,19 @@ impl Pipeline {
                 w.score == score.total && w.tier == score.tier && w.breakdown == explanation
             }) && current_score.is_none_or(|c| c == score.total);
             let shadow = shadow.map(|m| shadow_score(m, &snap, now));
+            if let Some(closed) = closed {
+                let at_close = super::outcomes::AtClose {
+                    lead: &snap.lead,
+                    closed,
+                    last: last.as_ref(),
+                    score: &score,
+                    shadow: shadow.as_ref(),
+                };
+                if let Err(err) = self.note_outcome(&portal.id, at_close, now) {
+                    self.fail(rt, &e, &err.into()).await;
+                    continue;
+                }
+            }
             scored.push(Scored {
                 entry: e,
                 lead: snap.lead,

@@ -33,7 +33,9 @@ use crate::lead::{Activity, Lead};
 mod inputs;
 mod ledger;
 
-pub use ledger::{LedgerEntry, ShadowScore};
+pub use ledger::{crossings, LedgerEntry, ShadowScore};
+mod live_outcomes;
+pub use live_outcomes::LiveOutcome;
 mod meta;
 mod outcomes;
 pub use outcomes::OutcomePull;

@@ -118,10 +118,10 @@ impl AmocrmCrm {
             let (contact, company) = related.of(raw);
             let (lead, current_score) = self.lead_from(fields, raw, contact, company);
             let activities = by_lead.remove(&raw.id).unwrap_or_default();
-            out.insert(
-                lead.id.clone(),
-                Fetched::complete(lead, activities, current_score),
-            );
+            let mut f = Fetched::complete(lead, activities, current_score);
+            f.closed = super::outcomes::decide(&self.outcomes, raw)
+                .map(|(outcome, at)| crate::crm::Closed { outcome, at });
+            out.insert(f.lead.id.clone(), f);
         }
         Ok(out)
     }

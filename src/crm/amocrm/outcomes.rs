@@ -5,9 +5,10 @@
 //! closing stage pipeline by pipeline (the docs allow one stage of one pipeline per
 //! `filter[statuses]`; 250 leads per request, with contacts and loss reason), their
 //! main contacts and companies (250 per request), the lead event feed between the
-//! first creation and the last close (250 events per request: one request per 10
-//! leads would cost far more when most events in the span are the closed leads'), and
-//! the common notes the events name (250 per request).
+//! first creation and the last close (100 events per request, in 30-day windows: the
+//! per-lead filter takes 10 leads per request, so the feed is cheaper while leads
+//! average fewer than 10 events and most events in the span are the closed leads'),
+//! and the common notes the events name (250 per request).
 
 use std::collections::BTreeMap;
 
@@ -21,8 +22,10 @@ use crate::backtest::{ClosedLead, Outcome};
 use crate::config::FieldsSection;
 use crate::crm::{ClosedLeads, CrmError, PullProgress, PullProgressFn};
 
-/// Rows per list page (amoCRM's `limit` maximum).
+/// Rows per list page (amoCRM's `limit` maximum for leads, contacts, companies, notes).
 const PAGE: usize = 250;
+/// Rows per page of the event feed (its `limit` maximum).
+const EVENT_PAGE: usize = 100;
 
 impl AmocrmCrm {
     /// See the module doc.
@@ -133,7 +136,7 @@ impl AmocrmCrm {
             + lead_pages as u64
             + pages(contacts)
             + pages(companies)
-            + pages(events.1)
+            + events.1.div_ceil(EVENT_PAGE) as u64
             + note_pages as u64;
         Ok(ClosedLeads {
             leads: out,
@@ -163,7 +166,7 @@ fn closed_at(l: &AmoLead) -> Option<i64> {
 
 /// The outcome of a lead by the portal's mapping (`None`: not in a mapped stage, or
 /// no close time).
-fn decide(map: &OutcomeMap, l: &AmoLead) -> Option<(Outcome, DateTime<Utc>)> {
+pub(super) fn decide(map: &OutcomeMap, l: &AmoLead) -> Option<(Outcome, DateTime<Utc>)> {
     let status = l.status_id?;
     let outcome = if map.won_statuses.contains(&status) {
         Outcome::Won

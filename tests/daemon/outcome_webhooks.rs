@@ -1,0 +1,77 @@
+//! Outcome webhooks over real HTTP: a lead moved to amoCRM's won (142) or lost (143)
+//! stage sends a status webhook; the daemon reads the lead, sees it closed and records
+//! the outcome in the store with the score and tier the lead had then (what it last
+//! wrote), its close time and creation time; an open lead has no record.
+
+use leadscore_amocrm_sandbox::LeadChange;
+
+use crate::e2e_amocrm::Daemon;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lead_moved_to_won_or_lost_is_recorded_with_the_score_it_had() {
+    let d = Daemon::start(true).await;
+    let ids: Vec<u64> = (0..3).map(|n| d.add_strong_lead(n)).collect();
+    d.settle().await;
+    let written: Vec<i64> = ids.iter().map(|id| d.score(*id).expect("scored")).collect();
+    let store = d.pipeline().store.clone();
+    for id in &ids {
+        assert_eq!(store.live_outcome("demo", &id.to_string()).unwrap(), None);
+    }
+    let user = d.sandbox.current_user_id();
+    assert!(d
+        .sandbox
+        .update_lead(ids[0], LeadChange::default().status(142), user)
+        .unwrap());
+    assert!(d
+        .sandbox
+        .update_lead(ids[1], LeadChange::default().status(143), user)
+        .unwrap());
+    d.settle().await;
+
+    let won = store
+        .live_outcome("demo", &ids[0].to_string())
+        .unwrap()
+        .expect("recorded");
+    let lost = store
+        .live_outcome("demo", &ids[1].to_string())
+        .unwrap()
+        .expect("recorded");
+    assert_eq!(won.outcome, leadscore::backtest::Outcome::Won);
+    assert_eq!(lost.outcome, leadscore::backtest::Outcome::Lost);
+    for (o, id, score) in [(&won, ids[0], written[0]), (&lost, ids[1], written[1])] {
+        let lead = d.sandbox.lead(id).unwrap();
+        assert_eq!(i64::from(o.score), score);
+        assert_eq!(
+            o.tier,
+            if score > 70 {
+                "hot"
+            } else if score > 30 {
+                "warm"
+            } else {
+                "cold"
+            }
+        );
+        assert_eq!(Some(o.closed_at.timestamp()), lead.closed_at);
+        assert_eq!(o.created_at.map(|t| t.timestamp()), Some(lead.created_at));
+    }
+    assert_eq!(
+        store.live_outcome("demo", &ids[2].to_string()).unwrap(),
+        None
+    );
+    assert_eq!(store.live_outcomes("demo").unwrap().len(), 2);
+
+    // A duplicate delivery of the same close keeps the first record.
+    let recorded_at = won.recorded_at;
+    let body = crate::e2e_amocrm::update_hook_body(&d, &ids[..1]);
+    assert_eq!(
+        d.post(&format!("?secret={}", crate::e2e_amocrm::SECRET), &body)
+            .await,
+        200
+    );
+    d.settle().await;
+    let again = store
+        .live_outcome("demo", &ids[0].to_string())
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.recorded_at, recorded_at);
+}
