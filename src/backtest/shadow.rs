@@ -174,6 +174,9 @@ pub fn compare(
     }
 }
 
+/// One count of a [`Side`], for the text table.
+type Count = fn(&Side) -> usize;
+
 fn pct(x: Option<f64>) -> String {
     x.map_or("–".into(), |v| format!("{:.1}%", v * 100.0))
 }
@@ -197,7 +200,7 @@ pub fn render_text(r: &ShadowReport) -> String {
     let _ = writeln!(t, "Same tier: {}", pct(r.agreement));
     let _ = writeln!(t, "\n{:<34}{:>14}{:>14}", "", "live", "shadow");
     let auc = |a: Option<f64>| a.map_or("–".into(), |v| format!("{v:.3}"));
-    let counts: [(&str, fn(&Side) -> usize); 4] = [
+    let counts: [(&str, Count); 4] = [
         ("call-now tasks sent", |s| s.call_now),
         ("leads called", |s| s.called),
         ("of them won", |s| s.called_won),

@@ -74,4 +74,19 @@ async fn a_lead_moved_to_won_or_lost_is_recorded_with_the_score_it_had() {
         .unwrap()
         .unwrap();
     assert_eq!(again.recorded_at, recorded_at);
+
+    // The model page shows conversion by the tier the leads had when they closed.
+    let addr = d.running.as_ref().unwrap().addr;
+    let page = reqwest::get(format!("http://{addr}/dashboard/model"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!page.contains("No outcomes yet"), "{page}");
+    let tier = &won.tier;
+    assert_eq!(*tier, lost.tier, "both strong leads share a tier");
+    // Created and closed within the test: 0.0 days.
+    let row = format!("<tr><td>{tier}</td><td>2</td><td>1</td><td>50%</td><td>0.0</td></tr>");
+    assert!(page.contains(&row), "{row} in {page}");
 }
