@@ -90,3 +90,42 @@ async fn a_lead_moved_to_won_or_lost_is_recorded_with_the_score_it_had() {
     let row = format!("<tr><td>{tier}</td><td>2</td><td>1</td><td>50%</td><td>0.0</td></tr>");
     assert!(page.contains(&row), "{row} in {page}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bitrix24_lead_converted_or_junked_is_recorded_with_the_score_it_had() {
+    let d = crate::common::Daemon::start(crate::common::Options::default()).await;
+    let ids: Vec<u64> = (0..3).map(|n| d.add_strong_lead(n)).collect();
+    d.settle().await;
+    let written: Vec<i64> = ids
+        .iter()
+        .map(|id| d.crm_score(*id).expect("scored"))
+        .collect();
+    // Converted (semantic S): won; junk (F, in the default lost_lead_statuses): lost.
+    d.sandbox
+        .update_lead(ids[0], serde_json::json!({"STATUS_ID": "CONVERTED"}))
+        .unwrap();
+    d.sandbox
+        .update_lead(ids[1], serde_json::json!({"STATUS_ID": "JUNK"}))
+        .unwrap();
+    d.settle().await;
+    let store = d.store();
+    let won = store
+        .live_outcome("demo", &ids[0].to_string())
+        .unwrap()
+        .expect("recorded");
+    let lost = store
+        .live_outcome("demo", &ids[1].to_string())
+        .unwrap()
+        .expect("recorded");
+    assert_eq!(won.outcome, leadscore::backtest::Outcome::Won);
+    assert_eq!(lost.outcome, leadscore::backtest::Outcome::Lost);
+    assert_eq!(
+        (i64::from(won.score), i64::from(lost.score)),
+        (written[0], written[1])
+    );
+    assert!(won.created_at.is_some_and(|c| c <= won.closed_at));
+    assert_eq!(
+        store.live_outcome("demo", &ids[2].to_string()).unwrap(),
+        None
+    );
+}
