@@ -3,9 +3,24 @@
 //! the outcome in the store with the score and tier the lead had then (what it last
 //! wrote), its close time and creation time; an open lead has no record.
 
+use leadscore::store::LiveOutcome;
 use leadscore_amocrm_sandbox::LeadChange;
 
 use crate::e2e_amocrm::Daemon;
+
+/// The recorded closes of `ids[0]` (must be won) and `ids[1]` (must be lost).
+fn won_and_lost(store: &leadscore::store::Store, ids: &[u64]) -> (LiveOutcome, LiveOutcome) {
+    let get = |i: usize| {
+        store
+            .live_outcome("demo", &ids[i].to_string())
+            .unwrap()
+            .expect("recorded")
+    };
+    let (won, lost) = (get(0), get(1));
+    assert_eq!(won.outcome, leadscore::backtest::Outcome::Won);
+    assert_eq!(lost.outcome, leadscore::backtest::Outcome::Lost);
+    (won, lost)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lead_moved_to_won_or_lost_is_recorded_with_the_score_it_had() {
@@ -28,16 +43,7 @@ async fn a_lead_moved_to_won_or_lost_is_recorded_with_the_score_it_had() {
         .unwrap());
     d.settle().await;
 
-    let won = store
-        .live_outcome("demo", &ids[0].to_string())
-        .unwrap()
-        .expect("recorded");
-    let lost = store
-        .live_outcome("demo", &ids[1].to_string())
-        .unwrap()
-        .expect("recorded");
-    assert_eq!(won.outcome, leadscore::backtest::Outcome::Won);
-    assert_eq!(lost.outcome, leadscore::backtest::Outcome::Lost);
+    let (won, lost) = won_and_lost(&store, &ids);
     for (o, id, score) in [(&won, ids[0], written[0]), (&lost, ids[1], written[1])] {
         let lead = d.sandbox.lead(id).unwrap();
         assert_eq!(i64::from(o.score), score);
@@ -109,16 +115,7 @@ async fn a_bitrix24_lead_converted_or_junked_is_recorded_with_the_score_it_had()
         .unwrap();
     d.settle().await;
     let store = d.store();
-    let won = store
-        .live_outcome("demo", &ids[0].to_string())
-        .unwrap()
-        .expect("recorded");
-    let lost = store
-        .live_outcome("demo", &ids[1].to_string())
-        .unwrap()
-        .expect("recorded");
-    assert_eq!(won.outcome, leadscore::backtest::Outcome::Won);
-    assert_eq!(lost.outcome, leadscore::backtest::Outcome::Lost);
+    let (won, lost) = won_and_lost(&store, &ids);
     assert_eq!(
         (i64::from(won.score), i64::from(lost.score)),
         (written[0], written[1])
