@@ -115,7 +115,7 @@ async fn a_bitrix24_lead_converted_or_junked_is_recorded_with_the_score_it_had()
         .unwrap();
     d.settle().await;
     let store = d.store();
-    let (won, lost) = won_and_lost(&store, &ids);
+    let (won, lost) = won_and_lost(store, &ids);
     assert_eq!(
         (i64::from(won.score), i64::from(lost.score)),
         (written[0], written[1])
