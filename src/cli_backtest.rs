@@ -221,6 +221,9 @@ pub fn run(cmd: &BacktestCmd) -> anyhow::Result<()> {
         &opts,
         other.as_ref().map(|(n, c)| (n.as_str(), &*c.model)),
     );
+    if let Some(p) = &a.input.portal {
+        keep_calibration(&l.config, p, &report.probability)?;
+    }
     let text = match a.format {
         Format::Text => report_text::render(&report),
         Format::Json => serde_json::to_string_pretty(&report)? + "\n",
@@ -230,6 +233,25 @@ pub fn run(cmd: &BacktestCmd) -> anyhow::Result<()> {
     if let Some(p) = &a.out {
         eprintln!("backtest report written to {}", p.display());
     }
+    Ok(())
+}
+
+/// A portal's backtest refreshes the calibration the daemon writes "72 ≈ 18%" from
+/// (`fields.probability`).
+fn keep_calibration(
+    config: &crate::config::Config,
+    portal: &str,
+    c: &backtest::calibration::Calibration,
+) -> anyhow::Result<()> {
+    let store = crate::store::Store::open(&config.server.data_dir).with_context(|| {
+        format!(
+            "cannot open the store in {}",
+            config.server.data_dir.display()
+        )
+    })?;
+    store.put_calibration(portal, c)?;
+    store.flush_blocking()?;
+    eprintln!("portal {portal}: calibration kept for the probability field (score ≈ win rate)");
     Ok(())
 }
 

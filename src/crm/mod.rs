@@ -149,6 +149,10 @@ pub struct ScoreWrite {
     pub breakdown: String,
     /// Also post the explanation as a timeline comment / note.
     pub comment: bool,
+    /// The score with its win probability ("72 ≈ 18%") for `fields.probability`
+    /// (`None`: no such field, or no calibration yet).
+    #[serde(default)]
+    pub probability: Option<String>,
 }
 
 /// When, and where the API says so by whom, the CRM last modified a lead. The sweep

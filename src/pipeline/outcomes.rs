@@ -25,6 +25,23 @@ pub(super) struct AtClose<'a> {
 }
 
 impl Pipeline {
+    /// "72 ≈ 18%" for a portal with a probability field and a stored calibration.
+    pub(super) fn probability_text(
+        &self,
+        fields: &crate::config::FieldsSection,
+        portal: &str,
+        score: i32,
+    ) -> Result<Option<String>, StoreError> {
+        if fields.probability.is_none() {
+            return Ok(None);
+        }
+        Ok(self
+            .store
+            .calibration(portal)?
+            .filter(|c| c.probability(score).is_some())
+            .map(|c| c.describe(score)))
+    }
+
     /// Record `c`'s close once (again only when the lead closed again at another time).
     pub(super) fn note_outcome(
         &self,

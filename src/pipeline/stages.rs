@@ -35,6 +35,8 @@ struct Scored {
     needs_write: bool,
     /// The shadow model's verdict, for the ledger only.
     shadow: Option<ShadowScore>,
+    /// "72 ≈ 18%" for the probability field, when the portal has one and a calibration.
+    probability: Option<String>,
 }
 
 /// Per lead, what the CRM said about its write (absent: not written this turn).
@@ -267,8 +269,18 @@ impl Pipeline {
                     continue;
                 }
             };
+            let probability = match self.probability_text(&portal.fields, &portal.id, score.total) {
+                Ok(p) => p,
+                Err(err) => {
+                    self.fail(rt, &e, &err.into()).await;
+                    continue;
+                }
+            };
             let same = last.as_ref().is_some_and(|w| {
-                w.score == score.total && w.tier == score.tier && w.breakdown == explanation
+                w.score == score.total
+                    && w.tier == score.tier
+                    && w.breakdown == explanation
+                    && w.probability == probability
             }) && current_score.is_none_or(|c| c == score.total);
             let shadow = shadow.map(|m| shadow_score(m, &snap, now));
             if let Some(closed) = closed {
@@ -291,6 +303,7 @@ impl Pipeline {
                 explanation,
                 needs_write: !same,
                 shadow,
+                probability,
             });
         }
         scored
@@ -312,6 +325,7 @@ impl Pipeline {
                 tier: s.score.tier.clone(),
                 breakdown: s.explanation.clone(),
                 comment: rt.portal.fields.comment,
+                probability: s.probability.clone(),
             })
             .collect();
         if writes.is_empty() {
@@ -351,6 +365,7 @@ impl Pipeline {
                 explanation,
                 needs_write,
                 shadow,
+                probability,
             } = s;
             if needs_write {
                 match results.get(&lead.id) {
@@ -359,6 +374,7 @@ impl Pipeline {
                             score: score.total,
                             tier: score.tier.clone(),
                             breakdown: explanation.clone(),
+                            probability,
                             at: now,
                             crm_stamp: stamp.clone(),
                         };

@@ -34,6 +34,7 @@ mod inputs;
 mod ledger;
 
 pub use ledger::{crossings, LedgerEntry, ShadowScore};
+mod calibrations;
 mod live_outcomes;
 pub use live_outcomes::LiveOutcome;
 mod meta;
@@ -173,6 +174,9 @@ pub struct Written {
     pub score: i32,
     pub tier: String,
     pub breakdown: String,
+    /// The "72 ≈ 18%" text written to the probability field, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probability: Option<String>,
     pub at: DateTime<Utc>,
     /// The CRM's modification stamp our write produced: the sweep skips the lead while
     /// the CRM lists nothing newer.

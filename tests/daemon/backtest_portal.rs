@@ -157,6 +157,9 @@ async fn an_amocrm_portal_backtest_matches_the_file_and_the_second_run_makes_no_
     };
     let store = leadscore::store::Store::open(&dir.path().join("data")).unwrap();
     let (_, pulled) = store.outcomes("demo").unwrap().expect("a cached pull");
+    // The backtest kept its calibration for the daemon's probability field.
+    let calibration = store.calibration("demo").unwrap().expect("a calibration");
+    assert!(calibration.probability(50).is_some());
     drop(store);
     let (got, want) = (keys(&pulled), keys(&history));
     assert_eq!(got, want);

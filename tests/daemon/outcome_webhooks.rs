@@ -126,3 +126,44 @@ async fn a_bitrix24_lead_converted_or_junked_is_recorded_with_the_score_it_had()
         None
     );
 }
+
+/// The probability field: a calibration kept for the portal (what `backtest --portal`
+/// stores) makes the daemon write "score ≈ win rate" beside the points.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probability_field_gets_the_score_with_its_calibrated_win_rate() {
+    let d = crate::common::Daemon::start(crate::common::Options {
+        configure: Some(|c| {
+            c.portals[0].fields.probability = Some("UF_CRM_LEADSCORE_P".into());
+        }),
+        ..crate::common::Options::default()
+    })
+    .await;
+    d.sandbox
+        .add_userfield(
+            serde_json::json!({"FIELD_NAME": "UF_CRM_LEADSCORE_P", "USER_TYPE_ID": "string"}),
+        )
+        .unwrap();
+    // Scores up to 50 won 1 of 3 leads, above 50 every lead: 33% and 100%.
+    let c = leadscore::backtest::calibration::Calibration::fit([
+        (10, false),
+        (50, false),
+        (50, true),
+        (90, true),
+    ]);
+    d.store().put_calibration("demo", &c).unwrap();
+    let id = d.add_strong_lead(7);
+    d.settle().await;
+    let score = d.crm_score(id).expect("scored");
+    let lead = d.sandbox.get_lead(id).unwrap();
+    let want = c.describe(score as i32);
+    assert!(want.contains('%'), "{want}");
+    assert_eq!(lead["UF_CRM_LEADSCORE_P"], serde_json::json!(want));
+    assert_eq!(
+        d.store()
+            .written("demo", &id.to_string())
+            .unwrap()
+            .unwrap()
+            .probability,
+        Some(want)
+    );
+}
