@@ -5,13 +5,12 @@
 //! later analyses need no full pull.
 
 use chrono::{DateTime, Utc};
-use tracing::info;
+use tracing::{debug, info};
 
 use super::{Pipeline, Written};
 use crate::crm::Closed;
 use crate::lead::Lead;
-use crate::scoring::Score;
-use crate::store::{LiveOutcome, ShadowScore, StoreError};
+use crate::store::{LiveOutcome, StoreError};
 
 /// What the lead looked like when it closed.
 pub(super) struct AtClose<'a> {
@@ -19,9 +18,6 @@ pub(super) struct AtClose<'a> {
     pub closed: Closed,
     /// What was last written before this turn (what the rep saw).
     pub last: Option<&'a Written>,
-    /// This turn's score and shadow verdict (used when nothing was written before).
-    pub score: &'a Score,
-    pub shadow: Option<&'a ShadowScore>,
 }
 
 impl Pipeline {
@@ -43,6 +39,9 @@ impl Pipeline {
     }
 
     /// Record `c`'s close once (again only when the lead closed again at another time).
+    /// The caller hands over only a close whose status change this read saw; a lead
+    /// with no score written before it (closed before leadscore knew it) had no score
+    /// then and is not recorded: scoring it now would use what happened after.
     pub(super) fn note_outcome(
         &self,
         portal: &str,
@@ -50,6 +49,10 @@ impl Pipeline {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let id = &c.lead.id;
+        let Some(w) = c.last else {
+            debug!(portal, lead = %id, "closed lead never scored before its close; no outcome recorded");
+            return Ok(());
+        };
         if self
             .store
             .live_outcome(portal, id)?
@@ -57,19 +60,14 @@ impl Pipeline {
         {
             return Ok(());
         }
-        let (score, tier, shadow) = match c.last {
-            Some(w) => {
-                let shadow = self
-                    .store
-                    .ledger(portal, id)?
-                    .into_iter()
-                    .rev()
-                    .find(|e| e.at <= w.at)
-                    .and_then(|e| e.shadow);
-                (w.score, w.tier.clone(), shadow)
-            }
-            None => (c.score.total, c.score.tier.clone(), c.shadow.cloned()),
-        };
+        let shadow = self
+            .store
+            .ledger(portal, id)?
+            .into_iter()
+            .rev()
+            .find(|e| e.at <= w.at)
+            .and_then(|e| e.shadow);
+        let (score, tier) = (w.score, w.tier.clone());
         info!(portal, lead = %id, outcome = ?c.closed.outcome, score, tier = %tier, "outcome recorded");
         self.store.put_live_outcome(
             portal,

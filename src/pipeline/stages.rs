@@ -238,12 +238,17 @@ impl Pipeline {
                     self.finish(&e).await;
                     continue;
                 };
+                // A close is an outcome when this read sees the status change (a lead
+                // first seen closed, or read again while closed, had no score then).
+                let moved = previous
+                    .as_ref()
+                    .is_some_and(|p| p.lead.status != f.lead.status);
                 let snap = merge_snapshot(previous, f, now);
                 if let Err(err) = self.store.put_snapshot(&portal.id, id, &snap) {
                     self.fail(rt, &e, &err.into()).await;
                     continue;
                 }
-                (snap, f.current_score, f.closed)
+                (snap, f.current_score, f.closed.filter(|_| moved))
             } else {
                 let Some(snap) = previous else { continue };
                 (snap, None, None)
@@ -288,8 +293,6 @@ impl Pipeline {
                     lead: &snap.lead,
                     closed,
                     last: last.as_ref(),
-                    score: &score,
-                    shadow: shadow.as_ref(),
                 };
                 if let Err(err) = self.note_outcome(&portal.id, at_close, now) {
                     self.fail(rt, &e, &err.into()).await;

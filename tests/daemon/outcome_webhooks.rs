@@ -81,6 +81,19 @@ async fn a_lead_moved_to_won_or_lost_is_recorded_with_the_score_it_had() {
         .unwrap();
     assert_eq!(again.recorded_at, recorded_at);
 
+    // A lead that arrives already won was never scored before its close: no record
+    // (scoring it now would count what happened after the close).
+    let born_won = d
+        .sandbox
+        .add_lead(leadscore_amocrm_sandbox::NewLead::named("born won").status(142))
+        .unwrap();
+    d.settle().await;
+    assert!(d.score(born_won).is_some(), "it is still scored");
+    assert_eq!(
+        store.live_outcome("demo", &born_won.to_string()).unwrap(),
+        None
+    );
+
     // The model page shows conversion by the tier the leads had when they closed.
     let addr = d.running.as_ref().unwrap().addr;
     let page = reqwest::get(format!("http://{addr}/dashboard/model"))
