@@ -65,7 +65,7 @@ model_url="${url/\/dashboard/\/dashboard\/model}"
 model_out="$(dirname "$out")/dashboard-model.png"
 "$browser" "${flags[@]}" --dump-dom "$model_url" >"$work/model.html" 2>>"$work/chromium.log" \
   || { cat "$work/chromium.log" >&2; exit 1; }
-for needle in "Score distribution per tier" "Portal demo" "Conversion by tier" "No shadow scores yet"; do
+for needle in "Score distribution per tier" "Portal demo" "Conversion by tier" "Tier when closed" "No shadow scores yet"; do
   grep -q "$needle" "$work/model.html" || { echo "the model page lacks \"$needle\"" >&2; exit 1; }
 done
 rm -f "$model_out"

@@ -5,7 +5,8 @@
 //!
 //! Run: `cargo bench --bench backtest` (prints figures; the target is ≤ 0.5 s of CPU).
 //! `cargo bench --bench backtest -- pull`: the pull of 10,000 closed leads from the
-//! Bitrix24 sandbox at 2 requests/s ([`pull`]).
+//! Bitrix24 sandbox at 2 requests/s ([`pull`]); `-- pull-amocrm` the same from the
+//! amoCRM sandbox at 7 requests/s.
 
 #[path = "backtest/pull.rs"]
 mod pull;
@@ -44,6 +45,9 @@ fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` passes nothing: run small.
     let full = std::env::args().any(|a| a == "--bench");
     let n = if full { 10_000 } else { 200 };
+    if std::env::args().any(|a| a == "pull-amocrm") {
+        return pull::run_amocrm(n);
+    }
     if std::env::args().any(|a| a == "pull") {
         return pull::run(n);
     }

@@ -77,6 +77,13 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     demo::settle(&sandbox, &running.pipeline, Duration::from_secs(60)).await?;
+    // A few leads close (converted: won; junk: lost): the model page's conversion by
+    // tier comes from these outcome webhooks.
+    for (i, id) in ids.iter().enumerate().take(8) {
+        let status = if i % 3 == 2 { "JUNK" } else { "CONVERTED" };
+        sandbox.update_lead(*id, json!({"STATUS_ID": status}))?;
+    }
+    demo::settle(&sandbox, &running.pipeline, Duration::from_secs(60)).await?;
 
     let url = format!("http://{}/dashboard", running.addr);
     println!("dashboard: {url} (serving for {} s)", args.seconds);

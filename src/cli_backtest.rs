@@ -88,6 +88,10 @@ pub struct Args {
     /// "Of the last N wins …".
     #[arg(long, default_value_t = 50)]
     pub last_wins: usize,
+    /// With --portal: compare the live and the shadow model on the portal's outcomes,
+    /// from what the ledger kept (agreement, tier changes, call-now tasks).
+    #[arg(long, requires = "portal", conflicts_with = "model")]
+    pub shadow: bool,
 }
 
 /// `leadscore tune` arguments.
@@ -196,6 +200,9 @@ pub fn run(cmd: &BacktestCmd) -> anyhow::Result<()> {
     }
     let a = &cmd.args;
     let l = load(&a.input)?;
+    if a.shadow {
+        return run_shadow(a, &l);
+    }
     let other = match &a.model {
         Some(p) => Some((p.display().to_string(), load_model_config(p)?)),
         None => None,
@@ -214,6 +221,9 @@ pub fn run(cmd: &BacktestCmd) -> anyhow::Result<()> {
         &opts,
         other.as_ref().map(|(n, c)| (n.as_str(), &*c.model)),
     );
+    if let Some(p) = &a.input.portal {
+        keep_calibration(&l.config, p, &report.probability)?;
+    }
     let text = match a.format {
         Format::Text => report_text::render(&report),
         Format::Json => serde_json::to_string_pretty(&report)? + "\n",
@@ -224,6 +234,73 @@ pub fn run(cmd: &BacktestCmd) -> anyhow::Result<()> {
         eprintln!("backtest report written to {}", p.display());
     }
     Ok(())
+}
+
+/// A portal's backtest refreshes the calibration the daemon writes "72 ≈ 18%" from
+/// (`fields.probability`).
+fn keep_calibration(
+    config: &crate::config::Config,
+    portal: &str,
+    c: &backtest::calibration::Calibration,
+) -> anyhow::Result<()> {
+    let store = crate::store::Store::open(&config.server.data_dir).with_context(|| {
+        format!(
+            "cannot open the store in {}",
+            config.server.data_dir.display()
+        )
+    })?;
+    store.put_calibration(portal, c)?;
+    store.flush_blocking()?;
+    eprintln!("portal {portal}: calibration kept for the probability field (score ≈ win rate)");
+    Ok(())
+}
+
+/// `leadscore backtest --portal P --shadow`: the ledger's live and shadow scores
+/// before each close of the pull (see `backtest::shadow`).
+fn run_shadow(a: &Args, l: &Loaded) -> anyhow::Result<()> {
+    let id = a
+        .input
+        .portal
+        .as_deref()
+        .context("--shadow needs --portal")?;
+    let portal = l
+        .config
+        .portals
+        .iter()
+        .find(|p| p.id == id)
+        .with_context(|| format!("no portal {id:?}"))?;
+    let store = crate::store::Store::open(&l.config.server.data_dir).with_context(|| {
+        format!(
+            "cannot open the store in {} (is the daemon running?)",
+            l.config.server.data_dir.display()
+        )
+    })?;
+    let mut ledgers = std::collections::BTreeMap::new();
+    for c in &l.leads {
+        ledgers.insert(c.lead.id.clone(), store.ledger(id, &c.lead.id)?);
+    }
+    drop(store);
+    let tiers: Vec<String> = l
+        .config
+        .model
+        .tiers()
+        .iter()
+        .map(|t| t.id.clone())
+        .collect();
+    let report = backtest::shadow::compare(id, &l.leads, &ledgers, &tiers, portal.threshold);
+    if report.leads == 0 {
+        bail!(
+            "portal {id}: none of its {} closed leads has a score with a shadow verdict before \
+             its close (is server.shadow_model set, and has the daemon scored them since?)",
+            l.leads.len()
+        );
+    }
+    let text = match a.format {
+        Format::Text => backtest::shadow::render_text(&report),
+        Format::Json => serde_json::to_string_pretty(&report)? + "\n",
+        Format::Html => bail!("--shadow reports as text or json"),
+    };
+    emit(a.out.as_deref(), &text)
 }
 
 fn run_generate(out: &Path, leads: usize, seed: u64) -> anyhow::Result<()> {

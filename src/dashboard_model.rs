@@ -33,6 +33,9 @@ struct PortalNumbers {
     shadow_calls: usize,
     /// Leads whose live and shadow tiers differ.
     differ: Vec<Differ>,
+    /// Recorded closes per tier the lead had when it closed: (closed, won, days to
+    /// close of each lead whose creation time is known).
+    closes: BTreeMap<String, (usize, usize, Vec<f64>)>,
 }
 
 /// A lead the live and shadow models put in different tiers.
@@ -60,18 +63,19 @@ fn numbers(p: &Pipeline) -> Result<Vec<PortalNumbers>, StoreError> {
             id: id.clone(),
             ..Default::default()
         };
+        for (_, o) in p.store.live_outcomes(&id)? {
+            let c = n.closes.entry(o.tier.clone()).or_default();
+            c.0 += 1;
+            c.1 += usize::from(o.outcome == crate::backtest::Outcome::Won);
+            if let Some(created) = o.created_at {
+                c.2.push((o.closed_at - created).num_seconds().max(0) as f64 / 86_400.0);
+            }
+        }
         for (lead, _) in p.store.written_all(&id)? {
             let ledger = p.store.ledger(&id, &lead)?;
-            let (mut live_above, mut shadow_above) = (false, false);
-            for e in &ledger {
-                let above = e.score > portal.threshold;
-                n.live_calls += usize::from(above && !live_above);
-                live_above = above;
-                if let Some(s) = &e.shadow {
-                    n.shadow_calls += usize::from(s.call_now && !shadow_above);
-                    shadow_above = s.call_now;
-                }
-            }
+            let (live, shadow) = crate::store::crossings(&ledger, portal.threshold);
+            n.live_calls += live;
+            n.shadow_calls += shadow;
             let Some(last) = ledger.last() else { continue };
             *n.tiers.entry(last.tier.clone()).or_default() += 1;
             let Some(s) = &last.shadow else { continue };
@@ -170,12 +174,55 @@ table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;p
                 h.push_str("</table>");
             }
         }
-        h.push_str(
-            "<h3>Conversion by tier, time to close</h3><p class=\"outcomes\">No outcomes yet.</p>",
-        );
+        h.push_str("<h3>Conversion by tier, time to close</h3>");
+        render_closes(&mut h, &n.closes);
     }
     h.push_str("</body></html>");
     h
+}
+
+/// The middle value (the mean of the two middle ones for an even count).
+fn median(v: &[f64]) -> Option<f64> {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
+/// Conversion and median days to close per tier the leads had when they closed.
+fn render_closes(h: &mut String, closes: &BTreeMap<String, (usize, usize, Vec<f64>)>) {
+    if closes.is_empty() {
+        h.push_str("<p class=\"outcomes\">No outcomes yet.</p>");
+        return;
+    }
+    h.push_str(
+        "<table class=\"outcomes\"><tr><th>Tier when closed</th><th>Closed</th><th>Won</th>\
+<th>Conversion</th><th>Median days to close</th></tr>",
+    );
+    let days = |v: &[f64]| median(v).map_or("–".to_string(), |d| format!("{d:.1}"));
+    let (mut all, mut won, mut spans) = (0, 0, Vec::new());
+    for (tier, (n, w, d)) in closes {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{n}</td><td>{w}</td><td>{:.0}%</td><td>{}</td></tr>",
+            escape(tier),
+            100.0 * *w as f64 / (*n).max(1) as f64,
+            days(d)
+        );
+        all += n;
+        won += w;
+        spans.extend_from_slice(d);
+    }
+    let _ = write!(
+        h,
+        "<tr><th>All</th><th>{all}</th><th>{won}</th><th>{:.0}%</th><th>{}</th></tr></table>",
+        100.0 * won as f64 / all.max(1) as f64,
+        days(&spans)
+    );
 }
 
 /// `GET /dashboard/model`: the HTML page.

@@ -18,6 +18,7 @@ pub mod history;
 mod logistic;
 pub mod report_html;
 pub mod report_text;
+pub mod shadow;
 pub mod tables;
 pub mod tune;
 

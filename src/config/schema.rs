@@ -129,6 +129,9 @@ pub struct FieldsSection {
     pub breakdown: Option<String>,
     /// Also post the breakdown as a timeline comment / note when the score changes.
     pub comment: bool,
+    /// Optional text field for the score with its win probability ("72 ≈ 18%"), from
+    /// the calibration the last `backtest --portal` of this portal computed.
+    pub probability: Option<String>,
     /// Neutral field name (`industry`, `revenue`, `employees`, `region`, `custom.<x>`, ...)
     /// -> the CRM field that holds it.
     pub map: BTreeMap<String, String>,

@@ -68,6 +68,16 @@ pub struct Fetched {
     /// The score currently stored in the CRM's score field, if any (lets the pipeline
     /// notice an admin overwriting it by hand).
     pub current_score: Option<i32>,
+    /// The lead is closed (won or lost by the portal's outcome mapping): the pipeline
+    /// records the outcome with the score the lead had then (`None`: still open).
+    pub closed: Option<Closed>,
+}
+
+/// A lead's close as the CRM shows it when the lead is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closed {
+    pub outcome: crate::backtest::Outcome,
+    pub at: DateTime<Utc>,
 }
 
 impl Fetched {
@@ -79,6 +89,7 @@ impl Fetched {
             activities_complete: true,
             activity_cursor: None,
             current_score,
+            closed: None,
         }
     }
 }
@@ -138,6 +149,10 @@ pub struct ScoreWrite {
     pub breakdown: String,
     /// Also post the explanation as a timeline comment / note.
     pub comment: bool,
+    /// The score with its win probability ("72 ≈ 18%") for `fields.probability`
+    /// (`None`: no such field, or no calibration yet).
+    #[serde(default)]
+    pub probability: Option<String>,
 }
 
 /// When, and where the API says so by whom, the CRM last modified a lead. The sweep

@@ -5,6 +5,7 @@
 //! any point resumes from the store without losing or doubling anything.
 
 mod decay;
+mod outcomes;
 mod reload;
 pub mod rescore;
 mod rescore_job;

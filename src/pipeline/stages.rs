@@ -35,6 +35,8 @@ struct Scored {
     needs_write: bool,
     /// The shadow model's verdict, for the ledger only.
     shadow: Option<ShadowScore>,
+    /// "72 ≈ 18%" for the probability field, when the portal has one and a calibration.
+    probability: Option<String>,
 }
 
 /// Per lead, what the CRM said about its write (absent: not written this turn).
@@ -227,7 +229,7 @@ impl Pipeline {
             let Subject::Lead(id) = &e.subject else {
                 continue;
             };
-            let (snap, current_score) = if read {
+            let (snap, current_score, closed) = if read {
                 let Some(f) = fetched.get(id) else {
                     info!(portal = %portal.id, lead = %id, "lead no longer exists; dropped");
                     Metrics::inc(&self.metrics.leads, &portal.id, "deleted");
@@ -237,15 +239,20 @@ impl Pipeline {
                     self.finish(&e).await;
                     continue;
                 };
+                // A close is an outcome when this read sees the status change (a lead
+                // first seen closed, or read again while closed, had no score then).
+                let moved = previous
+                    .as_ref()
+                    .is_some_and(|p| p.lead.status != f.lead.status);
                 let snap = merge_snapshot(previous, f, now);
                 if let Err(err) = self.store.put_snapshot(&portal.id, id, &snap) {
                     self.fail(rt, &e, &err.into()).await;
                     continue;
                 }
-                (snap, f.current_score)
+                (snap, f.current_score, f.closed.filter(|_| moved))
             } else {
                 let Some(snap) = previous else { continue };
-                (snap, None)
+                (snap, None, None)
             };
             // The website events of the lead's identified visitors count beside the
             // CRM's activities (kept apart: the snapshot is what the CRM said).
@@ -271,10 +278,31 @@ impl Pipeline {
                     continue;
                 }
             };
+            let probability = match self.probability_text(&portal.fields, &portal.id, score.total) {
+                Ok(p) => p,
+                Err(err) => {
+                    self.fail(rt, &e, &err.into()).await;
+                    continue;
+                }
+            };
             let same = last.as_ref().is_some_and(|w| {
-                w.score == score.total && w.tier == score.tier && w.breakdown == explanation
+                w.score == score.total
+                    && w.tier == score.tier
+                    && w.breakdown == explanation
+                    && w.probability == probability
             }) && current_score.is_none_or(|c| c == score.total);
             let shadow = shadow.map(|m| shadow_score(m, &snap.lead, &activities, now));
+            if let Some(closed) = closed {
+                let at_close = super::outcomes::AtClose {
+                    lead: &snap.lead,
+                    closed,
+                    last: last.as_ref(),
+                };
+                if let Err(err) = self.note_outcome(&portal.id, at_close, now) {
+                    self.fail(rt, &e, &err.into()).await;
+                    continue;
+                }
+            }
             scored.push(Scored {
                 entry: e,
                 lead: snap.lead,
@@ -282,6 +310,7 @@ impl Pipeline {
                 explanation,
                 needs_write: !same,
                 shadow,
+                probability,
             });
         }
         let timers = timers.iter().map(|(id, at)| (id.as_str(), *at));
@@ -311,6 +340,7 @@ impl Pipeline {
                 tier: s.score.tier.clone(),
                 breakdown: s.explanation.clone(),
                 comment: rt.portal.fields.comment,
+                probability: s.probability.clone(),
             })
             .collect();
         if writes.is_empty() {
@@ -351,6 +381,7 @@ impl Pipeline {
                 explanation,
                 needs_write,
                 shadow,
+                probability,
             } = s;
             if needs_write {
                 match results.get(&lead.id) {
@@ -359,6 +390,7 @@ impl Pipeline {
                             score: score.total,
                             tier: score.tier.clone(),
                             breakdown: explanation.clone(),
+                            probability,
                             at: now,
                             crm_stamp: stamp.clone(),
                         };

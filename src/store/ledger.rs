@@ -34,3 +34,25 @@ pub struct ShadowScore {
     /// a lead that gets here from below is a task the shadow would have sent.
     pub call_now: bool,
 }
+
+/// Call-now tasks a lead's ledger (oldest first) stands for: (live, shadow). Live: a
+/// score going from `threshold` or less to above it; shadow: its `call_now` going from
+/// false to true, over the entries that carry one. The dashboard and `backtest
+/// --shadow` count with this one rule.
+pub fn crossings<'a>(
+    entries: impl IntoIterator<Item = &'a LedgerEntry>,
+    threshold: i32,
+) -> (usize, usize) {
+    let (mut live, mut shadow) = (0, 0);
+    let (mut live_above, mut shadow_above) = (false, false);
+    for e in entries {
+        let above = e.score > threshold;
+        live += usize::from(above && !live_above);
+        live_above = above;
+        if let Some(s) = &e.shadow {
+            shadow += usize::from(s.call_now && !shadow_above);
+            shadow_above = s.call_now;
+        }
+    }
+    (live, shadow)
+}

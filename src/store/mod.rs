@@ -18,7 +18,6 @@
 //!
 //! Every write that an acknowledgement depends on is followed by [`Store::flush`].
 
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -35,9 +34,14 @@ mod group;
 mod inputs;
 mod ledger;
 
-pub use ledger::{LedgerEntry, ShadowScore};
+pub use ledger::{crossings, LedgerEntry, ShadowScore};
+mod calibrations;
+mod live_outcomes;
+pub use live_outcomes::LiveOutcome;
 mod meta;
+mod open;
 mod outcomes;
+pub use open::STORE_CACHE_BYTES;
 mod snapshot_codec;
 pub mod tracking;
 pub use outcomes::OutcomePull;
@@ -178,6 +182,9 @@ pub struct Written {
     pub score: i32,
     pub tier: String,
     pub breakdown: String,
+    /// The "72 ≈ 18%" text written to the probability field, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probability: Option<String>,
     pub at: DateTime<Utc>,
     /// The CRM's modification stamp our write produced: the sweep skips the lead while
     /// the CRM lists nothing newer.
@@ -346,60 +353,7 @@ fn merge_into(
     }
 }
 
-/// How many times (50 ms apart) opening waits for a lock a just-closed handle holds.
-const LOCK_WAIT_TRIES: u32 = 200;
-
-/// sled's page cache: bounds the daemon's memory with a large portal's snapshots.
-pub const STORE_CACHE_BYTES: u64 = 32 * 1024 * 1024;
-
 impl Store {
-    /// Open (or create) the store in `dir`.
-    pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
-        let config = sled::Config::new()
-            .path(dir.join("db"))
-            .mode(sled::Mode::HighThroughput)
-            // sled's default page cache is 1 GiB: a pass over every stored snapshot (a
-            // rescore dry run over 100,000 leads) would keep hundreds of MB resident.
-            // The hot set (pending, timers, recent snapshots) is far smaller.
-            .cache_capacity(STORE_CACHE_BYTES);
-        // sled releases its file lock only when its flusher thread has exited, a moment
-        // after the last handle is dropped: a restart in the same process (or one racing
-        // the old process's exit) waits for it instead of failing.
-        let mut waited = 0;
-        let db = loop {
-            match config.open() {
-                Err(sled::Error::Io(e))
-                    if e.kind() == std::io::ErrorKind::WouldBlock && waited < LOCK_WAIT_TRIES =>
-                {
-                    if waited == 0 {
-                        tracing::info!(dir = %dir.display(), "store is locked; waiting up to 10 s for the previous handle to let go");
-                    }
-                    waited += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-                other => break other?,
-            }
-        };
-        let pending = db.open_tree("pending")?;
-        let count = pending.len();
-        Ok(Store {
-            dlq: db.open_tree("dlq")?,
-            written: db.open_tree("written")?,
-            ledger: db.open_tree("ledger")?,
-            crossing: db.open_tree("crossing")?,
-            snapshot: db.open_tree("snapshot")?,
-            timers: db.open_tree("timers")?,
-            timer_of: db.open_tree("timer_of")?,
-            meta: db.open_tree("meta")?,
-            tracking: tracking::TrackingTrees::open(&db)?,
-            pending,
-            pending_count: AtomicUsize::new(count),
-            group: group::GroupFlush::default(),
-            db,
-        })
-    }
-
     /// Make everything written so far durable. Webhooks are acknowledged only after this.
     /// Group commit (`group`): one fsync serves every caller waiting at that instant.
     pub async fn flush(&self) -> Result<(), StoreError> {

@@ -14,6 +14,7 @@ mod e2e_bitrix24;
 mod hostile_input;
 mod intake_limits;
 mod notify;
+mod outcome_webhooks;
 mod rescore_amocrm;
 mod secrets;
 mod shadow_model;

@@ -388,3 +388,139 @@ fn a_bad_csv_row_is_named_by_file_line_and_column() {
         "{e}"
     );
 }
+
+/// A ledger entry of the live model (score, tier) with the shadow's verdict.
+fn shadow_entry(
+    at: &str,
+    live: (i32, &str),
+    shadow: (i32, &str, bool),
+) -> leadscore::store::LedgerEntry {
+    let m = model();
+    let mut detail = m.score(&Lead::default(), &[], t(at));
+    detail.total = live.0;
+    detail.tier = live.1.into();
+    leadscore::store::LedgerEntry {
+        at: t(at),
+        score: live.0,
+        tier: live.1.into(),
+        explanation: String::new(),
+        detail,
+        causes: Vec::new(),
+        shadow: Some(leadscore::store::ShadowScore {
+            score: shadow.0,
+            tier: shadow.1.into(),
+            call_now: shadow.2,
+        }),
+    }
+}
+
+#[test]
+fn cli_shadow_compares_the_ledgers_live_and_shadow_scores_on_cached_outcomes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("leadscore.toml");
+    std::fs::write(
+        &config,
+        EXAMPLE.replace(
+            "data_dir = \"/var/lib/leadscore\"",
+            &format!("data_dir = {:?}", data.display().to_string()),
+        ),
+    )
+    .unwrap();
+    // Three closed leads: 11 won (live hot 80 after 50, shadow warm 60: never calls),
+    // 12 lost (live warm 40, shadow hot 75 calling), 13 won (both hot, both call).
+    let lead = |id: &str, won: bool| {
+        let mut c = closed(Vec::new());
+        c.lead.id = id.into();
+        c.outcome = if won { Outcome::Won } else { Outcome::Lost };
+        c
+    };
+    let leads = vec![lead("11", true), lead("12", false), lead("13", true)];
+    let store = leadscore::store::Store::open(&data).unwrap();
+    let pull = leadscore::store::OutcomePull {
+        pulled_at: t("2026-06-01T00:00:00Z"),
+        leads: 3,
+        requests: 0,
+    };
+    store.put_outcomes("main", &pull, &leads).unwrap();
+    let close = leads[0].closed_at;
+    let day = |d: i64| (close - TimeDelta::days(d)).to_rfc3339();
+    let entries = [
+        (
+            "11",
+            shadow_entry(&day(5), (50, "warm"), (55, "warm", false)),
+        ),
+        (
+            "11",
+            shadow_entry(&day(2), (80, "hot"), (60, "warm", false)),
+        ),
+        ("12", shadow_entry(&day(3), (40, "warm"), (75, "hot", true))),
+        ("13", shadow_entry(&day(3), (90, "hot"), (85, "hot", true))),
+        // After 13's close: never counts.
+        (
+            "13",
+            shadow_entry(
+                &(close + TimeDelta::days(1)).to_rfc3339(),
+                (10, "cold"),
+                (10, "cold", false),
+            ),
+        ),
+    ];
+    for (id, e) in &entries {
+        let w = leadscore::store::Written {
+            score: e.score,
+            tier: e.tier.clone(),
+            breakdown: String::new(),
+            probability: None,
+            at: e.at,
+            crm_stamp: None,
+        };
+        store.record_write("main", id, &w, e).unwrap();
+    }
+    store.flush_blocking().unwrap();
+    drop(store);
+    let stdout = run_ok(
+        bin()
+            .args(["backtest", "--config"])
+            .arg(&config)
+            .args(["--portal", "main", "--shadow", "--format", "json"])
+            .env(
+                "LEADSCORE_B24_WEBHOOK_URL",
+                "https://x.bitrix24.ru/rest/1/unused0000/",
+            )
+            .env("LEADSCORE_B24_APP_TOKEN", "unused-token-0123456789"),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
+    // Same tier: only 13 (hot/hot) of 3.
+    assert!(
+        (v["agreement"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-12,
+        "{v}"
+    );
+    assert_eq!(v["leads"], 3);
+    // Live (threshold 70): 11 crosses once, 13 once; shadow: 12 and 13.
+    assert_eq!(v["live"]["call_now"], 2);
+    assert_eq!(v["live"]["called_won"], 2);
+    assert_eq!(v["shadow"]["call_now"], 2);
+    assert_eq!(v["shadow"]["called_won"], 1);
+    assert_eq!(v["shadow"]["won_never_called"], 1);
+    // Live scores 80, 40, 90 rank both wins above the loss; shadow 60 < 75: 0.5.
+    assert_eq!(v["live"]["auc"], 1.0);
+    assert_eq!(v["shadow"]["auc"], 0.5);
+    let hot = |side: &str| {
+        v[side]["tiers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["tier"] == "hot")
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        (hot("live")["leads"].clone(), hot("live")["won"].clone()),
+        (2.into(), 2.into())
+    );
+    assert_eq!(
+        (hot("shadow")["leads"].clone(), hot("shadow")["won"].clone()),
+        (2.into(), 1.into())
+    );
+}

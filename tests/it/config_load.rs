@@ -923,3 +923,38 @@ identify_secret_env = \"TRACK\"
     assert!(!t.allows_origin("https://shop.example.ru.evil.com"));
     assert_eq!(t.anonymous_days, 30);
 }
+
+#[test]
+fn amocrm_outcome_mapping_has_defaults_and_is_checked() {
+    let portal = |extra: &str| {
+        format!(
+            "[[portal]]\nid = \"a\"\ncrm = \"amocrm\"\nbase_url = \"https://a.amocrm.ru\"\naccess_token_env = \"T\"\nwebhook_secret_env = \"S\"\n{extra}\n[portal.fields]\nscore = \"1\"\ntier = \"2\"\n{SCORING}"
+        )
+    };
+    let env = env_from(&[
+        ("T", "amo-token-FIXTURE-55aa"),
+        ("S", "amo-secret-FIXTURE-66bb"),
+    ]);
+    let c = ok(&portal(""), &env);
+    let m = &amo_of(&c.portals[0]).outcomes;
+    assert_eq!(m, &amocrm::settings::OutcomeMap::default());
+    assert_eq!(
+        (m.won_statuses.clone(), m.lost_statuses.clone()),
+        (vec![142], vec![143])
+    );
+    let c = ok(
+        &portal("won_statuses = [142]\nlost_statuses = [143, 31000009]"),
+        &env,
+    );
+    assert_eq!(
+        amo_of(&c.portals[0]).outcomes.lost_statuses,
+        [143, 31_000_009]
+    );
+    let text = errors_of(&portal("won_statuses = []\nlost_statuses = [143]"), &env).to_string();
+    assert!(
+        text.contains("won_statuses: must list at least one"),
+        "{text}"
+    );
+    let text = errors_of(&portal("won_statuses = [142, 143]"), &env).to_string();
+    assert!(text.contains("143 is also in `won_statuses`"), "{text}");
+}

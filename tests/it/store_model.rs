@@ -459,6 +459,7 @@ impl Harness {
                     score: total,
                     tier: "warm".into(),
                     breakdown: format!("{total} points"),
+                    probability: None,
                     at: t(1),
                     crm_stamp: None,
                 };

@@ -189,6 +189,18 @@ pub(crate) fn dispatch(
                 "_embedded": {"pipelines": items},
             })))
         }
+        ["leads", "loss_reasons"] if get => {
+            let items: Vec<Value> = st
+                .loss_reasons
+                .iter()
+                .map(|r| render::loss_reason(st, r))
+                .collect();
+            Ok(ok(json!({
+                "_total_items": items.len(),
+                "_links": render::links(st, "/api/v4/leads/loss_reasons"),
+                "_embedded": {"loss_reasons": items},
+            })))
+        }
         ["leads", "pipelines", pid] if get => {
             match id(pid).and_then(|p| st.pipelines.iter().find(|x| x.id == p)) {
                 Some(p) => Ok(ok(render::pipeline(st, p))),

@@ -63,8 +63,8 @@ use tokio::task::JoinHandle;
 
 pub use model::{
     Company, Contact, CustomField, EntityType, EnumOption, Event, FieldSpec, FieldType, FieldValue,
-    FieldValues, Lead, LeadChange, LinkedContact, NewCompany, NewContact, NewEvent, NewLead,
-    NewTask, Note, Pipeline, Stage, StoredValue, Tag, Task, User,
+    FieldValues, Lead, LeadChange, LinkedContact, LossReason, NewCompany, NewContact, NewEvent,
+    NewLead, NewTask, Note, Pipeline, Stage, StoredValue, Tag, Task, User,
 };
 
 use http::{Runtime, Shared};
@@ -670,6 +670,12 @@ impl SandboxHandle {
         if let Some(t) = lead.updated_at {
             obj.insert("updated_at".into(), json!(t));
         }
+        if let Some(t) = lead.closed_at {
+            obj.insert("closed_at".into(), json!(t));
+        }
+        if let Some(r) = lead.loss_reason_id {
+            obj.insert("loss_reason_id".into(), json!(r));
+        }
         if !lead.fields.is_empty() {
             let cfv: Vec<Value> = lead
                 .fields
@@ -854,6 +860,36 @@ impl SandboxHandle {
         Ok(())
     }
 
+    /// Adds a user to the account (a seeded history's reps); an existing id is kept.
+    pub fn add_user(&self, user: User) {
+        let mut st = lock(&self.shared.state);
+        if !st.users.iter().any(|u| u.id == user.id) {
+            st.users.push(user);
+        }
+    }
+
+    /// Adds a loss reason (as an admin does in the pipeline settings); returns its id,
+    /// the existing one when a reason has this name.
+    pub fn add_loss_reason(&self, name: &str) -> u64 {
+        let mut st = lock(&self.shared.state);
+        if let Some(r) = st.loss_reasons.iter().find(|r| r.name == name) {
+            return r.id;
+        }
+        let id = 7_000 + st.loss_reasons.len() as u64 + 1;
+        let sort = 10 * (st.loss_reasons.len() as i64 + 1);
+        st.loss_reasons.push(LossReason {
+            id,
+            name: name.to_owned(),
+            sort,
+        });
+        id
+    }
+
+    /// The account's loss reasons.
+    pub fn loss_reasons(&self) -> Vec<LossReason> {
+        lock(&self.shared.state).loss_reasons.clone()
+    }
+
     /// Adds an event to the feed (a call, a mail, a chat message, …); returns its id.
     pub fn add_event(&self, event: NewEvent) -> Result<String, SandboxError> {
         let mut st = lock(&self.shared.state);
@@ -900,6 +936,18 @@ impl SandboxHandle {
         note_type: &str,
         params: Value,
     ) -> Result<u64, SandboxError> {
+        self.add_note_at(lead_id, note_type, params, now_unix())
+    }
+
+    /// Adds a note to a lead as the current user at `created_at` (Unix seconds; a
+    /// seeded history's past notes), with the event amoCRM adds beside it.
+    pub fn add_note_at(
+        &self,
+        lead_id: u64,
+        note_type: &str,
+        params: Value,
+        created_at: i64,
+    ) -> Result<u64, SandboxError> {
         let mut items = Vec::new();
         let id = {
             let mut st = lock(&self.shared.state);
@@ -913,7 +961,7 @@ impl SandboxHandle {
                 note_type,
                 params,
                 user,
-                now_unix(),
+                created_at,
                 &mut items,
             )
         };

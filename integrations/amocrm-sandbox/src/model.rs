@@ -299,6 +299,8 @@ pub struct Lead {
     pub updated_at: i64,
     /// Set when the lead reaches stage 142 or 143.
     pub closed_at: Option<i64>,
+    /// Why a lost lead was lost (an id of the account's loss reasons).
+    pub loss_reason_id: Option<u64>,
     /// Custom field values in field order of first write.
     pub fields: Vec<FieldValues>,
     /// Tags.
@@ -564,6 +566,18 @@ pub struct User {
     pub is_admin: bool,
 }
 
+/// A loss reason of the account (`GET /api/v4/leads/loss_reasons`), set on lost
+/// leads as `loss_reason_id`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LossReason {
+    /// Its id.
+    pub id: u64,
+    /// Its name, as reps pick it.
+    pub name: String,
+    /// Sort order.
+    pub sort: i64,
+}
+
 /// A pipeline stage.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stage {
@@ -607,6 +621,10 @@ pub struct NewLead {
     pub created_at: Option<i64>,
     /// Last change time; `created_at` when `None`.
     pub updated_at: Option<i64>,
+    /// Close time of a lead created in stage 142 or 143; `updated_at` when `None`.
+    pub closed_at: Option<i64>,
+    /// Loss reason id (one of [`crate::SandboxHandle::loss_reasons`]).
+    pub loss_reason_id: Option<u64>,
     /// Custom field values.
     pub fields: Vec<(u64, FieldValue)>,
     /// Tag names.

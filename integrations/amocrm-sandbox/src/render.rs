@@ -4,7 +4,8 @@
 use serde_json::{json, Map, Value};
 
 use super::model::{
-    Company, Contact, CustomField, EntityType, Event, FieldValues, Lead, Note, Pipeline, Task, User,
+    Company, Contact, CustomField, EntityType, Event, FieldValues, Lead, LossReason, Note,
+    Pipeline, Task, User,
 };
 use super::query::Query;
 use super::store::State;
@@ -86,6 +87,15 @@ pub(crate) fn lead(st: &State, l: &Lead, with: &[String]) -> Value {
             ),
         );
     }
+    if with.iter().any(|w| w == "loss_reason") {
+        let reasons: Vec<Value> = l
+            .loss_reason_id
+            .and_then(|id| st.loss_reasons.iter().find(|r| r.id == id))
+            .map(|r| loss_reason(st, r))
+            .into_iter()
+            .collect();
+        embedded.insert("loss_reason".into(), Value::Array(reasons));
+    }
     json!({
         "id": l.id,
         "name": l.name,
@@ -94,7 +104,7 @@ pub(crate) fn lead(st: &State, l: &Lead, with: &[String]) -> Value {
         "group_id": l.group_id,
         "status_id": l.status_id,
         "pipeline_id": l.pipeline_id,
-        "loss_reason_id": null,
+        "loss_reason_id": l.loss_reason_id,
         "created_by": l.created_by,
         "updated_by": l.updated_by,
         "created_at": l.created_at,
@@ -108,6 +118,18 @@ pub(crate) fn lead(st: &State, l: &Lead, with: &[String]) -> Value {
         "labor_cost": null,
         "_links": links(st, &format!("/api/v4/leads/{}", l.id)),
         "_embedded": Value::Object(embedded),
+    })
+}
+
+/// One loss reason, as `GET /api/v4/leads/loss_reasons` and `with=loss_reason` show it.
+pub(crate) fn loss_reason(st: &State, r: &LossReason) -> Value {
+    json!({
+        "id": r.id,
+        "name": r.name,
+        "sort": r.sort,
+        "created_at": st.created_at,
+        "updated_at": st.created_at,
+        "_links": links(st, &format!("/api/v4/leads/loss_reasons/{}", r.id)),
     })
 }
 

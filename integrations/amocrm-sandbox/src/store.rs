@@ -10,7 +10,8 @@ use serde_json::{json, Map, Value};
 
 use super::model::{
     Company, Contact, CustomField, EntityType, EnumOption, Event, FieldSpec, FieldType, FieldValue,
-    FieldValues, Lead, LinkedContact, Note, Pipeline, Stage, StoredValue, Tag, Task, User,
+    FieldValues, Lead, LinkedContact, LossReason, Note, Pipeline, Stage, StoredValue, Tag, Task,
+    User,
 };
 use super::webhooks::{self, HookItem};
 
@@ -110,6 +111,8 @@ pub(crate) struct LeadInput {
     pub created_by: Option<u64>,
     pub created_at: Option<i64>,
     pub updated_at: Option<i64>,
+    pub closed_at: Option<i64>,
+    pub loss_reason_id: Option<u64>,
     pub request_id: Option<String>,
 }
 
@@ -149,6 +152,7 @@ pub(crate) struct State {
     /// Leads whose new tasks are refused (fault injection, see
     /// `SandboxHandle::refuse_tasks_on`).
     pub refuse_tasks_on: std::collections::BTreeSet<u64>,
+    pub loss_reasons: Vec<LossReason>,
     seq: Seq,
 }
 
@@ -171,6 +175,7 @@ impl State {
             notes: BTreeMap::new(),
             tasks: BTreeMap::new(),
             tags: Vec::new(),
+            loss_reasons: Vec::new(),
             seq: Seq {
                 lead: 20_000_000,
                 contact: 30_000_000,
@@ -450,6 +455,7 @@ impl State {
             ("pipeline_id", &mut input.pipeline_id),
             ("responsible_user_id", &mut input.responsible_user_id),
             ("created_by", &mut input.created_by),
+            ("loss_reason_id", &mut input.loss_reason_id),
         ] {
             if let Some(v) = map.get(key) {
                 match json_u64(v) {
@@ -461,6 +467,7 @@ impl State {
         for (key, slot) in [
             ("created_at", &mut input.created_at),
             ("updated_at", &mut input.updated_at),
+            ("closed_at", &mut input.closed_at),
         ] {
             if let Some(v) = map.get(key) {
                 match v.as_i64() {
@@ -478,6 +485,11 @@ impl State {
         if let Some(uid) = input.responsible_user_id {
             if !self.user_exists(uid) {
                 errors.push(Invalid::choice("responsible_user_id"));
+            }
+        }
+        if let Some(r) = input.loss_reason_id {
+            if r != 0 && !self.loss_reasons.iter().any(|x| x.id == r) {
+                errors.push(Invalid::choice("loss_reason_id"));
             }
         }
         if let Some(pid) = input.pipeline_id {
@@ -645,6 +657,7 @@ impl State {
             created_at,
             updated_at: input.updated_at.unwrap_or(created_at),
             closed_at: None,
+            loss_reason_id: input.loss_reason_id.filter(|r| *r != 0),
             fields: Vec::new(),
             tags,
             contacts: input.contacts,
@@ -654,7 +667,7 @@ impl State {
             lead.name = format!("Сделка #{id}");
         }
         if status_id == STATUS_WON || status_id == STATUS_LOST {
-            lead.closed_at = Some(lead.updated_at);
+            lead.closed_at = Some(input.closed_at.unwrap_or(lead.updated_at));
         }
         apply_fields(&mut lead.fields, input.fields);
         self.leads.insert(id, lead);
@@ -712,6 +725,9 @@ impl State {
         }
         if let Some(u) = input.responsible_user_id {
             after.responsible_user_id = u;
+        }
+        if let Some(r) = input.loss_reason_id {
+            after.loss_reason_id = (r != 0).then_some(r);
         }
         apply_fields(&mut after.fields, input.fields);
         if let Some(names) = input.tags {

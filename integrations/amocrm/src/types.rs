@@ -112,6 +112,48 @@ pub struct Embedded {
     pub companies: Vec<EntityRef>,
     #[serde(default, deserialize_with = "null_as_default")]
     pub tags: Vec<Tag>,
+    /// A lost lead's loss reason (with `with=loss_reason`).
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub loss_reason: Vec<LossReason>,
+}
+
+/// A loss reason of the account (`GET /api/v4/leads/loss_reasons`, or a lead's
+/// `_embedded.loss_reason`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LossReason {
+    pub id: u64,
+    #[serde(default)]
+    pub name: String,
+}
+
+/// A pipeline with its stages (`GET /api/v4/leads/pipelines`); outcome reads list the
+/// closing stages pipeline by pipeline.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Pipeline {
+    pub id: u64,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, rename = "_embedded")]
+    pub embedded: PipelineEmbedded,
+}
+
+/// `_embedded` of a pipeline.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PipelineEmbedded {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub statuses: Vec<PipelineStatus>,
+}
+
+/// A stage of a pipeline (142 won and 143 lost exist in every pipeline).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PipelineStatus {
+    pub id: u64,
+    #[serde(default)]
+    pub name: String,
 }
 
 /// One lead of a `PATCH /api/v4/leads` answer: its modification time after the write.
@@ -148,6 +190,12 @@ pub struct Lead {
     pub updated_by: Option<u64>,
     #[serde(default)]
     pub is_deleted: Option<bool>,
+    /// Unix seconds; set when the lead reached a closing stage (142 won, 143 lost).
+    #[serde(default)]
+    pub closed_at: Option<i64>,
+    /// Why a lost lead was lost (its name comes with `with=loss_reason`).
+    #[serde(default)]
+    pub loss_reason_id: Option<u64>,
     #[serde(default, deserialize_with = "null_as_default")]
     pub custom_fields_values: Vec<CustomFieldValues>,
     #[serde(default, rename = "_embedded")]

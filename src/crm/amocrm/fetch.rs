@@ -102,38 +102,7 @@ impl AmocrmCrm {
         if leads.is_empty() {
             return Ok(BTreeMap::new());
         }
-        let contact_ids: Vec<u64> = leads.iter().filter_map(AmoLead::main_contact_id).collect();
-        let contacts: HashMap<u64, Contact> = if contact_ids.is_empty() {
-            HashMap::new()
-        } else {
-            self.client
-                .contacts_by_ids(&contact_ids)
-                .await
-                .map_err(to_crm)?
-                .into_iter()
-                .map(|c| (c.id, c))
-                .collect()
-        };
-        let company_of = |l: &AmoLead| {
-            l.company_id().or_else(|| {
-                l.main_contact_id()
-                    .and_then(|c| contacts.get(&c))
-                    .and_then(|c| c.embedded.companies.first())
-                    .map(|c| c.id)
-            })
-        };
-        let company_ids: Vec<u64> = leads.iter().filter_map(company_of).collect();
-        let companies: HashMap<u64, Company> = if company_ids.is_empty() {
-            HashMap::new()
-        } else {
-            self.client
-                .companies_by_ids(&company_ids)
-                .await
-                .map_err(to_crm)?
-                .into_iter()
-                .map(|c| (c.id, c))
-                .collect()
-        };
+        let related = self.related(&leads).await?;
         let found: Vec<u64> = leads.iter().map(|l| l.id).collect();
         let since = Utc::now().timestamp() - self.event_window.as_secs() as i64;
         let types = event_types(&fields.activity_map);
@@ -143,7 +112,58 @@ impl AmocrmCrm {
             .lead_events(&found, &types, Some(since))
             .await
             .map_err(to_crm)?;
-        // Notes cannot be listed by lead: their ids come from `common_note_added` events.
+        let mut by_lead = self.activities(&leads, &events, fields).await?;
+        let mut out = BTreeMap::new();
+        for raw in &leads {
+            let (contact, company) = related.of(raw);
+            let (lead, current_score) = self.lead_from(fields, raw, contact, company);
+            let activities = by_lead.remove(&raw.id).unwrap_or_default();
+            let mut f = Fetched::complete(lead, activities, current_score);
+            f.closed = super::outcomes::decide(&self.outcomes, raw)
+                .map(|(outcome, at)| crate::crm::Closed { outcome, at });
+            out.insert(f.lead.id.clone(), f);
+        }
+        Ok(out)
+    }
+
+    /// The main contacts of `leads` and their companies (the lead's, else its
+    /// contact's): 250 per request each.
+    pub(super) async fn related(&self, leads: &[AmoLead]) -> Result<Related, CrmError> {
+        let contact_ids: Vec<u64> = leads.iter().filter_map(AmoLead::main_contact_id).collect();
+        let mut r = Related::default();
+        if !contact_ids.is_empty() {
+            r.contacts = self
+                .client
+                .contacts_by_ids(&contact_ids)
+                .await
+                .map_err(to_crm)?
+                .into_iter()
+                .map(|c| (c.id, c))
+                .collect();
+        }
+        let company_ids: Vec<u64> = leads.iter().filter_map(|l| r.company_id(l)).collect();
+        if !company_ids.is_empty() {
+            r.companies = self
+                .client
+                .companies_by_ids(&company_ids)
+                .await
+                .map_err(to_crm)?
+                .into_iter()
+                .map(|c| (c.id, c))
+                .collect();
+        }
+        Ok(r)
+    }
+
+    /// The activities of `leads` from their `events`, with the common notes those
+    /// events name (notes cannot be listed by lead: their ids come from
+    /// `common_note_added` events; 250 per request).
+    pub(super) async fn activities(
+        &self,
+        leads: &[AmoLead],
+        events: &[Event],
+        fields: &FieldsSection,
+    ) -> Result<HashMap<u64, Vec<Activity>>, CrmError> {
         let note_ids: Vec<u64> = events
             .iter()
             .filter(|e| e.kind == "common_note_added")
@@ -162,7 +182,7 @@ impl AmocrmCrm {
             .iter()
             .filter_map(|l| Some((l.id, l.main_contact_id()?.to_string())))
             .collect();
-        for e in &events {
+        for e in events {
             let Some(lead_id) = e.entity_id else { continue };
             let contact = main_contact.get(&lead_id).map(String::as_str);
             if let Some(a) = event_activity(e, contact, &fields.activity_map) {
@@ -176,19 +196,10 @@ impl AmocrmCrm {
                 by_lead.entry(lead_id).or_default().push(a);
             }
         }
-        let mut out = BTreeMap::new();
-        for raw in &leads {
-            let contact = raw.main_contact_id().and_then(|c| contacts.get(&c));
-            let company = company_of(raw).and_then(|c| companies.get(&c));
-            let (lead, current_score) = self.lead_from(fields, raw, contact, company);
-            let mut activities = by_lead.remove(&raw.id).unwrap_or_default();
-            activities.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.id.cmp(&b.id)));
-            out.insert(
-                lead.id.clone(),
-                Fetched::complete(lead, activities, current_score),
-            );
+        for acts in by_lead.values_mut() {
+            acts.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.id.cmp(&b.id)));
         }
-        Ok(out)
+        Ok(by_lead)
     }
 
     /// Leads modified at or after `since` (the reconciliation sweep).
@@ -213,8 +224,39 @@ impl AmocrmCrm {
     }
 }
 
+/// Leads' main contacts and companies, by id.
+#[derive(Default)]
+pub(super) struct Related {
+    contacts: HashMap<u64, Contact>,
+    companies: HashMap<u64, Company>,
+}
+
+impl Related {
+    fn company_id(&self, l: &AmoLead) -> Option<u64> {
+        l.company_id().or_else(|| {
+            l.main_contact_id()
+                .and_then(|c| self.contacts.get(&c))
+                .and_then(|c| c.embedded.companies.first())
+                .map(|c| c.id)
+        })
+    }
+
+    /// The lead's main contact and company, when read.
+    pub(super) fn of(&self, l: &AmoLead) -> (Option<&Contact>, Option<&Company>) {
+        (
+            l.main_contact_id().and_then(|c| self.contacts.get(&c)),
+            self.company_id(l).and_then(|c| self.companies.get(&c)),
+        )
+    }
+
+    /// Contacts and companies read (for the request floor).
+    pub(super) fn counts(&self) -> (usize, usize) {
+        (self.contacts.len(), self.companies.len())
+    }
+}
+
 /// The event types to read: the built-in ones and any the portal's map names.
-fn event_types(map: &ActivityMap) -> Vec<String> {
+pub(super) fn event_types(map: &ActivityMap) -> Vec<String> {
     let mut types: Vec<String> = EVENT_TYPES.iter().map(|t| t.to_string()).collect();
     for t in map.exact_values("event") {
         if !types.iter().any(|k| k.eq_ignore_ascii_case(&t)) {

@@ -36,6 +36,9 @@
 
 mod fetch;
 mod link;
+mod outcomes;
+#[cfg(feature = "demo")]
+mod seed_history;
 mod setup;
 pub mod settings;
 mod tasks;
@@ -59,10 +62,12 @@ use leadscore_amocrm::error::Error;
 use leadscore_amocrm::limiter::LimiterConfig;
 
 pub use fetch::{event_activity, note_activity};
+#[cfg(feature = "demo")]
+pub use seed_history::{backtest_config_for, seed_history};
 
 use super::vault::TokenVault;
 use super::{
-    Changed, Crm, CrmAdmin, CrmError, Fetched, FieldSetup, LeadId, PacingState, ScoreWrite,
+    Changed, ClosedLeads, Crm, CrmAdmin, CrmError, Fetched, FieldSetup, LeadId, PacingState, PullProgressFn, ScoreWrite,
     TaskRef, TaskRequest, WriteResult,
 };
 use super::registry::{Adapter, CrmEntry};
@@ -149,6 +154,8 @@ pub struct AmocrmCrm {
     client: Arc<Client>,
     /// Only events this recent are read (rules look back weeks, not years).
     event_window: Duration,
+    /// Which stages are won or lost (outcome pulls).
+    outcomes: settings::OutcomeMap,
 }
 
 impl std::fmt::Debug for AmocrmCrm {
@@ -211,6 +218,10 @@ impl AmocrmCrm {
             portal_id: portal.id.clone(),
             client,
             event_window: Duration::from_secs(180 * 86_400),
+            outcomes: portal
+                .settings_of::<Settings>()
+                .map(|s| s.outcomes.clone())
+                .unwrap_or_default(),
         }
     }
 
@@ -307,6 +318,14 @@ impl Crm for AmocrmCrm {
 
     async fn changed_since(&self, since: DateTime<Utc>) -> Result<Vec<Changed>, CrmError> {
         self.changed(since).await
+    }
+
+    async fn closed_leads(
+        &self,
+        fields: &FieldsSection,
+        progress: &PullProgressFn,
+    ) -> Result<ClosedLeads, CrmError> {
+        self.read_outcomes(fields, progress).await
     }
 }
 

@@ -43,6 +43,10 @@ pub struct Keys {
     pub account_id: Option<String>,
     /// Expected `account[subdomain]` of webhooks.
     pub subdomain: Option<String>,
+    /// Stage (`status_id`) ids that count as won in backtests and outcome webhooks.
+    pub won_statuses: Option<Vec<u64>>,
+    /// Stage ids that count as lost.
+    pub lost_statuses: Option<Vec<u64>>,
 }
 
 /// Keys whose values are secrets: never shown in a message.
@@ -91,11 +95,35 @@ pub struct WebhookCheck {
     pub subdomain: Option<String>,
 }
 
+/// Which stages count as won or lost (backtests and outcome webhooks read outcomes
+/// with it): amoCRM's closing stages 142 and 143 by default, which every pipeline has;
+/// a portal may add its own (e.g. a "refused" stage before 143).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutcomeMap {
+    pub won_statuses: Vec<u64>,
+    pub lost_statuses: Vec<u64>,
+}
+
+/// amoCRM's closing stage "Успешно реализовано".
+pub const STATUS_WON: u64 = 142;
+/// amoCRM's closing stage "Закрыто и не реализовано".
+pub const STATUS_LOST: u64 = 143;
+
+impl Default for OutcomeMap {
+    fn default() -> Self {
+        OutcomeMap {
+            won_statuses: vec![STATUS_WON],
+            lost_statuses: vec![STATUS_LOST],
+        }
+    }
+}
+
 /// An amoCRM portal's own settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub auth: Auth,
     pub webhook: WebhookCheck,
+    pub outcomes: OutcomeMap,
 }
 
 impl Settings {
@@ -104,6 +132,7 @@ impl Settings {
         Arc::new(Settings {
             auth,
             webhook: WebhookCheck::default(),
+            outcomes: OutcomeMap::default(),
         })
     }
 }
@@ -269,6 +298,37 @@ pub fn parse(cx: &mut PortalCheck<'_, '_>) -> PortalCrm {
             account_id: s.account_id.clone(),
             subdomain: s.subdomain.clone(),
         };
-    out.settings = auth.map(|auth| Arc::new(Settings { auth, webhook }) as Arc<dyn CrmSettings>);
+    let outcomes = outcome_map(cx, &s);
+    out.settings = auth.map(|auth| {
+        Arc::new(Settings {
+            auth,
+            webhook,
+            outcomes,
+        }) as Arc<dyn CrmSettings>
+    });
     out
+}
+
+/// The outcome keys with their defaults; a list may not be empty nor a stage be both.
+fn outcome_map(cx: &mut PortalCheck<'_, '_>, s: &Keys) -> OutcomeMap {
+    let d = OutcomeMap::default();
+    let mut pick = |key: &str, given: &Option<Vec<u64>>, default: Vec<u64>| match given {
+        None => default,
+        Some(v) if v.is_empty() => {
+            cx.error(key, "must list at least one stage (status_id)");
+            default
+        }
+        Some(v) => v.clone(),
+    };
+    let map = OutcomeMap {
+        won_statuses: pick("won_statuses", &s.won_statuses, d.won_statuses),
+        lost_statuses: pick("lost_statuses", &s.lost_statuses, d.lost_statuses),
+    };
+    if let Some(both) = map.won_statuses.iter().find(|w| map.lost_statuses.contains(w)) {
+        cx.error(
+            "lost_statuses",
+            format!("{both} is also in `won_statuses`: a stage is either won or lost"),
+        );
+    }
+    map
 }

@@ -255,6 +255,7 @@ async fn write_scores_needs_configured_fields() {
         tier: "cold".into(),
         breakdown: "x".into(),
         comment: false,
+        probability: None,
     };
     assert!(matches!(
         crm.write_scores(&p.fields, std::slice::from_ref(&w)).await,

@@ -86,6 +86,7 @@ mod tests {
                     account_id: account_id.map(str::to_string),
                     subdomain: subdomain.map(str::to_string),
                 },
+                outcomes: Default::default(),
             }),
             rate_limit: RateLimitSection {
                 per_second: 7.0,

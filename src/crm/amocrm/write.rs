@@ -85,6 +85,7 @@ impl AmocrmCrm {
         })?;
         let tier_field = field_id("tier", &fields.tier)?;
         let breakdown_field = field_id("breakdown", &fields.breakdown)?;
+        let probability_field = field_id("probability", &fields.probability)?;
         let mut out = BTreeMap::new();
         let mut updates = Vec::new();
         for w in writes {
@@ -120,6 +121,9 @@ impl AmocrmCrm {
             }
             if let Some(bf) = breakdown_field {
                 values.push((bf, FieldWrite::Text(w.breakdown.clone())));
+            }
+            if let (Some(pf), Some(p)) = (probability_field, &w.probability) {
+                values.push((pf, FieldWrite::Text(p.clone())));
             }
             updates.push(LeadUpdate { id, fields: values });
         }

@@ -350,6 +350,7 @@ impl Bitrix24Crm {
                 let mode = modes.get(lead.id.as_str()).copied();
                 let mut f = Fetched::complete(lead, Vec::new(), current_score);
                 f.activities_complete = mode == Some(&ActivityRead::Full);
+                f.closed = super::outcomes::lead_closed(&self.outcomes, &raw);
                 out.insert(f.lead.id.clone(), f);
             }
         }

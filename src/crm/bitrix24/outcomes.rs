@@ -319,6 +319,25 @@ fn decide(
         None
 }
 
+/// A lead's own close, as an outcome webhook records it: converted (`STATUS_SEMANTIC_ID`
+/// S) counts as won at its conversion, failed (F) as lost when its status is in
+/// `lost_lead_statuses`; at `DATE_CLOSED`, else `DATE_MODIFY`. (Whether the deal made
+/// from a converted lead was won is for a pull to read.)
+pub(super) fn lead_closed(
+    map: &super::settings::OutcomeMap,
+    lead: &Map<String, Value>,
+) -> Option<crate::crm::Closed> {
+    let outcome = match text_of(lead, "STATUS_SEMANTIC_ID").as_deref() {
+        Some("S") => Outcome::Won,
+        Some("F") if listed(lead, "STATUS_SEMANTIC_ID", "STATUS_ID", &map.lost_lead_statuses) => {
+            Outcome::Lost
+        }
+        _ => return None,
+    };
+    let at = time_of(lead.get("DATE_CLOSED")).or_else(|| time_of(lead.get("DATE_MODIFY")))?;
+    Some(crate::crm::Closed { outcome, at })
+}
+
 /// The fewest requests that can read this many rows: the closed leads' pages first
 /// (their ids are what deals and activities are asked by), then the deal and activity
 /// pages, each request a batch of 50 full pages of 50 rows.

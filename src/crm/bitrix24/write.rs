@@ -69,6 +69,9 @@ impl Bitrix24Crm {
             if let Some(b) = &fields.breakdown {
                 values.insert(b.clone(), json!(w.breakdown));
             }
+            if let (Some(f), Some(p)) = (&fields.probability, &w.probability) {
+                values.insert(f.clone(), json!(p));
+            }
             let mut lead_cmds = vec![BatchCommand::new(
                 format!("u{}", w.lead_id),
                 "crm.lead.update",
