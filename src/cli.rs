@@ -313,7 +313,7 @@ pub fn status(config_path: &Path) -> anyhow::Result<()> {
             dir.display()
         );
     }
-    let report = match Store::open(dir) {
+    let report = match Store::open_now(dir) {
         Ok(store) => {
             crate::status::collect(&store, &access.portals, &access.tiers, None, Utc::now())?
         }

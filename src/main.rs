@@ -96,6 +96,18 @@ enum Command {
         #[arg(long)]
         url: String,
     },
+    /// Erase a person's website-tracking data (a visitor id, or every visitor identified
+    /// as a lead) and say what was erased; through the daemon when it runs.
+    Forget {
+        #[arg(long, env = "LEADSCORE_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        portal: String,
+        #[arg(long)]
+        visitor: Option<String>,
+        #[arg(long)]
+        lead: Option<String>,
+    },
     /// Queue, dead letters, last sweep, leads by tier and today's tasks per portal
     /// (asks the running daemon when it holds the data dir).
     Status {
@@ -173,6 +185,12 @@ fn main() -> ExitCode {
             lead,
         } => cli::history(&config, &portal, &lead),
         Command::Status { config } => cli::status(&config),
+        Command::Forget {
+            config,
+            portal,
+            visitor,
+            lead,
+        } => leadscore::cli_tracking::forget(&config, &portal, visitor, lead),
         Command::Link {
             config,
             portal,

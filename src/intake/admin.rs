@@ -61,3 +61,35 @@ pub async fn rescore_progress(State(state): State<AppState>, req: Request) -> Re
     }
     Json(state.pipeline.rescore_progress().await).into_response()
 }
+
+/// `POST /admin/forget`: erase a visitor's (or a lead's visitors') tracking data, for a
+/// person's erasure request while the daemon holds the store.
+pub async fn forget(State(state): State<AppState>, req: Request) -> Response {
+    if let Err(d) = authorize(&req) {
+        return d.into_response();
+    }
+    let body = match to_bytes(req.into_body(), MAX_REQUEST_BYTES).await {
+        Ok(b) => b,
+        Err(_) => return (StatusCode::PAYLOAD_TOO_LARGE, "request too large").into_response(),
+    };
+    let request: crate::tracking::ForgetRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return (StatusCode::BAD_REQUEST, format!("bad forget request: {e}")).into_response()
+        }
+    };
+    let store = &state.pipeline.store;
+    match crate::tracking::forget(store, &request) {
+        Ok(report) => match store.flush().await {
+            Ok(()) => Json(report).into_response(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot flush an erasure");
+                (StatusCode::INTERNAL_SERVER_ERROR, "cannot use the store").into_response()
+            }
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot erase tracking data");
+            (StatusCode::INTERNAL_SERVER_ERROR, "cannot use the store").into_response()
+        }
+    }
+}

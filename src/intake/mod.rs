@@ -111,6 +111,7 @@ pub fn router(state: AppState, server: &crate::config::Server) -> Router {
             "/admin/rescore",
             get(admin::rescore_progress).post(admin::rescore_start),
         )
+        .route("/admin/forget", post(admin::forget))
         .layer(middleware::from_fn_with_state(
             Duration::from_secs(server.body_read_timeout_secs),
             read_body_in_time,

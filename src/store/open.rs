@@ -13,8 +13,19 @@ const LOCK_WAIT_TRIES: u32 = 200;
 pub const STORE_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
 impl Store {
-    /// Open (or create) the store in `dir`.
+    /// Open (or create) the store in `dir`, waiting up to 10 s for a lock that a
+    /// just-closed handle (or a process on its way out) still holds.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Self::open_waiting(dir, LOCK_WAIT_TRIES)
+    }
+
+    /// Open at once or fail: for commands that ask the running daemon when it holds
+    /// the store (`status`, `forget`), so they do not wait 10 s before asking.
+    pub fn open_now(dir: &Path) -> Result<Store, StoreError> {
+        Self::open_waiting(dir, 0)
+    }
+
+    fn open_waiting(dir: &Path, tries: u32) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
         let config = sled::Config::new()
             .path(dir.join("db"))
@@ -30,7 +41,7 @@ impl Store {
         let db = loop {
             match config.open() {
                 Err(sled::Error::Io(e))
-                    if e.kind() == std::io::ErrorKind::WouldBlock && waited < LOCK_WAIT_TRIES =>
+                    if e.kind() == std::io::ErrorKind::WouldBlock && waited < tries =>
                 {
                     if waited == 0 {
                         tracing::info!(dir = %dir.display(), "store is locked; waiting up to 10 s for the previous handle to let go");

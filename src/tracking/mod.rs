@@ -77,3 +77,43 @@ pub async fn expiry_loop(
         }
     }
 }
+
+/// Whose tracking data `forget` erases.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ForgetRequest {
+    pub portal: String,
+    /// One visitor id.
+    #[serde(default)]
+    pub visitor: Option<String>,
+    /// Every visitor identified as this lead.
+    #[serde(default)]
+    pub lead: Option<String>,
+}
+
+/// What `forget` erased, to show the person (or the admin answering their request).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ForgetReport {
+    pub visitors: Vec<String>,
+    pub events: usize,
+    pub identities: usize,
+}
+
+/// Erase the tracking data a request names (events, identities, index entries).
+pub fn forget(
+    store: &crate::store::Store,
+    req: &ForgetRequest,
+) -> Result<ForgetReport, crate::store::StoreError> {
+    let visitors = match (&req.visitor, &req.lead) {
+        (Some(v), _) => vec![v.clone()],
+        (None, Some(lead)) => store.visitors_of_lead(&req.portal, lead)?,
+        (None, None) => Vec::new(),
+    };
+    let mut report = ForgetReport::default();
+    for v in &visitors {
+        let gone = store.forget_visitor(&req.portal, v)?;
+        report.events += gone.events;
+        report.identities += usize::from(gone.identified_as.is_some());
+    }
+    report.visitors = visitors;
+    Ok(report)
+}

@@ -191,6 +191,28 @@ async fn a_visitor_identified_by_the_site_backend_raises_the_lead_score_and_noth
             .unwrap(),
         Some(lead.to_string())
     );
+    // An erasure request for the lead removes both its visitors and says so.
+    let report: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://{}/admin/forget", d.addr()))
+        .json(&json!({"portal": leadscore::demo::PORTAL, "lead": lead.to_string()}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["identities"], 2, "{report}");
+    assert_eq!(report["events"], 4, "{report}");
+    assert!(store
+        .tracked_for_lead(leadscore::demo::PORTAL, &lead.to_string())
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store
+            .visitor_lead(leadscore::demo::PORTAL, VISITOR)
+            .unwrap(),
+        None
+    );
     let js = reqwest::get(format!("http://{}/track.js", d.addr()))
         .await
         .unwrap();
