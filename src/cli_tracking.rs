@@ -17,11 +17,7 @@ pub fn link(config_path: &Path, portal: &str, lead: &str, url: &str) -> anyhow::
     let t = p.tracking.as_ref().with_context(|| {
         format!("portal {portal:?} has no [portal.tracking] (its identify_secret signs links)")
     })?;
-    let id_ok = !lead.is_empty()
-        && lead.len() <= 18
-        && !lead.starts_with('0')
-        && lead.bytes().all(|b| b.is_ascii_digit());
-    if !id_ok {
+    if !crate::config::tracking::is_record_id(lead) {
         anyhow::bail!("--lead {lead:?} is not a CRM record id");
     }
     let signed = crate::tracking::link::signed_url(&t.identify_secret, lead, url)

@@ -76,6 +76,12 @@ pub fn is_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// A CRM record id as the tracking endpoints accept it: digits, no leading zero, at most
+/// 18 (the same canonical form the webhook decoders require).
+pub fn is_record_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 18 && !s.starts_with('0') && s.bytes().all(|b| b.is_ascii_digit())
+}
+
 impl Ctx<'_> {
     /// Check `[portal.tracking]`; `None` after recording each mistake at its key.
     pub(super) fn tracking(&mut self, base: &str, t: &TrackingSection) -> Option<Tracking> {

@@ -256,9 +256,15 @@ impl Pipeline {
             };
             // The website events of the lead's identified visitors count beside the
             // CRM's activities (kept apart: the snapshot is what the CRM said).
-            let tracked = match self.store.tracked_for_lead(&portal.id, id) {
-                Ok(t) => t,
-                Err(err) => {
+            // Portals without tracking skip the store scan (a hot path).
+            let tracked = match portal
+                .tracking
+                .as_ref()
+                .map(|_| self.store.tracked_for_lead(&portal.id, id))
+            {
+                None => Vec::new(),
+                Some(Ok(t)) => t,
+                Some(Err(err)) => {
                     self.fail(rt, &e, &err.into()).await;
                     continue;
                 }

@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sha2::Sha256;
 
-use crate::config::tracking::is_token;
+use crate::config::tracking::{is_record_id, is_token};
 
 /// Header with the signing time (Unix seconds).
 pub const TIMESTAMP_HEADER: &str = "x-leadscore-timestamp";
@@ -106,12 +106,7 @@ pub fn parse_body(body: &[u8]) -> Result<IdentifyBody, IdentifyError> {
     if !is_token(&b.visitor) {
         return Err(IdentifyError::Body("visitor id malformed".into()));
     }
-    let id = &b.lead_id;
-    if id.is_empty()
-        || id.len() > 18
-        || id.starts_with('0')
-        || !id.bytes().all(|c| c.is_ascii_digit())
-    {
+    if !is_record_id(&b.lead_id) {
         return Err(IdentifyError::Body(
             "lead_id must be a CRM record id".into(),
         ));

@@ -31,11 +31,8 @@ pub fn token(secret: &SecretString, lead: &str) -> String {
 /// The lead a link token names, if its signature is right.
 pub fn verify(secret: &SecretString, token: &str) -> Option<String> {
     let (lead, sig) = token.split_once('.')?;
-    let canonical = !lead.is_empty()
-        && lead.len() <= 18
-        && !lead.starts_with('0')
-        && lead.bytes().all(|b| b.is_ascii_digit());
-    let good = canonical && bool::from(tag(secret, lead).as_bytes().ct_eq(sig.as_bytes()));
+    let good = crate::config::tracking::is_record_id(lead)
+        && bool::from(tag(secret, lead).as_bytes().ct_eq(sig.as_bytes()));
     good.then(|| lead.to_string())
 }
 
