@@ -18,6 +18,11 @@ impl Pipeline {
     /// queue is filled at most half way, so webhooks always find room.
     pub(super) async fn decay_loop(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
+            // Registered before the clock and the timers are read, so a wake-up that
+            // lands while this turn looks (a clock advance, a new timer) is not lost.
+            let notified = self.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             let now = self.now();
             let room = (self.settings.queue_limit / 2).saturating_sub(self.store.pending_len());
             let due = if room == 0 {
@@ -38,7 +43,6 @@ impl Pipeline {
                 _ => Duration::from_secs(60),
             }
             .clamp(Duration::from_secs(1), Duration::from_secs(60));
-            let notified = self.wake.notified();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(wait) => {}

@@ -326,6 +326,12 @@ impl Pipeline {
             if shutdown.is_cancelled() {
                 break;
             }
+            // Registered before the scheduler is read: an entry scheduled (and its
+            // wake-up sent) between that read and the sleep would otherwise wait for the
+            // sleep's end, up to an hour.
+            let notified = self.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             let now = self.now();
             let (keys, next) = {
                 let mut s = self.scheduler.lock().await;
@@ -342,7 +348,6 @@ impl Pipeline {
                 }
                 .min(Duration::from_secs(3600))
                 .max(Duration::from_millis(5));
-                let notified = self.wake.notified();
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = notified => {}

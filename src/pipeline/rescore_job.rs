@@ -167,13 +167,16 @@ impl Pipeline {
     /// has room (webhooks first), and mark it finished when its last entry is done.
     pub(super) async fn rescore_loop(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
+            // Registered before the step looks at the job, so a wake-up meanwhile counts.
+            let notified = self.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             let busy = self.step_rescore().await;
             let wait = if busy {
                 Duration::from_millis(200)
             } else {
                 Duration::from_secs(2)
             };
-            let notified = self.wake.notified();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(wait) => {}
