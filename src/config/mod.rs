@@ -10,6 +10,7 @@ mod load;
 mod locate;
 mod model_file;
 mod portal;
+pub mod reminder;
 pub mod schema;
 mod server;
 mod suggest;
@@ -96,4 +97,6 @@ pub struct Portal {
     pub model: Option<Arc<Model>>,
     /// `[portal.tracking]`: website events accepted at `/track/<id>`.
     pub tracking: Option<Arc<tracking::Tracking>>,
+    /// `[portal.reminder]`: a task before the customer's usual purchase month.
+    pub reminder: Option<Arc<reminder::Reminder>>,
 }

@@ -34,6 +34,7 @@ const COMMON_KEYS: &[&str] = &[
     "activity_map",
     "model",
     "tracking",
+    "reminder",
 ];
 
 /// The part of `[[portal]]` every CRM shares.
@@ -59,6 +60,9 @@ pub(super) struct PortalCommon {
     /// `[portal.tracking]`: the site's events (`/track/<id>`), identified by its backend.
     #[serde(default)]
     pub(super) tracking: Option<super::tracking::TrackingSection>,
+    /// `[portal.reminder]`: a task before the customer's usual purchase.
+    #[serde(default)]
+    pub(super) reminder: Option<super::reminder::ReminderSection>,
 }
 
 /// A CRM's own settings of one portal (credentials, webhook checks), as its folder's
@@ -385,6 +389,10 @@ impl Ctx<'_> {
         s.fields.activity_map = self.activity_map(base, &s.activity_map, entry);
         let (threshold, rearm_below) = self.task(base, &s, spec);
         let tracking = s.tracking.as_ref().map(|t| self.tracking(base, t));
+        let reminder = s
+            .reminder
+            .as_ref()
+            .map(|r| self.reminder(base, r, &s.fields.map));
 
         if self.errors.len() > errors_before {
             return None;
@@ -400,6 +408,7 @@ impl Ctx<'_> {
             rearm_below,
             model: own.flatten().map(|(_, m)| Arc::new(m)),
             tracking: tracking.map(|t| t.map(Arc::new)).unwrap_or(None),
+            reminder: reminder.map(|r| r.map(Arc::new)).unwrap_or(None),
         })
     }
 

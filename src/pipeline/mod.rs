@@ -7,6 +7,7 @@
 mod decay;
 mod outcomes;
 mod reload;
+mod reminders;
 pub mod rescore;
 mod rescore_job;
 pub mod retry;

@@ -42,6 +42,9 @@ struct Scored {
 /// Per lead, what the CRM said about its write (absent: not written this turn).
 type WriteResults = BTreeMap<LeadId, WriteResult>;
 
+/// A lead whose purchase reminder is due, with its next score change (its next timer).
+type DueReminder = (Lead, super::reminders::Due, Option<DateTime<Utc>>);
+
 impl Pipeline {
     /// Carry one portal's lead and activity entries through every stage. Returns the
     /// store keys of leads found through activities that this turn took over from the
@@ -63,9 +66,10 @@ impl Pipeline {
             .adopt_activities(rt, activities, &outcome, &mut planned, now)
             .await;
         let models = (model, shadow);
-        let scored = self.score_stage(rt, models, planned, &outcome.leads).await;
+        let (scored, reminders) = self.score_stage(rt, models, planned, &outcome.leads).await;
         let (scored, results) = self.write_stage(rt, scored).await;
         self.record_and_trigger(rt, scored, &results).await;
+        self.send_reminders(rt, reminders, model.utc_offset()).await;
         claimed
     }
 
@@ -215,11 +219,12 @@ impl Pipeline {
         (model, shadow): (&Model, Option<&Model>),
         planned: Vec<Planned>,
         fetched: &BTreeMap<LeadId, Fetched>,
-    ) -> Vec<Scored> {
+    ) -> (Vec<Scored>, Vec<DueReminder>) {
         let portal = &rt.portal;
         let now = self.now();
         let mut scored = Vec::with_capacity(planned.len());
         let mut timers = Vec::with_capacity(planned.len());
+        let mut reminders = Vec::new();
         for Planned {
             entry: e,
             previous,
@@ -270,7 +275,21 @@ impl Pipeline {
                 }
             };
             let activities = crate::tracking::with_tracked(&snap.activities, &tracked);
-            timers.push((id.clone(), model.next_change(&snap.lead, &activities, now)));
+            // The timer is the earlier of the next score change and the next purchase
+            // reminder; a reminder due now goes out after this turn's writes.
+            let change = model.next_change(&snap.lead, &activities, now);
+            let timer = match self.reminder_due(rt, &snap.lead, model.utc_offset(), now) {
+                Some(due) if due.at <= now => {
+                    reminders.push((snap.lead.clone(), due, change));
+                    // A minute ahead until the task is recorded (then set anew): a
+                    // crash before that brings the lead back to finish it.
+                    let retry = now + chrono::Duration::seconds(60);
+                    Some(change.map_or(retry, |c| c.min(retry)))
+                }
+                Some(due) => Some(change.map_or(due.at, |c| c.min(due.at))),
+                None => change,
+            };
+            timers.push((id.clone(), timer));
             let score = model.score(&snap.lead, &activities, now);
             Metrics::inc(&self.metrics.scores, &portal.id, &score.tier);
             self.metrics
@@ -325,9 +344,9 @@ impl Pipeline {
             for s in &scored {
                 self.fail(rt, &s.entry, &err).await;
             }
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
-        scored
+        (scored, reminders)
     }
 
     /// Write every changed score in one call. If the call fails as a whole, the leads

@@ -41,10 +41,12 @@ pub use live_outcomes::LiveOutcome;
 mod meta;
 mod open;
 mod outcomes;
+mod reminders;
 pub use open::STORE_CACHE_BYTES;
 mod snapshot_codec;
 pub mod tracking;
 pub use outcomes::OutcomePull;
+pub use reminders::ReminderState;
 
 /// Most activities kept per lead snapshot (the newest): older ones have decayed to
 /// nothing in any sensible model, and the bound keeps a chatty lead's record small.
@@ -244,6 +246,7 @@ pub struct Store {
     written: sled::Tree,
     ledger: sled::Tree,
     crossing: sled::Tree,
+    reminders: sled::Tree,
     snapshot: sled::Tree,
     timers: sled::Tree,
     timer_of: sled::Tree,
@@ -267,6 +270,23 @@ fn enc<T: Serialize>(v: &T) -> Vec<u8> {
 
 fn dec<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt { tree, source })
+}
+
+/// Every record of a portal in a tree keyed `portal \0 lead`, with its lead id.
+fn per_lead<T: DeserializeOwned>(
+    tree: &sled::Tree,
+    name: &'static str,
+    portal: &str,
+) -> Result<Vec<(LeadId, T)>, StoreError> {
+    let mut prefix = portal.as_bytes().to_vec();
+    prefix.push(0);
+    tree.scan_prefix(&prefix)
+        .map(|kv| {
+            let (k, v) = kv?;
+            let lead = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            Ok((lead, dec(name, &v)?))
+        })
+        .collect()
 }
 
 fn lead_key(portal: &str, lead: &str) -> Vec<u8> {
@@ -699,16 +719,7 @@ impl Store {
 
     /// Every lead's last written state in a portal (for status and the dashboard).
     pub fn written_all(&self, portal: &str) -> Result<Vec<(LeadId, Written)>, StoreError> {
-        let mut prefix = portal.as_bytes().to_vec();
-        prefix.push(0);
-        self.written
-            .scan_prefix(&prefix)
-            .map(|kv| {
-                let (k, v) = kv?;
-                let lead = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-                Ok((lead, dec("written", &v)?))
-            })
-            .collect()
+        per_lead(&self.written, "written", portal)
     }
 
     /// The "call now" state of a lead (`Armed` when never seen).
@@ -721,16 +732,7 @@ impl Store {
 
     /// Every lead's crossing state in a portal.
     pub fn crossings_all(&self, portal: &str) -> Result<Vec<(LeadId, Crossing)>, StoreError> {
-        let mut prefix = portal.as_bytes().to_vec();
-        prefix.push(0);
-        self.crossing
-            .scan_prefix(&prefix)
-            .map(|kv| {
-                let (k, v) = kv?;
-                let lead = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-                Ok((lead, dec("crossing", &v)?))
-            })
-            .collect()
+        per_lead(&self.crossing, "crossing", portal)
     }
 
     /// Set the crossing state. Callers flush before acting on an `Intent`.

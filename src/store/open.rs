@@ -59,6 +59,7 @@ impl Store {
             written: db.open_tree("written")?,
             ledger: db.open_tree("ledger")?,
             crossing: db.open_tree("crossing")?,
+            reminders: db.open_tree("reminders")?,
             snapshot: db.open_tree("snapshot")?,
             timers: db.open_tree("timers")?,
             timer_of: db.open_tree("timer_of")?,

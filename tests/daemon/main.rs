@@ -15,6 +15,7 @@ mod hostile_input;
 mod intake_limits;
 mod notify;
 mod outcome_webhooks;
+mod reminders;
 mod rescore_amocrm;
 mod secrets;
 mod shadow_model;

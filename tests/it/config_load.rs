@@ -958,3 +958,44 @@ fn amocrm_outcome_mapping_has_defaults_and_is_checked() {
     let text = errors_of(&portal("won_statuses = [142, 143]"), &env).to_string();
     assert!(text.contains("143 is also in `won_statuses`"), "{text}");
 }
+
+#[test]
+fn reminder_mistakes_name_line_and_key_and_a_good_section_loads() {
+    let bad = format!(
+        "{B24_PORTAL}\
+[portal.reminder]
+field = \"custom.purchase_month\"
+days_before = 0
+title = \" \"
+{SCORING}"
+    );
+    let errors = errors_of(&bad, &b24_env());
+    let mut keys: Vec<String> = errors.iter().map(|e| e.key_path.clone()).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "portal[0].reminder.days_before",
+            "portal[0].reminder.field",
+            "portal[0].reminder.title",
+        ]
+    );
+    assert!(errors.0.iter().all(|e| e.file == "t.toml" && e.line > 0));
+    assert!(
+        errors.to_string().contains("[portal.fields.map]"),
+        "{errors}"
+    );
+
+    let good = format!(
+        "{B24_PORTAL}\
+[portal.fields.map]
+\"custom.purchase_month\" = \"UF_CRM_PURCHASE_MONTH\"
+[portal.reminder]
+field = \"custom.purchase_month\"
+{SCORING}"
+    );
+    let c = ok(&good, &b24_env());
+    let r = c.portals[0].reminder.as_ref().expect("reminder on");
+    assert_eq!((r.days_before, r.yearly), (30, true));
+    assert!(r.title.contains("{date}"));
+}

@@ -45,6 +45,7 @@ fn portal() -> Portal {
         rearm_below: 60,
         model: None,
         tracking: None,
+        reminder: None,
     }
 }
 
