@@ -91,6 +91,15 @@ async fn a_purchase_month_reminder_comes_once_days_before_with_the_clock_advance
     assert_eq!(state.len(), 1);
     assert!(state[0].1.task.is_some(), "recorded: {state:?}");
 
+    // A crash between "created in the CRM" and "recorded": only the intent survives.
+    // The next turn finds the task by its marker instead of making a second one.
+    let mut intent = state[0].1.clone();
+    intent.task = None;
+    d.store()
+        .set_reminder(leadscore::demo::PORTAL, &lead.to_string(), &intent)
+        .unwrap();
+    d.store().flush().await.unwrap();
+
     // Webhooks, a restart and more days inside the same cycle make no second task.
     d.stop().await;
     d.launch(true).await;
@@ -101,6 +110,12 @@ async fn a_purchase_month_reminder_comes_once_days_before_with_the_clock_advance
     d.settle().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(reminder_tasks(&d, lead).len(), 1, "once per cycle");
+    let state = d.store().reminders_all(leadscore::demo::PORTAL).unwrap();
+    assert_eq!(
+        state[0].1.task.as_ref().map(|t| t.id.as_str()),
+        Some(task.id.to_string().as_str()),
+        "recovered by its marker"
+    );
     // The next year's cycle is scheduled.
     let at = d
         .store()
