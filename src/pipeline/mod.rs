@@ -156,7 +156,7 @@ impl Pipeline {
             .map(|p| (p.portal.id.clone(), Arc::new(p)))
             .collect();
         let job = rescore::load(&store)?;
-        let mut sched = Scheduler::default();
+        let mut sched = Scheduler::with_fill_hold(settings.coalesce);
         for e in store.pending_all()? {
             if let (Subject::Lead(id), Some(rt)) = (&e.subject, portals.get(&e.portal)) {
                 sched.set_hot(&e.key(), near_threshold(&store, &rt.portal, id));
@@ -334,16 +334,21 @@ impl Pipeline {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let now = self.now();
-            let (keys, next) = {
+            let (keys, next, release) = {
                 let mut s = self.scheduler.lock().await;
                 let keys = s.take_due_sized(now, |portal| self.batch_size(portal));
-                (keys, s.next_due())
+                (keys, s.next_due(), s.next_release())
             };
             if keys.is_empty() {
-                // Something due but not handed out waits for a running batch to end
-                // (which wakes us); otherwise sleep until the next due time.
+                // Something due but not handed out waits for its batch to fill (until
+                // its hold ends) or for a running batch to end (which wakes us);
+                // otherwise sleep until the next due time.
                 let wait = match next {
-                    Some(d) if d <= now => Duration::from_millis(500),
+                    Some(d) if d <= now => release
+                        .filter(|r| *r > now)
+                        .and_then(|r| (r - now).to_std().ok())
+                        .unwrap_or(Duration::from_millis(500))
+                        .min(Duration::from_millis(500)),
                     Some(d) => (d - now).to_std().unwrap_or(Duration::ZERO),
                     None => Duration::from_secs(3600),
                 }

@@ -28,6 +28,9 @@ pub struct Scheduler {
     hot: HashSet<Vec<u8>>,
     /// Portals the CRM told us to leave alone, until when.
     paused: HashMap<Vec<u8>, DateTime<Utc>>,
+    /// How long a due entry may wait for its batch to fill (no hot lead due, fewer
+    /// than a batch due): requests, not CPU, are the scarce thing.
+    fill_hold: chrono::Duration,
 }
 
 /// One scheduled entry: when it is due and its store key.
@@ -40,6 +43,22 @@ pub fn portal_of(key: &[u8]) -> &[u8] {
 }
 
 impl Scheduler {
+    /// A scheduler whose due entries wait up to `hold` for company before a part batch
+    /// goes out (the pipeline passes its coalescing window: a lone lead then waits two
+    /// windows, a hot lead never more than one).
+    pub fn with_fill_hold(hold: std::time::Duration) -> Scheduler {
+        Scheduler {
+            fill_hold: chrono::Duration::from_std(hold).unwrap_or_default(),
+            ..Scheduler::default()
+        }
+    }
+
+    /// When the next part batch may go out at the latest: the first due entry's time
+    /// plus the fill hold (`None`: nothing scheduled).
+    pub fn next_release(&self) -> Option<DateTime<Utc>> {
+        self.next_due().map(|d| d + self.fill_hold)
+    }
+
     /// (Re)schedule a key. A key being processed is left alone: its worker re-reads the
     /// store when it finishes and reschedules whatever arrived meanwhile.
     pub fn schedule(&mut self, key: Vec<u8>, due: DateTime<Utc>) {
@@ -88,9 +107,18 @@ impl Scheduler {
             }
         }
         self.paused.retain(|_, until| *until > now);
+        let held_until = now - self.fill_hold;
         let chosen = order.into_iter().find(|portal| {
             let busy = self.busy.get(*portal).copied().unwrap_or(0) > 0;
-            !self.paused.contains_key(*portal) && (!busy || groups[portal].0.len() >= size(portal))
+            let (first, late_hot) = &groups[portal];
+            let full = first.len() >= size(portal);
+            // A part batch goes when its oldest entry has waited out the hold or a hot
+            // lead is due (a call-now task is never held for company).
+            let ready = full
+                || first.first().is_some_and(|(due, _)| *due <= held_until)
+                || !late_hot.is_empty()
+                || first.iter().any(|e| self.hot.contains(&e.1));
+            !self.paused.contains_key(*portal) && (!busy || full) && ready
         });
         let Some(portal) = chosen else {
             return Vec::new();
@@ -209,6 +237,32 @@ mod tests {
         assert_eq!(s.take_due(t(5), 10), vec![k("b", "1"), k("b", "2")]);
         assert_eq!(s.take_due(t(5), 10), vec![k("a", "1")]);
         assert_eq!(s.next_due(), Some(t(9)));
+    }
+
+    #[test]
+    fn a_part_batch_waits_out_the_fill_hold_unless_full_or_hot() {
+        let mut s = Scheduler::with_fill_hold(std::time::Duration::from_secs(3));
+        s.schedule(k("a", "1"), t(1));
+        s.schedule(k("a", "2"), t(2));
+        // Due, but two of a batch of three: held until the oldest has waited 3 s.
+        assert!(s.take_due(t(2), 3).is_empty());
+        assert_eq!(s.next_release(), Some(t(4)));
+        assert!(s.take_due(t(3), 3).is_empty());
+        let taken = s.take_due(t(4), 3);
+        assert_eq!(taken, vec![k("a", "1"), k("a", "2")]);
+        taken.iter().for_each(|key| s.done(key));
+        // A full batch goes at once.
+        for i in 0..3 {
+            s.schedule(k("a", &format!("f{i}")), t(10));
+        }
+        let taken = s.take_due(t(10), 3);
+        assert_eq!(taken.len(), 3);
+        taken.iter().for_each(|key| s.done(key));
+        // So does a hot lead, with whatever is due beside it.
+        s.schedule(k("a", "cold"), t(20));
+        s.schedule(k("a", "hot"), t(20));
+        s.set_hot(&k("a", "hot"), true);
+        assert_eq!(s.take_due(t(20), 3), vec![k("a", "hot"), k("a", "cold")]);
     }
 
     #[test]
