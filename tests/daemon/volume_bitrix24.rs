@@ -92,7 +92,7 @@ fn activity(d: &Daemon, lead: u64, fields: serde_json::Value) {
     d.sandbox.add_activity(f).unwrap();
 }
 
-async fn five_waves(scale: f64) -> Figures {
+async fn five_waves(scale: f64, leads: usize) -> Figures {
     let d = Daemon::start(scaled(scale)).await;
     let gap = Duration::from_secs_f64(4.0 / scale);
     let started = SystemTime::now();
@@ -101,7 +101,7 @@ async fn five_waves(scale: f64) -> Figures {
     // Wave 1: the leads arrive (30% with a strong fit: 60 points).
     let mut strong = Vec::new();
     let mut weak = Vec::new();
-    for n in 0..LEADS {
+    for n in 0..leads {
         if n % 10 < 3 {
             strong.push(d.add_strong_lead(n));
         } else {
@@ -140,8 +140,8 @@ async fn five_waves(scale: f64) -> Figures {
         );
     }
     tokio::time::sleep(gap).await;
-    // Wave 5: reps edit 600 leads, 200 of them saved twice.
-    for (i, &l) in strong.iter().chain(&weak).take(600).enumerate() {
+    // Wave 5: reps edit 60% of the leads, a third of those saved twice.
+    for (i, &l) in strong.iter().chain(&weak).take(leads * 3 / 5).enumerate() {
         d.sandbox
             .update_lead(l, json!({"COMMENTS": format!("перезвонить {i}")}))
             .unwrap();
@@ -213,8 +213,8 @@ async fn demo_settle(d: &Daemon, scale: f64) {
     .expect("the queue drains");
 }
 
-fn report(scale: f64, f: &Figures) {
-    let per_lead = |n: f64| n / LEADS as f64;
+fn report(scale: f64, leads: usize, f: &Figures) {
+    let per_lead = |n: f64| n / leads as f64;
     eprintln!(
         "scale {scale}: drained in {:.1} s, longest gap {:.2} s, {} requests ({:.3}/lead), \
          {} crm.activity.list subcalls ({:.3}/lead), operating s/lead {:?}, {} crossed",
@@ -235,8 +235,8 @@ fn report(scale: f64, f: &Figures) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_lead_burst_in_five_waves_drains_without_a_long_pause() {
     let scale = 10.0;
-    let f = five_waves(scale).await;
-    report(scale, &f);
+    let f = five_waves(scale, LEADS).await;
+    report(scale, LEADS, &f);
     // A minute of silence at the real pace is 6 s here.
     assert!(
         f.longest_gap < Duration::from_secs(6),
@@ -255,13 +255,26 @@ async fn a_thousand_lead_burst_in_five_waves_drains_without_a_long_pause() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "runs at the real limits: about five minutes"]
 async fn a_thousand_lead_burst_at_the_real_limits() {
-    let f = five_waves(1.0).await;
-    report(1.0, &f);
+    let f = five_waves(1.0, LEADS).await;
+    report(1.0, LEADS, &f);
     assert!(
         f.longest_gap < Duration::from_secs(60),
         "{:?}",
         f.longest_gap
     );
+}
+
+/// Issue 19's shape: 300 leads in five waves. The floor is about 50 requests (each
+/// wave's leads in full batches of 50, writes only where the score moved, tasks in
+/// batches); measured 136-137 with the fill hold, 150-155 without. The bound leaves
+/// room for a loaded CI machine and still fails a change that stops sharing batches
+/// (one read per lead per wave is over 1,000).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hundred_leads_in_five_waves_share_their_batches() {
+    let scale = 10.0;
+    let f = five_waves(scale, 300).await;
+    report(scale, 300, &f);
+    assert!(f.requests <= 165, "{} requests for 300 leads", f.requests);
 }
 
 fn small_budget(c: &mut Config) {
