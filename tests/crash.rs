@@ -116,8 +116,9 @@ fn edit(text: &str, from: &str, to: &str) -> String {
 async fn run(s: Scenario) {
     let sandbox = Sandbox::start(SandboxOptions {
         rate_limit: Some(RateLimit {
-            burst: 100.0,
-            drain_per_sec: 20.0,
+            // Bitrix24's real bucket: 50 requests, drained 2 per second.
+            burst: 50.0,
+            drain_per_sec: 2.0,
         }),
         ..SandboxOptions::default()
     })
@@ -139,7 +140,7 @@ async fn run(s: Scenario) {
     let text = edit(
         &text,
         "[portal.task]\n",
-        "[portal.rate_limit]\nper_second = 20.0\nburst = 100\n\n[portal.task]\n",
+        "[portal.rate_limit]\nper_second = 2.0\nburst = 50\n\n[portal.task]\n",
     );
     std::fs::write(&prepared.config_path, text).unwrap();
     let config_path = prepared.config_path.clone();
@@ -311,6 +312,17 @@ async fn run(s: Scenario) {
     }
     assert!(hot > 0, "the scenario made some leads hot");
     assert!(kills >= 5, "killed {kills} times");
+    // The pacer's bucket estimate is restored at each start: no restart opens with a
+    // burst the portal's bucket cannot take.
+    let limited = sandbox.count_status(503);
+    eprintln!(
+        "{kills} kills, {} API requests, {limited} answered 503",
+        sandbox.calls().iter().filter(|c| !c.in_batch).count()
+    );
+    assert_eq!(
+        limited, 0,
+        "503 QUERY_LIMIT_EXCEEDED across {kills} restarts"
+    );
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
     for point in crashpoints {
         let name = point.split('@').next().unwrap();
