@@ -309,6 +309,7 @@ async fn a_burst_of_500_leads_never_draws_a_429() {
         .filter(|c| c.path.starts_with("/api/"))
         .count();
     let per_lead = api as f64 / ids.len() as f64;
+    eprintln!("amoCRM 500-lead burst: {per_lead:.3} requests per lead");
     assert!(per_lead < 0.5, "batched: {per_lead:.3} requests per lead");
 }
 

@@ -169,6 +169,7 @@ async fn a_burst_of_500_leads_never_draws_a_503() {
     }
     let c = d.sandbox.counters();
     let per_lead = c.requests as f64 / ids.len() as f64;
+    eprintln!("Bitrix24 500-lead burst: {per_lead:.3} requests per lead");
     assert!(per_lead < 0.5, "batched: {per_lead:.3} requests per lead");
 }
 
