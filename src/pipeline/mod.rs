@@ -4,6 +4,7 @@
 //! Every step is idempotent and recorded in sled before the next begins, so a crash at
 //! any point resumes from the store without losing or doubling anything.
 
+mod calibration;
 mod decay;
 mod outcomes;
 mod reload;
@@ -301,7 +302,10 @@ impl Pipeline {
         let rescoring = {
             let me = self.clone();
             let stop = shutdown.clone();
-            tokio::spawn(async move { me.rescore_loop(stop).await })
+            tokio::spawn(async move {
+                me.refresh_probabilities().await;
+                me.rescore_loop(stop).await
+            })
         };
         while set.join_next().await.is_some() {}
         // The side loops hold the pipeline (and so the store): stop them and wait until

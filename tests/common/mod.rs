@@ -151,6 +151,20 @@ impl Daemon {
         }
     }
 
+    /// The store of a stopped daemon (as an admin command sees it), handed to the next
+    /// launch instead of being reopened (which would race sled's lock release).
+    pub fn stopped_store(&mut self) -> std::sync::Arc<Store> {
+        assert!(self.running.is_none(), "stop the daemon first");
+        let store = match &self.first_store {
+            Some(s) => s.clone(),
+            None => std::sync::Arc::new(
+                Store::open(&self.config.server.data_dir).expect("the store opens"),
+            ),
+        };
+        self.first_store = Some(store.clone());
+        store
+    }
+
     /// Stop and start again on the same data dir (a new port; events rebound).
     pub async fn restart(&mut self) {
         self.stop().await;

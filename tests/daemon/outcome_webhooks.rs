@@ -144,7 +144,7 @@ async fn a_bitrix24_lead_converted_or_junked_is_recorded_with_the_score_it_had()
 /// stores) makes the daemon write "score ≈ win rate" beside the points.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_probability_field_gets_the_score_with_its_calibrated_win_rate() {
-    let d = crate::common::Daemon::start(crate::common::Options {
+    let mut d = crate::common::Daemon::start(crate::common::Options {
         configure: Some(|c| {
             c.portals[0].fields.probability = Some("UF_CRM_LEADSCORE_P".into());
         }),
@@ -179,4 +179,36 @@ async fn the_probability_field_gets_the_score_with_its_calibrated_win_rate() {
             .probability,
         Some(want)
     );
+
+    // A backtest recomputes the calibration while the daemon is stopped: at the next
+    // start every stored lead's field is refreshed, with no webhook and no task.
+    d.stop().await;
+    let newer = leadscore::backtest::calibration::Calibration::fit([
+        (10, false),
+        (50, false),
+        (60, false),
+        (90, true),
+    ]);
+    let fresh = newer.describe(score as i32);
+    assert_ne!(
+        fresh,
+        c.describe(score as i32),
+        "the test needs a different text"
+    );
+    let store = d.stopped_store();
+    store.put_calibration("demo", &newer).unwrap();
+    store.flush().await.unwrap();
+    drop(store);
+    d.unbind_events();
+    let tasks = d.sandbox.tasks().len();
+    d.launch(false).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while d.sandbox.get_lead(id).unwrap()["UF_CRM_LEADSCORE_P"] != serde_json::json!(fresh) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the field was not refreshed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(d.sandbox.tasks().len(), tasks, "a refresh makes no task");
 }
