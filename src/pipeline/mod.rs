@@ -4,6 +4,7 @@
 //! Every step is idempotent and recorded in sled before the next begins, so a crash at
 //! any point resumes from the store without losing or doubling anything.
 
+pub mod capacity;
 mod decay;
 mod outcomes;
 mod reload;
