@@ -30,16 +30,16 @@ pub(crate) struct Rule {
     pub(crate) group: usize,
     pub(crate) points: i32,
     pub(crate) body: Body,
+    /// See [`Rule::timed`].
+    pub(crate) timed: bool,
 }
 
 impl Rule {
     /// Whether the clock can move its result (fit rules read only the lead's fields,
-    /// unless a `within_months` test compares a date with today).
+    /// unless a `within_months` test compares a date with today). Worked out once at
+    /// compile time: `next_change` asks for every rule at every candidate instant.
     pub(crate) fn timed(&self) -> bool {
-        match &self.body {
-            Body::Fit(c) => c.timed(),
-            _ => true,
-        }
+        self.timed
     }
 }
 
@@ -234,12 +234,17 @@ pub(crate) fn compile(spec: &ScoringSpec) -> Result<Model, Vec<SpecError>> {
         }
         if let (Some(body), Some(group)) = (compile_body(r, &p, &mut errs), group) {
             groups[group].rules.push(rules.len());
+            let timed = match &body {
+                Body::Fit(c) => c.timed(),
+                _ => true,
+            };
             rules.push(Rule {
                 id: r.id.clone(),
                 label: r.label.clone(),
                 group,
                 points: r.points,
                 body,
+                timed,
             });
         }
     }

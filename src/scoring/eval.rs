@@ -499,7 +499,9 @@ impl Model {
         }
         for rule in &self.rules {
             if let Body::Fit(c) = &rule.body {
-                c.boundaries(lead, &mut offer);
+                if rule.timed() {
+                    c.boundaries(lead, &mut offer);
+                }
                 continue;
             }
             if let Body::Spike(sp) = &rule.body {
