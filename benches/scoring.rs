@@ -187,7 +187,48 @@ fn bench(c: &mut Criterion) {
     g.bench_function("next_change/example/20_activities", |b| {
         b.iter(|| model.next_change(black_box(&lead), black_box(&acts), black_box(now)))
     });
+
+    // The same lead under the example model with its commented BANT block switched on
+    // (issue 18): the gate's cost on top of the model.
+    let bant = bant_model();
+    let mut qlead = lead.clone();
+    qlead.custom.insert("need".into(), "склад".into());
+    qlead
+        .custom
+        .insert("purchase_date".into(), "2027-01-15".into());
+    let q = bant.score(&qlead, &acts, now);
+    assert_eq!(bant.total_only(&qlead, &acts, now), q.total);
+    eprintln!("bench lead (BANT): {}", q.explain(Language::Ru, now));
+    g.bench_function("total_only/bant/20_activities", |b| {
+        b.iter(|| bant.total_only(black_box(&qlead), black_box(&acts), black_box(now)))
+    });
+    g.bench_function("score/bant/20_activities", |b| {
+        b.iter(|| bant.score(black_box(&qlead), black_box(&acts), black_box(now)))
+    });
+    g.bench_function("next_change/bant/20_activities", |b| {
+        b.iter(|| bant.next_change(black_box(&qlead), black_box(&acts), black_box(now)))
+    });
     g.finish();
+}
+
+/// The example model with the example's commented `[scoring.qualification]` block.
+fn bant_model() -> Model {
+    let start = EXAMPLE
+        .find("# [scoring.qualification]")
+        .expect("the example has a BANT block");
+    let block: String = EXAMPLE[start..]
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .map(|l| {
+            l.strip_prefix("# ")
+                .unwrap_or(l.trim_start_matches('#'))
+                .to_string()
+                + "\n"
+        })
+        .collect();
+    let text = format!("{EXAMPLE}\n{block}");
+    let cfg: FileConfig = toml::from_str(&text).expect("example config with BANT parses");
+    Model::compile(&cfg.scoring).expect("BANT model compiles")
 }
 
 criterion_group!(benches, bench);

@@ -62,6 +62,7 @@ impl DashboardAccess {
                 .map(|p| PortalSpec {
                     id: p.id.clone(),
                     crm: p.crm.to_string(),
+                    capacity: p.task.capacity.clone(),
                 })
                 .collect(),
         }
@@ -562,6 +563,7 @@ mod tests {
                     tier: Some(evil.into()),
                     breakdown: Some(evil.into()),
                 }],
+                capacity: Vec::new(),
                 recent_errors: vec![status::RecentError {
                     id: 1,
                     at: now,

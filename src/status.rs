@@ -55,6 +55,22 @@ pub struct PortalStatus {
     pub recent_crossings: Vec<RecentCrossing>,
     /// Latest dead letters' errors, newest first (at most 5).
     pub recent_errors: Vec<RecentError>,
+    /// Per rep, when `[portal.task.capacity]` is set: today's tasks and who waits.
+    #[serde(default)]
+    pub capacity: Vec<RepCapacity>,
+}
+
+/// One rep's day against the portal's capacity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepCapacity {
+    /// The rep's user id (`""`: leads without a responsible user).
+    pub rep: String,
+    /// Call-now tasks today (the portal's calendar day).
+    pub today: u32,
+    /// The daily limit.
+    pub limit: u32,
+    /// Hot leads waiting for this rep's next free slot.
+    pub waiting: usize,
 }
 
 /// Leads in one tier.
@@ -100,6 +116,8 @@ pub struct RecentError {
 pub struct PortalSpec {
     pub id: String,
     pub crm: String,
+    /// The portal's task capacity, if it has one.
+    pub capacity: Option<crate::config::CapacitySection>,
 }
 
 fn from_ms(ms: i64) -> Option<DateTime<Utc>> {
@@ -189,7 +207,12 @@ pub fn collect(
                 last_error: from_ms(h.last_err_ms.load(Relaxed)),
             }
         });
+        let capacity = match &spec.capacity {
+            Some(cap) => rep_capacity(store, p, cap, now)?,
+            None => Vec::new(),
+        };
         out.push(PortalStatus {
+            capacity,
             id: spec.id.clone(),
             crm: spec.crm.clone(),
             queued: mine.clone().count(),
@@ -218,6 +241,32 @@ pub fn collect(
         leads_scored: stats.leads_scored,
         portals: out,
     })
+}
+
+/// Each rep with tasks today or leads waiting, by rep id.
+fn rep_capacity(
+    store: &Store,
+    portal: &str,
+    cap: &crate::config::CapacitySection,
+    now: DateTime<Utc>,
+) -> Result<Vec<RepCapacity>, StoreError> {
+    let (day, _) = crate::pipeline::capacity::day_of(cap, now);
+    let mut reps: BTreeMap<String, RepCapacity> = BTreeMap::new();
+    let blank = |rep: &str| RepCapacity {
+        rep: rep.to_string(),
+        today: 0,
+        limit: cap.per_rep_per_day,
+        waiting: 0,
+    };
+    for (rep, n) in store.capacity_day(portal, day)? {
+        reps.entry(rep.clone()).or_insert_with(|| blank(&rep)).today = n;
+    }
+    for (_, w) in store.waiting_all(portal)? {
+        reps.entry(w.rep.clone())
+            .or_insert_with(|| blank(&w.rep))
+            .waiting += 1;
+    }
+    Ok(reps.into_values().collect())
 }
 
 fn ago(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
@@ -289,6 +338,21 @@ pub fn render(r: &StatusReport) -> String {
             limiter,
             tiers
         );
+    }
+    for p in &r.portals {
+        for c in &p.capacity {
+            let rep = if c.rep.is_empty() { "(none)" } else { &c.rep };
+            let over = if c.waiting > 0 {
+                format!(", OVER CAPACITY: {} waiting", c.waiting)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                s,
+                "{}: rep {rep} {}/{} tasks today{over}",
+                p.id, c.today, c.limit
+            );
+        }
     }
     for p in &r.portals {
         let Some(l) = &p.pacing else { continue };

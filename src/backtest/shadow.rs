@@ -259,6 +259,7 @@ mod tests {
                 breakdown: Vec::new(),
                 gaps: Vec::new(),
                 unclamped: score,
+                qualification: None,
             },
             causes: Vec::new(),
             shadow: shadow.map(|(score, tier, call_now)| ShadowScore {

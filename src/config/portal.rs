@@ -593,6 +593,32 @@ impl Ctx<'_> {
                 );
             }
         }
+        if let Some(c) = &t.capacity {
+            let c_path = format!("{base}.task.capacity");
+            if c.per_rep_per_day == 0 {
+                self.error(
+                    &format!("{c_path}.per_rep_per_day"),
+                    "must be at least 1 (set `enabled = false` to create no tasks)",
+                );
+            }
+            if let Some(o) = &c.utc_offset {
+                if o.parse::<chrono::FixedOffset>().is_err() {
+                    self.error(
+                        &format!("{c_path}.utc_offset"),
+                        "must look like \"+03:00\" or \"-05:00\" (where the portal's day starts)",
+                    );
+                }
+            }
+            if c.fallback_responsible
+                .as_deref()
+                .is_some_and(|f| f.trim().is_empty())
+            {
+                self.error(
+                    &format!("{c_path}.fallback_responsible"),
+                    "must not be empty (leave it out to let leads wait for the next day)",
+                );
+            }
+        }
         if let Some(spec) = spec {
             let t_path = format!("{base}.task.threshold");
             let r_path = format!("{base}.task.rearm_below");

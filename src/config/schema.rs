@@ -159,7 +159,8 @@ pub struct TaskSection {
     pub kind: TaskKind,
     /// Title; `{score}`, `{tier}`, `{lead}` and `{name}` are filled in.
     pub title: String,
-    /// Body; the same placeholders plus `{why}` (the explanation).
+    /// Body; the same placeholders plus `{why}` (the explanation) and `{questions}`
+    /// (the qualification questions still open, or "—").
     pub text: String,
     /// Deadline, minutes from creation.
     pub deadline_minutes: u32,
@@ -171,6 +172,36 @@ pub struct TaskSection {
     pub rearm_below: Option<i32>,
     /// Who gets the task when the lead has no responsible user.
     pub fallback_responsible_id: Option<String>,
+    /// `[portal.task.capacity]`: at most N call-now tasks per rep per day.
+    pub capacity: Option<CapacitySection>,
+}
+
+/// `[portal.task.capacity]`: a rep can call only so many leads a day. Beyond the limit
+/// the highest-scored leads go first and the rest wait for the next day (or go to the
+/// fallback rep while that rep has room).
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CapacitySection {
+    /// Most call-now tasks one rep gets per calendar day.
+    pub per_rep_per_day: u32,
+    /// Who gets the tasks beyond a rep's limit (within this rep's own limit).
+    #[serde(default)]
+    pub fallback_responsible: Option<String>,
+    /// The portal's time zone as a UTC offset ("+03:00"), where its calendar day
+    /// starts; default UTC.
+    #[serde(default)]
+    pub utc_offset: Option<String>,
+}
+
+impl CapacitySection {
+    /// The offset the calendar day is counted in (UTC when unset or unreadable; the
+    /// config check rejects an unreadable one).
+    pub fn offset(&self) -> chrono::FixedOffset {
+        self.utc_offset
+            .as_deref()
+            .and_then(|o| o.parse().ok())
+            .unwrap_or_else(|| chrono::FixedOffset::east_opt(0).expect("zero offset"))
+    }
 }
 
 impl Default for TaskSection {
@@ -185,6 +216,7 @@ impl Default for TaskSection {
             threshold: None,
             rearm_below: None,
             fallback_responsible_id: None,
+            capacity: None,
         }
     }
 }

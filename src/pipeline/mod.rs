@@ -5,6 +5,7 @@
 //! any point resumes from the store without losing or doubling anything.
 
 mod calibration;
+pub mod capacity;
 mod decay;
 mod outcomes;
 mod reload;
@@ -49,6 +50,10 @@ use scheduler::Scheduler;
 
 /// Most leads fetched and written per worker pass: one Bitrix24 batch, one amoCRM page.
 pub const MAX_BATCH: usize = 50;
+
+/// The longest a due part batch waits for company (the coalescing window, up to this):
+/// a portal set to coalesce for minutes still sends a part batch within seconds.
+const MAX_FILL_HOLD: Duration = Duration::from_secs(2);
 
 /// Everything a worker needs to process one portal's leads.
 pub struct PortalRuntime {
@@ -157,7 +162,7 @@ impl Pipeline {
             .map(|p| (p.portal.id.clone(), Arc::new(p)))
             .collect();
         let job = rescore::load(&store)?;
-        let mut sched = Scheduler::with_fill_hold(settings.coalesce);
+        let mut sched = Scheduler::with_fill_hold(settings.coalesce.min(MAX_FILL_HOLD));
         for e in store.pending_all()? {
             if let (Subject::Lead(id), Some(rt)) = (&e.subject, portals.get(&e.portal)) {
                 sched.set_hot(&e.key(), near_threshold(&store, &rt.portal, id));

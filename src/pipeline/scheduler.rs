@@ -44,8 +44,8 @@ pub fn portal_of(key: &[u8]) -> &[u8] {
 
 impl Scheduler {
     /// A scheduler whose due entries wait up to `hold` for company before a part batch
-    /// goes out (the pipeline passes its coalescing window: a lone lead then waits two
-    /// windows, a hot lead never more than one).
+    /// goes out (the pipeline passes its coalescing window, at most 2 s: a lone lead waits
+    /// that much longer, a hot lead no longer).
     pub fn with_fill_hold(hold: std::time::Duration) -> Scheduler {
         Scheduler {
             fill_hold: chrono::Duration::from_std(hold).unwrap_or_default(),

@@ -469,15 +469,27 @@ impl Pipeline {
                 Ok(trigger::Step::Fire(f))
                     if e.causes.iter().all(|c| c.source == CauseSource::Rescore) =>
                 {
-                    let mut res = trigger::fire_all(&self.store, rt, vec![f]).await;
-                    let res = res.pop().unwrap_or(Ok(trigger::TriggerOutcome::Nothing));
-                    self.triggered(rt, &e, rep, res).await
+                    for (e, rep, f) in self.admit_fires(rt, vec![(e, rep, f)]).await {
+                        let mut res = trigger::fire_all(&self.store, rt, vec![f]).await;
+                        let res = res.pop().unwrap_or(Ok(trigger::TriggerOutcome::Nothing));
+                        self.triggered(rt, &e, rep, res).await
+                    }
                 }
                 Ok(trigger::Step::Fire(f)) => fires.push((e, rep, f)),
-                Ok(trigger::Step::Done(outcome)) => self.triggered(rt, &e, rep, Ok(outcome)).await,
+                Ok(trigger::Step::Done(outcome)) => {
+                    // No longer hot, or its task exists: it waits for no slot.
+                    if portal.task.capacity.is_some() {
+                        if let Err(err) = self.store.remove_waiting(&portal.id, &lead.id) {
+                            self.fail(rt, &e, &err.into()).await;
+                            continue;
+                        }
+                    }
+                    self.triggered(rt, &e, rep, Ok(outcome)).await
+                }
                 Err(err) => self.fail(rt, &e, &err).await,
             }
         }
+        let fires = self.admit_fires(rt, fires).await;
         if fires.is_empty() {
             return;
         }

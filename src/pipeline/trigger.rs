@@ -33,8 +33,15 @@ pub enum TriggerOutcome {
 }
 
 fn fill(template: &str, lead: &Lead, score: &Score, why: &str) -> String {
+    let questions = score
+        .qualification
+        .as_ref()
+        .map(|q| q.open_questions().join(", "))
+        .filter(|q| !q.is_empty())
+        .unwrap_or_else(|| "—".to_string());
     template
         .replace("{score}", &score.total.to_string())
+        .replace("{questions}", &questions)
         .replace("{tier}", &score.tier_label)
         .replace("{lead}", &lead.id)
         .replace("{name}", lead.name.as_deref().unwrap_or(&lead.id))
@@ -76,6 +83,36 @@ pub struct Fire {
     score: i32,
     request: TaskRequest,
     now: DateTime<Utc>,
+    /// A new crossing (a new marker), not the retry of an intent already recorded: only
+    /// a fresh one takes a slot of its rep's daily capacity.
+    fresh: bool,
+}
+
+impl Fire {
+    /// The lead the task is for.
+    pub fn lead_id(&self) -> &str {
+        &self.lead_id
+    }
+
+    /// The score that crossed the threshold.
+    pub fn score(&self) -> i32 {
+        self.score
+    }
+
+    /// Who gets the task (`None`: the CRM's default).
+    pub fn responsible(&self) -> Option<&str> {
+        self.request.responsible_id.as_deref()
+    }
+
+    /// Whether this is a new crossing rather than the retry of a recorded intent.
+    pub fn fresh(&self) -> bool {
+        self.fresh
+    }
+
+    /// Give the task to another rep (capacity's fallback).
+    pub fn reassign(&mut self, rep: &str) {
+        self.request.responsible_id = Some(rep.to_string());
+    }
 }
 
 /// Advance the crossing state machine for a freshly scored lead.
@@ -151,7 +188,7 @@ pub async fn decide(
                 lead.id,
                 now.timestamp_millis()
             );
-            Ok(fire(rt, lead, score, why, marker, now))
+            Ok(fire(rt, lead, score, why, marker, now, true))
         }
         Crossing::Intent { marker, .. } => {
             if let Some(task) = rt.crm.find_task(&rt.portal.task, &lead.id, &marker).await? {
@@ -170,7 +207,7 @@ pub async fn decide(
                 return Ok(Step::Done(TriggerOutcome::Recovered(task)));
             }
             if above {
-                Ok(fire(rt, lead, score, why, marker, now))
+                Ok(fire(rt, lead, score, why, marker, now, false))
             } else {
                 // The lead fell back before the task was made: no crossing any more.
                 store.set_crossing(&portal.id, &lead.id, &Crossing::Armed)?;
@@ -220,7 +257,7 @@ pub async fn decide(
                 lead.id,
                 now.timestamp_millis()
             );
-            Ok(fire(rt, lead, score, why, marker, now))
+            Ok(fire(rt, lead, score, why, marker, now, true))
         }
     }
 }
@@ -232,12 +269,14 @@ fn fire(
     why: &str,
     marker: String,
     now: DateTime<Utc>,
+    fresh: bool,
 ) -> Step {
     Step::Fire(Fire {
         lead_id: lead.id.clone(),
         score: score.total,
         request: task_request(&rt.portal, lead, score, why, &marker, now),
         now,
+        fresh,
     })
 }
 

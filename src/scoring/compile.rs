@@ -7,9 +7,9 @@ use std::collections::HashSet;
 
 use chrono::TimeDelta;
 
-use super::spec::{ActivitySpec, Condition, Language, RuleSpec, ScoringSpec, SpikeSpec, TierSpec};
+use super::spec::{ActivitySpec, Condition, Language, RuleSpec, ScoringSpec, SpikeSpec};
 use super::text::{lower_str, Pattern};
-use super::{Model, SpecError, TierInfo};
+use super::{Model, SpecError};
 use crate::lead::{ActivityKind, Direction, FIELD_NAMES};
 
 /// A declared group with the indices of its rules (config order).
@@ -30,12 +30,16 @@ pub(crate) struct Rule {
     pub(crate) group: usize,
     pub(crate) points: i32,
     pub(crate) body: Body,
+    /// See [`Rule::timed`].
+    pub(crate) timed: bool,
 }
 
 impl Rule {
-    /// Whether the clock can move its result (fit rules read only the lead's fields).
+    /// Whether the clock can move its result (fit rules read only the lead's fields,
+    /// unless a `within_months` test compares a date with today). Worked out once at
+    /// compile time: `next_change` asks for every rule at every candidate instant.
     pub(crate) fn timed(&self) -> bool {
-        !matches!(self.body, Body::Fit(_))
+        self.timed
     }
 }
 
@@ -119,6 +123,8 @@ pub(crate) enum Test {
     Contains(String),
     /// Lowercased domains.
     EmailDomainIn(Vec<String>),
+    /// A date field (`2026-05-31` or `31.05.2026`) between today and N months ahead.
+    WithinMonths(u32),
 }
 
 /// A compiled behaviour rule.
@@ -139,10 +145,11 @@ pub(crate) fn lower(s: &str) -> String {
     lower_str(s.trim())
 }
 
-struct Errors(Vec<SpecError>);
+/// Every mistake found so far (compilation carries on after each).
+pub(crate) struct Errors(pub(crate) Vec<SpecError>);
 
 impl Errors {
-    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push(SpecError {
             path: path.into(),
             message: message.into(),
@@ -227,17 +234,22 @@ pub(crate) fn compile(spec: &ScoringSpec) -> Result<Model, Vec<SpecError>> {
         }
         if let (Some(body), Some(group)) = (compile_body(r, &p, &mut errs), group) {
             groups[group].rules.push(rules.len());
+            let timed = match &body {
+                Body::Fit(c) => c.timed(),
+                _ => true,
+            };
             rules.push(Rule {
                 id: r.id.clone(),
                 label: r.label.clone(),
                 group,
                 points: r.points,
                 body,
+                timed,
             });
         }
     }
 
-    let tiers = compile_tiers(spec, &mut errs);
+    let tiers = super::tiers::compile_tiers(spec, &mut errs);
 
     let t = &spec.triggers;
     if t.call_now_above < spec.min || t.call_now_above >= spec.max {
@@ -279,12 +291,15 @@ pub(crate) fn compile(spec: &ScoringSpec) -> Result<Model, Vec<SpecError>> {
         }
     };
 
+    let gate = super::qualify::compile_gate(spec, &mut errs);
+
     if !errs.0.is_empty() {
         return Err(errs.0);
     }
     let has_activity_rules = rules
         .iter()
         .any(|r| matches!(r.body, Body::Activity(_) | Body::Spike(_)));
+    let timed = rules.iter().any(Rule::timed) || gate.as_ref().is_some_and(|g| g.timed);
     let fingerprint = {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -302,6 +317,8 @@ pub(crate) fn compile(spec: &ScoringSpec) -> Result<Model, Vec<SpecError>> {
         tiers,
         triggers: spec.triggers.clone(),
         has_activity_rules,
+        timed,
+        gate,
     })
 }
 
@@ -412,6 +429,9 @@ fn operators(c: &Condition) -> Vec<&'static str> {
     if c.email_domain_in.is_some() {
         ops.push("email_domain_in");
     }
+    if c.within_months.is_some() {
+        ops.push("within_months");
+    }
     if c.all.is_some() {
         ops.push("all");
     }
@@ -498,12 +518,12 @@ fn parse_number(s: &str) -> Option<f64> {
     s.trim().parse::<f64>().ok().filter(|n| n.is_finite())
 }
 
-fn compile_cond(c: &Condition, p: &str, errs: &mut Errors) -> Option<Cond> {
+pub(crate) fn compile_cond(c: &Condition, p: &str, errs: &mut Errors) -> Option<Cond> {
     let ops = operators(c);
     if ops.is_empty() {
         errs.push(
             p.to_string(),
-            "a condition needs one operator: equals, in, range, regex, contains, exists, email_domain_in, all, any or not",
+            "a condition needs one operator: equals, in, range, regex, contains, exists, email_domain_in, within_months, all, any or not",
         );
         return None;
     }
@@ -629,6 +649,13 @@ fn compile_cond(c: &Condition, p: &str, errs: &mut Errors) -> Option<Cond> {
                 )
             })
         }
+        "within_months" => match c.within_months? {
+            m @ 1..=120 => Some(Test::WithinMonths(m)),
+            m => {
+                errs.push(op_path, format!("within_months must be 1 to 120, got {m}"));
+                None
+            }
+        },
         "exists" => {
             let want = c.exists?;
             return field.map(|field| Cond::Exists { field, want });
@@ -703,86 +730,4 @@ fn compile_activity(a: &ActivitySpec, p: &str, errs: &mut Errors) -> Option<ActR
         max_count: a.max_count,
         half_life_days,
     })
-}
-
-fn compile_tiers(spec: &ScoringSpec, errs: &mut Errors) -> Vec<TierInfo> {
-    if spec.tiers.is_empty() {
-        errs.push("scoring.tiers", "at least one tier is needed");
-        return Vec::new();
-    }
-    let mut ids = HashSet::new();
-    let mut sane: Vec<(usize, &TierSpec)> = Vec::new();
-    for (i, t) in spec.tiers.iter().enumerate() {
-        let p = format!("scoring.tiers[{i}]");
-        if t.id.trim().is_empty() {
-            errs.push(format!("{p}.id"), "tier id must not be empty");
-        } else if !ids.insert(t.id.as_str()) {
-            errs.push(format!("{p}.id"), format!("duplicate tier id '{}'", t.id));
-        }
-        if t.min > t.max {
-            errs.push(
-                format!("{p}.min"),
-                format!("tier min ({}) is greater than its max ({})", t.min, t.max),
-            );
-        } else {
-            sane.push((i, t));
-        }
-    }
-    // Coverage is checked on the well-formed tiers, lowest first.
-    sane.sort_by_key(|(i, t)| (t.min, t.max, *i));
-    if let Some(&(i, first)) = sane.first() {
-        if first.min != spec.min {
-            errs.push(
-                format!("scoring.tiers[{i}].min"),
-                format!(
-                    "the lowest tier must start at the score's min ({}), not {}",
-                    spec.min, first.min
-                ),
-            );
-        }
-    }
-    for pair in sane.windows(2) {
-        let ((_, a), (j, b)) = (pair[0], pair[1]);
-        if b.min <= a.max {
-            errs.push(
-                format!("scoring.tiers[{j}].min"),
-                format!(
-                    "tier '{}' ({}..={}) overlaps tier '{}' ({}..={})",
-                    b.id, b.min, b.max, a.id, a.min, a.max
-                ),
-            );
-        } else if b.min > a.max.saturating_add(1) {
-            errs.push(
-                format!("scoring.tiers[{j}].min"),
-                format!(
-                    "gap: no tier covers {}..={} (tier '{}' ends at {}, '{}' starts at {})",
-                    a.max.saturating_add(1),
-                    b.min - 1,
-                    a.id,
-                    a.max,
-                    b.id,
-                    b.min
-                ),
-            );
-        }
-    }
-    if let Some(&(i, last)) = sane.iter().max_by_key(|(i, t)| (t.max, usize::MAX - *i)) {
-        if last.max != spec.max {
-            errs.push(
-                format!("scoring.tiers[{i}].max"),
-                format!(
-                    "the highest tier must end at the score's max ({}), not {}",
-                    spec.max, last.max
-                ),
-            );
-        }
-    }
-    sane.iter()
-        .map(|(_, t)| TierInfo {
-            id: t.id.clone(),
-            label: t.label.clone().unwrap_or_else(|| t.id.clone()),
-            min: t.min,
-            max: t.max,
-        })
-        .collect()
 }

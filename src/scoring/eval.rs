@@ -7,225 +7,12 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::compile::{ActRule, Body, Cond, FieldKind, FieldRef, Rule, SpikeRule, Test};
-use super::text::with_lower;
+use super::compile::{ActRule, Body, Rule, SpikeRule};
+use super::cond::{eval_cond, Outcome};
 use super::{DataGap, Entry, Evidence, GroupTotal, Model, Score};
 use crate::lead::{Activity, FieldValue, Lead};
 
 const MS_PER_DAY: f64 = 86_400_000.0;
-
-/// The values of one lead field, borrowed, blanks skipped.
-enum Values<'a> {
-    One(Option<FieldValue<'a>>),
-    Many(std::slice::Iter<'a, String>),
-}
-
-impl<'a> Iterator for Values<'a> {
-    type Item = FieldValue<'a>;
-    fn next(&mut self) -> Option<FieldValue<'a>> {
-        match self {
-            Values::One(v) => v.take(),
-            Values::Many(it) => it
-                .map(|s| s.trim())
-                .find(|s| !s.is_empty())
-                .map(FieldValue::Text),
-        }
-    }
-}
-
-fn text(v: &Option<String>) -> Values<'_> {
-    Values::One(
-        v.as_deref()
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(FieldValue::Text),
-    )
-}
-
-fn num(v: Option<f64>) -> Values<'static> {
-    Values::One(v.filter(|n| n.is_finite()).map(FieldValue::Number))
-}
-
-/// Same semantics as `Lead::values`, without allocating.
-fn values<'a>(lead: &'a Lead, f: &FieldRef) -> Values<'a> {
-    match f.kind {
-        FieldKind::Name => text(&lead.name),
-        FieldKind::Position => text(&lead.position),
-        FieldKind::Email => Values::Many(lead.emails.iter()),
-        FieldKind::Phone => Values::Many(lead.phones.iter()),
-        FieldKind::Company => text(&lead.company),
-        FieldKind::Industry => text(&lead.industry),
-        FieldKind::Revenue => num(lead.revenue),
-        FieldKind::Employees => num(lead.employees),
-        FieldKind::Region => text(&lead.region),
-        FieldKind::Source => text(&lead.source),
-        FieldKind::Status => text(&lead.status),
-        FieldKind::ResponsibleId => text(&lead.responsible_id),
-        FieldKind::Custom => Values::One(
-            lead.custom
-                .get(&f.custom_key)
-                .map(|s| s.trim())
-                .filter(|s| !s.is_empty())
-                .map(FieldValue::Text),
-        ),
-    }
-}
-
-/// Run `f` on a field value as text (numbers formatted on the stack).
-fn with_text<R>(v: FieldValue<'_>, f: impl FnOnce(&str) -> R) -> R {
-    match v {
-        FieldValue::Text(s) => f(s),
-        FieldValue::Number(_) => {
-            use std::fmt::Write;
-            let mut buf = StackStr {
-                buf: [0; 64],
-                len: 0,
-            };
-            if write!(buf, "{v}").is_ok() {
-                f(buf.as_str())
-            } else {
-                f(&v.to_string())
-            }
-        }
-    }
-}
-
-struct StackStr {
-    buf: [u8; 64],
-    len: usize,
-}
-
-impl StackStr {
-    fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
-    }
-}
-
-impl std::fmt::Write for StackStr {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        let end = self.len + s.len();
-        if end > self.buf.len() {
-            return Err(std::fmt::Error);
-        }
-        self.buf[self.len..end].copy_from_slice(s.as_bytes());
-        self.len = end;
-        Ok(())
-    }
-}
-
-fn as_number(v: FieldValue<'_>) -> Option<f64> {
-    match v {
-        FieldValue::Number(n) => Some(n),
-        FieldValue::Text(s) => s.parse::<f64>().ok().filter(|n| n.is_finite()),
-    }
-}
-
-/// The domain part of an e-mail address (after the last `@`).
-fn domain(s: &str) -> Option<&str> {
-    s.rsplit_once('@')
-        .map(|(_, d)| d.trim())
-        .filter(|d| !d.is_empty())
-}
-
-/// A field test against one value: `Some(evidence value)` on a match.
-fn test_value<'a>(test: &Test, v: FieldValue<'a>) -> Option<FieldValue<'a>> {
-    let hit = match test {
-        Test::Equals { text, number } => match v {
-            FieldValue::Number(n) => number.is_some_and(|m| m == n),
-            FieldValue::Text(s) => with_lower(s, |l| l == text),
-        },
-        Test::In { texts, numbers } => match v {
-            FieldValue::Number(n) => numbers.contains(&n),
-            FieldValue::Text(s) => with_lower(s, |l| texts.iter().any(|t| t == l)),
-        },
-        Test::Range { min, max } => {
-            as_number(v).is_some_and(|n| min.is_none_or(|m| n >= m) && max.is_none_or(|m| n < m))
-        }
-        Test::Regex(re) => with_text(v, |s| re.is_match(s)),
-        Test::Contains(needle) => with_text(v, |s| with_lower(s, |l| l.contains(needle.as_str()))),
-        Test::EmailDomainIn(domains) => {
-            let FieldValue::Text(s) = v else { return None };
-            let d = domain(s)?;
-            return with_lower(d, |l| domains.iter().any(|x| x == l))
-                .then_some(FieldValue::Text(d));
-        }
-    };
-    hit.then_some(v)
-}
-
-/// The outcome of a condition: evidence is `(field name, value)`.
-pub(crate) enum Outcome<'a> {
-    Match(Option<(&'a str, FieldValue<'a>)>),
-    NoMatch(Option<(&'a str, FieldValue<'a>)>),
-    /// The condition depends on this field and the lead has no value for it.
-    Missing(&'a str),
-}
-
-/// Three-valued evaluation: a missing field makes a test unknown; `all` is false if
-/// any part is false, `any` is true if any part is true, otherwise unknown wins.
-fn eval_cond<'a>(c: &'a Cond, lead: &'a Lead) -> Outcome<'a> {
-    match c {
-        Cond::Exists { field, want } => {
-            let first = values(lead, field).next();
-            let ev = Some((field.name.as_str(), first.unwrap_or(FieldValue::Text(""))));
-            if first.is_some() == *want {
-                Outcome::Match(ev)
-            } else {
-                Outcome::NoMatch(ev)
-            }
-        }
-        Cond::Test { field, test } => {
-            let mut vals = values(lead, field);
-            let Some(first) = vals.next() else {
-                return Outcome::Missing(&field.name);
-            };
-            if let Some(ev) = test_value(test, first) {
-                return Outcome::Match(Some((&field.name, ev)));
-            }
-            for v in vals {
-                if let Some(ev) = test_value(test, v) {
-                    return Outcome::Match(Some((&field.name, ev)));
-                }
-            }
-            Outcome::NoMatch(Some((&field.name, first)))
-        }
-        Cond::All(parts) => {
-            let mut missing = None;
-            let mut ev = None;
-            for p in parts {
-                match eval_cond(p, lead) {
-                    Outcome::NoMatch(e) => return Outcome::NoMatch(e),
-                    Outcome::Missing(f) => missing = missing.or(Some(f)),
-                    Outcome::Match(e) => ev = ev.or(e),
-                }
-            }
-            match missing {
-                Some(f) => Outcome::Missing(f),
-                None => Outcome::Match(ev),
-            }
-        }
-        Cond::Any(parts) => {
-            let mut missing = None;
-            let mut ev = None;
-            for p in parts {
-                match eval_cond(p, lead) {
-                    Outcome::Match(e) => return Outcome::Match(e),
-                    Outcome::Missing(f) => missing = missing.or(Some(f)),
-                    Outcome::NoMatch(e) => ev = ev.or(e),
-                }
-            }
-            match missing {
-                Some(f) => Outcome::Missing(f),
-                None => Outcome::NoMatch(ev),
-            }
-        }
-        Cond::Not(inner) => match eval_cond(inner, lead) {
-            Outcome::Match(e) => Outcome::NoMatch(e),
-            Outcome::NoMatch(e) => Outcome::Match(e),
-            Outcome::Missing(f) => Outcome::Missing(f),
-        },
-    }
-}
 
 /// Activities newest first, without sorting when the caller's order already allows it.
 pub(crate) enum Order<'a> {
@@ -456,7 +243,7 @@ fn eval_rule<'a>(
     now: DateTime<Utc>,
 ) -> RuleOut<'a> {
     match &rule.body {
-        Body::Fit(c) => match eval_cond(c, lead) {
+        Body::Fit(c) => match eval_cond(c, lead, now) {
             Outcome::Match(ev) => RuleOut::Field {
                 points: rule.points,
                 ev,
@@ -530,7 +317,11 @@ impl Model {
                 .sum();
             total += cap(sum, g.min, g.max);
         }
-        to_i32(total.clamp(i64::from(self.min), i64::from(self.max)))
+        let total = to_i32(total.clamp(i64::from(self.min), i64::from(self.max)));
+        match self.gate.as_ref().and_then(|g| g.cap_for(lead, now)) {
+            Some(c) => total.min(c),
+            None => total,
+        }
     }
 
     pub(crate) fn rule_units_impl(
@@ -544,7 +335,7 @@ impl Model {
         let order = self.order(acts);
         for rule in &self.rules {
             out.push(match &rule.body {
-                Body::Fit(c) => match eval_cond(c, lead) {
+                Body::Fit(c) => match eval_cond(c, lead, now) {
                     Outcome::Match(_) => 1.0,
                     Outcome::NoMatch(_) | Outcome::Missing(_) => 0.0,
                 },
@@ -669,7 +460,11 @@ impl Model {
             });
         }
 
-        let total = to_i32(unclamped.clamp(i64::from(self.min), i64::from(self.max)));
+        let mut total = to_i32(unclamped.clamp(i64::from(self.min), i64::from(self.max)));
+        let qualification = self.gate.as_ref().map(|g| g.qualify(lead, now, total));
+        if let Some(c) = qualification.as_ref().and_then(|q| q.cap) {
+            total = total.min(c);
+        }
         let tier = self.tier_for(total);
         Score {
             total,
@@ -679,6 +474,7 @@ impl Model {
             breakdown,
             gaps,
             unclamped: to_i32(unclamped),
+            qualification,
         }
     }
 
@@ -687,6 +483,7 @@ impl Model {
     /// or a decaying sum crosses a rounding boundary.
     fn next_event(
         &self,
+        lead: &Lead,
         acts: &[Activity],
         order: &Order<'_>,
         t: DateTime<Utc>,
@@ -697,7 +494,16 @@ impl Model {
                 best = Some(c);
             }
         };
+        if let Some(g) = self.gate.as_ref().filter(|g| g.timed) {
+            g.boundaries(lead, &mut offer);
+        }
         for rule in &self.rules {
+            if let Body::Fit(c) = &rule.body {
+                if rule.timed() {
+                    c.boundaries(lead, &mut offer);
+                }
+                continue;
+            }
             if let Body::Spike(sp) = &rule.body {
                 // A spike changes only when an activity enters or leaves a window.
                 for act in acts.iter().filter(|x| sp.counts(x)) {
@@ -760,6 +566,9 @@ impl Model {
                 }
             });
         }
+        if let Some(g) = self.gate.as_ref().filter(|g| g.timed) {
+            out.push(Sig::Points(g.signature(lead, now)));
+        }
     }
 
     pub(crate) fn next_change_impl(
@@ -768,7 +577,7 @@ impl Model {
         acts: &[Activity],
         now: DateTime<Utc>,
     ) -> Option<DateTime<Utc>> {
-        if !self.has_activity_rules {
+        if !self.timed {
             return None;
         }
         let order = Order::new(acts);
@@ -780,7 +589,7 @@ impl Model {
         // skip those. The bound keeps a pathological input from looping long: returning
         // an earlier instant is safe, the caller just re-scores and finds no change.
         for _ in 0..512 {
-            let c = self.next_event(acts, &order, t)?;
+            let c = self.next_event(lead, acts, &order, t)?;
             self.signature(lead, &order, c, &mut at_c);
             if at_c != base {
                 return Some(c);

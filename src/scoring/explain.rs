@@ -259,11 +259,17 @@ impl Score {
 
     fn explain_with(&self, lang: Language, when: When) -> String {
         let head = format!("{} — {}", self.total, self.tier_label);
+        // Qualification first: the tail is what gives way when the line is too long.
         let mut parts: Vec<String> = self
-            .breakdown
+            .qualification
             .iter()
-            .filter(|e| e.points != 0)
-            .map(|e| phrase(e, lang, when))
+            .map(|q| q.phrase(lang))
+            .chain(
+                self.breakdown
+                    .iter()
+                    .filter(|e| e.points != 0)
+                    .map(|e| phrase(e, lang, when)),
+            )
             .collect();
         let gaps = gap_fields(self);
         if !gaps.is_empty() {
@@ -490,6 +496,14 @@ pub fn render_table(score: &Score, lang: Language, now: DateTime<Utc>) -> String
     } else {
         out.push_str(&format!("Total: {}{clamp_note}\n", score.total));
         out.push_str(&format!("Tier: {} ({})\n", score.tier_label, score.tier));
+    }
+    if let Some(q) = &score.qualification {
+        let title = if ru {
+            "Квалификация"
+        } else {
+            "Qualification"
+        };
+        out.push_str(&format!("{title} {}: {}\n", q.formula, q.phrase(lang)));
     }
     // One item per field, with the rules that wanted it: `отрасль [industry_target]`.
     let mut gaps: Vec<(&str, Vec<&str>)> = Vec::new();

@@ -6,16 +6,22 @@
 //! a caller-given `now` and returns a [`Score`] whose breakdown explains every point.
 //!
 //! Invariants of every [`Score`]: the entries' `points` sum to `unclamped`, which is also
-//! the sum of the groups' `points`; `total` is `unclamped` clamped to the model's bounds;
+//! the sum of the groups' `points`; `total` is `unclamped` clamped to the model's bounds,
+//! then to the qualification gate's cap when a required criterion is not known-yes;
 //! `tier` is the tier containing `total`.
 
 mod compile;
+mod cond;
 mod eval;
 mod explain;
+mod qualify;
+#[cfg(test)]
+mod qualify_tests;
 pub mod spec;
 #[cfg(test)]
 mod tests;
 mod text;
+mod tiers;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -23,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::lead::{Activity, Lead};
 
 pub use explain::render_table;
+pub use qualify::{CriterionState, Known, Qualification};
 pub use spec::Language;
 
 /// A mistake in the `[scoring]` section, by key path (e.g. `scoring.rules[3].when.regex`,
@@ -59,6 +66,11 @@ pub struct Model {
     pub(crate) triggers: spec::TriggerSpec,
     /// `true` when some activity rule exists (lets fit-only models skip ordering work).
     pub(crate) has_activity_rules: bool,
+    /// `true` when the clock alone can change a score (activity rules, or a
+    /// `within_months` condition in a rule or a qualification criterion).
+    pub(crate) timed: bool,
+    /// The qualification gate, when `[scoring.qualification]` is configured.
+    pub(crate) gate: Option<qualify::Gate>,
 }
 
 /// A tier as the model knows it, for summaries (`leadscore check`) and CRM mapping.
@@ -106,6 +118,10 @@ pub struct Score {
     pub gaps: Vec<DataGap>,
     /// Sum of the capped group subtotals, before clamping to the model's bounds.
     pub unclamped: i32,
+    /// The qualification state, when the model has `[scoring.qualification]`; its cap
+    /// may have lowered `total` below the clamped `unclamped`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qualification: Option<Qualification>,
 }
 
 /// A group's subtotal.
@@ -240,6 +256,11 @@ impl Model {
             .iter()
             .find(|tier| tier.min <= t && t <= tier.max)
             .unwrap_or(&self.tiers[self.tiers.len() - 1])
+    }
+
+    /// Whether the model has a qualification gate (`[scoring.qualification]`).
+    pub fn has_qualification(&self) -> bool {
+        self.gate.is_some()
     }
 
     /// The "call now" thresholds of the model (portals may override them).

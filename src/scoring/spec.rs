@@ -31,6 +31,49 @@ pub struct ScoringSpec {
     pub tiers: Vec<TierSpec>,
     #[serde(default)]
     pub triggers: TriggerSpec,
+    /// The qualification gate (BANT, ANUM, AM or custom criteria); none by default.
+    #[serde(default)]
+    pub qualification: Option<QualificationSpec>,
+}
+
+/// `[scoring.qualification]`: which questions a lead must have answered before it may
+/// be hot. Each criterion is known-yes (its `when` holds), known-no (its `no` holds) or
+/// unknown; while a required one is not known-yes, the total is capped at `cap`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QualificationSpec {
+    /// `BANT` (budget, authority, need, timeframe), `ANUM` (authority, need, urgency,
+    /// money), `AM` (authority, money) or `custom` (the criteria named below).
+    pub formula: String,
+    /// Highest total of a lead whose required criteria are not all known-yes (default:
+    /// the call-now threshold, so an unqualified lead is never hot).
+    #[serde(default)]
+    pub cap: Option<i32>,
+    /// The criteria that gate the score (default: all of the formula's).
+    #[serde(default)]
+    pub require: Vec<String>,
+    /// One condition per criterion, as `[[scoring.qualification.criteria]]`.
+    #[serde(default)]
+    pub criteria: Vec<CriterionSpec>,
+}
+
+/// One qualification criterion: when it is known to hold, when it is known not to, and
+/// what the rep asks while it is unknown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CriterionSpec {
+    /// `budget`/`money`, `authority`, `need`, `timeframe`/`urgency`, or a custom name.
+    pub id: String,
+    /// Known-yes: the same condition language as the rules.
+    pub when: Condition,
+    /// Known-no (e.g. the budget field says 0 or "нет"); without it, a lead is never
+    /// known-no on this criterion.
+    #[serde(default)]
+    pub no: Option<Condition>,
+    /// The question for the rep (defaults: "бюджет", "кто принимает решение",
+    /// "задача/потребность", "сроки", or the English ones).
+    #[serde(default)]
+    pub question: Option<String>,
 }
 
 fn default_max() -> i32 {
@@ -125,7 +168,7 @@ fn default_min_count() -> u32 {
 
 /// A condition on lead fields. Exactly one operator key is set: a field test
 /// (`field` plus one of `equals`, `in`, `range`, `regex`, `contains`, `exists`,
-/// `email_domain_in`) or a combinator (`all`, `any`, `not`).
+/// `email_domain_in`, `within_months`) or a combinator (`all`, `any`, `not`).
 ///
 /// A flat table (not an enum) so that a mistake is reported by its key path.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -155,6 +198,10 @@ pub struct Condition {
     /// The domain of any e-mail of the lead is in this list (case-insensitive).
     #[serde(default)]
     pub email_domain_in: Option<Vec<String>>,
+    /// The field holds a date (`2026-05-31`, `31.05.2026`) from today to N months ahead
+    /// (UTC days): "the purchase is planned within 3 months".
+    #[serde(default)]
+    pub within_months: Option<u32>,
     #[serde(default)]
     pub all: Option<Vec<Condition>>,
     #[serde(default)]

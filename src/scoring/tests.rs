@@ -40,7 +40,7 @@ fn page(url: &str, at: DateTime<Utc>) -> Activity {
 
 /// A spec with groups `fit` (uncapped) and `eng`, tiers cold/warm/hot like the seed
 /// model, and the given `[[scoring.rules]]` TOML.
-fn spec_with(groups: &str, rules: &str) -> ScoringSpec {
+pub(super) fn spec_with(groups: &str, rules: &str) -> ScoringSpec {
     let src = format!(
         r#"
 {groups}

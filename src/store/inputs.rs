@@ -103,6 +103,15 @@ impl Store {
         Ok(())
     }
 
+    /// When the lead's timer is due, if it has one.
+    pub fn timer_at(&self, portal: &str, lead: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(self
+            .timer_of
+            .get(lead_key(portal, lead))?
+            .and_then(|k| parse_timer_key(&k))
+            .map(|(_, _, at)| at))
+    }
+
     /// Remove a timer that fired, unless the lead has been given a new one meanwhile.
     pub fn clear_timer(
         &self,

@@ -14,6 +14,8 @@
 //!   so a lead whose activities did not change is re-read without them.
 //! - `timers` / `timer_of`: when each lead's score next changes with time alone (its
 //!   decay), ordered by time, so due leads are re-scored without a webhook.
+//! - `capacity_used` / `capacity_wait`: call-now tasks per rep per day and the hot
+//!   leads waiting for a slot (see `capacity`).
 //! - `meta`: sweep cursors, rotated OAuth tokens and the CRM limits between runs.
 //!
 //! Every write that an acknowledgement depends on is followed by [`Store::flush`].
@@ -36,6 +38,8 @@ mod ledger;
 
 pub use ledger::{crossings, LedgerEntry, ShadowScore};
 mod calibrations;
+mod capacity;
+pub use capacity::Waiting;
 mod live_outcomes;
 pub use live_outcomes::LiveOutcome;
 mod meta;
@@ -252,6 +256,7 @@ pub struct Store {
     timer_of: sled::Tree,
     meta: sled::Tree,
     tracking: tracking::TrackingTrees,
+    capacity: capacity::CapacityTrees,
     pending_count: AtomicUsize,
     group: group::GroupFlush,
 }

@@ -65,6 +65,7 @@ impl Store {
             timer_of: db.open_tree("timer_of")?,
             meta: db.open_tree("meta")?,
             tracking: tracking::TrackingTrees::open(&db)?,
+            capacity: super::capacity::CapacityTrees::open(&db)?,
             pending,
             pending_count: AtomicUsize::new(count),
             group: group::GroupFlush::default(),

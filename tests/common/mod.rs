@@ -224,6 +224,12 @@ impl Daemon {
 
     /// A lead with a strong fit (60 points in the seed model) and no activity yet.
     pub fn add_strong_lead(&self, n: usize) -> u64 {
+        self.add_lead_of(n, "240", "Москва")
+    }
+
+    /// The strong lead with its headcount and region varied (the seed model gives 15
+    /// for 100–499 staff, 8 for 500+, 7 for 20–99, and 5 for a served region).
+    pub fn add_lead_of(&self, n: usize, employees: &str, region: &str) -> u64 {
         self.sandbox
             .add_lead(json!({
                 "TITLE": format!("Lead {n}"),
@@ -233,8 +239,8 @@ impl Daemon {
                 "ASSIGNED_BY_ID": "3",
                 "UF_CRM_INDUSTRY": "Производство",
                 "UF_CRM_REVENUE": "800000000",
-                "UF_CRM_EMPLOYEES": "240",
-                "UF_CRM_REGION": "Москва",
+                "UF_CRM_EMPLOYEES": employees,
+                "UF_CRM_REGION": region,
             }))
             .unwrap()
     }

@@ -8,6 +8,7 @@
 mod common;
 
 mod backtest_portal;
+mod capacity;
 mod config_reload;
 mod e2e_amocrm;
 mod e2e_bitrix24;
@@ -15,6 +16,7 @@ mod hostile_input;
 mod intake_limits;
 mod notify;
 mod outcome_webhooks;
+mod qualification;
 mod reminders;
 mod rescore_amocrm;
 mod secrets;

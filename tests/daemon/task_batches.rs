@@ -24,6 +24,7 @@ fn hot() -> Score {
         breakdown: Vec::new(),
         gaps: Vec::new(),
         unclamped: 80,
+        qualification: None,
     }
 }
 

@@ -31,6 +31,7 @@ fn score(total: i32) -> Score {
         breakdown: Vec::new(),
         gaps: Vec::new(),
         unclamped: total,
+        qualification: None,
     }
 }
 

@@ -999,3 +999,95 @@ field = \"custom.purchase_month\"
     assert_eq!((r.days_before, r.yearly), (30, true));
     assert!(r.title.contains("{date}"));
 }
+
+/// A BANT block with every kind of mistake, each reported at its line.
+const BANT_BROKEN: &str = r#"[scoring.qualification]
+formula = "BANT"
+cap = 150
+require = ["authority", "lpr"]
+[[scoring.qualification.criteria]]
+id = "budget"
+when = { field = "custom.budget", range = { min = 1 } }
+[[scoring.qualification.criteria]]
+id = "authority"
+when = { field = "position", contains = "директор" }
+[[scoring.qualification.criteria]]
+id = "need"
+when = { field = "custom.need", exists = true }
+[[scoring.qualification.criteria]]
+id = "deadline"
+when = { field = "custom.deadline", within_months = 3 }
+"#;
+
+#[test]
+fn qualification_mistakes_carry_line_and_key() {
+    // SCORING is 18 lines (it starts with a newline): the block starts on line 19.
+    let text = format!("{SCORING}{BANT_BROKEN}");
+    let errors = errors_of(&text, &no_env);
+    let all = heads(&errors);
+    for want in [
+        "t.toml:21:1: scoring.qualification.cap",
+        "t.toml:22:25: scoring.qualification.require[1]",
+        "t.toml:33:1: scoring.qualification.criteria[3].id",
+    ] {
+        assert!(
+            all.contains(&want.to_string()),
+            "missing {want} in:\n{errors}"
+        );
+    }
+    let text = errors.to_string();
+    assert!(
+        text.contains("cap 150 is outside the score's range 0..=100"),
+        "{text}"
+    );
+    assert!(
+        text.contains("unknown criterion 'deadline' for BANT (its criteria: budget, authority, need, timeframe)"),
+        "{text}"
+    );
+
+    let bad_formula = format!("{SCORING}[scoring.qualification]\nformula = \"BANTS\"\n");
+    let errors = errors_of(&bad_formula, &no_env);
+    assert_eq!(
+        heads(&errors),
+        vec!["t.toml:20:1: scoring.qualification.formula"],
+        "{errors}"
+    );
+    assert!(errors.to_string().contains("use BANT, ANUM, AM or custom"));
+}
+
+#[test]
+fn a_valid_qualification_block_and_capacity_load() {
+    let fixed = BANT_BROKEN
+        .replace("cap = 150", "cap = 60")
+        .replace("\"lpr\"", "\"money\"")
+        .replace("id = \"deadline\"", "id = \"timeframe\"");
+    let text = format!(
+        "{SCORING}{fixed}{B24_PORTAL}[portal.task.capacity]\nper_rep_per_day = 5\nfallback_responsible = \"7\"\nutc_offset = \"+03:00\"\n"
+    );
+    let config = ok(&text, &b24_env());
+    assert!(config.model.has_qualification());
+    let cap = config.portals[0].task.capacity.as_ref().expect("capacity");
+    assert_eq!(cap.per_rep_per_day, 5);
+    assert_eq!(cap.fallback_responsible.as_deref(), Some("7"));
+    assert_eq!(cap.offset().local_minus_utc(), 3 * 3600);
+}
+
+#[test]
+fn capacity_mistakes_carry_line_and_key() {
+    let text = format!(
+        "{SCORING}{B24_PORTAL}[portal.task.capacity]\nper_rep_per_day = 0\nutc_offset = \"Moscow\"\n"
+    );
+    let errors = errors_of(&text, &b24_env());
+    let text = errors.to_string();
+    let all = heads(&errors);
+    assert!(
+        all.iter()
+            .any(|h| h.ends_with("task.capacity.per_rep_per_day")),
+        "{text}"
+    );
+    assert!(
+        all.iter().any(|h| h.ends_with("task.capacity.utc_offset")),
+        "{text}"
+    );
+    assert!(text.contains("must look like \"+03:00\""), "{text}");
+}

@@ -191,6 +191,7 @@ fn score(total: i32) -> Score {
         breakdown: Vec::new(),
         gaps: Vec::new(),
         unclamped: total,
+        qualification: None,
     }
 }
 
