@@ -27,7 +27,9 @@ pub use load::{
     load, load_str, load_str_with, load_with, Secrets, ENV_DATA_DIR, ENV_LISTEN, ENV_WORKERS,
 };
 pub use portal::{keys_of, CrmSettings, PortalCheck, PortalCrm};
-pub use schema::{FieldsSection, RateLimitSection, ServerSection, TaskKind, TaskSection};
+pub use schema::{
+    DealFieldsSection, FieldsSection, RateLimitSection, ServerSection, TaskKind, TaskSection,
+};
 pub use summary::summary;
 
 use crate::scoring::{spec::ScoringSpec, Model};

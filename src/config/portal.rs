@@ -512,13 +512,30 @@ impl Ctx<'_> {
                     );
                 }
             }
-            if f.tier.is_some() && !f.tier_values.is_empty() {
-                for t in tiers {
-                    if !f.tier_values.contains_key(*t) {
+            let sets = [
+                ("fields", f.tier.is_some(), &f.tier_values),
+                ("fields.deal", f.deal.tier.is_some(), &f.deal.tier_values),
+            ];
+            for (section, named, values) in sets {
+                if section == "fields.deal" {
+                    for key in values.keys().filter(|k| !tiers.contains(k.as_str())) {
                         self.error(
-                            &format!("{base}.fields.tier_values"),
-                            format!("no value for tier `{t}`: every tier needs its CRM list item id (`leadscore setup` prints them)"),
+                            &format!(
+                                "{base}.fields.deal.tier_values.{}",
+                                format_path(&[Seg::Key(key.clone())])
+                            ),
+                            format!("`{key}` is not a tier of the scoring model"),
                         );
+                    }
+                }
+                if named && !values.is_empty() {
+                    for t in tiers {
+                        if !values.contains_key(*t) {
+                            self.error(
+                                &format!("{base}.{section}.tier_values"),
+                                format!("no value for tier `{t}`: every tier needs its CRM list item id (`leadscore setup` prints them)"),
+                            );
+                        }
                     }
                 }
             }

@@ -878,6 +878,47 @@ fn bitrix24_outcome_mapping_has_defaults_and_is_checked() {
 }
 
 #[test]
+fn bitrix24_entities_default_to_leads_and_mistakes_name_their_line() {
+    let c = ok(&format!("{B24_PORTAL}{SCORING}"), &b24_env());
+    let e = b24_of(&c.portals[0]).entities;
+    assert_eq!((e.lead, e.deal), (true, false));
+    for (line, want) in [
+        ("entities = [\"deal\"]", (false, true)),
+        ("entities = [\"lead\", \"deal\"]", (true, true)),
+        ("entities = [\"lead\"]", (true, false)),
+    ] {
+        let text = B24_PORTAL.replace(
+            "application_token_env = \"TOKEN\"",
+            &format!("application_token_env = \"TOKEN\"\n{line}"),
+        );
+        let c = ok(&format!("{text}{SCORING}"), &b24_env());
+        let e = b24_of(&c.portals[0]).entities;
+        assert_eq!((e.lead, e.deal), want, "{line}");
+    }
+    for (line, says) in [
+        ("entities = [\"contact\"]", "unknown entity `contact`"),
+        ("entities = []", "must name at least one"),
+        ("entities = [\"deal\", \"deal\"]", "`deal` is listed twice"),
+    ] {
+        let text = format!(
+            "{}{SCORING}",
+            B24_PORTAL.replace(
+                "application_token_env = \"TOKEN\"",
+                &format!("application_token_env = \"TOKEN\"\n{line}"),
+            )
+        );
+        let errors = errors_of(&text, &b24_env());
+        let e = errors
+            .iter()
+            .find(|e| e.key_path.ends_with("entities"))
+            .unwrap_or_else(|| panic!("no entities error for {line}: {errors}"));
+        assert!(e.message.contains(says), "{line}: {}", e.message);
+        let expected_line = text.lines().position(|l| l == line).unwrap() + 1;
+        assert_eq!(e.line, expected_line, "{line}");
+    }
+}
+
+#[test]
 fn tracking_mistakes_name_line_and_key_and_a_good_section_loads() {
     let bad = format!(
         "{B24_PORTAL}\

@@ -4,7 +4,8 @@ use leadscore_bitrix24::types::ActivityRecord;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 
-use super::fetch::lead_of_activity;
+use super::entity::Entity;
+use super::fetch::owner_of_activity;
 use super::setup::enum_items;
 use super::*;
 use crate::crm::activity_map::ActivityMap;
@@ -141,15 +142,26 @@ fn classifies_activities() {
 
 #[test]
 fn activity_owner_or_binding_gives_the_lead() {
+    let leads = |e: Entity| e == Entity::Lead;
     assert_eq!(
-        lead_of_activity(&json!({"OWNER_TYPE_ID": "1", "OWNER_ID": "5"})),
+        owner_of_activity(&json!({"OWNER_TYPE_ID": "1", "OWNER_ID": "5"}), leads),
         Some("5".into())
     );
     let deal_bound_to_lead = json!({"OWNER_TYPE_ID": "2", "OWNER_ID": "9",
         "BINDINGS": [{"OWNER_TYPE_ID": "2", "OWNER_ID": "9"}, {"OWNER_TYPE_ID": "1", "OWNER_ID": "7"}]});
-    assert_eq!(lead_of_activity(&deal_bound_to_lead), Some("7".into()));
+    assert_eq!(owner_of_activity(&deal_bound_to_lead, leads), Some("7".into()));
     assert_eq!(
-        lead_of_activity(&json!({"OWNER_TYPE_ID": 3, "OWNER_ID": 1})),
+        owner_of_activity(&json!({"OWNER_TYPE_ID": 3, "OWNER_ID": 1}), leads),
+        None
+    );
+    // A portal scoring deals finds the owning deal as `D_<id>`; one scoring deals
+    // only never resolves to a lead.
+    assert_eq!(
+        owner_of_activity(&deal_bound_to_lead, |_| true),
+        Some("D_9".into())
+    );
+    assert_eq!(
+        owner_of_activity(&json!({"OWNER_TYPE_ID": "1", "OWNER_ID": "5"}), |e| e == Entity::Deal),
         None
     );
 }
