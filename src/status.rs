@@ -55,6 +55,10 @@ pub struct PortalStatus {
     pub recent_crossings: Vec<RecentCrossing>,
     /// Latest dead letters' errors, newest first (at most 5).
     pub recent_errors: Vec<RecentError>,
+    /// Open deals' plain and weighted sums per rep and pipeline (`None`: the portal
+    /// configures no `[portal.stages]`).
+    #[serde(default)]
+    pub pipeline_value: Option<crate::weighted::PipelineSums>,
 }
 
 /// Leads in one tier.
@@ -100,6 +104,8 @@ pub struct RecentError {
 pub struct PortalSpec {
     pub id: String,
     pub crm: String,
+    /// `[portal.stages]`: the weighted pipeline value's coefficients.
+    pub stages: crate::weighted::StageCoefficients,
 }
 
 fn from_ms(ms: i64) -> Option<DateTime<Utc>> {
@@ -189,6 +195,17 @@ pub fn collect(
                 last_error: from_ms(h.last_err_ms.load(Relaxed)),
             }
         });
+        let pipeline_value = if spec.stages.is_empty() {
+            None
+        } else {
+            let mut deals = Vec::new();
+            for id in store.snapshot_ids(p)? {
+                if let Some(snap) = store.snapshot(p, &id)? {
+                    deals.push(snap.lead);
+                }
+            }
+            Some(spec.stages.sums(deals.iter()))
+        };
         out.push(PortalStatus {
             id: spec.id.clone(),
             crm: spec.crm.clone(),
@@ -204,6 +221,7 @@ pub fn collect(
                 .and_then(|rt| rt.crm.pacing()),
             recent_crossings: fired,
             recent_errors: errors,
+            pipeline_value,
         });
     }
     Ok(StatusReport {
@@ -289,6 +307,16 @@ pub fn render(r: &StatusReport) -> String {
             limiter,
             tiers
         );
+    }
+    for p in &r.portals {
+        if let Some(v) = &p.pipeline_value {
+            let _ = writeln!(
+                s,
+                "{}: pipeline value (open deals, plain and weighted):",
+                p.id
+            );
+            s.push_str(&v.render());
+        }
     }
     for p in &r.portals {
         let Some(l) = &p.pacing else { continue };

@@ -98,4 +98,7 @@ pub struct Portal {
     pub model: Option<Arc<Model>>,
     /// `[portal.tracking]`: website events accepted at `/track/<id>`.
     pub tracking: Option<Arc<tracking::Tracking>>,
+    /// `[portal.stages]`: stage coefficients of the weighted pipeline value (empty:
+    /// none configured).
+    pub stages: crate::weighted::StageCoefficients,
 }

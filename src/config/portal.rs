@@ -34,6 +34,7 @@ const COMMON_KEYS: &[&str] = &[
     "activity_map",
     "model",
     "tracking",
+    "stages",
 ];
 
 /// The part of `[[portal]]` every CRM shares.
@@ -59,6 +60,9 @@ pub(super) struct PortalCommon {
     /// `[portal.tracking]`: the site's events (`/track/<id>`), identified by its backend.
     #[serde(default)]
     pub(super) tracking: Option<super::tracking::TrackingSection>,
+    /// `[portal.stages]`: coefficients of the weighted pipeline value.
+    #[serde(default)]
+    pub(super) stages: Option<crate::weighted::StagesSection>,
 }
 
 /// A CRM's own settings of one portal (credentials, webhook checks), as its folder's
@@ -385,6 +389,7 @@ impl Ctx<'_> {
         s.fields.activity_map = self.activity_map(base, &s.activity_map, entry);
         let (threshold, rearm_below) = self.task(base, &s, spec);
         let tracking = s.tracking.as_ref().map(|t| self.tracking(base, t));
+        let stages = self.stages(base, s.stages.as_ref());
 
         if self.errors.len() > errors_before {
             return None;
@@ -400,7 +405,32 @@ impl Ctx<'_> {
             rearm_below,
             model: own.flatten().map(|(_, m)| Arc::new(m)),
             tracking: tracking.map(|t| t.map(Arc::new)).unwrap_or(None),
+            stages,
         })
+    }
+
+    /// `[portal.stages]`, each refused coefficient reported at its key.
+    fn stages(
+        &mut self,
+        base: &str,
+        section: Option<&crate::weighted::StagesSection>,
+    ) -> crate::weighted::StageCoefficients {
+        let Some(section) = section else {
+            return Default::default();
+        };
+        match crate::weighted::StageCoefficients::check(section) {
+            Ok(c) => c,
+            Err(errors) => {
+                for e in errors {
+                    let path = format!(
+                        "{base}.stages.pipelines.{}",
+                        format_path(&[Seg::Key(e.pipeline.clone()), Seg::Key(e.stage.clone())])
+                    );
+                    self.error(&path, e.message);
+                }
+                Default::default()
+            }
+        }
     }
 
     /// `[[portal.activity_map]]` compiled against the CRM's attributes; each mistake is

@@ -292,6 +292,31 @@ async fn a_burst_of_deals_costs_few_requests_per_deal() {
         assert_eq!(d.deal_score(*deal), Some(60));
         assert_eq!(d.tasks_bound(&format!("D_{deal}")), 1);
     }
+    // The weighted pipeline value in `status`, from the stored deals: 20 deals of
+    // 250,000 in PREPARATION (×0.1) by rep 3 in pipeline 0.
+    let stages: leadscore::weighted::StagesSection =
+        toml::from_str("[pipelines.\"0\"]\nNEW = 0.0\nPREPARATION = 0.1\nWON = 1.0\n").unwrap();
+    let spec = leadscore::status::PortalSpec {
+        id: demo::PORTAL.into(),
+        crm: "bitrix24".into(),
+        stages: leadscore::weighted::StageCoefficients::check(&stages).unwrap(),
+    };
+    let report =
+        leadscore::status::collect(&d.running.pipeline.store, &[spec], &[], None, Utc::now())
+            .unwrap();
+    let value = report.portals[0].pipeline_value.clone().expect("sums");
+    let want = leadscore::weighted::Sum {
+        deals: BURST,
+        plain: 5_000_000.0,
+        weighted: 500_000.0,
+    };
+    assert_eq!(value.per_rep["3"], want);
+    assert_eq!(value.per_pipeline["0"], want);
+    let text = leadscore::status::render(&report);
+    assert!(
+        text.contains("rep 3: 20 open deals, sum 5000000.00, weighted 500000.00"),
+        "{text}"
+    );
     let per_deal = c.requests as f64 / BURST as f64;
     eprintln!(
         "deals burst: {BURST} deals, {} requests after the adds, {} in all = {per_deal:.2} per deal; by method {:?}",

@@ -919,6 +919,29 @@ fn bitrix24_entities_default_to_leads_and_mistakes_name_their_line() {
 }
 
 #[test]
+fn stage_coefficients_load_and_an_open_stage_at_one_is_refused_at_its_line() {
+    let good = format!(
+        "{B24_PORTAL}[portal.stages.pipelines.\"0\"]\nNEW = 0.0\nPREPARATION = 0.1\nWON = 1.0\n{SCORING}"
+    );
+    let c = ok(&good, &b24_env());
+    assert_eq!(
+        c.portals[0].stages.coefficient(Some("0"), "PREPARATION"),
+        Some(0.1)
+    );
+    let bad = format!(
+        "{B24_PORTAL}[portal.stages.pipelines.\"0\"]\nNEW = 0.0\nEXECUTING = 1.0\n{SCORING}"
+    );
+    let errors = errors_of(&bad, &b24_env());
+    let e = errors
+        .iter()
+        .find(|e| e.key_path.ends_with("EXECUTING"))
+        .unwrap_or_else(|| panic!("{errors}"));
+    assert!(e.message.contains("only a won stage"), "{}", e.message);
+    let line = bad.lines().position(|l| l == "EXECUTING = 1.0").unwrap() + 1;
+    assert_eq!(e.line, line);
+}
+
+#[test]
 fn tracking_mistakes_name_line_and_key_and_a_good_section_loads() {
     let bad = format!(
         "{B24_PORTAL}\

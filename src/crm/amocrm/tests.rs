@@ -44,6 +44,7 @@ pub(crate) fn portal(base_url: &str) -> Portal {
         rearm_below: 60,
         model: None,
         tracking: None,
+        stages: Default::default(),
     }
 }
 

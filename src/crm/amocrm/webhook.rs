@@ -100,6 +100,7 @@ mod tests {
             rearm_below: 60,
             model: None,
             tracking: None,
+            stages: Default::default(),
         }
     }
 

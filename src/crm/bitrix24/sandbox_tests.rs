@@ -37,6 +37,7 @@ fn portal_for(sb: &SandboxHandle, kind: TaskKind) -> Portal {
         rearm_below: 60,
         model: None,
         tracking: None,
+        stages: Default::default(),
     }
 }
 

@@ -46,6 +46,7 @@ fn portal() -> Portal {
         rearm_below: 60,
         model: None,
         tracking: None,
+        stages: Default::default(),
     }
 }
 
