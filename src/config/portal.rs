@@ -76,6 +76,12 @@ pub trait CrmSettings: std::fmt::Debug + Send + Sync + 'static {
     /// Do incoming webhooks get the same checks (token, account) under `other`? A
     /// reload reports a difference as needing a restart.
     fn same_webhook_checks(&self, other: &dyn CrmSettings) -> bool;
+    /// What the portal scores, in words (Bitrix24 `entities`; empty for a CRM with one
+    /// kind of record). The adapter is built with it, so a reload reports a change as
+    /// needing a restart.
+    fn scope_label(&self) -> String {
+        String::new()
+    }
     /// For the downcast to the CRM's own type.
     fn as_any(&self) -> &dyn Any;
 }

@@ -192,6 +192,16 @@ impl CrmSettings for Settings {
             && a.max_event_age_secs == b.max_event_age_secs
     }
 
+    fn scope_label(&self) -> String {
+        let e = self.entities;
+        [("lead", e.lead), ("deal", e.deal)]
+            .iter()
+            .filter(|(_, on)| *on)
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     fn as_any(&self) -> &dyn Any {
         self
     }

@@ -246,3 +246,49 @@ fn the_portal_map_classifies_before_tags_and_types() {
     let a = k(json!({"ID": "4", "SUBJECT": "[page] /pricing", "CREATED": t}));
     assert_eq!((a.kind, a.mapped_by), (ActivityKind::PageView, None));
 }
+
+/// Deal events queue `D_<id>` only where deals are scored; lead events only where
+/// leads are; the others are acknowledged and ignored.
+#[test]
+fn deal_and_lead_events_follow_the_portal_entities() {
+    use super::settings::{Entities, OutcomeMap, WebhookCheck};
+    use crate::crm::Subject;
+    let token = "app-token-0123456789";
+    let with = |lead: bool, deal: bool| {
+        let mut p = portal();
+        p.settings = std::sync::Arc::new(Settings {
+            auth: PortalAuth::Webhook {
+                url: SecretString::from("http://127.0.0.1:9/rest/1/code/".to_string()),
+            },
+            webhook: WebhookCheck {
+                secret: Some(SecretString::from(token.to_string())),
+                ..WebhookCheck::default()
+            },
+            outcomes: OutcomeMap::default(),
+            entities: Entities { lead, deal },
+        });
+        p
+    };
+    let body = |event: &str| {
+        format!(
+            "event={event}&data%5BFIELDS%5D%5BID%5D=42&ts=1&auth%5Bdomain%5D=x.bitrix24.test\
+             &auth%5Bmember_id%5D=m1&auth%5Bapplication_token%5D={token}"
+        )
+    };
+    let subjects = |p: &Portal, event: &str| {
+        super::webhook::decode(p, None, body(event).as_bytes())
+            .unwrap()
+            .subjects
+    };
+    let leads = with(true, false);
+    let deals = with(false, true);
+    let both = with(true, true);
+    assert_eq!(subjects(&leads, "ONCRMDEALUPDATE"), Vec::<Subject>::new());
+    assert_eq!(subjects(&leads, "ONCRMLEADADD"), [Subject::Lead("42".into())]);
+    assert_eq!(subjects(&deals, "ONCRMDEALADD"), [Subject::Lead("D_42".into())]);
+    assert_eq!(subjects(&deals, "ONCRMLEADUPDATE"), Vec::<Subject>::new());
+    assert_eq!(subjects(&both, "ONCRMDEALUPDATE"), [Subject::Lead("D_42".into())]);
+    assert_eq!(subjects(&both, "ONCRMACTIVITYADD"), [Subject::Activity("42".into())]);
+    assert_eq!(leads.settings.scope_label(), "lead");
+    assert_eq!(both.settings.scope_label(), "lead, deal");
+}
