@@ -29,6 +29,16 @@ pub fn build_admin(portal: &Portal, store: &Arc<Store>) -> anyhow::Result<Arc<dy
     Ok(registry::build(portal, store)?.admin)
 }
 
+/// The model's tiers as (id, label) pairs: what `setup` puts into the tier field.
+pub fn tier_pairs(config: &Config) -> Vec<(String, String)> {
+    config
+        .model
+        .tiers()
+        .iter()
+        .map(|t| (t.id.clone(), t.label.clone()))
+        .collect()
+}
+
 /// Pipeline settings from the config.
 pub fn settings(config: &Config) -> PipelineSettings {
     PipelineSettings {

@@ -242,12 +242,7 @@ pub fn setup(config_path: &Path, portal_id: &str, format: LogFormat) -> anyhow::
     runtime()?.block_on(async move {
         let store = crate::app::open_store(&config)?;
         let admin = crate::app::build_admin(&portal, &store)?;
-        let tiers: Vec<(String, String)> = config
-            .model
-            .tiers()
-            .iter()
-            .map(|t| (t.id.clone(), t.label.clone()))
-            .collect();
+        let tiers = crate::app::tier_pairs(&config);
         let setup = admin.setup_fields(&portal.fields, &tiers).await?;
         store.flush().await?;
         println!("{}", crate::crm::render_setup(&portal, &setup));

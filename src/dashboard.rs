@@ -63,6 +63,7 @@ impl DashboardAccess {
                     id: p.id.clone(),
                     crm: p.crm.to_string(),
                     capacity: p.task.capacity.clone(),
+                    stages: p.stages.clone(),
                 })
                 .collect(),
         }
@@ -273,6 +274,28 @@ td,th{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}\
 td.why{max-width:520px}";
 
 /// The page, from a report. Pure, so tests can check escaping without a server.
+/// The weighted pipeline value: open deals' plain and weighted sums per rep and per
+/// pipeline (ids from the CRM: escaped).
+fn pipeline_value_table(h: &mut String, v: &crate::weighted::PipelineSums) {
+    h.push_str(
+        "<h2>Pipeline value <span class=\"muted\">(open deals: sum and weighted by stage)</span></h2>\
+<table><tr><th>by</th><th>deals</th><th>sum</th><th>weighted</th></tr>",
+    );
+    for (title, map) in [("rep", &v.per_rep), ("pipeline", &v.per_pipeline)] {
+        for (key, s) in map {
+            let _ = write!(
+                h,
+                "<tr><td>{title} {}</td><td>{}</td><td>{:.2}</td><td>{:.2}</td></tr>",
+                escape(key),
+                s.deals,
+                s.plain,
+                s.weighted
+            );
+        }
+    }
+    h.push_str("</table>");
+}
+
 pub fn render_html(r: &StatusReport) -> String {
     let mut h = String::new();
     let now = r.generated_at;
@@ -402,6 +425,9 @@ pub fn render_html(r: &StatusReport) -> String {
                 );
             }
             h.push_str("</table>");
+        }
+        if let Some(v) = &p.pipeline_value {
+            pipeline_value_table(&mut h, v);
         }
         let total: usize = p.tiers.iter().map(|t| t.leads).sum();
         let max = p.tiers.iter().map(|t| t.leads).max().unwrap_or(0).max(1);
@@ -554,6 +580,7 @@ mod tests {
                 tasks_today: 1,
                 crm_health: None,
                 pacing: None,
+                pipeline_value: None,
                 recent_crossings: vec![status::RecentCrossing {
                     lead: evil.into(),
                     at: now,

@@ -122,12 +122,7 @@ pub async fn prepare(
         config::load(&config_path).map_err(|e| anyhow::anyhow!("demo config is invalid:\n{e}"))?;
     let store = app::open_store(&config)?;
     let portal = config.portals[0].clone();
-    let tiers: Vec<(String, String)> = config
-        .model
-        .tiers()
-        .iter()
-        .map(|t| (t.id.clone(), t.label.clone()))
-        .collect();
+    let tiers = app::tier_pairs(&config);
     let setup = app::build_admin(&portal, &store)?
         .setup_fields(&portal.fields, &tiers)
         .await

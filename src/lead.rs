@@ -38,6 +38,14 @@ pub struct Lead {
     /// Portal-specific fields by the neutral name the mapping gives them
     /// (rules refer to them as `custom.<name>`).
     pub custom: BTreeMap<String, String>,
+    /// The deal's amount (Bitrix24 deal `OPPORTUNITY`, amoCRM lead `price`): what the
+    /// weighted pipeline value multiplies; `None` for Bitrix24 leads.
+    pub amount: Option<f64>,
+    /// The deal's pipeline (Bitrix24 `CATEGORY_ID`, amoCRM `pipeline_id`), so rules and
+    /// stage coefficients can tell funnels apart.
+    pub pipeline: Option<String>,
+    /// The deal's stage (Bitrix24 `STAGE_ID`, amoCRM `status_id`).
+    pub stage: Option<String>,
 }
 
 /// The field names rules may use, besides `custom.<name>`. Config validation rejects
@@ -55,6 +63,9 @@ pub const FIELD_NAMES: &[&str] = &[
     "source",
     "status",
     "responsible_id",
+    "amount",
+    "pipeline",
+    "stage",
 ];
 
 /// One value of a lead field, as a rule condition sees it.
@@ -119,6 +130,9 @@ impl Lead {
             "source" => text(&self.source),
             "status" => text(&self.status),
             "responsible_id" => text(&self.responsible_id),
+            "amount" => num(self.amount),
+            "pipeline" => text(&self.pipeline),
+            "stage" => text(&self.stage),
             other => match other.strip_prefix("custom.") {
                 Some(name) => self
                     .custom

@@ -58,6 +58,10 @@ pub struct PortalStatus {
     /// Per rep, when `[portal.task.capacity]` is set: today's tasks and who waits.
     #[serde(default)]
     pub capacity: Vec<RepCapacity>,
+    /// Open deals' plain and weighted sums per rep and pipeline (`None`: the portal
+    /// configures no `[portal.stages]`).
+    #[serde(default)]
+    pub pipeline_value: Option<crate::weighted::PipelineSums>,
 }
 
 /// One rep's day against the portal's capacity.
@@ -118,6 +122,8 @@ pub struct PortalSpec {
     pub crm: String,
     /// The portal's task capacity, if it has one.
     pub capacity: Option<crate::config::CapacitySection>,
+    /// `[portal.stages]`: the weighted pipeline value's coefficients.
+    pub stages: crate::weighted::StageCoefficients,
 }
 
 fn from_ms(ms: i64) -> Option<DateTime<Utc>> {
@@ -211,6 +217,17 @@ pub fn collect(
             Some(cap) => rep_capacity(store, p, cap, now)?,
             None => Vec::new(),
         };
+        let pipeline_value = if spec.stages.is_empty() {
+            None
+        } else {
+            let mut deals = Vec::new();
+            for id in store.snapshot_ids(p)? {
+                if let Some(snap) = store.snapshot(p, &id)? {
+                    deals.push(snap.lead);
+                }
+            }
+            Some(spec.stages.sums(deals.iter()))
+        };
         out.push(PortalStatus {
             capacity,
             id: spec.id.clone(),
@@ -227,6 +244,7 @@ pub fn collect(
                 .and_then(|rt| rt.crm.pacing()),
             recent_crossings: fired,
             recent_errors: errors,
+            pipeline_value,
         });
     }
     Ok(StatusReport {
@@ -352,6 +370,14 @@ pub fn render(r: &StatusReport) -> String {
                 "{}: rep {rep} {}/{} tasks today{over}",
                 p.id, c.today, c.limit
             );
+        }
+        if let Some(v) = &p.pipeline_value {
+            let _ = writeln!(
+                s,
+                "{}: pipeline value (open deals, plain and weighted):",
+                p.id
+            );
+            s.push_str(&v.render());
         }
     }
     for p in &r.portals {

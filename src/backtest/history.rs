@@ -273,10 +273,19 @@ pub fn read_csv(text: &str, label: &str) -> anyhow::Result<Vec<ClosedLead>> {
                         cell.err(format!("{v:?} is not an outcome (won or lost)"))
                     })?)
                 }
-                "amount" => c.amount = num(v)?,
+                // The deal's amount and stage are both the outcome's and the lead's
+                // (rules may test `amount`, `pipeline` and `stage`).
+                "amount" => {
+                    c.amount = num(v)?;
+                    lead.amount = c.amount;
+                }
                 "rep_id" => c.rep_id = opt(v),
                 "loss_reason" => c.loss_reason = opt(v),
-                "stage" => c.stage = opt(v),
+                "stage" => {
+                    c.stage = opt(v);
+                    lead.stage = c.stage.clone();
+                }
+                "pipeline" => lead.pipeline = opt(v),
                 "name" => lead.name = opt(v),
                 "position" => lead.position = opt(v),
                 "email" => lead.emails = list(v),

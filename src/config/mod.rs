@@ -29,7 +29,8 @@ pub use load::{
 };
 pub use portal::{keys_of, CrmSettings, PortalCheck, PortalCrm};
 pub use schema::{
-    CapacitySection, FieldsSection, RateLimitSection, ServerSection, TaskKind, TaskSection,
+    CapacitySection, DealFieldsSection, FieldsSection, RateLimitSection, ServerSection, TaskKind,
+    TaskSection,
 };
 pub use summary::summary;
 
@@ -101,4 +102,7 @@ pub struct Portal {
     pub tracking: Option<Arc<tracking::Tracking>>,
     /// `[portal.reminder]`: a task before the customer's usual purchase month.
     pub reminder: Option<Arc<reminder::Reminder>>,
+    /// `[portal.stages]`: stage coefficients of the weighted pipeline value (empty:
+    /// none configured).
+    pub stages: crate::weighted::StageCoefficients,
 }

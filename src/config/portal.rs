@@ -35,6 +35,7 @@ const COMMON_KEYS: &[&str] = &[
     "model",
     "tracking",
     "reminder",
+    "stages",
 ];
 
 /// The part of `[[portal]]` every CRM shares.
@@ -63,6 +64,9 @@ pub(super) struct PortalCommon {
     /// `[portal.reminder]`: a task before the customer's usual purchase.
     #[serde(default)]
     pub(super) reminder: Option<super::reminder::ReminderSection>,
+    /// `[portal.stages]`: coefficients of the weighted pipeline value.
+    #[serde(default)]
+    pub(super) stages: Option<crate::weighted::StagesSection>,
 }
 
 /// A CRM's own settings of one portal (credentials, webhook checks), as its folder's
@@ -76,6 +80,12 @@ pub trait CrmSettings: std::fmt::Debug + Send + Sync + 'static {
     /// Do incoming webhooks get the same checks (token, account) under `other`? A
     /// reload reports a difference as needing a restart.
     fn same_webhook_checks(&self, other: &dyn CrmSettings) -> bool;
+    /// What the portal scores, in words (Bitrix24 `entities`; empty for a CRM with one
+    /// kind of record). The adapter is built with it, so a reload reports a change as
+    /// needing a restart.
+    fn scope_label(&self) -> String {
+        String::new()
+    }
     /// For the downcast to the CRM's own type.
     fn as_any(&self) -> &dyn Any;
 }
@@ -393,6 +403,7 @@ impl Ctx<'_> {
             .reminder
             .as_ref()
             .map(|r| self.reminder(base, r, &s.fields.map));
+        let stages = self.stages(base, s.stages.as_ref());
 
         if self.errors.len() > errors_before {
             return None;
@@ -409,7 +420,32 @@ impl Ctx<'_> {
             model: own.flatten().map(|(_, m)| Arc::new(m)),
             tracking: tracking.map(|t| t.map(Arc::new)).unwrap_or(None),
             reminder: reminder.map(|r| r.map(Arc::new)).unwrap_or(None),
+            stages,
         })
+    }
+
+    /// `[portal.stages]`, each refused coefficient reported at its key.
+    fn stages(
+        &mut self,
+        base: &str,
+        section: Option<&crate::weighted::StagesSection>,
+    ) -> crate::weighted::StageCoefficients {
+        let Some(section) = section else {
+            return Default::default();
+        };
+        match crate::weighted::StageCoefficients::check(section) {
+            Ok(c) => c,
+            Err(errors) => {
+                for e in errors {
+                    let path = format!(
+                        "{base}.stages.pipelines.{}",
+                        format_path(&[Seg::Key(e.pipeline.clone()), Seg::Key(e.stage.clone())])
+                    );
+                    self.error(&path, e.message);
+                }
+                Default::default()
+            }
+        }
     }
 
     /// `[[portal.activity_map]]` compiled against the CRM's attributes; each mistake is
@@ -521,13 +557,30 @@ impl Ctx<'_> {
                     );
                 }
             }
-            if f.tier.is_some() && !f.tier_values.is_empty() {
-                for t in tiers {
-                    if !f.tier_values.contains_key(*t) {
+            let sets = [
+                ("fields", f.tier.is_some(), &f.tier_values),
+                ("fields.deal", f.deal.tier.is_some(), &f.deal.tier_values),
+            ];
+            for (section, named, values) in sets {
+                if section == "fields.deal" {
+                    for key in values.keys().filter(|k| !tiers.contains(k.as_str())) {
                         self.error(
-                            &format!("{base}.fields.tier_values"),
-                            format!("no value for tier `{t}`: every tier needs its CRM list item id (`leadscore setup` prints them)"),
+                            &format!(
+                                "{base}.fields.deal.tier_values.{}",
+                                format_path(&[Seg::Key(key.clone())])
+                            ),
+                            format!("`{key}` is not a tier of the scoring model"),
                         );
+                    }
+                }
+                if named && !values.is_empty() {
+                    for t in tiers {
+                        if !values.contains_key(*t) {
+                            self.error(
+                                &format!("{base}.{section}.tier_values"),
+                                format!("no value for tier `{t}`: every tier needs its CRM list item id (`leadscore setup` prints them)"),
+                            );
+                        }
                     }
                 }
             }

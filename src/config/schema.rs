@@ -139,6 +139,25 @@ pub struct FieldsSection {
     /// field mapping, so a reload applies it to the next fetch).
     #[serde(skip)]
     pub activity_map: crate::crm::activity_map::ActivityMap,
+    /// `[portal.fields.deal]`: where a Bitrix24 deal's score lands (deal user fields
+    /// are separate from lead ones, and so are their enumeration item ids).
+    pub deal: DealFieldsSection,
+}
+
+/// `[portal.fields.deal]`: the write-back fields of Bitrix24 deals (portals with
+/// `entities` containing "deal"). `score` defaults to `UF_CRM_LEADSCORE`; the tier and
+/// breakdown are written only when named, as for leads.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DealFieldsSection {
+    /// Integer deal field for the score.
+    pub score: Option<String>,
+    /// Enumeration deal field for the tier.
+    pub tier: Option<String>,
+    /// Tier id -> enumeration item id of the deal's tier field (`setup` prints them).
+    pub tier_values: BTreeMap<String, String>,
+    /// Text deal field for the breakdown.
+    pub breakdown: Option<String>,
 }
 
 /// How the "call now" reminder is created in the CRM.

@@ -223,6 +223,10 @@ pub struct FieldSetup {
     pub tier_values: BTreeMap<String, String>,
     /// Field names that were created now (the rest already existed).
     pub created: Vec<String>,
+    /// The deal fields (Bitrix24 portals scoring deals), printed as `[portal.fields.deal]`.
+    pub deal: Option<Box<FieldSetup>>,
+    /// What the admin should know (e.g. the portal is in Bitrix24's simple CRM mode).
+    pub notes: Vec<String>,
 }
 
 /// Why a CRM call failed, in the terms the pipeline's retry policy needs
@@ -528,18 +532,31 @@ pub fn render_setup(portal: &crate::config::Portal, setup: &FieldSetup) -> Strin
     } else {
         out.push_str(&format!("Created: {}\n", setup.created.join(", ")));
     }
+    for note in &setup.notes {
+        out.push_str(&format!("Note: {note}\n"));
+    }
     out.push_str(&format!(
-        "\nPut this into the [[portal]] with id = \"{}\":\n\n[portal.fields]\nscore = \"{}\"\ntier = \"{}\"\nbreakdown = \"{}\"\n",
-        portal.id, setup.score_field, setup.tier_field, setup.breakdown_field
+        "\nPut this into the [[portal]] with id = \"{}\":\n",
+        portal.id
     ));
-    out.push_str("tier_values = { ");
-    let pairs: Vec<String> = setup
-        .tier_values
-        .iter()
-        .map(|(k, v)| format!("{k} = \"{v}\""))
-        .collect();
-    out.push_str(&pairs.join(", "));
-    out.push_str(" }\n");
+    let mut block = |section: &str, s: &FieldSetup| {
+        out.push_str(&format!(
+            "\n[{section}]\nscore = \"{}\"\ntier = \"{}\"\nbreakdown = \"{}\"\n",
+            s.score_field, s.tier_field, s.breakdown_field
+        ));
+        let pairs: Vec<String> = s
+            .tier_values
+            .iter()
+            .map(|(k, v)| format!("{k} = \"{v}\""))
+            .collect();
+        out.push_str(&format!("tier_values = {{ {} }}\n", pairs.join(", ")));
+    };
+    if !setup.score_field.is_empty() {
+        block("portal.fields", setup);
+    }
+    if let Some(deal) = &setup.deal {
+        block("portal.fields.deal", deal);
+    }
     out
 }
 

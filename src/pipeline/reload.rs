@@ -74,6 +74,9 @@ fn portal_restart_changes(old: &Portal, new: &Portal, out: &mut Vec<String>) {
     if !old.settings.same_webhook_checks(&*new.settings) {
         out.push(format!("portal {id}: webhook checks (token, account)"));
     }
+    if old.settings.scope_label() != new.settings.scope_label() {
+        out.push(format!("portal {id}: entities"));
+    }
 }
 
 /// `[server]` settings only a restart applies. The caller that knows the running
@@ -149,6 +152,7 @@ impl Pipeline {
                 threshold: new.threshold,
                 rearm_below: new.rearm_below,
                 model: new.model.clone(),
+                stages: new.stages.clone(),
                 ..cur.clone()
             };
             let fields_changed = cur.fields != portal.fields;

@@ -19,8 +19,12 @@ use chrono::{DateTime, Utc};
 use super::{InputSnapshot, StoreError};
 use crate::lead::{Activity, ActivityKind, Direction, Lead};
 
-/// First byte of a binary snapshot record.
-const VERSION: u8 = 1;
+/// First byte of a binary snapshot record. Version 2 added the lead's deal fields
+/// (`amount`, `pipeline`, `stage`) after `custom`; version 1 records are still read.
+const VERSION: u8 = 2;
+
+/// The first binary version (no deal fields): written before issue 18.
+const VERSION_1: u8 = 1;
 
 /// The record of a snapshot.
 pub(super) fn encode(snap: &InputSnapshot) -> Vec<u8> {
@@ -51,8 +55,12 @@ pub(super) fn decode(bytes: &[u8]) -> Result<InputSnapshot, StoreError> {
         source: <serde_json::Error as serde::de::Error>::custom(what),
     };
     match bytes.first() {
-        Some(&VERSION) => {
-            let mut r = Reader { b: bytes, at: 1 };
+        Some(&v) if v == VERSION || v == VERSION_1 => {
+            let mut r = Reader {
+                b: bytes,
+                at: 1,
+                version: v,
+            };
             let snap = r
                 .snapshot()
                 .ok_or_else(|| corrupt("truncated binary record"))?;
@@ -147,6 +155,9 @@ impl Writer {
             created_at,
             updated_at,
             custom,
+            amount,
+            pipeline,
+            stage,
         } = lead;
         self.str(id);
         self.opt_str(name.as_deref());
@@ -167,6 +178,9 @@ impl Writer {
             self.str(k);
             self.str(v);
         }
+        self.opt_f64(*amount);
+        self.opt_str(pipeline.as_deref());
+        self.opt_str(stage.as_deref());
     }
 
     fn activity(&mut self, a: &Activity) {
@@ -205,6 +219,8 @@ impl Writer {
 struct Reader<'a> {
     b: &'a [u8],
     at: usize,
+    /// The record's version byte (what [`Reader::lead`] expects to find).
+    version: u8,
 }
 
 impl Reader<'_> {
@@ -292,7 +308,7 @@ impl Reader<'_> {
     /// Fields in the order [`Writer::lead`] wrote them (a struct expression evaluates
     /// its fields in the order written).
     fn lead(&mut self) -> Option<Lead> {
-        Some(Lead {
+        let mut lead = Lead {
             id: self.str()?,
             name: self.opt_str()?,
             position: self.opt_str()?,
@@ -309,7 +325,14 @@ impl Reader<'_> {
             created_at: self.opt_time()?,
             updated_at: self.opt_time()?,
             custom: self.map()?,
-        })
+            ..Lead::default()
+        };
+        if self.version >= VERSION {
+            lead.amount = self.opt_f64()?;
+            lead.pipeline = self.opt_str()?;
+            lead.stage = self.opt_str()?;
+        }
+        Some(lead)
     }
 
     fn activity(&mut self) -> Option<Activity> {
@@ -380,6 +403,9 @@ mod tests {
                 created_at: Some(t("1969-12-31T23:59:58.5Z")),
                 updated_at: Some(t("2026-11-28T10:00:00.123456789Z")),
                 custom: [("utm".to_string(), "x".to_string())].into(),
+                amount: Some(150_000.5),
+                pipeline: Some("1".into()),
+                stage: Some("C1:PREPARATION".into()),
             },
             activities: vec![
                 Activity {
@@ -431,6 +457,28 @@ mod tests {
         let json = serde_json::to_vec(&snap).unwrap();
         assert_eq!(decode(&json).unwrap(), snap);
         assert!(encode(&snap).len() * 2 < json.len());
+    }
+
+    /// A version 1 record (written before the deal fields) reads with them unset.
+    #[test]
+    fn version_1_records_still_read() {
+        let mut snap = full();
+        snap.lead.amount = None;
+        snap.lead.pipeline = None;
+        snap.lead.stage = None;
+        let mut bytes = encode(&snap);
+        // A v1 record is the v2 one without the three trailing lead fields (three
+        // absent-option bytes right after `custom`): rebuild it by hand.
+        let mut w = Writer(vec![VERSION_1]);
+        w.lead(&snap.lead);
+        let lead_v2 = w.0.len();
+        let lead_v1 = lead_v2 - 3;
+        let mut v1 = bytes[..lead_v1].to_vec();
+        v1[0] = VERSION_1;
+        v1.extend_from_slice(&bytes[lead_v2..]);
+        assert_eq!(decode(&v1).unwrap(), snap);
+        bytes[0] = 9;
+        assert!(decode(&bytes).is_err());
     }
 
     #[test]

@@ -31,6 +31,7 @@ fn report(d: &Daemon) -> status::StatusReport {
         id: d.config.portals[0].id.clone(),
         crm: "bitrix24".into(),
         capacity: d.config.portals[0].task.capacity.clone(),
+        stages: Default::default(),
     }];
     status::collect(d.store(), &specs, &[], None, d.pipeline().now()).unwrap()
 }

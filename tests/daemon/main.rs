@@ -10,6 +10,7 @@ mod common;
 mod backtest_portal;
 mod capacity;
 mod config_reload;
+mod deals_bitrix24;
 mod e2e_amocrm;
 mod e2e_bitrix24;
 mod hostile_input;

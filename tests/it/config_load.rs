@@ -878,6 +878,70 @@ fn bitrix24_outcome_mapping_has_defaults_and_is_checked() {
 }
 
 #[test]
+fn bitrix24_entities_default_to_leads_and_mistakes_name_their_line() {
+    let c = ok(&format!("{B24_PORTAL}{SCORING}"), &b24_env());
+    let e = b24_of(&c.portals[0]).entities;
+    assert_eq!((e.lead, e.deal), (true, false));
+    for (line, want) in [
+        ("entities = [\"deal\"]", (false, true)),
+        ("entities = [\"lead\", \"deal\"]", (true, true)),
+        ("entities = [\"lead\"]", (true, false)),
+    ] {
+        let text = B24_PORTAL.replace(
+            "application_token_env = \"TOKEN\"",
+            &format!("application_token_env = \"TOKEN\"\n{line}"),
+        );
+        let c = ok(&format!("{text}{SCORING}"), &b24_env());
+        let e = b24_of(&c.portals[0]).entities;
+        assert_eq!((e.lead, e.deal), want, "{line}");
+    }
+    for (line, says) in [
+        ("entities = [\"contact\"]", "unknown entity `contact`"),
+        ("entities = []", "must name at least one"),
+        ("entities = [\"deal\", \"deal\"]", "`deal` is listed twice"),
+    ] {
+        let text = format!(
+            "{}{SCORING}",
+            B24_PORTAL.replace(
+                "application_token_env = \"TOKEN\"",
+                &format!("application_token_env = \"TOKEN\"\n{line}"),
+            )
+        );
+        let errors = errors_of(&text, &b24_env());
+        let e = errors
+            .iter()
+            .find(|e| e.key_path.ends_with("entities"))
+            .unwrap_or_else(|| panic!("no entities error for {line}: {errors}"));
+        assert!(e.message.contains(says), "{line}: {}", e.message);
+        let expected_line = text.lines().position(|l| l == line).unwrap() + 1;
+        assert_eq!(e.line, expected_line, "{line}");
+    }
+}
+
+#[test]
+fn stage_coefficients_load_and_an_open_stage_at_one_is_refused_at_its_line() {
+    let good = format!(
+        "{B24_PORTAL}[portal.stages.pipelines.\"0\"]\nNEW = 0.0\nPREPARATION = 0.1\nWON = 1.0\n{SCORING}"
+    );
+    let c = ok(&good, &b24_env());
+    assert_eq!(
+        c.portals[0].stages.coefficient(Some("0"), "PREPARATION"),
+        Some(0.1)
+    );
+    let bad = format!(
+        "{B24_PORTAL}[portal.stages.pipelines.\"0\"]\nNEW = 0.0\nEXECUTING = 1.0\n{SCORING}"
+    );
+    let errors = errors_of(&bad, &b24_env());
+    let e = errors
+        .iter()
+        .find(|e| e.key_path.ends_with("EXECUTING"))
+        .unwrap_or_else(|| panic!("{errors}"));
+    assert!(e.message.contains("only a won stage"), "{}", e.message);
+    let line = bad.lines().position(|l| l == "EXECUTING = 1.0").unwrap() + 1;
+    assert_eq!(e.line, line);
+}
+
+#[test]
 fn tracking_mistakes_name_line_and_key_and_a_good_section_loads() {
     let bad = format!(
         "{B24_PORTAL}\

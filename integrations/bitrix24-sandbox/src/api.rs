@@ -8,7 +8,8 @@ use super::php::{as_i64, as_list, param, scalar_string};
 use super::query::{page, parse_order, sort_records, Filter, PAGE};
 use super::store::{
     activity_kind, lead_field, lead_field_camel, missing_task, uf_from_camel, Actor, ApiError,
-    Fired, Kind, LeadSelect, State, Task, MULTI_TYPES, OWNER_LEAD, TASK_FIELDS,
+    Fired, Kind, LeadSelect, State, Task, ENTITY_DEAL, ENTITY_LEAD, MULTI_TYPES, OWNER_DEAL,
+    OWNER_LEAD, TASK_FIELDS,
 };
 
 /// A method's successful answer: `result`, and `total`/`next` for list methods.
@@ -42,7 +43,13 @@ pub(crate) const METHODS: &[&str] = &[
     "crm.item.update",
     "crm.item.delete",
     "crm.deal.add",
+    "crm.deal.get",
     "crm.deal.list",
+    "crm.deal.update",
+    "crm.deal.userfield.list",
+    "crm.deal.userfield.get",
+    "crm.deal.userfield.add",
+    "crm.settings.mode.get",
     "crm.activity.get",
     "crm.activity.list",
     "crm.activity.add",
@@ -73,7 +80,13 @@ pub(crate) fn dispatch(
     actor: Actor,
     fired: &mut Vec<Fired>,
 ) -> Result<Output, ApiError> {
+    if st.simple_mode {
+        if let Some(out) = simple_mode_lead(method) {
+            return out;
+        }
+    }
     match method {
+        "crm.settings.mode.get" => Ok(Output::plain(json!(if st.simple_mode { 2 } else { 1 }))),
         "crm.lead.get" => lead_get(st, p),
         "crm.lead.list" => lead_list(st, p),
         "crm.lead.add" => {
@@ -96,9 +109,26 @@ pub(crate) fn dispatch(
         | "crm.item.delete" => item_method(st, method, p, actor, fired),
         "crm.deal.add" => {
             let fields = fields_param(p, &["fields", "FIELDS"])?;
-            let id = st.deals.add(&fields)?;
+            let id = st.deals.add(&fields, actor, &st.userfields, fired)?;
             Ok(Output::plain(json!(id)))
         }
+        "crm.deal.get" => {
+            let id = id_param(p, &["id", "ID"], "ID is not defined or invalid.")?;
+            Ok(Output::plain(st.deals.get(id)?))
+        }
+        "crm.deal.update" => {
+            let id = id_param(p, &["id", "ID"], "ID is not defined or invalid.")?;
+            let fields = fields_param(p, &["fields", "FIELDS"])?;
+            st.deals.update(id, &fields, actor, &st.userfields, fired)?;
+            Ok(Output::plain(json!(true)))
+        }
+        "crm.deal.userfield.add" => {
+            let fields = fields_param(p, &["fields", "FIELDS"])?;
+            let id = st.add_entity_userfield(ENTITY_DEAL, &fields, fired)?;
+            Ok(Output::plain(json!(id)))
+        }
+        "crm.deal.userfield.get" => userfield_get(st, ENTITY_DEAL, p),
+        "crm.deal.userfield.list" => userfield_list(st, ENTITY_DEAL, p),
         "crm.deal.list" => {
             let (result, total, next) = st.deals.list(p)?;
             Ok(with_page(result, total, next))
@@ -186,17 +216,24 @@ pub(crate) fn dispatch(
             let id = st.add_userfield(&fields, fired)?;
             Ok(Output::plain(json!(id)))
         }
-        "crm.lead.userfield.get" => {
-            let id = id_param(p, &["id", "ID"], "ID is not defined or invalid.")?;
-            let uf = st
-                .userfields
-                .iter()
-                .find(|u| u.id == id)
-                .ok_or_else(|| ApiError::new(400, "", "Not found"))?;
-            Ok(Output::plain(Value::Object(State::userfield_json(uf))))
-        }
-        "crm.lead.userfield.list" => userfield_list(st, p),
+        "crm.lead.userfield.get" => userfield_get(st, ENTITY_LEAD, p),
+        "crm.lead.userfield.list" => userfield_list(st, ENTITY_LEAD, p),
         _ => Err(method_not_found()),
+    }
+}
+
+/// How a simple-mode portal (no leads) answers a lead method; `None`: as usual. The
+/// docs only say that mode 2 works "without leads" (`crm.settings.mode.get`); the
+/// sandbox's choice: lead lists are empty (every lead was converted when the mode was
+/// switched), reading, writing or creating one lead is refused as access denied, and
+/// the user-field methods keep working (the fields survive a switch back).
+fn simple_mode_lead(method: &str) -> Option<Result<Output, ApiError>> {
+    match method {
+        "crm.lead.list" => Some(Ok(with_page(json!([]), Some(0), None))),
+        "crm.lead.get" | "crm.lead.add" | "crm.lead.update" | "crm.lead.delete" => {
+            Some(Err(ApiError::new(403, "ACCESS_DENIED", "Access denied.")))
+        }
+        _ => None,
     }
 }
 
@@ -581,7 +618,12 @@ fn todo_add(
         .ok_or_else(|| missing("deadline"))?;
     let deadline = super::store::parse_date(&deadline_raw)
         .ok_or_else(|| ApiError::new(400, "WRONG_DATETIME_FORMAT", "Wrong datetime format"))?;
-    if owner_type as u64 == OWNER_LEAD && !st.leads.contains_key(&(owner_id as u64)) {
+    let missing_owner = match owner_type as u64 {
+        OWNER_LEAD => !st.leads.contains_key(&(owner_id as u64)),
+        OWNER_DEAL => !st.deals.rows.contains_key(&(owner_id as u64)),
+        _ => false,
+    };
+    if missing_owner {
         return Err(ApiError::new(400, "OWNER_NOT_FOUND", "Owner not found"));
     }
     let deadline = super::store::fmt_date(deadline);
@@ -648,8 +690,23 @@ fn task_list(st: &State, p: &Map<String, Value>) -> Result<Output, ApiError> {
 
 // ------------------------------------------------------------------ user fields
 
-fn userfield_list(st: &State, p: &Map<String, Value>) -> Result<Output, ApiError> {
-    let items: Vec<Map<String, Value>> = st.userfields.iter().map(State::userfield_json).collect();
+fn userfield_get(st: &State, entity: &str, p: &Map<String, Value>) -> Result<Output, ApiError> {
+    let id = id_param(p, &["id", "ID"], "ID is not defined or invalid.")?;
+    let uf = st
+        .userfields
+        .iter()
+        .find(|u| u.id == id && u.entity == entity)
+        .ok_or_else(|| ApiError::new(400, "", "Not found"))?;
+    Ok(Output::plain(Value::Object(State::userfield_json(uf))))
+}
+
+fn userfield_list(st: &State, entity: &str, p: &Map<String, Value>) -> Result<Output, ApiError> {
+    let items: Vec<Map<String, Value>> = st
+        .userfields
+        .iter()
+        .filter(|u| u.entity == entity)
+        .map(State::userfield_json)
+        .collect();
     let map = |name: &str| Some(name.to_ascii_uppercase());
     let filter = Filter::parse(param(p, &["filter", "FILTER"]), &map)?;
     let kept: Vec<Value> = items

@@ -1,6 +1,10 @@
-//! Deals, as far as outcome reads need them: `crm.deal.add` / `crm.deal.list` with the
-//! stage, its semantics (S won, F lost, P in progress), `LEAD_ID`, `OPPORTUNITY` and
-//! `CLOSEDATE`, so a seeded history of converted leads can end in won or lost deals.
+//! Deals: `crm.deal.add` / `get` / `list` / `update` with the stage, its semantics
+//! (S won, F lost, P in progress), the pipeline (`CATEGORY_ID`), `LEAD_ID`,
+//! `OPPORTUNITY`, `CLOSEDATE` and the deal's user fields (`crm.deal.userfield.*`), so
+//! a seeded history of converted leads can end in won or lost deals and a simple-mode
+//! portal can be scored on its deals. Adding and really changing a deal fire
+//! ONCRMDEALADD / ONCRMDEALUPDATE; an update that changes nothing is not saved and fires
+//! nothing (as for leads). `MODIFY_BY_ID` is the REST caller, as on the portal.
 
 use std::collections::BTreeMap;
 
@@ -8,7 +12,10 @@ use serde_json::{json, Map, Value};
 
 use super::php::scalar_string;
 use super::query::{page, parse_order, sort_records, Filter, PAGE};
-use super::store::{fmt_date, normalize, now, ApiError, Kind};
+use super::store::{
+    fmt_date, normalize, normalize_uf, now, uf_upper_value, Actor, ApiError, Fired, Kind,
+    UserField, ENTITY_DEAL,
+};
 
 /// Deal fields the sandbox keeps: name and type.
 const DEAL_FIELDS: &[(&str, Kind)] = &[
@@ -21,6 +28,12 @@ const DEAL_FIELDS: &[(&str, Kind)] = &[
     ("OPPORTUNITY", Kind::Float),
     ("CURRENCY_ID", Kind::Str),
     ("ASSIGNED_BY_ID", Kind::Int),
+    ("CREATED_BY_ID", Kind::Int),
+    ("MODIFY_BY_ID", Kind::Int),
+    ("SOURCE_ID", Kind::Str),
+    ("COMPANY_ID", Kind::Int),
+    ("CONTACT_ID", Kind::Int),
+    ("PROBABILITY", Kind::Int),
     ("CLOSED", Kind::Flag),
     ("CLOSEDATE", Kind::Date),
     ("DATE_CREATE", Kind::Date),
@@ -49,40 +62,130 @@ fn stage_semantic(stage: &str) -> &'static str {
 #[derive(Debug, Default)]
 pub(crate) struct Deals {
     pub rows: BTreeMap<u64, BTreeMap<String, String>>,
+    /// User-field values by deal id (`UF_CRM_*` of `CRM_DEAL` fields).
+    pub uf: BTreeMap<u64, BTreeMap<String, Value>>,
 }
 
+/// Fields a REST caller may not set (the harness may, to age records).
+const READ_ONLY: &[&str] = &[
+    "ID",
+    "STAGE_SEMANTIC_ID",
+    "CLOSED",
+    "DATE_CREATE",
+    "DATE_MODIFY",
+    "MODIFY_BY_ID",
+    "CREATED_BY_ID",
+];
+
 impl Deals {
-    /// `crm.deal.add`: stores the known fields, derives the stage semantics.
-    pub(crate) fn add(&mut self, fields: &Map<String, Value>) -> Result<u64, ApiError> {
+    /// `crm.deal.add`: stores the known fields, derives the stage semantics, fires
+    /// ONCRMDEALADD.
+    pub(crate) fn add(
+        &mut self,
+        fields: &Map<String, Value>,
+        actor: Actor,
+        ufs: &[UserField],
+        fired: &mut Vec<Fired>,
+    ) -> Result<u64, ApiError> {
         let id = self.rows.keys().next_back().map_or(1, |l| l + 1);
         let stamp = fmt_date(now());
+        let user = actor.user_id().to_string();
         let mut row: BTreeMap<String, String> = BTreeMap::from([
             ("ID".into(), id.to_string()),
             ("STAGE_ID".into(), "NEW".into()),
             ("CATEGORY_ID".into(), "0".into()),
             ("OPPORTUNITY".into(), "0.00".into()),
             ("CURRENCY_ID".into(), "RUB".into()),
+            ("ASSIGNED_BY_ID".into(), user.clone()),
+            ("CREATED_BY_ID".into(), user.clone()),
+            ("MODIFY_BY_ID".into(), user),
             ("DATE_CREATE".into(), stamp.clone()),
             ("DATE_MODIFY".into(), stamp),
         ]);
-        for (k, v) in fields {
-            let upper = k.to_ascii_uppercase();
-            let Some(kind) = kind_of(&upper) else {
-                continue;
-            };
-            if matches!(upper.as_str(), "ID" | "STAGE_SEMANTIC_ID" | "CLOSED") {
-                continue;
-            }
-            match normalize(kind, v) {
-                Some(n) => row.insert(upper, n),
-                None => row.remove(&upper),
-            };
+        let mut uf = BTreeMap::new();
+        for def in ufs.iter().filter(|u| u.entity == ENTITY_DEAL) {
+            uf.insert(def.field_name.clone(), Value::Null);
         }
-        let sem = stage_semantic(row.get("STAGE_ID").map_or("", String::as_str));
-        row.insert("STAGE_SEMANTIC_ID".into(), sem.into());
-        row.insert("CLOSED".into(), if sem == "P" { "N" } else { "Y" }.into());
+        apply(&mut row, &mut uf, fields, actor, ufs);
+        if !row.contains_key("TITLE") {
+            row.insert("TITLE".into(), format!("Сделка #{id}"));
+        }
         self.rows.insert(id, row);
+        self.uf.insert(id, uf);
+        fired.push(Fired {
+            event: "ONCRMDEALADD",
+            id,
+        });
         Ok(id)
+    }
+
+    /// `crm.deal.update`: a partial update; saved (new `DATE_MODIFY`, `MODIFY_BY_ID`)
+    /// and ONCRMDEALUPDATE fired only when something really changed.
+    pub(crate) fn update(
+        &mut self,
+        id: u64,
+        fields: &Map<String, Value>,
+        actor: Actor,
+        ufs: &[UserField],
+        fired: &mut Vec<Fired>,
+    ) -> Result<bool, ApiError> {
+        let (Some(row), Some(uf)) = (self.rows.get(&id), self.uf.get(&id)) else {
+            return Err(ApiError::new(400, "", "Not found"));
+        };
+        let (mut row, mut uf) = (row.clone(), uf.clone());
+        let before = (self.rows[&id].clone(), self.uf[&id].clone());
+        apply(&mut row, &mut uf, fields, actor, ufs);
+        let explicit_modify = actor == Actor::Seed && fields.contains_key("DATE_MODIFY");
+        if (&row, &uf) == (&before.0, &before.1) && !explicit_modify {
+            return Ok(false);
+        }
+        if !explicit_modify {
+            row.insert("DATE_MODIFY".into(), fmt_date(now()));
+        }
+        row.insert("MODIFY_BY_ID".into(), actor.user_id().to_string());
+        self.rows.insert(id, row);
+        self.uf.insert(id, uf);
+        fired.push(Fired {
+            event: "ONCRMDEALUPDATE",
+            id,
+        });
+        Ok(true)
+    }
+
+    /// `crm.deal.get`: every standard and user field of one deal.
+    pub(crate) fn get(&self, id: u64) -> Result<Value, ApiError> {
+        let row = self
+            .rows
+            .get(&id)
+            .ok_or_else(|| ApiError::new(400, "", "Not found"))?;
+        Ok(Value::Object(self.row_json(id, row, &[], true)))
+    }
+
+    /// One deal, crm.deal.list-shaped: standard fields as strings (all, or `select`),
+    /// user fields when `with_uf` or named in `select`.
+    fn row_json(
+        &self,
+        id: u64,
+        row: &BTreeMap<String, String>,
+        select: &[String],
+        with_uf: bool,
+    ) -> Map<String, Value> {
+        let all = select.is_empty() || select.iter().any(|s| s == "*");
+        let mut m = Map::new();
+        for (name, _) in DEAL_FIELDS {
+            if all || select.iter().any(|s| s == name) || *name == "ID" {
+                m.insert(
+                    (*name).into(),
+                    row.get(*name).map_or(Value::Null, |v| json!(v)),
+                );
+            }
+        }
+        for (name, v) in self.uf.get(&id).into_iter().flatten() {
+            if with_uf || select.iter().any(|s| s == name) {
+                m.insert(name.clone(), uf_upper_value(v));
+            }
+        }
+        m
     }
 
     /// `crm.deal.list`: filter, order, select and 50-row pages like `crm.lead.list`.
@@ -125,23 +228,61 @@ impl Deals {
             .collect();
         sort_records(&mut rows, &order, &|r, f| values(r.1, f), &|r| r.0);
         let pg = page(rows, start);
-        let all = select.is_empty() || select.iter().any(|s| s == "*");
+        let with_uf = select.iter().any(|s| s == "UF_*");
         let items: Vec<Value> = pg
             .items
             .iter()
-            .map(|(_, r)| {
-                let mut m = Map::new();
-                for (name, _) in DEAL_FIELDS {
-                    if all || select.iter().any(|s| s == name) || *name == "ID" {
-                        m.insert(
-                            (*name).into(),
-                            r.get(*name).map_or(Value::Null, |v| json!(v)),
-                        );
-                    }
-                }
-                Value::Object(m)
-            })
+            .map(|(id, r)| Value::Object(self.row_json(*id, r, &select, with_uf)))
             .collect();
         Ok((Value::Array(items), pg.total, pg.next))
     }
+}
+
+/// Apply crm.deal fields to a deal: known standard fields (read-only ones only for the
+/// harness), deal user fields normalised by their type (unknown ones ignored, as on the
+/// portal), and the stage semantics derived from `STAGE_ID`.
+fn apply(
+    row: &mut BTreeMap<String, String>,
+    uf: &mut BTreeMap<String, Value>,
+    fields: &Map<String, Value>,
+    actor: Actor,
+    ufs: &[UserField],
+) {
+    for (k, v) in fields {
+        let upper = k.to_ascii_uppercase();
+        if upper.starts_with("UF_") {
+            let def = ufs
+                .iter()
+                .find(|u| u.entity == ENTITY_DEAL && u.field_name == upper);
+            if let Some(def) = def {
+                let value = if v.is_null() || v == &Value::String(String::new()) {
+                    Some(Value::Null)
+                } else {
+                    normalize_uf(def, v)
+                };
+                if let Some(value) = value {
+                    uf.insert(upper, value);
+                }
+            } else if actor == Actor::Seed {
+                // Like leads: the harness may seed values of fields it never defined.
+                uf.insert(upper, v.clone());
+            }
+            continue;
+        }
+        let Some(kind) = kind_of(&upper) else {
+            continue;
+        };
+        if READ_ONLY.contains(&upper.as_str())
+            && !(actor == Actor::Seed && matches!(upper.as_str(), "DATE_CREATE" | "DATE_MODIFY"))
+        {
+            continue;
+        }
+        match normalize(kind, v) {
+            Some(n) => row.insert(upper, n),
+            None => row.remove(&upper),
+        };
+    }
+    let sem = stage_semantic(row.get("STAGE_ID").map_or("", String::as_str));
+    row.insert("STAGE_SEMANTIC_ID".into(), sem.into());
+    row.insert("CLOSED".into(), if sem == "P" { "N" } else { "Y" }.into());
 }

@@ -27,6 +27,11 @@
 //!   ignored, as on the portal, and so is a user-field value that is not valid for its
 //!   type (e.g. an enumeration value that is not an item id).
 //! - crm.item.* serves leads only (`entityTypeId` 1); one user (the webhook's) exists.
+//! - Deals: crm.deal.add/get/list/update, crm.deal.userfield.add/get/list, activities
+//!   owned by deals (`OWNER_TYPE_ID` 2), tasks bound `D_<id>`, ONCRMDEALADD /
+//!   ONCRMDEALUPDATE. [`SandboxHandle::set_simple_mode`] switches to the simple CRM mode
+//!   (`crm.settings.mode.get` = 2); the docs do not say how crm.lead.* answers then: the
+//!   sandbox lists no leads and refuses single-lead methods with ACCESS_DENIED.
 //! - A task with `UF_CRM_TASK: ["L_<id>"]` also adds a task activity (`TYPE_ID` 3) to the
 //!   lead, which fires ONCRMACTIVITYADD, as portals do; turn it off with
 //!   [`SandboxOptions::task_activities`].
@@ -551,20 +556,58 @@ impl SandboxHandle {
     }
 
     /// Adds a deal from crm.deal.add-shaped fields (`LEAD_ID`, `STAGE_ID` such as `WON`,
-    /// `LOSE` or `C1:WON`, `OPPORTUNITY`, `CLOSEDATE`, `DATE_CREATE`); the stage
-    /// semantics follow from the stage. Fires no event (outcome history is seeded).
+    /// `LOSE` or `C1:WON`, `CATEGORY_ID`, `OPPORTUNITY`, `CLOSEDATE`, `DATE_CREATE`,
+    /// `UF_CRM_*`); the stage semantics follow from the stage. Fires ONCRMDEALADD.
     pub fn add_deal(&self, fields: Value) -> Result<u64, SandboxError> {
         let fields = Self::object(fields)?;
-        self.with_state(|st, _| st.deals.add(&fields))
+        self.with_state(|st, fired| st.deals.add(&fields, Actor::Seed, &st.userfields, fired))
     }
 
-    /// Every deal, crm.deal.list-shaped, by id.
+    /// Changes a deal as a user in the UI would; fires ONCRMDEALUPDATE only if something
+    /// changed. Returns whether it did.
+    pub fn update_deal(&self, id: u64, fields: Value) -> Result<bool, SandboxError> {
+        let fields = Self::object(fields)?;
+        self.with_state(|st, fired| {
+            st.deals
+                .update(id, &fields, Actor::Seed, &st.userfields, fired)
+        })
+    }
+
+    /// The deal as crm.deal.get would return it (user fields included).
+    pub fn get_deal(&self, id: u64) -> Option<Value> {
+        lock(&self.shared.state).deals.get(id).ok()
+    }
+
+    /// Every deal, crm.deal.get-shaped, by id.
     pub fn deals(&self) -> Vec<Value> {
         let st = lock(&self.shared.state);
         st.deals
             .rows
-            .values()
-            .map(|r| serde_json::json!(r))
+            .keys()
+            .filter_map(|id| st.deals.get(*id).ok())
+            .collect()
+    }
+
+    /// Switch the portal's CRM mode: `true` is the simple mode (`crm.settings.mode.get`
+    /// answers 2; lead lists are empty and single-lead methods are refused), `false`
+    /// the classic one with leads (1).
+    pub fn set_simple_mode(&self, simple: bool) {
+        lock(&self.shared.state).simple_mode = simple;
+    }
+
+    /// Creates a deal user field as an admin would (crm.deal.userfield.add fields).
+    pub fn add_deal_userfield(&self, fields: Value) -> Result<u64, SandboxError> {
+        let fields = Self::object(fields)?;
+        self.with_state(|st, fired| st.add_entity_userfield(store::ENTITY_DEAL, &fields, fired))
+    }
+
+    /// Deal user fields, crm.deal.userfield.list-shaped.
+    pub fn deal_userfields(&self) -> Vec<Value> {
+        lock(&self.shared.state)
+            .userfields
+            .iter()
+            .filter(|u| u.entity == store::ENTITY_DEAL)
+            .map(|u| Value::Object(State::userfield_json(u)))
             .collect()
     }
 
@@ -663,6 +706,7 @@ impl SandboxHandle {
         lock(&self.shared.state)
             .userfields
             .iter()
+            .filter(|u| u.entity == store::ENTITY_LEAD)
             .map(|u| Value::Object(State::userfield_json(u)))
             .collect()
     }

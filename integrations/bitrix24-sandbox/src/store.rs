@@ -18,6 +18,15 @@ pub(crate) const PORTAL_OFFSET_SECS: i32 = 3 * 3600;
 /// Lead owner type id in CRM bindings.
 pub(crate) const OWNER_LEAD: u64 = 1;
 
+/// Owner type id of deals.
+pub(crate) const OWNER_DEAL: u64 = 2;
+
+/// `ENTITY_ID` of lead user fields.
+pub(crate) const ENTITY_LEAD: &str = "CRM_LEAD";
+
+/// `ENTITY_ID` of deal user fields.
+pub(crate) const ENTITY_DEAL: &str = "CRM_DEAL";
+
 /// The current time in the portal's zone.
 pub(crate) fn now() -> DateTime<FixedOffset> {
     Utc::now().with_timezone(&offset())
@@ -194,10 +203,13 @@ pub(crate) struct EnumItem {
     pub xml_id: String,
 }
 
-/// A lead user field (`crm.lead.userfield.*`).
+/// A lead or deal user field (`crm.lead.userfield.*`, `crm.deal.userfield.*`).
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct UserField {
     pub id: u64,
+    /// `CRM_LEAD` or `CRM_DEAL`: the two entities keep separate field lists, so the
+    /// same `FIELD_NAME` may exist on both.
+    pub entity: &'static str,
     pub field_name: String,
     pub user_type_id: String,
     pub xml_id: Option<String>,
@@ -351,7 +363,7 @@ pub(crate) enum Actor {
 }
 
 impl Actor {
-    fn user_id(self) -> u64 {
+    pub(crate) fn user_id(self) -> u64 {
         match self {
             Actor::Rest { user_id } => user_id,
             Actor::Seed => 1,
@@ -374,6 +386,8 @@ pub(crate) struct State {
     pub deals: super::deals::Deals,
     /// Whether tasks bound to a lead also create a task activity on it, as the portal does.
     pub task_activities: bool,
+    /// The portal's CRM mode is "simple" (`crm.settings.mode.get` = 2): no leads.
+    pub simple_mode: bool,
     next_lead: u64,
     next_activity: u64,
     next_multi: u64,
@@ -395,6 +409,7 @@ impl State {
             comments: Vec::new(),
             deals: super::deals::Deals::default(),
             task_activities,
+            simple_mode: false,
             next_lead: 1,
             next_activity: 1,
             next_multi: 1001,
@@ -407,7 +422,14 @@ impl State {
 
     /// The user field definition for `UF_CRM_*`, if it exists.
     pub(crate) fn userfield(&self, name: &str) -> Option<&UserField> {
-        self.userfields.iter().find(|u| u.field_name == name)
+        self.entity_userfield(ENTITY_LEAD, name)
+    }
+
+    /// The user field `name` of `entity` (`CRM_LEAD` or `CRM_DEAL`), if it exists.
+    pub(crate) fn entity_userfield(&self, entity: &str, name: &str) -> Option<&UserField> {
+        self.userfields
+            .iter()
+            .find(|u| u.entity == entity && u.field_name == name)
     }
 
     // ---------------------------------------------------------------- leads
@@ -798,6 +820,16 @@ impl State {
         fields: &Map<String, Value>,
         fired: &mut Vec<Fired>,
     ) -> Result<u64, ApiError> {
+        self.add_entity_userfield(ENTITY_LEAD, fields, fired)
+    }
+
+    /// crm.lead.userfield.add or crm.deal.userfield.add, by `entity`.
+    pub(crate) fn add_entity_userfield(
+        &mut self,
+        entity: &'static str,
+        fields: &Map<String, Value>,
+        fired: &mut Vec<Fired>,
+    ) -> Result<u64, ApiError> {
         let raw_name = fields
             .get("FIELD_NAME")
             .and_then(scalar_string)
@@ -820,7 +852,7 @@ impl State {
                 "Invalid field name: only A-Z, 0-9 and _ are allowed, 50 characters at most",
             ));
         }
-        if self.userfield(&name).is_some() {
+        if self.entity_userfield(entity, &name).is_some() {
             return Err(ApiError::new(
                 400,
                 "ERROR_CORE",
@@ -905,6 +937,7 @@ impl State {
         self.next_userfield += 1;
         self.userfields.push(UserField {
             id,
+            entity,
             field_name: name.clone(),
             user_type_id,
             xml_id: fields.get("XML_ID").and_then(scalar_string),
@@ -919,11 +952,17 @@ impl State {
             labels,
             list,
         });
-        for lead in self.leads.values_mut() {
-            lead.uf.entry(name.clone()).or_insert(Value::Null);
+        if entity == ENTITY_LEAD {
+            for lead in self.leads.values_mut() {
+                lead.uf.entry(name.clone()).or_insert(Value::Null);
+            }
         }
         fired.push(Fired {
-            event: "ONCRMLEADUSERFIELDADD",
+            event: if entity == ENTITY_LEAD {
+                "ONCRMLEADUSERFIELDADD"
+            } else {
+                "ONCRMDEALUSERFIELDADD"
+            },
             id,
         });
         Ok(id)
@@ -933,7 +972,7 @@ impl State {
     pub(crate) fn userfield_json(uf: &UserField) -> Map<String, Value> {
         let mut out = Map::new();
         out.insert("ID".into(), json!(uf.id.to_string()));
-        out.insert("ENTITY_ID".into(), json!("CRM_LEAD"));
+        out.insert("ENTITY_ID".into(), json!(uf.entity));
         out.insert("FIELD_NAME".into(), json!(uf.field_name));
         out.insert("USER_TYPE_ID".into(), json!(uf.user_type_id));
         out.insert(
@@ -1000,7 +1039,9 @@ impl State {
                 }
             },
         };
-        if owner_type == OWNER_LEAD && !self.leads.contains_key(&owner_id) {
+        if (owner_type == OWNER_LEAD && !self.leads.contains_key(&owner_id))
+            || (owner_type == OWNER_DEAL && !self.deals.rows.contains_key(&owner_id))
+        {
             return Err(ApiError::new(400, "", "Owner was not found"));
         }
         let type_id = fields.get("TYPE_ID").and_then(as_i64).unwrap_or(0);
@@ -1225,11 +1266,23 @@ impl State {
             changed_date: stamp,
             closed_date: None,
         };
-        let lead_ids: Vec<u64> = task
+        // Bindings `L_<id>` and `D_<id>`: the task shows on each bound lead's or
+        // deal's timeline as a task activity.
+        let owners: Vec<(u64, u64)> = task
             .uf_crm_task
             .iter()
-            .filter_map(|b| b.strip_prefix("L_").and_then(|n| n.parse().ok()))
-            .filter(|l| self.leads.contains_key(l))
+            .filter_map(|b| {
+                let (t, n) = match b.split_once('_')? {
+                    ("L", n) => (OWNER_LEAD, n),
+                    ("D", n) => (OWNER_DEAL, n),
+                    _ => return None,
+                };
+                Some((t, n.parse().ok()?))
+            })
+            .filter(|(t, i)| match *t {
+                OWNER_LEAD => self.leads.contains_key(i),
+                _ => self.deals.rows.contains_key(i),
+            })
             .collect();
         self.tasks.insert(id, task);
         fired.push(Fired {
@@ -1237,10 +1290,10 @@ impl State {
             id,
         });
         if self.task_activities {
-            for lead in lead_ids {
+            for (owner_type, owner) in owners {
                 let mut af = Map::new();
-                af.insert("OWNER_TYPE_ID".into(), json!(OWNER_LEAD));
-                af.insert("OWNER_ID".into(), json!(lead));
+                af.insert("OWNER_TYPE_ID".into(), json!(owner_type));
+                af.insert("OWNER_ID".into(), json!(owner));
                 af.insert("TYPE_ID".into(), json!(3));
                 af.insert("SUBJECT".into(), json!(title));
                 af.insert("ASSOCIATED_ENTITY_ID".into(), json!(id));
@@ -1490,7 +1543,7 @@ pub(crate) fn normalize(kind: Kind, value: &Value) -> Option<String> {
     })
 }
 
-fn normalize_uf(def: &UserField, value: &Value) -> Option<Value> {
+pub(crate) fn normalize_uf(def: &UserField, value: &Value) -> Option<Value> {
     let s = scalar_string(value)?;
     match def.user_type_id.as_str() {
         "integer" | "employee" => as_i64(value).map(|n| Value::String(n.to_string())),
@@ -1508,7 +1561,7 @@ fn normalize_uf(def: &UserField, value: &Value) -> Option<Value> {
     }
 }
 
-fn uf_upper_value(v: &Value) -> Value {
+pub(crate) fn uf_upper_value(v: &Value) -> Value {
     match v {
         Value::Array(items) => Value::Array(
             items

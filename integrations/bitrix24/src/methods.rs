@@ -174,32 +174,52 @@ impl Client {
 
     /// `crm.lead.userfield.list`.
     pub async fn lead_userfield_list(&self, filter: Value) -> Result<Vec<UserField>, Error> {
-        let resp = self
-            .call(
-                "crm.lead.userfield.list",
-                json!({"filter": filter, "order": {"ID": "ASC"}}),
-            )
-            .await?;
-        decode_list("crm.lead.userfield.list", &resp.result)
+        self.userfield_list("crm.lead", filter).await
     }
 
     /// `crm.lead.userfield.add`; returns the new field's id.
     pub async fn lead_userfield_add(&self, fields: Value) -> Result<String, Error> {
-        let resp = self
-            .call("crm.lead.userfield.add", json!({ "fields": fields }))
-            .await?;
-        id_of("crm.lead.userfield.add", &resp.result)
+        self.userfield_add("crm.lead", fields).await
     }
 
     /// `crm.lead.userfield.update` (used to add missing enumeration items).
     pub async fn lead_userfield_update(&self, id: &str, fields: Value) -> Result<(), Error> {
+        self.userfield_update("crm.lead", id, fields).await
+    }
+
+    /// `<family>.userfield.list`, `family` being `crm.lead` or `crm.deal` (the two
+    /// entities keep separate user fields).
+    pub async fn userfield_list(
+        &self,
+        family: &str,
+        filter: Value,
+    ) -> Result<Vec<UserField>, Error> {
+        let method = format!("{family}.userfield.list");
         let resp = self
-            .call(
-                "crm.lead.userfield.update",
-                json!({"id": id, "fields": fields}),
-            )
+            .call(&method, json!({"filter": filter, "order": {"ID": "ASC"}}))
             .await?;
-        expect_true("crm.lead.userfield.update", &resp.result)
+        decode_list(&method, &resp.result)
+    }
+
+    /// `<family>.userfield.add`; returns the new field's id.
+    pub async fn userfield_add(&self, family: &str, fields: Value) -> Result<String, Error> {
+        let method = format!("{family}.userfield.add");
+        let resp = self.call(&method, json!({ "fields": fields })).await?;
+        id_of(&method, &resp.result)
+    }
+
+    /// `<family>.userfield.update` (used to add missing enumeration items).
+    pub async fn userfield_update(
+        &self,
+        family: &str,
+        id: &str,
+        fields: Value,
+    ) -> Result<(), Error> {
+        let method = format!("{family}.userfield.update");
+        let resp = self
+            .call(&method, json!({"id": id, "fields": fields}))
+            .await?;
+        expect_true(&method, &resp.result)
     }
 }
 

@@ -25,9 +25,15 @@ pub enum EventKind {
     ActivityAdd,
     ActivityUpdate,
     ActivityDelete,
+    /// `ONCRMDEALADD`.
+    DealAdd,
+    /// `ONCRMDEALUPDATE`.
+    DealUpdate,
+    /// `ONCRMDEALDELETE`.
+    DealDelete,
     /// `ONAPPTEST`, fired by `event.test`.
     AppTest,
-    /// Anything else (deals, contacts, user fields…): acknowledged and ignored.
+    /// Anything else (contacts, user fields…): acknowledged and ignored.
     Other,
 }
 
@@ -41,6 +47,9 @@ impl EventKind {
             "ONCRMACTIVITYADD" => EventKind::ActivityAdd,
             "ONCRMACTIVITYUPDATE" => EventKind::ActivityUpdate,
             "ONCRMACTIVITYDELETE" => EventKind::ActivityDelete,
+            "ONCRMDEALADD" => EventKind::DealAdd,
+            "ONCRMDEALUPDATE" => EventKind::DealUpdate,
+            "ONCRMDEALDELETE" => EventKind::DealDelete,
             "ONAPPTEST" => EventKind::AppTest,
             _ => EventKind::Other,
         }
@@ -51,6 +60,14 @@ impl EventKind {
         matches!(
             self,
             EventKind::LeadAdd | EventKind::LeadUpdate | EventKind::LeadDelete
+        )
+    }
+
+    /// Events about a deal itself (the id is a deal id).
+    pub fn is_deal(self) -> bool {
+        matches!(
+            self,
+            EventKind::DealAdd | EventKind::DealUpdate | EventKind::DealDelete
         )
     }
 
@@ -263,7 +280,7 @@ pub fn parse(body: &[u8]) -> Result<Unverified, WebhookError> {
         },
     };
     let kind = EventKind::from_name(&name);
-    if (kind.is_lead() || kind.is_activity()) && entity_id.is_none() {
+    if (kind.is_lead() || kind.is_deal() || kind.is_activity()) && entity_id.is_none() {
         return Err(WebhookError::Field("data[FIELDS][ID]"));
     }
     let auth = match root.get("auth") {

@@ -35,6 +35,9 @@ impl AmocrmCrm {
                 .map(|u| u.to_string()),
             created_at: raw.created_at.and_then(unix),
             updated_at: raw.updated_at.and_then(unix),
+            amount: raw.price.filter(|p| p.is_finite()),
+            pipeline: raw.pipeline_id.map(|p| p.to_string()),
+            stage: raw.status_id.map(|s| s.to_string()),
             ..Lead::default()
         };
         if let Some(c) = contact {

@@ -130,6 +130,7 @@ impl AmocrmCrm {
             breakdown_field: breakdown.id.unwrap_or_default().to_string(),
             tier_values,
             created: created.iter().map(|f| f.name.clone()).collect(),
+            ..FieldSetup::default()
         })
     }
 }

@@ -45,6 +45,7 @@ pub(crate) fn portal(base_url: &str) -> Portal {
         model: None,
         tracking: None,
         reminder: None,
+        stages: Default::default(),
     }
 }
 

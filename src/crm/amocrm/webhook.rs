@@ -101,6 +101,7 @@ mod tests {
             model: None,
             tracking: None,
             reminder: None,
+            stages: Default::default(),
         }
     }
 

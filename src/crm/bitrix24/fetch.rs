@@ -1,6 +1,7 @@
-//! Reading leads and their activities: `crm.lead.list` by id lists and
-//! `crm.activity.list` by lists of owner ids, full or incremental (`>=LAST_UPDATED`
-//! cursor), packed into batches; activity → lead resolution; the sweep's lead list.
+//! Reading leads and deals and their activities: `crm.lead.list` / `crm.deal.list` by
+//! id lists and `crm.activity.list` by lists of owner ids (`OWNER_TYPE_ID` 1 or 2), full
+//! or incremental (`>=LAST_UPDATED` cursor), packed into batches; activity → lead or
+//! deal resolution; the sweep's lists.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -11,9 +12,8 @@ use leadscore_bitrix24::error::Error;
 use leadscore_bitrix24::types::{value_i64, value_text, ActivityRecord, LeadRecord};
 use serde_json::{json, Map, Value};
 
-use super::{
-    is_numeric_id, score_field, to_crm, Bitrix24Crm, ACTIVITY_SELECT, LEAD_OWNER_TYPE,
-};
+use super::entity::{Entity, WriteFields};
+use super::{is_numeric_id, to_crm, Bitrix24Crm, ACTIVITY_SELECT};
 use crate::config::FieldsSection;
 use crate::crm::mapping::apply_map;
 use crate::crm::{
@@ -26,18 +26,22 @@ use crate::lead::Lead;
 /// multi-fields must be named).
 const LEAD_SELECT: [&str; 4] = ["*", "UF_*", "EMAIL", "PHONE"];
 
-/// The lead an activity belongs to: its owner when that is a lead, else the first lead
-/// among its bindings.
-pub(super) fn lead_of_activity(raw: &Value) -> Option<LeadId> {
-    let lead_pair = |v: &Value| -> Option<String> {
-        (v.get("OWNER_TYPE_ID").and_then(value_i64) == Some(i64::from(LEAD_OWNER_TYPE)))
-            .then(|| v.get("OWNER_ID").and_then(value_text))
-            .flatten()
+/// Deal fields read for scoring (`*` = all standard fields, `UF_*` = all user fields).
+const DEAL_SELECT: [&str; 2] = ["*", "UF_*"];
+
+/// The scored record an activity belongs to: its owner when the portal scores that
+/// entity, else the first scored record among its bindings (a leads-only portal finds
+/// the lead of a deal-owned activity bound to it, as before deals were scored).
+pub(super) fn owner_of_activity(raw: &Value, scores: impl Fn(Entity) -> bool) -> Option<LeadId> {
+    let pair = |v: &Value| -> Option<LeadId> {
+        let entity = Entity::of_owner_type(v.get("OWNER_TYPE_ID").and_then(value_i64)?)?;
+        let id = v.get("OWNER_ID").and_then(value_text)?;
+        (scores(entity) && is_numeric_id(&id)).then(|| entity.id(&id))
     };
-    lead_pair(raw).or_else(|| {
+    pair(raw).or_else(|| {
         raw.get("BINDINGS")
             .and_then(Value::as_array)
-            .and_then(|b| b.iter().find_map(lead_pair))
+            .and_then(|b| b.iter().find_map(pair))
     })
 }
 
@@ -55,10 +59,12 @@ const FULL_GROUP: usize = 25;
 /// missed; re-reading a few is harmless (they merge by id).
 const CURSOR_MARGIN_SECS: i64 = 120;
 
-/// One `crm.activity.list` over several leads: all their activities (a full read) or
-/// those changed since the oldest of their cursors.
+/// One `crm.activity.list` over several leads (or deals): all their activities (a full
+/// read) or those changed since the oldest of their cursors.
 #[derive(Debug)]
 struct ActivityGroup<'a> {
+    entity: Entity,
+    /// leadscore ids (`D_<id>` for deals).
     owners: Vec<&'a str>,
     since: Option<String>,
 }
@@ -66,7 +72,12 @@ struct ActivityGroup<'a> {
 impl ActivityGroup<'_> {
     /// The list command; `page` = (page number, lowest ID seen so far) for a follow-up.
     fn command(&self, g: usize, page: Option<(u32, u64)>) -> BatchCommand {
-        let mut filter = json!({"OWNER_TYPE_ID": LEAD_OWNER_TYPE, "@OWNER_ID": self.owners});
+        let raw: Vec<&str> = self
+            .owners
+            .iter()
+            .filter_map(|id| Entity::of(id).map(|(_, n)| n))
+            .collect();
+        let mut filter = json!({"OWNER_TYPE_ID": self.entity.owner_type(), "@OWNER_ID": raw});
         if let Some(since) = &self.since {
             filter[">=LAST_UPDATED"] = json!(since);
         }
@@ -95,9 +106,27 @@ fn group_of_key(key: &str) -> Option<usize> {
     key.strip_prefix('a')?.split('_').next()?.parse().ok()
 }
 
-/// Group the leads that need activities: full reads by [`FULL_GROUP`], incremental
-/// ones by 50 with neighbouring cursors together (a group reads from its oldest).
+/// Group the leads (and, separately, the deals) that need activities: full reads by
+/// [`FULL_GROUP`], incremental ones by 50 with neighbouring cursors together (a group
+/// reads from its oldest).
 fn activity_groups<'a>(modes: &BTreeMap<&'a str, &ActivityRead>) -> Vec<ActivityGroup<'a>> {
+    let mut groups = Vec::new();
+    for entity in [Entity::Lead, Entity::Deal] {
+        let of_entity: BTreeMap<&'a str, &ActivityRead> = modes
+            .iter()
+            .filter(|(id, _)| Entity::of(id).is_some_and(|(e, _)| e == entity))
+            .map(|(id, m)| (*id, *m))
+            .collect();
+        groups.extend(entity_groups(entity, &of_entity));
+    }
+    groups
+}
+
+/// [`activity_groups`] of one entity.
+fn entity_groups<'a>(
+    entity: Entity,
+    modes: &BTreeMap<&'a str, &ActivityRead>,
+) -> Vec<ActivityGroup<'a>> {
     let mut full = Vec::new();
     let mut since: Vec<(&str, &str)> = Vec::new();
     for (id, mode) in modes {
@@ -114,11 +143,13 @@ fn activity_groups<'a>(modes: &BTreeMap<&'a str, &ActivityRead>) -> Vec<Activity
     let mut groups: Vec<ActivityGroup<'a>> = full
         .chunks(FULL_GROUP)
         .map(|c| ActivityGroup {
+            entity,
             owners: c.to_vec(),
             since: None,
         })
         .collect();
     groups.extend(since.chunks(PAGE).map(|c| ActivityGroup {
+        entity,
         owners: c.iter().map(|(id, _)| *id).collect(),
         since: c.first().map(|(_, cur)| (*cur).to_string()),
     }));
@@ -135,6 +166,26 @@ fn read_cursor(time: Option<&leadscore_bitrix24::types::Time>) -> String {
         .unwrap_or_else(|| Utc::now() - chrono::Duration::seconds(CURSOR_MARGIN_SECS));
     (started - chrono::Duration::seconds(CURSOR_MARGIN_SECS))
         .to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// Fill `lead` through the portal's field mapping from its raw row and read the score
+/// stored in the entity's score field.
+fn mapped(
+    fields: &FieldsSection,
+    raw: &Map<String, Value>,
+    entity: Entity,
+    mut lead: Lead,
+) -> (Lead, Option<i32>) {
+    apply_map(&mut lead, &fields.map, |field| match raw.get(field) {
+        Some(Value::Array(items)) => items.iter().filter_map(value_text).collect(),
+        Some(v) => value_text(v).into_iter().collect(),
+        None => Vec::new(),
+    });
+    let score = raw
+        .get(WriteFields::of(fields, entity).score)
+        .and_then(value_i64)
+        .and_then(|n| i32::try_from(n).ok());
+    (lead, score)
 }
 
 /// The first error of a set of command results, preferring the most actionable kind.
@@ -171,7 +222,7 @@ impl Bitrix24Crm {
                 .filter(|s| !s.trim().is_empty())
                 .collect()
         };
-        let mut lead = Lead {
+        let lead = Lead {
             id: rec.id.clone(),
             name: if name.is_empty() {
                 rec.title.clone()
@@ -189,16 +240,45 @@ impl Bitrix24Crm {
             updated_at: rec.date_modify,
             ..Lead::default()
         };
-        apply_map(&mut lead, &fields.map, |field| match raw.get(field) {
-            Some(Value::Array(items)) => items.iter().filter_map(value_text).collect(),
-            Some(v) => value_text(v).into_iter().collect(),
-            None => Vec::new(),
-        });
-        let score = raw
-            .get(score_field(fields))
-            .and_then(value_i64)
-            .and_then(|n| i32::try_from(n).ok());
-        Ok((lead, score))
+        Ok(mapped(fields, raw, Entity::Lead, lead))
+    }
+
+    /// Translate one `crm.deal.list` row to the neutral lead (id `D_<id>`, the title as
+    /// its name, `OPPORTUNITY` / `CATEGORY_ID` / `STAGE_ID` as amount / pipeline /
+    /// stage) and the score stored on the deal.
+    pub(super) fn deal_from(
+        &self,
+        fields: &FieldsSection,
+        raw: &Map<String, Value>,
+    ) -> Result<(Lead, Option<i32>), CrmError> {
+        let text = |k: &str| {
+            raw.get(k)
+                .and_then(value_text)
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        };
+        let time = |k: &str| {
+            text(k)
+                .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
+                .map(|t| t.with_timezone(&Utc))
+        };
+        let id = text("ID")
+            .filter(|id| is_numeric_id(id))
+            .ok_or_else(|| CrmError::Rejected("crm.deal.list: a row without a numeric ID".into()))?;
+        let lead = Lead {
+            id: Entity::Deal.id(&id),
+            name: text("TITLE"),
+            source: text("SOURCE_ID"),
+            status: text("STAGE_ID"),
+            responsible_id: text("ASSIGNED_BY_ID"),
+            created_at: time("DATE_CREATE"),
+            updated_at: time("DATE_MODIFY"),
+            amount: text("OPPORTUNITY").and_then(|s| s.parse::<f64>().ok()),
+            pipeline: text("CATEGORY_ID"),
+            stage: text("STAGE_ID"),
+            ..Lead::default()
+        };
+        Ok(mapped(fields, raw, Entity::Deal, lead))
     }
 
     /// One worker turn: find the leads behind the activity events first, then read
@@ -255,6 +335,7 @@ impl Bitrix24Crm {
         let mut out = BTreeMap::new();
         let mut wanted = Vec::new();
         for id in activity_ids.iter().collect::<BTreeSet<_>>() {
+            // The activity id itself: plain digits (never `D_`).
             out.insert(id.clone(), None);
             if is_numeric_id(id) {
                 wanted.push(id.as_str());
@@ -284,7 +365,7 @@ impl Bitrix24Crm {
                     .map_err(to_crm)?;
             for row in rows {
                 if let Some(id) = row.get("ID").and_then(value_text) {
-                    out.insert(id, lead_of_activity(&row));
+                    out.insert(id, owner_of_activity(&row, |e| self.scores(e)));
                 }
             }
         }
@@ -316,20 +397,30 @@ impl Bitrix24Crm {
         requests: &[FetchRequest],
     ) -> Result<BTreeMap<LeadId, Fetched>, CrmError> {
         let mut modes: BTreeMap<&str, &ActivityRead> = BTreeMap::new();
-        for r in requests.iter().filter(|r| is_numeric_id(&r.id)) {
-            modes.insert(r.id.as_str(), &r.activities);
+        for r in requests {
+            if Entity::of(&r.id).is_some_and(|(e, _)| self.scores(e)) {
+                modes.insert(r.id.as_str(), &r.activities);
+            }
         }
         if modes.is_empty() {
             return Ok(BTreeMap::new());
         }
-        let ids: Vec<&str> = modes.keys().copied().collect();
         let mut cmds = Vec::new();
-        for (i, chunk) in ids.chunks(PAGE).enumerate() {
-            cmds.push(BatchCommand::new(
-                format!("l{i}"),
-                "crm.lead.list",
-                json!({"filter": {"@ID": chunk}, "select": LEAD_SELECT, "order": {"ID": "ASC"}, "start": -1}),
-            ));
+        for (entity, prefix, select) in [
+            (Entity::Lead, 'l', &LEAD_SELECT[..]),
+            (Entity::Deal, 'd', &DEAL_SELECT[..]),
+        ] {
+            let ids: Vec<&str> = modes
+                .keys()
+                .filter_map(|id| Entity::of(id).filter(|(e, _)| *e == entity).map(|(_, n)| n))
+                .collect();
+            for (i, chunk) in ids.chunks(PAGE).enumerate() {
+                cmds.push(BatchCommand::new(
+                    format!("{prefix}{i}"),
+                    format!("{}.list", entity.methods()),
+                    json!({"filter": {"@ID": chunk}, "select": select, "order": {"ID": "ASC"}, "start": -1}),
+                ));
+            }
         }
         let groups = activity_groups(&modes);
         for (g, group) in groups.iter().enumerate() {
@@ -340,17 +431,29 @@ impl Bitrix24Crm {
             return Err(to_crm(e));
         }
         let mut out = BTreeMap::new();
-        for (key, r) in results.iter().filter(|(k, _)| k.starts_with('l')) {
+        for (key, r) in results
+            .iter()
+            .filter(|(k, _)| k.starts_with('l') || k.starts_with('d'))
+        {
+            let deal = key.starts_with('d');
+            let method = if deal { "crm.deal.list" } else { "crm.lead.list" };
             let rows: Vec<Map<String, Value>> =
-                decode_list("crm.lead.list", r.result.as_ref().expect("checked"))
-                    .map_err(to_crm)?;
+                decode_list(method, r.result.as_ref().expect("checked")).map_err(to_crm)?;
             for raw in rows {
-                let (lead, current_score) = self.lead_from(fields, &raw)?;
-                tracing::trace!(batch = %key, lead = %lead.id, "lead fetched");
+                let (lead, current_score) = if deal {
+                    self.deal_from(fields, &raw)?
+                } else {
+                    self.lead_from(fields, &raw)?
+                };
+                tracing::trace!(batch = %key, lead = %lead.id, "record fetched");
                 let mode = modes.get(lead.id.as_str()).copied();
                 let mut f = Fetched::complete(lead, Vec::new(), current_score);
                 f.activities_complete = mode == Some(&ActivityRead::Full);
-                f.closed = super::outcomes::lead_closed(&self.outcomes, &raw);
+                f.closed = if deal {
+                    super::outcomes::deal_closed(&self.outcomes, &raw)
+                } else {
+                    super::outcomes::lead_closed(&self.outcomes, &raw)
+                };
                 out.insert(f.lead.id.clone(), f);
             }
         }
@@ -378,8 +481,8 @@ impl Bitrix24Crm {
                 }
                 let oldest = rows.iter().filter_map(|a| a.id.parse::<u64>().ok()).min();
                 for a in &rows {
-                    let owner = a.owner_id.as_deref().unwrap_or("");
-                    if let Some(f) = out.get_mut(owner) {
+                    let owner = group.entity.id(a.owner_id.as_deref().unwrap_or(""));
+                    if let Some(f) = out.get_mut(&owner) {
                         f.activities
                             .extend(self.classifier.classify(&fields.activity_map, a));
                     }
@@ -418,23 +521,41 @@ impl Bitrix24Crm {
         Ok(out)
     }
 
-    /// Leads modified at or after `since` (the reconciliation sweep).
+    /// Leads and deals (as the portal scores them) modified at or after `since` (the
+    /// reconciliation sweep).
     pub(super) async fn changed(&self, since: DateTime<Utc>) -> Result<Vec<Changed>, CrmError> {
         let mut out = Vec::new();
-        let mut last: u64 = 0;
         let since = since.to_rfc3339_opts(SecondsFormat::Secs, false);
-        // Bounded: 2,000 pages = 100,000 leads per sweep; the next sweep continues.
+        for entity in [Entity::Lead, Entity::Deal] {
+            if self.scores(entity) {
+                self.changed_of(entity, &since, &mut out).await?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`Bitrix24Crm::changed`] of one entity, by `ID` pages.
+    async fn changed_of(
+        &self,
+        entity: Entity,
+        since: &str,
+        out: &mut Vec<Changed>,
+    ) -> Result<(), CrmError> {
+        let method = format!("{}.list", entity.methods());
+        let mut last: u64 = 0;
+        // Bounded: 2,000 pages = 100,000 records per sweep; the next sweep continues.
         for _ in 0..2000 {
-            let (rows, _) = self
+            let resp = self
                 .client
-                .lead_list(
-                    json!({">=DATE_MODIFY": since, ">ID": last}),
-                    &["ID", "DATE_MODIFY", "MODIFY_BY_ID"],
-                    json!({"ID": "ASC"}),
-                    None,
+                .call(
+                    &method,
+                    json!({"filter": {">=DATE_MODIFY": since, ">ID": last},
+                           "select": ["ID", "DATE_MODIFY", "MODIFY_BY_ID"],
+                           "order": {"ID": "ASC"}, "start": -1}),
                 )
                 .await
                 .map_err(to_crm)?;
+            let rows: Vec<LeadRecord> = decode_list(&method, &resp.result).map_err(to_crm)?;
             let n = rows.len();
             for r in rows {
                 if let Ok(id) = r.id.parse::<u64>() {
@@ -442,12 +563,15 @@ impl Bitrix24Crm {
                 }
                 let by = r.field_text("MODIFY_BY_ID");
                 let stamp = r.date_modify.map(|at| CrmStamp { at, by });
-                out.push(Changed { id: r.id, stamp });
+                out.push(Changed {
+                    id: entity.id(&r.id),
+                    stamp,
+                });
             }
-            if n < 50 {
+            if n < PAGE {
                 break;
             }
         }
-        Ok(out)
+        Ok(())
     }
 }

@@ -5,7 +5,7 @@ use secrecy::ExposeSecret;
 use super::settings::{Auth, Settings};
 use crate::config::Portal;
 
-/// `https://PORTAL/crm/lead/details/ID/`. Only the scheme and host of the webhook URL
+/// `https://PORTAL/crm/lead/details/ID/` (a deal `D_<id>`: `/crm/deal/details/<id>/`). Only the scheme and host of the webhook URL
 /// are used: its path holds the secret and never reaches a page.
 pub fn lead_url(portal: &Portal, id: &str) -> Option<String> {
     let s = portal.settings.as_any().downcast_ref::<Settings>()?;
@@ -14,5 +14,8 @@ pub fn lead_url(portal: &Portal, id: &str) -> Option<String> {
         Auth::OAuth { base_url, .. } => base_url.clone(),
     };
     let origin = crate::crm::origin(&base)?;
-    Some(format!("{origin}/crm/lead/details/{id}/"))
+    match id.strip_prefix("D_") {
+        Some(deal) => Some(format!("{origin}/crm/deal/details/{deal}/")),
+        None => Some(format!("{origin}/crm/lead/details/{id}/")),
+    }
 }

@@ -16,6 +16,7 @@
 //! never builds a second client (or limiter, or token holder) for a portal.
 
 mod classify;
+mod entity;
 mod fetch;
 mod link;
 mod outcomes;
@@ -131,6 +132,8 @@ pub struct Bitrix24Crm {
     classifier: ActivityClassifier,
     max_activity_pages: u32,
     outcomes: settings::OutcomeMap,
+    /// Leads, deals or both (`entities`): which events and activities lead somewhere.
+    entities: settings::Entities,
 }
 
 /// Store key of the portal's limits (bucket level and operating time) between runs.
@@ -138,10 +141,6 @@ fn limits_key(portal: &str) -> String {
     format!("limits:bitrix24:{portal}")
 }
 
-/// The score field: the configured one, or the one `setup` creates by default.
-fn score_field(fields: &FieldsSection) -> &str {
-    fields.score.as_deref().unwrap_or(DEFAULT_SCORE_FIELD)
-}
 
 impl Bitrix24Crm {
     /// Build from the resolved config. For OAuth portals, a refresh token rotated into
@@ -237,6 +236,10 @@ impl Bitrix24Crm {
             outcomes: portal
                 .settings_of::<Settings>()
                 .map(|s| s.outcomes.clone())
+                .unwrap_or_default(),
+            entities: portal
+                .settings_of::<Settings>()
+                .map(|s| s.entities)
                 .unwrap_or_default(),
         }
     }
@@ -367,7 +370,7 @@ impl Crm for Bitrix24Crm {
     }
 
     fn batch_size(&self) -> usize {
-        write::WRITE_BATCH
+        self.write_room()
     }
 
     async fn find_task(
@@ -446,6 +449,16 @@ pub fn to_crm(e: Error) -> CrmError {
             retry_after: e.retry_after(),
         },
         _ => CrmError::Rejected(e.to_string()),
+    }
+}
+
+impl Bitrix24Crm {
+    /// Does this portal score `entity`?
+    fn scores(&self, entity: entity::Entity) -> bool {
+        match entity {
+            entity::Entity::Lead => self.entities.lead,
+            entity::Entity::Deal => self.entities.deal,
+        }
     }
 }
 

@@ -338,6 +338,23 @@ pub(super) fn lead_closed(
     Some(crate::crm::Closed { outcome, at })
 }
 
+/// A deal's own close by the stage mapping (`won_stages` / `lost_stages`), at
+/// `CLOSEDATE`, else `DATE_MODIFY` (`None`: still open, or a stage the mapping leaves out).
+pub(super) fn deal_closed(
+    map: &super::settings::OutcomeMap,
+    deal: &Map<String, Value>,
+) -> Option<crate::crm::Closed> {
+    let outcome = if listed(deal, "STAGE_SEMANTIC_ID", "STAGE_ID", &map.won_stages) {
+        Outcome::Won
+    } else if listed(deal, "STAGE_SEMANTIC_ID", "STAGE_ID", &map.lost_stages) {
+        Outcome::Lost
+    } else {
+        return None;
+    };
+    let at = time_of(deal.get("CLOSEDATE")).or_else(|| time_of(deal.get("DATE_MODIFY")))?;
+    Some(crate::crm::Closed { outcome, at })
+}
+
 /// The fewest requests that can read this many rows: the closed leads' pages first
 /// (their ids are what deals and activities are asked by), then the deal and activity
 /// pages, each request a batch of 50 full pages of 50 rows.

@@ -38,6 +38,7 @@ fn portal_for(sb: &SandboxHandle, kind: TaskKind) -> Portal {
         model: None,
         tracking: None,
         reminder: None,
+        stages: Default::default(),
     }
 }
 
@@ -233,9 +234,11 @@ async fn fetch_write_and_tasks_in_few_requests() {
         .unwrap()["ID"]
         .clone();
     let act_id = value_text(&act_id).unwrap();
+    // A deal-owned activity bound to a lead too (the owner must exist, as on a portal).
+    let deal = sb.add_deal(json!({"TITLE": "Сделка"})).unwrap();
     let bound = sb
-        .add_activity(json!({"OWNER_TYPE_ID": 2, "OWNER_ID": 1, "TYPE_ID": 2,
-            "BINDINGS": [{"OWNER_TYPE_ID": 2, "OWNER_ID": 1}, {"OWNER_TYPE_ID": 1, "OWNER_ID": ids[4]}],
+        .add_activity(json!({"OWNER_TYPE_ID": 2, "OWNER_ID": deal, "TYPE_ID": 2,
+            "BINDINGS": [{"OWNER_TYPE_ID": 2, "OWNER_ID": deal}, {"OWNER_TYPE_ID": 1, "OWNER_ID": ids[4]}],
             "START_TIME": "2026-11-21T10:00:00+03:00"}))
         .unwrap()
         .to_string();

@@ -54,6 +54,9 @@ pub struct Keys {
     /// Failed lead statuses (`STATUS_SEMANTIC_ID` or `STATUS_ID`) that count as lost; a
     /// failed lead in another status (e.g. a duplicate) is left out of backtests.
     pub lost_lead_statuses: Option<Vec<String>>,
+    /// What the portal scores: `["lead"]` (the default), `["deal"]` (a portal in the
+    /// simple CRM mode has no leads) or `["lead", "deal"]`.
+    pub entities: Option<Vec<String>>,
 }
 
 /// Keys whose values are secrets: never shown in a message.
@@ -112,12 +115,32 @@ impl Default for OutcomeMap {
     }
 }
 
+/// Which CRM entities a portal scores (`entities = [...]`). A deal's leadscore id is
+/// `D_<id>` (Bitrix24's own binding notation); a lead's stays its plain id, so the
+/// stored data of portals scoring leads keeps working.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entities {
+    pub lead: bool,
+    pub deal: bool,
+}
+
+impl Default for Entities {
+    /// Leads only: what every portal scored before deals were supported.
+    fn default() -> Self {
+        Entities {
+            lead: true,
+            deal: false,
+        }
+    }
+}
+
 /// A Bitrix24 portal's own settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub auth: Auth,
     pub webhook: WebhookCheck,
     pub outcomes: OutcomeMap,
+    pub entities: Entities,
 }
 
 impl Settings {
@@ -127,6 +150,17 @@ impl Settings {
             auth,
             webhook: WebhookCheck::default(),
             outcomes: OutcomeMap::default(),
+            entities: Entities::default(),
+        })
+    }
+
+    /// Settings with these credentials scoring these entities (tests).
+    pub fn with_entities(auth: Auth, entities: Entities) -> Arc<dyn CrmSettings> {
+        Arc::new(Settings {
+            auth,
+            webhook: WebhookCheck::default(),
+            outcomes: OutcomeMap::default(),
+            entities,
         })
     }
 }
@@ -156,6 +190,16 @@ impl CrmSettings for Settings {
             && a.member_id == b.member_id
             && a.domain == b.domain
             && a.max_event_age_secs == b.max_event_age_secs
+    }
+
+    fn scope_label(&self) -> String {
+        let e = self.entities;
+        [("lead", e.lead), ("deal", e.deal)]
+            .iter()
+            .filter(|(_, on)| *on)
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -281,17 +325,55 @@ pub fn parse(cx: &mut PortalCheck<'_, '_>) -> PortalCrm {
             STANDARD
         });
     let outcomes = outcome_map(cx, &s);
+    let entities = entities(cx, s.entities.as_deref());
     PortalCrm {
         settings: auth.map(|auth| {
             Arc::new(Settings {
                 auth,
                 webhook,
                 outcomes,
+                entities,
             }) as Arc<dyn CrmSettings>
         }),
         default_rate: rate,
         over_limit_note: "",
     }
+}
+
+/// `entities`: "lead" and/or "deal", each at most once, at least one.
+fn entities(cx: &mut PortalCheck<'_, '_>, given: Option<&[String]>) -> Entities {
+    let Some(list) = given else {
+        return Entities::default();
+    };
+    let mut out = Entities {
+        lead: false,
+        deal: false,
+    };
+    for e in list {
+        let slot = match e.trim() {
+            "lead" => &mut out.lead,
+            "deal" => &mut out.deal,
+            other => {
+                cx.error(
+                    "entities",
+                    format!("unknown entity `{other}`: use \"lead\" and/or \"deal\""),
+                );
+                continue;
+            }
+        };
+        if *slot {
+            cx.error("entities", format!("`{}` is listed twice", e.trim()));
+        }
+        *slot = true;
+    }
+    if !out.lead && !out.deal {
+        cx.error(
+            "entities",
+            "must name at least one of \"lead\" and \"deal\" (a portal in the simple CRM mode has only deals: [\"deal\"])",
+        );
+        return Entities::default();
+    }
+    out
 }
 
 /// The outcome keys with their defaults; a value may not be empty nor be both won and lost.

@@ -1,37 +1,87 @@
 //! `leadscore setup` for Bitrix24: the score (integer), tier (enumeration, items keyed
-//! by `XML_ID` = tier id so lookups survive renames) and breakdown (string) user fields.
+//! by `XML_ID` = tier id so lookups survive renames) and breakdown (string) user fields,
+//! on leads and/or deals as `entities` says. It first asks the portal's CRM mode
+//! (`crm.settings.mode.get`: 1 classic with leads, 2 simple without): a simple-mode
+//! portal has no leads, so setup says so and configures the deal fields instead.
 
 use std::collections::BTreeMap;
 
 use leadscore_bitrix24::types::UserField;
 use serde_json::{json, Value};
 
-use super::{
-    score_field, to_crm, Bitrix24Crm, DEFAULT_BREAKDOWN_FIELD, DEFAULT_TIER_FIELD,
-};
+use super::entity::{Entity, WriteFields};
+use super::{to_crm, Bitrix24Crm, DEFAULT_BREAKDOWN_FIELD, DEFAULT_TIER_FIELD};
 use crate::config::FieldsSection;
 use crate::crm::{CrmError, FieldSetup};
 
 impl Bitrix24Crm {
-    /// Create the score, tier and breakdown user fields if missing, reuse them if
-    /// present, and read the tier enumeration ids back.
+    /// Ask the portal's CRM mode, then set up the fields of every entity it scores
+    /// (deals only on a simple-mode portal); the lead fields are the top level of the
+    /// answer (empty when leads are not set up), the deal ones its `deal`.
     pub(super) async fn setup(
         &self,
         fields: &FieldsSection,
         tiers: &[(String, String)],
     ) -> Result<FieldSetup, CrmError> {
-        let score = score_field(fields).to_string();
-        let tier = fields
-            .tier
-            .clone()
-            .unwrap_or_else(|| DEFAULT_TIER_FIELD.into());
-        let breakdown = fields
+        let simple = self.simple_mode().await?;
+        let mut notes = Vec::new();
+        let (mut leads, mut deals) = (self.entities.lead, self.entities.deal);
+        if simple == Some(true) {
+            if leads {
+                notes.push(
+                    "This portal is in Bitrix24's simple CRM mode (crm.settings.mode.get = 2): it has no leads, only deals. Set `entities = [\"deal\"]` for it; the deal fields were set up."
+                        .to_string(),
+                );
+            } else {
+                notes.push("This portal is in Bitrix24's simple CRM mode (no leads): its deals are scored.".to_string());
+            }
+            leads = false;
+            deals = true;
+        }
+        let mut out = if leads {
+            self.setup_entity(Entity::Lead, fields, tiers).await?
+        } else {
+            FieldSetup::default()
+        };
+        if deals {
+            let deal = self.setup_entity(Entity::Deal, fields, tiers).await?;
+            out.created.extend(deal.created.iter().map(|c| format!("{c} (deal)")));
+            out.deal = Some(Box::new(deal));
+        }
+        out.notes = notes;
+        Ok(out)
+    }
+
+    /// `crm.settings.mode.get`: `Some(true)` in the simple mode (2), `Some(false)` in
+    /// the classic one (1); `None` when the portal does not know the method (an old
+    /// self-hosted one: classic).
+    async fn simple_mode(&self) -> Result<Option<bool>, CrmError> {
+        match self.client.call("crm.settings.mode.get", json!({})).await {
+            Ok(r) => Ok(leadscore_bitrix24::types::value_i64(&r.result).map(|m| m == 2)),
+            Err(e) if e.to_string().contains("ERROR_METHOD_NOT_FOUND") => Ok(None),
+            Err(e) => Err(to_crm(e)),
+        }
+    }
+
+    /// Create the score, tier and breakdown user fields of one entity if missing, reuse
+    /// them if present, and read the tier enumeration ids back.
+    async fn setup_entity(
+        &self,
+        entity: Entity,
+        fields: &FieldsSection,
+        tiers: &[(String, String)],
+    ) -> Result<FieldSetup, CrmError> {
+        let names = WriteFields::of(fields, entity);
+        let family = entity.methods();
+        let score = names.score.to_string();
+        let tier = names.tier.unwrap_or(DEFAULT_TIER_FIELD).to_string();
+        let breakdown = names
             .breakdown
-            .clone()
-            .unwrap_or_else(|| DEFAULT_BREAKDOWN_FIELD.into());
+            .unwrap_or(DEFAULT_BREAKDOWN_FIELD)
+            .to_string();
         let existing = self
             .client
-            .lead_userfield_list(json!({}))
+            .userfield_list(family, json!({}))
             .await
             .map_err(to_crm)?;
         let find = |name: &str| {
@@ -41,17 +91,22 @@ impl Bitrix24Crm {
                 .cloned()
         };
         let mut created = Vec::new();
+        let labels = match entity {
+            Entity::Lead => ["Lead score", "Lead tier", "Lead score: why"],
+            Entity::Deal => ["Deal score", "Deal tier", "Deal score: why"],
+        };
         let wanted: [(&str, &str, &str); 3] = [
-            (&score, "integer", "Lead score"),
-            (&tier, "enumeration", "Lead tier"),
-            (&breakdown, "string", "Lead score: why"),
+            (&score, "integer", labels[0]),
+            (&tier, "enumeration", labels[1]),
+            (&breakdown, "string", labels[2]),
         ];
         for (name, kind, label) in wanted {
             if let Some(f) = find(name) {
                 let actual = f.user_type_id.as_deref().unwrap_or("");
                 if !actual.eq_ignore_ascii_case(kind) {
                     return Err(CrmError::Rejected(format!(
-                        "field {name} exists with type {actual:?}, expected {kind}"
+                        "{} field {name} exists with type {actual:?}, expected {kind}",
+                        entity.name()
                     )));
                 }
                 continue;
@@ -75,13 +130,13 @@ impl Bitrix24Crm {
                 created_field["SETTINGS"] = json!({"DISPLAY": "LIST"});
             }
             self.client
-                .lead_userfield_add(created_field)
+                .userfield_add(family, created_field)
                 .await
                 .map_err(to_crm)?;
             created.push(name.to_string());
         }
         // Enumeration ids exist only after creation: read the tier field back.
-        let mut tier_field = self.read_userfield(&tier).await?;
+        let mut tier_field = self.read_userfield(family, &tier).await?;
         let missing: Vec<&(String, String)> = tiers
             .iter()
             .filter(|(id, _)| {
@@ -93,13 +148,14 @@ impl Bitrix24Crm {
             .collect();
         if !missing.is_empty() {
             self.client
-                .lead_userfield_update(
+                .userfield_update(
+                    family,
                     &tier_field.id,
                     json!({ "LIST": enum_items(tiers, &tier_field.list) }),
                 )
                 .await
                 .map_err(to_crm)?;
-            tier_field = self.read_userfield(&tier).await?;
+            tier_field = self.read_userfield(family, &tier).await?;
         }
         let mut tier_values = BTreeMap::new();
         for (id, _) in tiers {
@@ -118,13 +174,14 @@ impl Bitrix24Crm {
             breakdown_field: breakdown,
             tier_values,
             created,
+            ..FieldSetup::default()
         })
     }
 
-    /// One lead user field by name, as the portal has it now.
-    async fn read_userfield(&self, name: &str) -> Result<UserField, CrmError> {
+    /// One lead or deal user field by name, as the portal has it now.
+    async fn read_userfield(&self, family: &str, name: &str) -> Result<UserField, CrmError> {
         self.client
-            .lead_userfield_list(json!({ "FIELD_NAME": name }))
+            .userfield_list(family, json!({ "FIELD_NAME": name }))
             .await
             .map_err(to_crm)?
             .into_iter()

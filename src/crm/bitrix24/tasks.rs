@@ -1,5 +1,5 @@
 //! The call-now task: a Bitrix24 task bound to the lead (`UF_CRM_TASK = L_<id>`) or
-//! the CRM-native to-do on the lead card, as `[portal.task] kind` says. The recovery
+//! deal (`D_<id>`), or the CRM-native to-do on its card, as `[portal.task] kind` says. The recovery
 //! marker is put into the description so a task created just before a crash is found.
 
 use chrono::SecondsFormat;
@@ -8,7 +8,8 @@ use leadscore_bitrix24::client::{decode, id_of, task_fields};
 use leadscore_bitrix24::types::TaskRecord;
 use serde_json::{json, Value};
 
-use super::{is_numeric_id, to_crm, Bitrix24Crm, ACTIVITY_SELECT, LEAD_OWNER_TYPE};
+use super::entity::Entity;
+use super::{is_numeric_id, to_crm, Bitrix24Crm, ACTIVITY_SELECT};
 use crate::config::{TaskKind, TaskSection};
 use crate::crm::{prepare_tasks, task_results, CrmError, TaskRef, TaskRequest};
 
@@ -20,16 +21,16 @@ impl Bitrix24Crm {
         lead_id: &str,
         marker: &str,
     ) -> Result<Option<TaskRef>, CrmError> {
-        if !is_numeric_id(lead_id) {
+        let Some((entity, raw)) = Entity::of(lead_id) else {
             return Ok(None);
-        }
+        };
         if settings.kind == TaskKind::Todo {
-            return self.find_todo(lead_id, marker).await;
+            return self.find_todo(entity, raw, marker).await;
         }
         let tasks = self
             .client
             .task_list(
-                json!({"UF_CRM_TASK": format!("L_{lead_id}")}),
+                json!({"UF_CRM_TASK": entity.binding(raw)}),
                 &["ID", "TITLE", "DESCRIPTION", "STATUS", "RESPONSIBLE_ID"],
             )
             .await
@@ -43,12 +44,17 @@ impl Bitrix24Crm {
             }))
     }
 
-    /// Our to-do on a lead: `CRM_TODO` activities of the lead, by marker.
-    async fn find_todo(&self, lead_id: &str, marker: &str) -> Result<Option<TaskRef>, CrmError> {
+    /// Our to-do on a lead or deal: its `CRM_TODO` activities, by marker.
+    async fn find_todo(
+        &self,
+        entity: Entity,
+        raw: &str,
+        marker: &str,
+    ) -> Result<Option<TaskRef>, CrmError> {
         let (items, _) = self
             .client
             .activity_list(
-                json!({"OWNER_TYPE_ID": LEAD_OWNER_TYPE, "OWNER_ID": lead_id, "PROVIDER_ID": "CRM_TODO"}),
+                json!({"OWNER_TYPE_ID": entity.owner_type(), "OWNER_ID": raw, "PROVIDER_ID": "CRM_TODO"}),
                 &ACTIVITY_SELECT,
                 json!({"ID": "DESC"}),
                 Some(0),
@@ -125,14 +131,17 @@ impl Bitrix24Crm {
     }
 
     /// Is our task still open? Only a task bound to `lead_id` counts: a task id that
-    /// now belongs to another lead (or to none) is not this lead's open task.
+    /// now belongs to another lead or deal (or to none) is not this one's open task.
     pub(super) async fn open(
         &self,
         settings: &TaskSection,
         lead_id: &str,
         task_id: &str,
     ) -> Result<bool, CrmError> {
-        if !is_numeric_id(task_id) || !is_numeric_id(lead_id) {
+        let Some((entity, raw)) = Entity::of(lead_id) else {
+            return Ok(false);
+        };
+        if !is_numeric_id(task_id) {
             return Ok(false);
         }
         match settings.kind {
@@ -140,7 +149,7 @@ impl Bitrix24Crm {
                 let tasks = self
                     .client
                     .task_list(
-                        json!({ "ID": task_id, "UF_CRM_TASK": format!("L_{lead_id}") }),
+                        json!({ "ID": task_id, "UF_CRM_TASK": entity.binding(raw) }),
                         &["ID", "STATUS"],
                     )
                     .await
@@ -148,7 +157,8 @@ impl Bitrix24Crm {
                 Ok(tasks.iter().any(|t| t.id == task_id && t.is_open()))
             }
             TaskKind::Todo => match self.client.activity_get(task_id).await {
-                Ok(a) => Ok(a.owner_id.as_deref() == Some(lead_id)
+                Ok(a) => Ok(a.owner_id.as_deref() == Some(raw)
+                    && a.owner_type_id.as_deref() == Some(&entity.owner_type().to_string())
                     && a.completed.as_deref() != Some("Y")),
                 Err(e) if e.is_not_found() => Ok(false),
                 Err(e) => Err(to_crm(e)),
@@ -163,12 +173,12 @@ fn add_command(
     settings: &TaskSection,
     task: &TaskRequest,
 ) -> Result<(&'static str, Value), CrmError> {
-    if !is_numeric_id(&task.lead_id) {
+    let Some((entity, raw)) = Entity::of(&task.lead_id) else {
         return Err(CrmError::Rejected(format!(
-            "{:?} is not a lead id",
+            "{:?} is not a lead or deal id",
             task.lead_id
         )));
-    }
+    };
     let responsible = task
         .responsible_id
         .clone()
@@ -176,19 +186,20 @@ fn add_command(
     let description = format!("{}\n\n{}", task.text, task.marker);
     Ok(match settings.kind {
         TaskKind::Task => {
-            let fields = task_fields(
-                &task.lead_id,
+            let mut fields = task_fields(
+                raw,
                 &task.title,
                 &description,
                 responsible.as_deref(),
                 task.deadline,
             );
+            fields["UF_CRM_TASK"] = json!([entity.binding(raw)]);
             ("tasks.task.add", json!({ "fields": fields }))
         }
         TaskKind::Todo => {
             let mut params = json!({
-                "ownerTypeId": LEAD_OWNER_TYPE,
-                "ownerId": task.lead_id,
+                "ownerTypeId": entity.owner_type(),
+                "ownerId": raw,
                 "deadline": task.deadline.to_rfc3339_opts(SecondsFormat::Secs, true),
                 "title": task.title,
                 "description": description,

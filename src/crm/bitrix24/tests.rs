@@ -4,7 +4,8 @@ use leadscore_bitrix24::types::ActivityRecord;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 
-use super::fetch::lead_of_activity;
+use super::entity::Entity;
+use super::fetch::owner_of_activity;
 use super::setup::enum_items;
 use super::*;
 use crate::crm::activity_map::ActivityMap;
@@ -46,6 +47,7 @@ fn portal() -> Portal {
         model: None,
         tracking: None,
         reminder: None,
+        stages: Default::default(),
     }
 }
 
@@ -142,15 +144,26 @@ fn classifies_activities() {
 
 #[test]
 fn activity_owner_or_binding_gives_the_lead() {
+    let leads = |e: Entity| e == Entity::Lead;
     assert_eq!(
-        lead_of_activity(&json!({"OWNER_TYPE_ID": "1", "OWNER_ID": "5"})),
+        owner_of_activity(&json!({"OWNER_TYPE_ID": "1", "OWNER_ID": "5"}), leads),
         Some("5".into())
     );
     let deal_bound_to_lead = json!({"OWNER_TYPE_ID": "2", "OWNER_ID": "9",
         "BINDINGS": [{"OWNER_TYPE_ID": "2", "OWNER_ID": "9"}, {"OWNER_TYPE_ID": "1", "OWNER_ID": "7"}]});
-    assert_eq!(lead_of_activity(&deal_bound_to_lead), Some("7".into()));
+    assert_eq!(owner_of_activity(&deal_bound_to_lead, leads), Some("7".into()));
     assert_eq!(
-        lead_of_activity(&json!({"OWNER_TYPE_ID": 3, "OWNER_ID": 1})),
+        owner_of_activity(&json!({"OWNER_TYPE_ID": 3, "OWNER_ID": 1}), leads),
+        None
+    );
+    // A portal scoring deals finds the owning deal as `D_<id>`; one scoring deals
+    // only never resolves to a lead.
+    assert_eq!(
+        owner_of_activity(&deal_bound_to_lead, |_| true),
+        Some("D_9".into())
+    );
+    assert_eq!(
+        owner_of_activity(&json!({"OWNER_TYPE_ID": "1", "OWNER_ID": "5"}), |e| e == Entity::Deal),
         None
     );
 }
@@ -233,4 +246,50 @@ fn the_portal_map_classifies_before_tags_and_types() {
     // Tags still work where no entry matches.
     let a = k(json!({"ID": "4", "SUBJECT": "[page] /pricing", "CREATED": t}));
     assert_eq!((a.kind, a.mapped_by), (ActivityKind::PageView, None));
+}
+
+/// Deal events queue `D_<id>` only where deals are scored; lead events only where
+/// leads are; the others are acknowledged and ignored.
+#[test]
+fn deal_and_lead_events_follow_the_portal_entities() {
+    use super::settings::{Entities, OutcomeMap, WebhookCheck};
+    use crate::crm::Subject;
+    let token = "app-token-0123456789";
+    let with = |lead: bool, deal: bool| {
+        let mut p = portal();
+        p.settings = std::sync::Arc::new(Settings {
+            auth: PortalAuth::Webhook {
+                url: SecretString::from("http://127.0.0.1:9/rest/1/code/".to_string()),
+            },
+            webhook: WebhookCheck {
+                secret: Some(SecretString::from(token.to_string())),
+                ..WebhookCheck::default()
+            },
+            outcomes: OutcomeMap::default(),
+            entities: Entities { lead, deal },
+        });
+        p
+    };
+    let body = |event: &str| {
+        format!(
+            "event={event}&data%5BFIELDS%5D%5BID%5D=42&ts=1&auth%5Bdomain%5D=x.bitrix24.test\
+             &auth%5Bmember_id%5D=m1&auth%5Bapplication_token%5D={token}"
+        )
+    };
+    let subjects = |p: &Portal, event: &str| {
+        super::webhook::decode(p, None, body(event).as_bytes())
+            .unwrap()
+            .subjects
+    };
+    let leads = with(true, false);
+    let deals = with(false, true);
+    let both = with(true, true);
+    assert_eq!(subjects(&leads, "ONCRMDEALUPDATE"), Vec::<Subject>::new());
+    assert_eq!(subjects(&leads, "ONCRMLEADADD"), [Subject::Lead("42".into())]);
+    assert_eq!(subjects(&deals, "ONCRMDEALADD"), [Subject::Lead("D_42".into())]);
+    assert_eq!(subjects(&deals, "ONCRMLEADUPDATE"), Vec::<Subject>::new());
+    assert_eq!(subjects(&both, "ONCRMDEALUPDATE"), [Subject::Lead("D_42".into())]);
+    assert_eq!(subjects(&both, "ONCRMACTIVITYADD"), [Subject::Activity("42".into())]);
+    assert_eq!(leads.settings.scope_label(), "lead");
+    assert_eq!(both.settings.scope_label(), "lead, deal");
 }

@@ -11,14 +11,17 @@ use crate::crm::Subject;
 /// first, by a linear scan of the raw body, so a body without it is refused (401) before
 /// anything is decoded. Lead events queue the lead; activity events queue the activity
 /// (its lead is looked up by a worker, since the event carries only the activity id);
+/// deal events queue the deal as `D_<id>` when the portal scores deals (`entities`),
+/// and events of an entity the portal does not score are ignored with a debug line;
 /// everything else is acknowledged and ignored. With `max_event_age_secs` set, an event
 /// whose `ts` is missing or too far from now is refused as a replay (401). The query
 /// string is not used: Bitrix24 authenticates events by the token in the body.
 pub fn decode(portal: &Portal, _query: Option<&str>, body: &[u8]) -> Result<Decoded, IntakeError> {
-    let check = &portal
+    let settings = portal
         .settings_of::<Settings>()
-        .ok_or(IntakeError::UnknownPortal)?
-        .webhook;
+        .ok_or(IntakeError::UnknownPortal)?;
+    let check = &settings.webhook;
+    let entities = settings.entities;
     let Some(token) = check.secret.as_ref() else {
         // Validation requires a token for Bitrix24 portals; refuse rather than trust.
         return Err(IntakeError::Unauthorized("no application token configured"));
@@ -47,7 +50,15 @@ pub fn decode(portal: &Portal, _query: Option<&str>, body: &[u8]) -> Result<Deco
         }
     }
     let subjects = match (event.kind, event.entity_id.clone()) {
-        (k, Some(id)) if k.is_lead() => vec![Subject::Lead(id)],
+        (k, Some(id)) if k.is_lead() && entities.lead => vec![Subject::Lead(id)],
+        // A deal is scored under `D_<id>` (Bitrix24's binding notation).
+        (k, Some(id)) if k.is_deal() && entities.deal => {
+            vec![Subject::Lead(super::entity::Entity::Deal.id(&id))]
+        }
+        (k, _) if k.is_lead() || k.is_deal() => {
+            tracing::debug!(portal = %portal.id, event = %event.name, "event of an entity this portal does not score (`entities`): ignored");
+            Vec::new()
+        }
         // A deleted activity changes its lead's score too, but its owner can no longer
         // be looked up; the reconciliation sweep covers that lead.
         (EventKind::ActivityDelete, _) => Vec::new(),

@@ -242,3 +242,53 @@ async fn updates_and_deletes_of_leads_and_activities_fire_their_events() {
     p.shutdown().await;
     server.abort();
 }
+
+#[tokio::test]
+async fn deal_adds_and_real_updates_fire_deal_events() {
+    let p = portal().await;
+    let (url, seen, server) = receiver(StatusCode::OK).await;
+    p.bind_event("ONCRMDEALADD", &url, SecretString::from("t"));
+    p.bind_event("ONCRMDEALUPDATE", &url, SecretString::from("t"));
+    let id = ok(&p, "crm.deal.add", json!({"fields": {"TITLE": "D"}})).await;
+    ok(
+        &p,
+        "crm.deal.update",
+        json!({"id": id, "fields": {"TITLE": "D"}}),
+    )
+    .await;
+    ok(
+        &p,
+        "crm.deal.update",
+        json!({"id": id, "fields": {"OPPORTUNITY": 10}}),
+    )
+    .await;
+    p.settle().await;
+    let events: Vec<(String, String)> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, body)| {
+            let f = decode(body);
+            let get = |k: &str| {
+                f.iter()
+                    .find(|(n, _)| n == k)
+                    .map(|(_, v)| v.clone())
+                    .unwrap()
+            };
+            (get("event"), get("data[FIELDS][ID]"))
+        })
+        .collect();
+    let mut events = events;
+    events.sort();
+    let id = id.to_string();
+    assert_eq!(
+        events,
+        [
+            ("ONCRMDEALADD".to_string(), id.clone()),
+            ("ONCRMDEALUPDATE".to_string(), id)
+        ],
+        "the no-op update fired nothing"
+    );
+    p.shutdown().await;
+    server.abort();
+}

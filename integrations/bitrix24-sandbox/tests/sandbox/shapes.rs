@@ -465,3 +465,137 @@ fn the_handle_can_be_shared_across_tasks() {
     send_sync::<leadscore_bitrix24_sandbox::SandboxHandle>();
     send_sync::<SandboxOptions>();
 }
+
+#[tokio::test]
+async fn crm_deal_methods_and_deal_user_fields() {
+    let p = portal().await;
+    // Deal user fields are their own list: a lead field of the same name is another field.
+    let uf = ok(
+        &p,
+        "crm.deal.userfield.add",
+        json!({"fields": {"FIELD_NAME": "SCORE", "USER_TYPE_ID": "integer"}}),
+    )
+    .await;
+    assert!(uf.as_u64().is_some(), "{uf}");
+    let list = ok(
+        &p,
+        "crm.deal.userfield.list",
+        json!({"filter": {"FIELD_NAME": "UF_CRM_SCORE"}}),
+    )
+    .await;
+    assert_eq!(list[0]["ENTITY_ID"], json!("CRM_DEAL"));
+    let leads = ok(&p, "crm.lead.userfield.list", json!({})).await;
+    assert_eq!(leads, json!([]));
+    let id = ok(
+        &p,
+        "crm.deal.add",
+        json!({"fields": {"TITLE": "Поставка", "STAGE_ID": "C1:PREPARATION", "CATEGORY_ID": 1,
+                          "OPPORTUNITY": 1500, "UF_CRM_SCORE": 40}}),
+    )
+    .await;
+    let deal = ok(&p, "crm.deal.get", json!({"id": id})).await;
+    assert_eq!(deal["TITLE"], json!("Поставка"));
+    assert_eq!(deal["OPPORTUNITY"], json!("1500.00"));
+    assert_eq!(deal["CATEGORY_ID"], json!("1"));
+    assert_eq!(deal["STAGE_SEMANTIC_ID"], json!("P"));
+    assert_eq!(deal["CLOSED"], json!("N"));
+    assert_eq!(deal["UF_CRM_SCORE"], json!("40"));
+    assert_eq!(deal["MODIFY_BY_ID"], json!("1"));
+    assert!(deal["DATE_MODIFY"].as_str().unwrap().ends_with("+03:00"));
+    // update: true; a read-only field is ignored; the stage moves the semantics.
+    let done = ok(
+        &p,
+        "crm.deal.update",
+        json!({"id": id, "fields": {"UF_CRM_SCORE": 55, "STAGE_ID": "C1:WON", "DATE_CREATE": "2020-01-01T00:00:00+03:00"}}),
+    )
+    .await;
+    assert_eq!(done, json!(true));
+    let deal = ok(&p, "crm.deal.get", json!({"id": id})).await;
+    assert_eq!(deal["UF_CRM_SCORE"], json!("55"));
+    assert_eq!(deal["STAGE_SEMANTIC_ID"], json!("S"));
+    assert_ne!(deal["DATE_CREATE"], json!("2020-01-01T00:00:00+03:00"));
+    // list: user fields only when asked for.
+    let rows = ok(
+        &p,
+        "crm.deal.list",
+        json!({"filter": {"@ID": [id]}, "select": ["ID", "DATE_MODIFY"], "start": -1}),
+    )
+    .await;
+    assert!(rows[0].get("UF_CRM_SCORE").is_none() && rows[0].get("TITLE").is_none());
+    let rows = ok(
+        &p,
+        "crm.deal.list",
+        json!({"filter": {"@ID": [id]}, "select": ["*", "UF_*"]}),
+    )
+    .await;
+    assert_eq!(rows[0]["UF_CRM_SCORE"], json!("55"));
+    let (status, body) = call(&p, "crm.deal.get", json!({"id": 999})).await;
+    assert_eq!(
+        (status, body["error_description"].clone()),
+        (400, json!("Not found"))
+    );
+    // Deal activities (owner type 2), and a task bound D_<id> puts one on the deal.
+    let (status, _) = call(
+        &p,
+        "crm.activity.add",
+        json!({"fields": {"OWNER_TYPE_ID": 2, "OWNER_ID": 999, "TYPE_ID": 2}}),
+    )
+    .await;
+    assert_eq!(status, 400, "the owning deal must exist");
+    ok(
+        &p,
+        "crm.activity.add",
+        json!({"fields": {"OWNER_TYPE_ID": 2, "OWNER_ID": id, "TYPE_ID": 2, "SUBJECT": "call"}}),
+    )
+    .await;
+    ok(&p, "tasks.task.add", json!({"fields": {"TITLE": "Позвонить", "RESPONSIBLE_ID": 1, "UF_CRM_TASK": [format!("D_{id}")]}})).await;
+    let acts = ok(
+        &p,
+        "crm.activity.list",
+        json!({"filter": {"OWNER_TYPE_ID": 2, "OWNER_ID": id}}),
+    )
+    .await;
+    let types: Vec<&str> = acts
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["TYPE_ID"].as_str())
+        .collect();
+    assert_eq!(types.len(), 2, "{acts}");
+    assert!(types.contains(&"3"), "the task's activity: {acts}");
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_crm_mode_and_a_simple_mode_portal_without_leads() {
+    let p = portal().await;
+    let lead = p.add_lead(json!({"TITLE": "L"})).unwrap();
+    assert_eq!(ok(&p, "crm.settings.mode.get", json!({})).await, json!(1));
+    p.set_simple_mode(true);
+    assert_eq!(ok(&p, "crm.settings.mode.get", json!({})).await, json!(2));
+    assert_eq!(ok(&p, "crm.lead.list", json!({})).await, json!([]));
+    for (method, params) in [
+        ("crm.lead.get", json!({"id": lead})),
+        ("crm.lead.add", json!({"fields": {"TITLE": "x"}})),
+        (
+            "crm.lead.update",
+            json!({"id": lead, "fields": {"TITLE": "x"}}),
+        ),
+    ] {
+        let (status, body) = call(&p, method, params).await;
+        assert_eq!(
+            (status, body["error"].clone()),
+            (403, json!("ACCESS_DENIED")),
+            "{method}"
+        );
+    }
+    // Deals work as ever.
+    let id = ok(&p, "crm.deal.add", json!({"fields": {"TITLE": "D"}})).await;
+    assert!(id.as_u64().is_some());
+    p.set_simple_mode(false);
+    assert_eq!(
+        ok(&p, "crm.lead.get", json!({"id": lead})).await["TITLE"],
+        json!("L")
+    );
+    p.shutdown().await;
+}
