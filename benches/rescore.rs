@@ -313,6 +313,7 @@ fn writes(ids: &[String]) -> Vec<leadscore::crm::ScoreWrite> {
             breakdown: "floor".into(),
             comment: false,
             probability: None,
+            expected_value: None,
         })
         .collect()
 }

@@ -172,6 +172,17 @@ impl PipelineSums {
     }
 }
 
+/// The weighted value as the CRM field gets it: a decimal with at most two places
+/// (`None`: no coefficients configured, or the record has no amount or stage).
+pub fn expected_text(stages: &StageCoefficients, lead: &Lead) -> Option<String> {
+    if stages.is_empty() {
+        return None;
+    }
+    let v = stages.expected_value(lead)?;
+    let text = format!("{:.2}", (v * 100.0).round() / 100.0);
+    Some(text.trim_end_matches('0').trim_end_matches('.').to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +236,25 @@ WON = 1.0
         assert_eq!(c.expected_value(&deal("5", "0", "C1:NEW", 10.0)), None);
         assert_eq!(c.expected_value(&deal("5", "1", "NEW", 10.0)), None);
         assert_eq!(c.expected_value(&Lead::default()), None);
+    }
+
+    #[test]
+    fn the_field_gets_a_plain_decimal_and_nothing_without_coefficients() {
+        let c = StageCoefficients::check(&section(BITRIX24_FUNNEL)).unwrap();
+        let text = |stage: &str, amount: f64| expected_text(&c, &deal("3", "0", stage, amount));
+        assert_eq!(
+            text("PREPAYMENT_INVOICE", 250_000.0).as_deref(),
+            Some("100000")
+        );
+        // 33,333.33 × 0.4 = 13,333.332 → two places.
+        assert_eq!(
+            text("PREPAYMENT_INVOICE", 33_333.33).as_deref(),
+            Some("13333.33")
+        );
+        assert_eq!(text("EXECUTING", 1_001.0).as_deref(), Some("500.5"));
+        assert_eq!(text("NEW", 500_000.0).as_deref(), Some("0"));
+        let none = StageCoefficients::default();
+        assert_eq!(expected_text(&none, &deal("3", "0", "NEW", 1.0)), None);
     }
 
     #[test]

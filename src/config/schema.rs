@@ -132,6 +132,10 @@ pub struct FieldsSection {
     /// Optional text field for the score with its win probability ("72 ≈ 18%"), from
     /// the calibration the last `backtest --portal` of this portal computed.
     pub probability: Option<String>,
+    /// Optional number field for the weighted value: amount × the coefficient of the
+    /// record's stage (`[portal.stages]`); amoCRM leads, or Bitrix24 leads with an
+    /// amount (Bitrix24 deals: `[portal.fields.deal] expected_value`).
+    pub expected_value: Option<String>,
     /// Neutral field name (`industry`, `revenue`, `employees`, `region`, `custom.<x>`, ...)
     /// -> the CRM field that holds it.
     pub map: BTreeMap<String, String>,
@@ -158,6 +162,8 @@ pub struct DealFieldsSection {
     pub tier_values: BTreeMap<String, String>,
     /// Text deal field for the breakdown.
     pub breakdown: Option<String>,
+    /// Number deal field for the weighted value (amount × the stage's coefficient).
+    pub expected_value: Option<String>,
 }
 
 /// How the "call now" reminder is created in the CRM.

@@ -153,6 +153,10 @@ pub struct ScoreWrite {
     /// (`None`: no such field, or no calibration yet).
     #[serde(default)]
     pub probability: Option<String>,
+    /// The weighted value (amount × the stage's coefficient, as a decimal number) for
+    /// `fields.expected_value` (`None`: no stage coefficients, amount or stage).
+    #[serde(default)]
+    pub expected_value: Option<String>,
 }
 
 /// When, and where the API says so by whom, the CRM last modified a lead. The sweep

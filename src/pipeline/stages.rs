@@ -37,6 +37,8 @@ struct Scored {
     shadow: Option<ShadowScore>,
     /// "72 ≈ 18%" for the probability field, when the portal has one and a calibration.
     probability: Option<String>,
+    /// amount × the stage's coefficient, for the expected-value field.
+    expected_value: Option<String>,
 }
 
 /// Per lead, what the CRM said about its write (absent: not written this turn).
@@ -310,11 +312,13 @@ impl Pipeline {
                     continue;
                 }
             };
+            let expected_value = crate::weighted::expected_text(&portal.stages, &snap.lead);
             let same = last.as_ref().is_some_and(|w| {
                 w.score == score.total
                     && w.tier == score.tier
                     && w.breakdown == explanation
                     && w.probability == probability
+                    && w.expected_value == expected_value
             }) && current_score.is_none_or(|c| c == score.total);
             let shadow = shadow.map(|m| shadow_score(m, &snap.lead, &activities, now));
             if let Some(closed) = closed {
@@ -336,6 +340,7 @@ impl Pipeline {
                 needs_write: !same,
                 shadow,
                 probability,
+                expected_value,
             });
         }
         let timers = timers.iter().map(|(id, at)| (id.as_str(), *at));
@@ -366,6 +371,7 @@ impl Pipeline {
                 breakdown: s.explanation.clone(),
                 comment: rt.portal.fields.comment,
                 probability: s.probability.clone(),
+                expected_value: s.expected_value.clone(),
             })
             .collect();
         if writes.is_empty() {
@@ -407,6 +413,7 @@ impl Pipeline {
                 needs_write,
                 shadow,
                 probability,
+                expected_value,
             } = s;
             if needs_write {
                 match results.get(&lead.id) {
@@ -416,6 +423,7 @@ impl Pipeline {
                             tier: score.tier.clone(),
                             breakdown: explanation.clone(),
                             probability,
+                            expected_value,
                             at: now,
                             crm_stamp: stamp.clone(),
                         };

@@ -191,6 +191,9 @@ pub struct Written {
     /// The "72 ≈ 18%" text written to the probability field, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probability: Option<String>,
+    /// The weighted value written to the expected-value field, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_value: Option<String>,
     pub at: DateTime<Utc>,
     /// The CRM's modification stamp our write produced: the sweep skips the lead while
     /// the CRM lists nothing newer.

@@ -37,6 +37,11 @@ struct DealPortal {
 impl DealPortal {
     /// `simple`: the portal is in the simple CRM mode; `entities`: the config's line.
     async fn start(simple: bool, entities: &str) -> DealPortal {
+        DealPortal::start_with(simple, entities, |_| {}).await
+    }
+
+    /// [`DealPortal::start`] with a last word on the config (after `setup`).
+    async fn start_with(simple: bool, entities: &str, configure: fn(&mut Config)) -> DealPortal {
         let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
         sandbox.set_simple_mode(simple);
         let dir = tempfile::tempdir().unwrap();
@@ -66,6 +71,7 @@ impl DealPortal {
                 tier: Some(deal.tier_field.clone()),
                 tier_values: deal.tier_values.clone(),
                 breakdown: Some(deal.breakdown_field.clone()),
+                expected_value: None,
             };
         }
         // 40 points of fit call nobody; a demo request on top (60) does.
@@ -74,6 +80,7 @@ impl DealPortal {
         config.server.coalesce_ms = 150;
         config.server.retry_delays_secs = vec![1, 1, 2, 2, 3, 5];
         config.server.sweep_interval_secs = 3600;
+        configure(&mut config);
         let shutdown = CancellationToken::new();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let running = app::start_with_store(config, store, listener, shutdown.clone())
@@ -365,5 +372,46 @@ async fn a_classic_portal_scores_leads_and_deals_apart() {
     assert!(
         ids.contains(&&lead.to_string()) && ids.contains(&&format!("D_{deal}")),
         "{ids:?}"
+    );
+}
+
+/// The weighted value on the deal card: amount × the stage's coefficient, written with
+/// the score and rewritten when a rep moves the deal to another stage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_weighted_value_is_written_and_follows_the_stage() {
+    let p = DealPortal::start_with(true, "[\"deal\"]", |c| {
+        let stages: leadscore::weighted::StagesSection = toml::from_str(
+            "[pipelines.\"0\"]\nNEW = 0.0\nPREPARATION = 0.1\nEXECUTING = 0.5\nWON = 1.0\n",
+        )
+        .unwrap();
+        let portal = &mut c.portals[0];
+        portal.stages = leadscore::weighted::StageCoefficients::check(&stages).unwrap();
+        portal.fields.deal.expected_value = Some("UF_CRM_LEADSCORE_EV".into());
+    })
+    .await;
+    p.sandbox
+        .add_deal_userfield(json!({"FIELD_NAME": "UF_CRM_LEADSCORE_EV", "USER_TYPE_ID": "double"}))
+        .unwrap();
+    let ev = |id: u64| {
+        let v = &p.deal(id)["UF_CRM_LEADSCORE_EV"];
+        v.as_f64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+    };
+    // 250,000 in PREPARATION: × 0.1.
+    let deal = p.add_fit_deal(1);
+    p.settle().await;
+    assert_eq!(p.deal_score(deal), Some(40));
+    assert_eq!(ev(deal), Some(25_000.0));
+    // The rep moves it on: × 0.5, the score unchanged, the value rewritten.
+    let updates = p.sandbox.count_method("crm.deal.update");
+    p.sandbox
+        .update_deal(deal, json!({"STAGE_ID": "EXECUTING"}))
+        .unwrap();
+    p.settle().await;
+    assert_eq!(ev(deal), Some(125_000.0));
+    assert_eq!(
+        p.sandbox.count_method("crm.deal.update"),
+        updates + 1,
+        "one write for the new value, no echo loop"
     );
 }

@@ -461,6 +461,7 @@ impl Harness {
                     tier: "warm".into(),
                     breakdown: format!("{total} points"),
                     probability: None,
+                    expected_value: None,
                     at: t(1),
                     crm_stamp: None,
                 };

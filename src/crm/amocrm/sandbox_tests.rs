@@ -160,6 +160,7 @@ async fn fetch_write_and_task_round_trip() {
         breakdown: "82 — горячий: +15 должность".into(),
         comment: true,
         probability: None,
+        expected_value: None,
     };
     let out = crm
         .write_scores(&fields, std::slice::from_ref(&write))
@@ -299,6 +300,7 @@ async fn a_500_lead_burst_draws_no_429() {
             breakdown: "40 — тёплый".into(),
             comment: false,
             probability: None,
+            expected_value: None,
         })
         .collect();
     let out = crm.write_scores(&fields, &writes).await.unwrap();

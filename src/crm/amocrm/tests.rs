@@ -258,6 +258,7 @@ async fn write_scores_needs_configured_fields() {
         breakdown: "x".into(),
         comment: false,
         probability: None,
+        expected_value: None,
     };
     assert!(matches!(
         crm.write_scores(&p.fields, std::slice::from_ref(&w)).await,

@@ -86,6 +86,7 @@ impl AmocrmCrm {
         let tier_field = field_id("tier", &fields.tier)?;
         let breakdown_field = field_id("breakdown", &fields.breakdown)?;
         let probability_field = field_id("probability", &fields.probability)?;
+        let expected_field = field_id("expected_value", &fields.expected_value)?;
         let mut out = BTreeMap::new();
         let mut updates = Vec::new();
         for w in writes {
@@ -124,6 +125,10 @@ impl AmocrmCrm {
             }
             if let (Some(pf), Some(p)) = (probability_field, &w.probability) {
                 values.push((pf, FieldWrite::Text(p.clone())));
+            }
+            let expected = w.expected_value.as_deref().and_then(|v| v.parse::<f64>().ok());
+            if let (Some(ef), Some(v)) = (expected_field, expected) {
+                values.push((ef, FieldWrite::Number(v)));
             }
             updates.push(LeadUpdate { id, fields: values });
         }

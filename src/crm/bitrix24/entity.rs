@@ -95,6 +95,8 @@ pub(super) struct WriteFields<'a> {
     pub breakdown: Option<&'a str>,
     /// The probability text field (leads only: deals have none configured).
     pub probability: Option<&'a str>,
+    /// The weighted value's number field.
+    pub expected_value: Option<&'a str>,
 }
 
 impl<'a> WriteFields<'a> {
@@ -107,6 +109,7 @@ impl<'a> WriteFields<'a> {
                 tier_values: &fields.tier_values,
                 breakdown: fields.breakdown.as_deref(),
                 probability: fields.probability.as_deref(),
+                expected_value: fields.expected_value.as_deref(),
             },
             Entity::Deal => WriteFields {
                 score: fields.deal.score.as_deref().unwrap_or(DEFAULT_SCORE_FIELD),
@@ -114,6 +117,7 @@ impl<'a> WriteFields<'a> {
                 tier_values: &fields.deal.tier_values,
                 breakdown: fields.deal.breakdown.as_deref(),
                 probability: None,
+                expected_value: fields.deal.expected_value.as_deref(),
             },
         }
     }

@@ -165,6 +165,7 @@ async fn fetch_write_and_tasks_in_few_requests() {
             breakdown: "Demo request +20".into(),
             comment: true,
             probability: None,
+            expected_value: None,
         })
         .collect();
     let res = crm.write_scores(fs, &writes).await.unwrap();

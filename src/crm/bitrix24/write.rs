@@ -93,6 +93,9 @@ impl Bitrix24Crm {
             if let (Some(field), Some(p)) = (f.probability, &w.probability) {
                 values.insert(field.to_string(), json!(p));
             }
+            if let (Some(field), Some(v)) = (f.expected_value, &w.expected_value) {
+                values.insert(field.to_string(), json!(v));
+            }
             let mut lead_cmds = vec![BatchCommand::new(
                 format!("u{}", w.lead_id),
                 format!("{}.update", entity.methods()),
