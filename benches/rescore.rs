@@ -314,6 +314,7 @@ fn writes(ids: &[String]) -> Vec<leadscore::crm::ScoreWrite> {
             comment: false,
             probability: None,
             expected_value: None,
+            qualification: None,
         })
         .collect()
 }

@@ -97,6 +97,8 @@ pub(super) struct WriteFields<'a> {
     pub probability: Option<&'a str>,
     /// The weighted value's number field.
     pub expected_value: Option<&'a str>,
+    /// The qualification state's text field.
+    pub qualification: Option<&'a str>,
 }
 
 impl<'a> WriteFields<'a> {
@@ -110,6 +112,7 @@ impl<'a> WriteFields<'a> {
                 breakdown: fields.breakdown.as_deref(),
                 probability: fields.probability.as_deref(),
                 expected_value: fields.expected_value.as_deref(),
+                qualification: fields.qualification.as_deref(),
             },
             Entity::Deal => WriteFields {
                 score: fields.deal.score.as_deref().unwrap_or(DEFAULT_SCORE_FIELD),
@@ -118,6 +121,7 @@ impl<'a> WriteFields<'a> {
                 breakdown: fields.deal.breakdown.as_deref(),
                 probability: None,
                 expected_value: fields.deal.expected_value.as_deref(),
+                qualification: fields.deal.qualification.as_deref(),
             },
         }
     }
