@@ -314,7 +314,6 @@ fn writes(ids: &[String]) -> Vec<leadscore::crm::ScoreWrite> {
             comment: false,
             probability: None,
             expected_value: None,
-            qualification: None,
         })
         .collect()
 }

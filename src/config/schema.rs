@@ -136,9 +136,6 @@ pub struct FieldsSection {
     /// record's stage (`[portal.stages]`); amoCRM leads, or Bitrix24 leads with an
     /// amount (Bitrix24 deals: `[portal.fields.deal] expected_value`).
     pub expected_value: Option<String>,
-    /// Optional text field for the qualification state in short ("B✓ A? N✓ T✗",
-    /// `[scoring.qualification]`), so a CRM filter or report can use it.
-    pub qualification: Option<String>,
     /// Neutral field name (`industry`, `revenue`, `employees`, `region`, `custom.<x>`, ...)
     /// -> the CRM field that holds it.
     pub map: BTreeMap<String, String>,
@@ -167,8 +164,6 @@ pub struct DealFieldsSection {
     pub breakdown: Option<String>,
     /// Number deal field for the weighted value (amount × the stage's coefficient).
     pub expected_value: Option<String>,
-    /// Text deal field for the qualification state in short ("B✓ A? N✓ T✗").
-    pub qualification: Option<String>,
 }
 
 /// How the "call now" reminder is created in the CRM.

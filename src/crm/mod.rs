@@ -157,10 +157,6 @@ pub struct ScoreWrite {
     /// `fields.expected_value` (`None`: no stage coefficients, amount or stage).
     #[serde(default)]
     pub expected_value: Option<String>,
-    /// The qualification state in short ("B✓ A? N✓ T✗") for `fields.qualification`
-    /// (`None`: the model has no qualification gate).
-    #[serde(default)]
-    pub qualification: Option<String>,
 }
 
 /// When, and where the API says so by whom, the CRM last modified a lead. The sweep

@@ -39,8 +39,6 @@ struct Scored {
     probability: Option<String>,
     /// amount × the stage's coefficient, for the expected-value field.
     expected_value: Option<String>,
-    /// "B✓ A? N✓ T✗", for the qualification field.
-    qualification: Option<String>,
 }
 
 /// Per lead, what the CRM said about its write (absent: not written this turn).
@@ -315,14 +313,12 @@ impl Pipeline {
                 }
             };
             let expected_value = crate::weighted::expected_text(&portal.stages, &snap.lead);
-            let qualification = score.qualification.as_ref().map(|q| q.code());
             let same = last.as_ref().is_some_and(|w| {
                 w.score == score.total
                     && w.tier == score.tier
                     && w.breakdown == explanation
                     && w.probability == probability
                     && w.expected_value == expected_value
-                    && w.qualification == qualification
             }) && current_score.is_none_or(|c| c == score.total);
             let shadow = shadow.map(|m| shadow_score(m, &snap.lead, &activities, now));
             if let Some(closed) = closed {
@@ -345,7 +341,6 @@ impl Pipeline {
                 shadow,
                 probability,
                 expected_value,
-                qualification,
             });
         }
         let timers = timers.iter().map(|(id, at)| (id.as_str(), *at));
@@ -377,7 +372,6 @@ impl Pipeline {
                 comment: rt.portal.fields.comment,
                 probability: s.probability.clone(),
                 expected_value: s.expected_value.clone(),
-                qualification: s.qualification.clone(),
             })
             .collect();
         if writes.is_empty() {
@@ -420,7 +414,6 @@ impl Pipeline {
                 shadow,
                 probability,
                 expected_value,
-                qualification,
             } = s;
             if needs_write {
                 match results.get(&lead.id) {
@@ -431,7 +424,6 @@ impl Pipeline {
                             breakdown: explanation.clone(),
                             probability,
                             expected_value,
-                            qualification,
                             at: now,
                             crm_stamp: stamp.clone(),
                         };

@@ -194,9 +194,6 @@ pub struct Written {
     /// The weighted value written to the expected-value field, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_value: Option<String>,
-    /// The qualification state written to the qualification field, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub qualification: Option<String>,
     pub at: DateTime<Utc>,
     /// The CRM's modification stamp our write produced: the sweep skips the lead while
     /// the CRM lists nothing newer.

@@ -72,7 +72,6 @@ impl DealPortal {
                 tier_values: deal.tier_values.clone(),
                 breakdown: Some(deal.breakdown_field.clone()),
                 expected_value: None,
-                qualification: None,
             };
         }
         // 40 points of fit call nobody; a demo request on top (60) does.

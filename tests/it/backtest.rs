@@ -473,7 +473,6 @@ fn cli_shadow_compares_the_ledgers_live_and_shadow_scores_on_cached_outcomes() {
             breakdown: String::new(),
             probability: None,
             expected_value: None,
-            qualification: None,
             at: e.at,
             crm_stamp: None,
         };

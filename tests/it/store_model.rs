@@ -462,7 +462,6 @@ impl Harness {
                     breakdown: format!("{total} points"),
                     probability: None,
                     expected_value: None,
-                    qualification: None,
                     at: t(1),
                     crm_stamp: None,
                 };

@@ -161,7 +161,6 @@ async fn fetch_write_and_task_round_trip() {
         comment: true,
         probability: None,
         expected_value: None,
-        qualification: None,
     };
     let out = crm
         .write_scores(&fields, std::slice::from_ref(&write))
@@ -302,7 +301,6 @@ async fn a_500_lead_burst_draws_no_429() {
             comment: false,
             probability: None,
             expected_value: None,
-            qualification: None,
         })
         .collect();
     let out = crm.write_scores(&fields, &writes).await.unwrap();

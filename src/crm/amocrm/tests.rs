@@ -259,7 +259,6 @@ async fn write_scores_needs_configured_fields() {
         comment: false,
         probability: None,
         expected_value: None,
-        qualification: None,
     };
     assert!(matches!(
         crm.write_scores(&p.fields, std::slice::from_ref(&w)).await,

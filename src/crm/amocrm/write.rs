@@ -87,7 +87,6 @@ impl AmocrmCrm {
         let breakdown_field = field_id("breakdown", &fields.breakdown)?;
         let probability_field = field_id("probability", &fields.probability)?;
         let expected_field = field_id("expected_value", &fields.expected_value)?;
-        let qualification_field = field_id("qualification", &fields.qualification)?;
         let mut out = BTreeMap::new();
         let mut updates = Vec::new();
         for w in writes {
@@ -130,9 +129,6 @@ impl AmocrmCrm {
             let expected = w.expected_value.as_deref().and_then(|v| v.parse::<f64>().ok());
             if let (Some(ef), Some(v)) = (expected_field, expected) {
                 values.push((ef, FieldWrite::Number(v)));
-            }
-            if let (Some(qf), Some(q)) = (qualification_field, &w.qualification) {
-                values.push((qf, FieldWrite::Text(q.clone())));
             }
             updates.push(LeadUpdate { id, fields: values });
         }

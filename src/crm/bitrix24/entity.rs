@@ -97,8 +97,6 @@ pub(super) struct WriteFields<'a> {
     pub probability: Option<&'a str>,
     /// The weighted value's number field.
     pub expected_value: Option<&'a str>,
-    /// The qualification state's text field.
-    pub qualification: Option<&'a str>,
 }
 
 impl<'a> WriteFields<'a> {
@@ -112,7 +110,6 @@ impl<'a> WriteFields<'a> {
                 breakdown: fields.breakdown.as_deref(),
                 probability: fields.probability.as_deref(),
                 expected_value: fields.expected_value.as_deref(),
-                qualification: fields.qualification.as_deref(),
             },
             Entity::Deal => WriteFields {
                 score: fields.deal.score.as_deref().unwrap_or(DEFAULT_SCORE_FIELD),
@@ -121,7 +118,6 @@ impl<'a> WriteFields<'a> {
                 breakdown: fields.deal.breakdown.as_deref(),
                 probability: None,
                 expected_value: fields.deal.expected_value.as_deref(),
-                qualification: fields.deal.qualification.as_deref(),
             },
         }
     }

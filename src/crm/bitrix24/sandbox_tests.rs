@@ -166,7 +166,6 @@ async fn fetch_write_and_tasks_in_few_requests() {
             comment: true,
             probability: None,
             expected_value: None,
-            qualification: None,
         })
         .collect();
     let res = crm.write_scores(fs, &writes).await.unwrap();

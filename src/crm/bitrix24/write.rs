@@ -96,9 +96,6 @@ impl Bitrix24Crm {
             if let (Some(field), Some(v)) = (f.expected_value, &w.expected_value) {
                 values.insert(field.to_string(), json!(v));
             }
-            if let (Some(field), Some(q)) = (f.qualification, &w.qualification) {
-                values.insert(field.to_string(), json!(q));
-            }
             let mut lead_cmds = vec![BatchCommand::new(
                 format!("u{}", w.lead_id),
                 format!("{}.update", entity.methods()),
