@@ -312,8 +312,7 @@ fn writes(ids: &[String]) -> Vec<leadscore::crm::ScoreWrite> {
             tier: "cold".into(),
             breakdown: "floor".into(),
             comment: false,
-            probability: None,
-            expected_value: None,
+            extras: Default::default(),
         })
         .collect()
 }

@@ -136,6 +136,10 @@ pub struct FieldsSection {
     /// record's stage (`[portal.stages]`); amoCRM leads, or Bitrix24 leads with an
     /// amount (Bitrix24 deals: `[portal.fields.deal] expected_value`).
     pub expected_value: Option<String>,
+    /// Optional text field for the qualification state in short ("B✓ A? N✓ T✗",
+    /// `[scoring.qualification]`), so a CRM filter or report can pick the leads nobody
+    /// has qualified.
+    pub qualification: Option<String>,
     /// Neutral field name (`industry`, `revenue`, `employees`, `region`, `custom.<x>`, ...)
     /// -> the CRM field that holds it.
     pub map: BTreeMap<String, String>,
@@ -164,6 +168,33 @@ pub struct DealFieldsSection {
     pub breakdown: Option<String>,
     /// Number deal field for the weighted value (amount × the stage's coefficient).
     pub expected_value: Option<String>,
+    /// Text deal field for the qualification state in short ("B✓ A? N✓ T✗").
+    pub qualification: Option<String>,
+}
+
+impl FieldsSection {
+    /// The lead field an optional value goes to, if the portal names one.
+    pub fn extra(&self, kind: crate::crm::extras::Extra) -> Option<&str> {
+        use crate::crm::extras::Extra;
+        match kind {
+            Extra::Probability => self.probability.as_deref(),
+            Extra::ExpectedValue => self.expected_value.as_deref(),
+            Extra::Qualification => self.qualification.as_deref(),
+        }
+    }
+}
+
+impl DealFieldsSection {
+    /// The deal field an optional value goes to (deals have no probability field: the
+    /// calibration is learnt on leads).
+    pub fn extra(&self, kind: crate::crm::extras::Extra) -> Option<&str> {
+        use crate::crm::extras::Extra;
+        match kind {
+            Extra::Probability => None,
+            Extra::ExpectedValue => self.expected_value.as_deref(),
+            Extra::Qualification => self.qualification.as_deref(),
+        }
+    }
 }
 
 /// How the "call now" reminder is created in the CRM.

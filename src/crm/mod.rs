@@ -23,6 +23,7 @@ use crate::config::{FieldsSection, TaskSection};
 use crate::lead::{Activity, Lead};
 
 pub mod activity_map;
+pub mod extras;
 pub mod mapping;
 pub mod registry;
 pub mod tags;
@@ -149,14 +150,10 @@ pub struct ScoreWrite {
     pub breakdown: String,
     /// Also post the explanation as a timeline comment / note.
     pub comment: bool,
-    /// The score with its win probability ("72 ≈ 18%") for `fields.probability`
-    /// (`None`: no such field, or no calibration yet).
-    #[serde(default)]
-    pub probability: Option<String>,
-    /// The weighted value (amount × the stage's coefficient, as a decimal number) for
-    /// `fields.expected_value` (`None`: no stage coefficients, amount or stage).
-    #[serde(default)]
-    pub expected_value: Option<String>,
+    /// The optional values for their own fields (probability, weighted value,
+    /// qualification state); each is written only where the portal names a field.
+    #[serde(flatten)]
+    pub extras: extras::ExtraValues,
 }
 
 /// When, and where the API says so by whom, the CRM last modified a lead. The sweep

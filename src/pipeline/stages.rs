@@ -13,6 +13,7 @@ use super::{
     FetchRequest, Fetched, InputSnapshot, LeadId, LedgerEntry, Metrics, Model, PendingEntry,
     Pipeline, PipelineError, PortalRuntime, ScoreWrite, Subject, Written,
 };
+use crate::crm::extras::{Extra, ExtraValues};
 use crate::crm::WriteResult;
 use crate::lead::{Activity, Lead};
 use crate::scoring::Score;
@@ -35,10 +36,9 @@ struct Scored {
     needs_write: bool,
     /// The shadow model's verdict, for the ledger only.
     shadow: Option<ShadowScore>,
-    /// "72 ≈ 18%" for the probability field, when the portal has one and a calibration.
-    probability: Option<String>,
-    /// amount × the stage's coefficient, for the expected-value field.
-    expected_value: Option<String>,
+    /// The optional values for their own fields (probability, weighted value,
+    /// qualification state).
+    extras: ExtraValues,
 }
 
 /// Per lead, what the CRM said about its write (absent: not written this turn).
@@ -224,6 +224,8 @@ impl Pipeline {
     ) -> (Vec<Scored>, Vec<DueReminder>) {
         let portal = &rt.portal;
         let now = self.now();
+        let wants_qualification = portal.fields.extra(Extra::Qualification).is_some()
+            || portal.fields.deal.extra(Extra::Qualification).is_some();
         let mut scored = Vec::with_capacity(planned.len());
         let mut timers = Vec::with_capacity(planned.len());
         let mut reminders = Vec::new();
@@ -312,13 +314,22 @@ impl Pipeline {
                     continue;
                 }
             };
-            let expected_value = crate::weighted::expected_text(&portal.stages, &snap.lead);
+            let extras = ExtraValues {
+                probability,
+                expected_value: crate::weighted::expected_text(&portal.stages, &snap.lead),
+                // Only for a portal with a field for it: the breakdown already carries
+                // the state, so without one a change needs no write of its own.
+                qualification: score
+                    .qualification
+                    .as_ref()
+                    .filter(|_| wants_qualification)
+                    .map(|q| q.code()),
+            };
             let same = last.as_ref().is_some_and(|w| {
                 w.score == score.total
                     && w.tier == score.tier
                     && w.breakdown == explanation
-                    && w.probability == probability
-                    && w.expected_value == expected_value
+                    && w.extras == extras
             }) && current_score.is_none_or(|c| c == score.total);
             let shadow = shadow.map(|m| shadow_score(m, &snap.lead, &activities, now));
             if let Some(closed) = closed {
@@ -339,8 +350,7 @@ impl Pipeline {
                 explanation,
                 needs_write: !same,
                 shadow,
-                probability,
-                expected_value,
+                extras,
             });
         }
         let timers = timers.iter().map(|(id, at)| (id.as_str(), *at));
@@ -370,8 +380,7 @@ impl Pipeline {
                 tier: s.score.tier.clone(),
                 breakdown: s.explanation.clone(),
                 comment: rt.portal.fields.comment,
-                probability: s.probability.clone(),
-                expected_value: s.expected_value.clone(),
+                extras: s.extras.clone(),
             })
             .collect();
         if writes.is_empty() {
@@ -412,8 +421,7 @@ impl Pipeline {
                 explanation,
                 needs_write,
                 shadow,
-                probability,
-                expected_value,
+                extras,
             } = s;
             if needs_write {
                 match results.get(&lead.id) {
@@ -422,8 +430,7 @@ impl Pipeline {
                             score: score.total,
                             tier: score.tier.clone(),
                             breakdown: explanation.clone(),
-                            probability,
-                            expected_value,
+                            extras,
                             at: now,
                             crm_stamp: stamp.clone(),
                         };

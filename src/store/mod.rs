@@ -188,12 +188,10 @@ pub struct Written {
     pub score: i32,
     pub tier: String,
     pub breakdown: String,
-    /// The "72 ≈ 18%" text written to the probability field, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub probability: Option<String>,
-    /// The weighted value written to the expected-value field, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expected_value: Option<String>,
+    /// The optional values written to their own fields (probability, weighted value,
+    /// qualification state), flattened so older records read unchanged.
+    #[serde(flatten)]
+    pub extras: crate::crm::extras::ExtraValues,
     pub at: DateTime<Utc>,
     /// The CRM's modification stamp our write produced: the sweep skips the lead while
     /// the CRM lists nothing newer.

@@ -71,7 +71,7 @@ impl DealPortal {
                 tier: Some(deal.tier_field.clone()),
                 tier_values: deal.tier_values.clone(),
                 breakdown: Some(deal.breakdown_field.clone()),
-                expected_value: None,
+                ..Default::default()
             };
         }
         // 40 points of fit call nobody; a demo request on top (60) does.

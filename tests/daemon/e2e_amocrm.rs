@@ -152,6 +152,11 @@ impl Daemon {
             .as_deref()?
             .parse()
             .ok()?;
+        self.field(lead, field)?.parse().ok()
+    }
+
+    /// A custom field's first value as text (numbers come back as strings or numbers).
+    pub(crate) fn field(&self, lead: u64, field: u64) -> Option<String> {
         let l = self.sandbox.lead(lead)?;
         let v = &l
             .fields
@@ -160,8 +165,10 @@ impl Daemon {
             .values
             .first()?
             .value;
-        v.as_i64()
-            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        v.as_str()
+            .map(str::to_string)
+            .or_else(|| v.as_i64().map(|n| n.to_string()))
+            .or_else(|| v.as_f64().map(|n| n.to_string()))
     }
 
     pub(crate) fn patches(&self) -> usize {

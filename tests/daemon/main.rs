@@ -17,6 +17,7 @@ mod hostile_input;
 mod intake_limits;
 mod notify;
 mod outcome_webhooks;
+mod pipeline_amocrm;
 mod qualification;
 mod reminders;
 mod rescore_amocrm;

@@ -176,6 +176,7 @@ async fn the_probability_field_gets_the_score_with_its_calibrated_win_rate() {
             .written("demo", &id.to_string())
             .unwrap()
             .unwrap()
+            .extras
             .probability,
         Some(want)
     );

@@ -32,12 +32,17 @@ id = "timeframe"
 when = { field = "custom.deadline", within_months = 3 }
 "#;
 
-fn with_bant(config: &mut Config) {
+/// The example model with the BANT block above (shared with the amoCRM test).
+pub(crate) fn bant_model() -> Arc<Model> {
     let text = leadscore::demo::example_scoring_toml().unwrap();
     let mut doc: toml::Table = toml::from_str(&text).unwrap();
     let mut spec: ScoringSpec = doc.remove("scoring").unwrap().try_into().unwrap();
     spec.qualification = Some(toml::from_str(BANT).unwrap());
-    config.model = Arc::new(Model::compile(&spec).unwrap());
+    Arc::new(Model::compile(&spec).unwrap())
+}
+
+fn with_bant(config: &mut Config) {
+    config.model = bant_model();
     let p = &mut config.portals[0];
     for (neutral, uf) in [
         ("custom.budget", "UF_CRM_BUDGET"),
@@ -47,6 +52,13 @@ fn with_bant(config: &mut Config) {
         p.fields.map.insert(neutral.into(), uf.into());
     }
     p.task.text = "Лид {lead}: {score}.\nУточнить: {questions}\n{why}".into();
+    p.fields.qualification = Some("UF_CRM_LEADSCORE_QUAL".into());
+}
+
+/// The qualification state's own field ("B? A✓ N? T?"), for CRM filters and reports.
+fn state(d: &Daemon, id: u64) -> Option<String> {
+    let lead = d.sandbox.get_lead(id).expect("lead exists");
+    lead["UF_CRM_LEADSCORE_QUAL"].as_str().map(str::to_string)
 }
 
 fn card(d: &Daemon, id: u64) -> String {
@@ -65,6 +77,9 @@ async fn an_unqualified_strong_lead_stays_out_of_hot_until_the_budget_is_known()
     })
     .await;
     assert!(d.config.model.has_qualification());
+    d.sandbox
+        .add_userfield(json!({"FIELD_NAME": "UF_CRM_LEADSCORE_QUAL", "USER_TYPE_ID": "string"}))
+        .unwrap();
     let id = d.add_strong_lead(1);
     d.add_demo_request(id);
     d.settle().await;
@@ -81,6 +96,7 @@ async fn an_unqualified_strong_lead_stays_out_of_hot_until_the_budget_is_known()
         why.starts_with("70 — тёплый: ограничено 70: не квалифицирован (B? A✓ N? T?) — уточнить: бюджет, задача/потребность, сроки;"),
         "{why}"
     );
+    assert_eq!(state(&d, id).as_deref(), Some("B? A✓ N? T?"));
 
     // The rep learns the budget: the lead is qualified and crosses into hot.
     d.sandbox
@@ -121,4 +137,5 @@ async fn an_unqualified_strong_lead_stays_out_of_hot_until_the_budget_is_known()
         "{why}"
     );
     assert_eq!(d.tasks_for(id), 1, "still exactly one task");
+    assert_eq!(state(&d, id).as_deref(), Some("B✓ A✓ N✓ T✓"));
 }

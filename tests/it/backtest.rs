@@ -471,8 +471,7 @@ fn cli_shadow_compares_the_ledgers_live_and_shadow_scores_on_cached_outcomes() {
             score: e.score,
             tier: e.tier.clone(),
             breakdown: String::new(),
-            probability: None,
-            expected_value: None,
+            extras: Default::default(),
             at: e.at,
             crm_stamp: None,
         };

@@ -460,8 +460,7 @@ impl Harness {
                     score: total,
                     tier: "warm".into(),
                     breakdown: format!("{total} points"),
-                    probability: None,
-                    expected_value: None,
+                    extras: Default::default(),
                     at: t(1),
                     crm_stamp: None,
                 };

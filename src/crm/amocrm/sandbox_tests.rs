@@ -159,8 +159,7 @@ async fn fetch_write_and_task_round_trip() {
         tier: "hot".into(),
         breakdown: "82 — горячий: +15 должность".into(),
         comment: true,
-        probability: None,
-        expected_value: None,
+        extras: Default::default(),
     };
     let out = crm
         .write_scores(&fields, std::slice::from_ref(&write))
@@ -299,8 +298,7 @@ async fn a_500_lead_burst_draws_no_429() {
             tier: "warm".into(),
             breakdown: "40 — тёплый".into(),
             comment: false,
-            probability: None,
-            expected_value: None,
+            extras: Default::default(),
         })
         .collect();
     let out = crm.write_scores(&fields, &writes).await.unwrap();

@@ -257,8 +257,7 @@ async fn write_scores_needs_configured_fields() {
         tier: "cold".into(),
         breakdown: "x".into(),
         comment: false,
-        probability: None,
-        expected_value: None,
+        extras: Default::default(),
     };
     assert!(matches!(
         crm.write_scores(&p.fields, std::slice::from_ref(&w)).await,

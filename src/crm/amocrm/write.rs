@@ -9,10 +9,11 @@ use leadscore_amocrm::types::{FieldWrite, LeadUpdate, NewNote};
 use super::fetch::unix;
 use super::{clone_err, parse_id, to_crm, AmocrmCrm, OWN_NOTE_PREFIX};
 use crate::config::FieldsSection;
+use crate::crm::extras::Extra;
 use crate::crm::{CrmError, CrmStamp, LeadId, ScoreWrite, WriteResult};
 
 /// A configured field as an amoCRM custom field id.
-fn field_id(name: &str, value: &Option<String>) -> Result<Option<u64>, CrmError> {
+fn field_id(name: &str, value: Option<&str>) -> Result<Option<u64>, CrmError> {
     match value {
         None => Ok(None),
         Some(v) => v.trim().parse::<u64>().map(Some).map_err(|_| {
@@ -78,15 +79,18 @@ impl AmocrmCrm {
         fields: &FieldsSection,
         writes: &[ScoreWrite],
     ) -> Result<BTreeMap<LeadId, WriteResult>, CrmError> {
-        let score_field = field_id("score", &fields.score)?.ok_or_else(|| {
+        let score_field = field_id("score", fields.score.as_deref())?.ok_or_else(|| {
             CrmError::Rejected(
                 "fields.score is not set for this portal (run `leadscore setup`)".into(),
             )
         })?;
-        let tier_field = field_id("tier", &fields.tier)?;
-        let breakdown_field = field_id("breakdown", &fields.breakdown)?;
-        let probability_field = field_id("probability", &fields.probability)?;
-        let expected_field = field_id("expected_value", &fields.expected_value)?;
+        let tier_field = field_id("tier", fields.tier.as_deref())?;
+        let breakdown_field = field_id("breakdown", fields.breakdown.as_deref())?;
+        let mut extra_fields = Vec::new();
+        for kind in Extra::ALL {
+            let id = field_id(kind.key(), fields.extra(kind))?;
+            extra_fields.extend(id.map(|id| (kind, id)));
+        }
         let mut out = BTreeMap::new();
         let mut updates = Vec::new();
         for w in writes {
@@ -123,12 +127,15 @@ impl AmocrmCrm {
             if let Some(bf) = breakdown_field {
                 values.push((bf, FieldWrite::Text(w.breakdown.clone())));
             }
-            if let (Some(pf), Some(p)) = (probability_field, &w.probability) {
-                values.push((pf, FieldWrite::Text(p.clone())));
-            }
-            let expected = w.expected_value.as_deref().and_then(|v| v.parse::<f64>().ok());
-            if let (Some(ef), Some(v)) = (expected_field, expected) {
-                values.push((ef, FieldWrite::Number(v)));
+            for &(kind, field) in &extra_fields {
+                let Some(value) = w.extras.get(kind) else {
+                    continue;
+                };
+                if !kind.is_number() {
+                    values.push((field, FieldWrite::Text(value.to_string())));
+                } else if let Ok(n) = value.parse::<f64>() {
+                    values.push((field, FieldWrite::Number(n)));
+                }
             }
             updates.push(LeadUpdate { id, fields: values });
         }

@@ -93,10 +93,9 @@ pub(super) struct WriteFields<'a> {
     pub tier: Option<&'a str>,
     pub tier_values: &'a std::collections::BTreeMap<String, String>,
     pub breakdown: Option<&'a str>,
-    /// The probability text field (leads only: deals have none configured).
-    pub probability: Option<&'a str>,
-    /// The weighted value's number field.
-    pub expected_value: Option<&'a str>,
+    /// Where the optional values go: the lead or the deal section.
+    fields: &'a FieldsSection,
+    entity: Entity,
 }
 
 impl<'a> WriteFields<'a> {
@@ -108,17 +107,25 @@ impl<'a> WriteFields<'a> {
                 tier: fields.tier.as_deref(),
                 tier_values: &fields.tier_values,
                 breakdown: fields.breakdown.as_deref(),
-                probability: fields.probability.as_deref(),
-                expected_value: fields.expected_value.as_deref(),
+                fields,
+                entity,
             },
             Entity::Deal => WriteFields {
                 score: fields.deal.score.as_deref().unwrap_or(DEFAULT_SCORE_FIELD),
                 tier: fields.deal.tier.as_deref(),
                 tier_values: &fields.deal.tier_values,
                 breakdown: fields.deal.breakdown.as_deref(),
-                probability: None,
-                expected_value: fields.deal.expected_value.as_deref(),
+                fields,
+                entity,
             },
+        }
+    }
+
+    /// The field an optional value goes to, if this entity's section names one.
+    pub(super) fn extra(&self, kind: crate::crm::extras::Extra) -> Option<&'a str> {
+        match self.entity {
+            Entity::Lead => self.fields.extra(kind),
+            Entity::Deal => self.fields.deal.extra(kind),
         }
     }
 }

@@ -164,8 +164,7 @@ async fn fetch_write_and_tasks_in_few_requests() {
             tier: "hot".into(),
             breakdown: "Demo request +20".into(),
             comment: true,
-            probability: None,
-            expected_value: None,
+            extras: Default::default(),
         })
         .collect();
     let res = crm.write_scores(fs, &writes).await.unwrap();

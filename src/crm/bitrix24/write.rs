@@ -90,11 +90,10 @@ impl Bitrix24Crm {
             if let Some(b) = f.breakdown {
                 values.insert(b.to_string(), json!(w.breakdown));
             }
-            if let (Some(field), Some(p)) = (f.probability, &w.probability) {
-                values.insert(field.to_string(), json!(p));
-            }
-            if let (Some(field), Some(v)) = (f.expected_value, &w.expected_value) {
-                values.insert(field.to_string(), json!(v));
+            for (kind, value) in w.extras.iter() {
+                if let Some(field) = f.extra(kind) {
+                    values.insert(field.to_string(), json!(value));
+                }
             }
             let mut lead_cmds = vec![BatchCommand::new(
                 format!("u{}", w.lead_id),
