@@ -29,8 +29,8 @@ pub use load::{
 };
 pub use portal::{keys_of, CrmSettings, PortalCheck, PortalCrm};
 pub use schema::{
-    CapacitySection, DealFieldsSection, FieldsSection, RateLimitSection, ServerSection, TaskKind,
-    TaskSection,
+    weekday_of, CapacitySection, DealFieldsSection, FieldsSection, RateLimitSection, ServerSection,
+    TaskKind, TaskSection,
 };
 pub use summary::summary;
 

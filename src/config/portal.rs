@@ -662,6 +662,35 @@ impl Ctx<'_> {
                     );
                 }
             }
+            if let Some(days) = &c.working_days {
+                for d in days
+                    .iter()
+                    .filter(|d| super::schema::weekday_of(d).is_none())
+                {
+                    self.error(
+                        &format!("{c_path}.working_days"),
+                        format!(
+                            "{d:?} is not a weekday (use \"mon\" .. \"sun\" or \"пн\" .. \"вс\")"
+                        ),
+                    );
+                }
+                if days.is_empty() {
+                    self.error(
+                        &format!("{c_path}.working_days"),
+                        "must name at least one day (leave it out for Monday to Friday)",
+                    );
+                }
+            }
+            for h in c
+                .holidays
+                .iter()
+                .filter(|h| h.parse::<chrono::NaiveDate>().is_err())
+            {
+                self.error(
+                    &format!("{c_path}.holidays"),
+                    format!("{h:?} is not a date like \"2027-01-01\""),
+                );
+            }
             if c.fallback_responsible
                 .as_deref()
                 .is_some_and(|f| f.trim().is_empty())

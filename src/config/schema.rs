@@ -233,8 +233,9 @@ pub struct TaskSection {
 }
 
 /// `[portal.task.capacity]`: a rep can call only so many leads a day. Beyond the limit
-/// the highest-scored leads go first and the rest wait for the next day (or go to the
-/// fallback rep while that rep has room).
+/// the highest-scored leads go first and the rest wait for the next working day (or go
+/// to the fallback rep while that rep has room). On a day off every crossing waits for
+/// the next working day, so a "call now" task never lands where nobody reads it.
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CapacitySection {
@@ -247,6 +248,30 @@ pub struct CapacitySection {
     /// starts; default UTC.
     #[serde(default)]
     pub utc_offset: Option<String>,
+    /// The days reps work ("mon".."sun", or Russian "пн".."вс"); default Monday to
+    /// Friday.
+    #[serde(default)]
+    pub working_days: Option<Vec<String>>,
+    /// Days off besides the weekly ones, as dates ("2027-01-01"): public holidays.
+    #[serde(default)]
+    pub holidays: Vec<String>,
+}
+
+/// A weekday's name as the config may write it (English or Russian, short or long).
+pub fn weekday_of(name: &str) -> Option<chrono::Weekday> {
+    use chrono::Weekday::*;
+    let n = name.trim().to_lowercase();
+    let day = match n.as_str() {
+        "mon" | "monday" | "пн" | "понедельник" => Mon,
+        "tue" | "tuesday" | "вт" | "вторник" => Tue,
+        "wed" | "wednesday" | "ср" | "среда" => Wed,
+        "thu" | "thursday" | "чт" | "четверг" => Thu,
+        "fri" | "friday" | "пт" | "пятница" => Fri,
+        "sat" | "saturday" | "сб" | "суббота" => Sat,
+        "sun" | "sunday" | "вс" | "воскресенье" => Sun,
+        _ => return None,
+    };
+    Some(day)
 }
 
 impl CapacitySection {
@@ -257,6 +282,18 @@ impl CapacitySection {
             .as_deref()
             .and_then(|o| o.parse().ok())
             .unwrap_or_else(|| chrono::FixedOffset::east_opt(0).expect("zero offset"))
+    }
+
+    /// Do reps work on `day`? (Unreadable names and dates are rejected by the config
+    /// check, so they are skipped here.)
+    pub fn is_working(&self, day: chrono::NaiveDate) -> bool {
+        use chrono::Datelike;
+        let weekday = day.weekday();
+        let weekly = match &self.working_days {
+            Some(days) => days.iter().any(|d| weekday_of(d) == Some(weekday)),
+            None => weekday.number_from_monday() <= 5,
+        };
+        weekly && !self.holidays.iter().any(|h| h.parse() == Ok(day))
     }
 }
 

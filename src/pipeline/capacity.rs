@@ -1,10 +1,10 @@
 //! Per-rep daily capacity of call-now tasks (`[portal.task.capacity]`).
 //!
 //! A rep calls only so many leads a day. Each new crossing takes a slot of its rep's
-//! calendar day (the portal's time zone) before its intent is flushed; one that finds
+//! working day (the portal's time zone) before its intent is flushed; one that finds
 //! the day full goes to the fallback rep while that rep has room, or waits: its crossing
-//! stays armed, a waiting record keeps its score, and a timer at the next day's start
-//! scores it again. Within a turn the highest scores go first, and a lead waiting since
+//! stays armed, a waiting record keeps its score, and a timer at the next working day's
+//! start scores it again. On a day off (weekly, or a holiday) every crossing waits. Within a turn the highest scores go first, and a lead waiting since
 //! an earlier day keeps its place ahead of lower-scored newcomers. The exactly-once
 //! guarantees are the trigger's own: a waiting lead has no intent and no task, and the
 //! retry of a recorded intent is never held back (its slot was counted already).
@@ -29,17 +29,24 @@ const STALE_DAYS: i64 = 7;
 pub enum Admit {
     /// Create the task now.
     Go,
-    /// The rep's day is full: score the lead again at `until` (the next day's start).
+    /// The rep's day is full: score the lead again at `until` (the next working
+    /// day's start).
     Wait { until: DateTime<Utc> },
 }
 
-/// The portal's calendar day at `now`, and when the next one starts.
+/// The portal's calendar day at `now`, and when the next working day after it starts
+/// (weekly days off and holidays skipped; at most a year ahead).
 pub fn day_of(cap: &CapacitySection, now: DateTime<Utc>) -> (NaiveDate, DateTime<Utc>) {
     let off = cap.offset();
     let day = now.with_timezone(&off).date_naive();
-    let next = day
-        .succ_opt()
-        .unwrap_or(day)
+    let mut next = day.succ_opt().unwrap_or(day);
+    for _ in 0..366 {
+        if cap.is_working(next) {
+            break;
+        }
+        next = next.succ_opt().unwrap_or(next);
+    }
+    let next = next
         .and_time(NaiveTime::MIN)
         .and_local_timezone(off)
         .single()
@@ -59,6 +66,7 @@ pub fn admit(
     now: DateTime<Utc>,
 ) -> Result<Vec<Admit>, StoreError> {
     let (day, next) = day_of(cap, now);
+    let working = cap.is_working(day);
     let stale = day - chrono::Duration::days(STALE_DAYS);
     let waiting = store.waiting_all(portal)?;
     let batch: HashSet<String> = fires.iter().map(|f| f.lead_id().to_string()).collect();
@@ -87,10 +95,11 @@ pub fn admit(
             Ok(store.capacity_used(portal, day, rep)? + ahead < cap.per_rep_per_day)
         };
         let fallback = cap.fallback_responsible.as_deref().filter(|fb| *fb != rep);
-        if room(&rep)? {
+        // On a day off nobody reads a task, so every crossing waits like an overflow.
+        if working && room(&rep)? {
             store.capacity_take(portal, day, &rep)?;
             store.remove_waiting(portal, &lead)?;
-        } else if let Some(fb) = fallback.filter(|fb| room(fb).unwrap_or(false)) {
+        } else if let Some(fb) = fallback.filter(|fb| working && room(fb).unwrap_or(false)) {
             store.capacity_take(portal, day, fb)?;
             fires[i].reassign(fb);
             store.remove_waiting(portal, &lead)?;
@@ -118,7 +127,7 @@ pub(super) type TurnFire = (PendingEntry, Option<String>, Fire);
 
 impl Pipeline {
     /// Apply the portal's capacity to a turn's crossings: the waiting ones get a timer
-    /// at the next day's start and their entries finish; the rest come back to be fired.
+    /// at the next working day's start and their entries finish; the rest come back to be fired.
     pub(super) async fn admit_fires(
         &self,
         rt: &PortalRuntime,
@@ -174,5 +183,72 @@ impl Pipeline {
             }
         }
         go
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cap(days: Option<&[&str]>, holidays: &[&str], offset: Option<&str>) -> CapacitySection {
+        CapacitySection {
+            per_rep_per_day: 2,
+            fallback_responsible: None,
+            utc_offset: offset.map(String::from),
+            working_days: days.map(|d| d.iter().map(|s| s.to_string()).collect()),
+            holidays: holidays.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_next_working_day_skips_weekends_and_holidays() {
+        // Friday 4 December 2026, 15:00 Moscow time.
+        let friday = at("2026-12-04T12:00:00Z");
+        let c = cap(None, &[], Some("+03:00"));
+        let (day, next) = day_of(&c, friday);
+        assert_eq!(day.to_string(), "2026-12-04");
+        assert!(c.is_working(day));
+        assert_eq!(next, at("2026-12-06T21:00:00Z"), "Monday 00:00 in Moscow");
+        // Saturday is not a working day, and it too waits for Monday.
+        let (sat, next) = day_of(&c, at("2026-12-05T09:00:00Z"));
+        assert!(!c.is_working(sat));
+        assert_eq!(next, at("2026-12-06T21:00:00Z"));
+        // New year: 31 December (Thursday) → the holidays up to 8 January → Monday 11th.
+        let ny = cap(
+            None,
+            &[
+                "2027-01-01",
+                "2027-01-04",
+                "2027-01-05",
+                "2027-01-06",
+                "2027-01-07",
+                "2027-01-08",
+            ],
+            None,
+        );
+        let (_, next) = day_of(&ny, at("2026-12-31T10:00:00Z"));
+        assert_eq!(next, at("2027-01-11T00:00:00Z"));
+    }
+
+    #[test]
+    fn working_days_are_named_in_english_or_russian() {
+        let c = cap(Some(&["пн", "Tuesday", "сб"]), &[], None);
+        let monday = NaiveDate::from_ymd_opt(2026, 11, 30).unwrap();
+        let week: Vec<bool> = (0..7)
+            .map(|i| c.is_working(monday + chrono::Duration::days(i)))
+            .collect();
+        assert_eq!(week, [true, true, false, false, false, true, false]);
+        // Calendar days when every day is listed (the old behaviour).
+        let all = cap(
+            Some(&["mon", "tue", "wed", "thu", "fri", "sat", "sun"]),
+            &[],
+            None,
+        );
+        let (_, next) = day_of(&all, at("2026-12-05T09:00:00Z"));
+        assert_eq!(next, at("2026-12-06T00:00:00Z"));
     }
 }

@@ -1,20 +1,30 @@
 //! Capacity end to end: a rep with room for 2 call-now tasks a day and 4 hot leads gets
 //! the 2 highest-scored today; the other 2 wait (status says so) and get their tasks,
-//! once each, when the pipeline's clock passes into the next day.
+//! once each, when the pipeline's clock passes into the next day. On a weekend (and a
+//! holiday) every crossing waits for the next working day.
 
 use crate::common;
 
 use std::time::Duration;
 
+use chrono::{Datelike, Timelike};
+
 use common::{Daemon, Options};
 use leadscore::config::{CapacitySection, Config};
 use leadscore::status::{self, PortalSpec};
 
+/// Room for 2 tasks a day, every day of the week (the test runs on any weekday).
 fn capacity_two(config: &mut Config) {
     config.portals[0].task.capacity = Some(CapacitySection {
         per_rep_per_day: 2,
         fallback_responsible: None,
         utc_offset: None,
+        working_days: Some(
+            ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+                .map(String::from)
+                .to_vec(),
+        ),
+        holidays: Vec::new(),
     });
 }
 
@@ -26,11 +36,30 @@ fn hot_lead(d: &Daemon, n: usize, employees: &str, region: &str) -> u64 {
     id
 }
 
-fn report(d: &Daemon) -> status::StatusReport {
+/// `n` hot leads of four different scores (at most 4), each announced by its event.
+async fn hot_leads(d: &Daemon, n: usize) -> Vec<u64> {
+    let shapes = [
+        ("50", "Москва"),
+        ("240", "Москва"),
+        ("600", "Москва"),
+        ("240", "Магадан"),
+    ];
+    let mut leads = Vec::new();
+    for (i, (employees, region)) in shapes.into_iter().take(n).enumerate() {
+        leads.push(hot_lead(d, i + 1, employees, region));
+    }
+    for &id in &leads {
+        let (code, _) = d.post(&d.lead_event(id)).await;
+        assert_eq!(code, 200);
+    }
+    leads
+}
+
+fn report(d: &Daemon, config: &Config) -> status::StatusReport {
     let specs = vec![PortalSpec {
-        id: d.config.portals[0].id.clone(),
+        id: config.portals[0].id.clone(),
         crm: "bitrix24".into(),
-        capacity: d.config.portals[0].task.capacity.clone(),
+        capacity: config.portals[0].task.capacity.clone(),
         stages: Default::default(),
     }];
     status::collect(d.store(), &specs, &[], None, d.pipeline().now()).unwrap()
@@ -57,16 +86,7 @@ async fn a_full_day_makes_the_rest_wait_for_the_next_one_highest_first() {
         ..Options::default()
     })
     .await;
-    let leads = [
-        hot_lead(&d, 1, "50", "Москва"),
-        hot_lead(&d, 2, "240", "Москва"),
-        hot_lead(&d, 3, "600", "Москва"),
-        hot_lead(&d, 4, "240", "Магадан"),
-    ];
-    for id in leads {
-        let (code, _) = d.post(&d.lead_event(id)).await;
-        assert_eq!(code, 200);
-    }
+    let leads: [u64; 4] = hot_leads(&d, 4).await.try_into().unwrap();
     d.pipeline().advance_clock(Duration::from_secs(660));
     d.settle().await;
 
@@ -92,7 +112,7 @@ async fn a_full_day_makes_the_rest_wait_for_the_next_one_highest_first() {
         "the highest first"
     );
 
-    let r = report(&d);
+    let r = report(&d, &d.config);
     let cap = &r.portals[0].capacity;
     assert_eq!(cap.len(), 1, "{cap:?}");
     assert_eq!(
@@ -112,7 +132,7 @@ async fn a_full_day_makes_the_rest_wait_for_the_next_one_highest_first() {
     for id in leads {
         assert_eq!(d.tasks_for(id), 1, "lead {id} has exactly one task");
     }
-    let r = report(&d);
+    let r = report(&d, &d.config);
     let cap = &r.portals[0].capacity;
     assert_eq!((cap[0].today, cap[0].waiting), (2, 0), "{cap:?}");
 
@@ -121,4 +141,58 @@ async fn a_full_day_makes_the_rest_wait_for_the_next_one_highest_first() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     d.settle().await;
     assert_eq!(d.sandbox.tasks().len(), 4);
+}
+
+/// Crossings on a day off wait for the next working day's start; then they get their
+/// tasks, once each and within the day's capacity. (Today is made the day off, so the
+/// leads' behaviour does not decay while the clock moves days ahead.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crossings_on_a_day_off_wait_for_the_next_working_day() {
+    let d = Daemon::start(Options {
+        coalesce_ms: 600_000,
+        bind_events: false,
+        ..Options::default()
+    })
+    .await;
+    let ahead = Duration::from_secs(660);
+    let today = (d.pipeline().now() + chrono::Duration::seconds(660)).weekday();
+    let mut config = d.config.clone();
+    config.portals[0].task.capacity = Some(CapacitySection {
+        per_rep_per_day: 2,
+        fallback_responsible: None,
+        utc_offset: None,
+        working_days: Some(
+            ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+                .into_iter()
+                .filter(|d| leadscore::config::weekday_of(d) != Some(today))
+                .map(String::from)
+                .collect(),
+        ),
+        holidays: Vec::new(),
+    });
+    d.pipeline().reload(&config).unwrap();
+    let leads = hot_leads(&d, 3).await;
+    d.pipeline().advance_clock(ahead);
+    d.settle().await;
+    assert!(leads
+        .iter()
+        .all(|&id| d.crm_score(id).is_some_and(|s| s > 70)));
+    assert_eq!(d.sandbox.tasks().len(), 0, "no task on a day off");
+    let r = report(&d, &config);
+    let cap = &r.portals[0].capacity;
+    assert_eq!((cap[0].today, cap[0].waiting), (0, 3), "{cap:?}");
+
+    // The next day is a working one: two tasks (the capacity); the third waits again.
+    let to_midnight = 86_400 - d.pipeline().now().num_seconds_from_midnight() as u64;
+    d.pipeline()
+        .advance_clock(Duration::from_secs(to_midnight + 60));
+    tasks_reach(&d, 2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    d.settle().await;
+    assert_eq!(d.sandbox.tasks().len(), 2);
+    d.pipeline().advance_clock(Duration::from_secs(86_400));
+    tasks_reach(&d, 3).await;
+    for &id in &leads {
+        assert_eq!(d.tasks_for(id), 1, "lead {id} has exactly one task");
+    }
 }

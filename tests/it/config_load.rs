@@ -1139,7 +1139,7 @@ fn a_valid_qualification_block_and_capacity_load() {
 #[test]
 fn capacity_mistakes_carry_line_and_key() {
     let text = format!(
-        "{SCORING}{B24_PORTAL}[portal.task.capacity]\nper_rep_per_day = 0\nutc_offset = \"Moscow\"\n"
+        "{SCORING}{B24_PORTAL}[portal.task.capacity]\nper_rep_per_day = 0\nutc_offset = \"Moscow\"\nworking_days = [\"mon\", \"funday\"]\nholidays = [\"2027-13-01\"]\n"
     );
     let errors = errors_of(&text, &b24_env());
     let text = errors.to_string();
@@ -1154,4 +1154,9 @@ fn capacity_mistakes_carry_line_and_key() {
         "{text}"
     );
     assert!(text.contains("must look like \"+03:00\""), "{text}");
+    for key in ["task.capacity.working_days", "task.capacity.holidays"] {
+        assert!(all.iter().any(|h| h.ends_with(key)), "{key}: {text}");
+    }
+    assert!(text.contains("\"funday\" is not a weekday"), "{text}");
+    assert!(text.contains("\"2027-13-01\" is not a date"), "{text}");
 }
