@@ -455,6 +455,7 @@ pub async fn run(data_dir: Option<PathBuf>, out: &mut dyn Write) -> anyhow::Resu
     running.handle.await.context("daemon task panicked")??;
     drop(pipeline);
     sandbox.shutdown().await;
+    crate::demo_deals::run(&dir, out).await?;
     print_epilogue(out, started, &dir, &config_path, PORTAL, ids[0])?;
     Ok(())
 }

@@ -20,6 +20,9 @@ pub mod demo;
 /// The daemon against the amoCRM sandbox (`leadscore demo --crm amocrm`).
 #[cfg(feature = "demo")]
 pub mod demo_amocrm;
+/// The demo's deal funnel (simple-mode portal, weighted pipeline value).
+#[cfg(feature = "demo")]
+pub mod demo_deals;
 /// The demo's seed leads.
 #[cfg(feature = "demo")]
 pub mod demo_seeds;

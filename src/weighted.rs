@@ -172,6 +172,18 @@ impl PipelineSums {
     }
 }
 
+/// Coefficients of Bitrix24's standard deal funnel (pipeline "0") as the sales guides
+/// give them: nothing before qualification, a tenth once qualified, 0.4–0.5 once the
+/// solution and price are agreed, 0.8 at the final invoice, the whole amount when won.
+/// The body of a `[portal.stages.pipelines."0"]` table (the demo's funnel uses it).
+pub const BITRIX24_FUNNEL: &str = "NEW = 0.0
+PREPARATION = 0.1
+PREPAYMENT_INVOICE = 0.4
+EXECUTING = 0.5
+FINAL_INVOICE = 0.8
+WON = 1.0
+";
+
 /// The weighted value as the CRM field gets it: a decimal with at most two places
 /// (`None`: no coefficients configured, or the record has no amount or stage).
 pub fn expected_text(stages: &StageCoefficients, lead: &Lead) -> Option<String> {
@@ -192,15 +204,9 @@ mod tests {
     }
 
     /// The commented default of the example config: Bitrix24's standard deal funnel.
-    const BITRIX24_FUNNEL: &str = r#"
-[pipelines."0"]
-NEW = 0.0
-PREPARATION = 0.1
-PREPAYMENT_INVOICE = 0.4
-EXECUTING = 0.5
-FINAL_INVOICE = 0.8
-WON = 1.0
-"#;
+    fn bitrix24_funnel() -> StagesSection {
+        section(&format!("[pipelines.\"0\"]\n{BITRIX24_FUNNEL}"))
+    }
 
     fn deal(rep: &str, pipeline: &str, stage: &str, amount: f64) -> Lead {
         Lead {
@@ -214,7 +220,7 @@ WON = 1.0
 
     #[test]
     fn expected_values_match_hand_computed_cases() {
-        let c = StageCoefficients::check(&section(BITRIX24_FUNNEL)).unwrap();
+        let c = StageCoefficients::check(&bitrix24_funnel()).unwrap();
         // 250,000 × 0.4 = 100,000; 1,000,000 × 0.1 = 100,000; 80,000 × 0.8 = 64,000.
         assert_eq!(
             c.expected_value(&deal("3", "0", "PREPAYMENT_INVOICE", 250_000.0)),
@@ -240,7 +246,7 @@ WON = 1.0
 
     #[test]
     fn the_field_gets_a_plain_decimal_and_nothing_without_coefficients() {
-        let c = StageCoefficients::check(&section(BITRIX24_FUNNEL)).unwrap();
+        let c = StageCoefficients::check(&bitrix24_funnel()).unwrap();
         let text = |stage: &str, amount: f64| expected_text(&c, &deal("3", "0", stage, amount));
         assert_eq!(
             text("PREPAYMENT_INVOICE", 250_000.0).as_deref(),
@@ -259,7 +265,7 @@ WON = 1.0
 
     #[test]
     fn sums_per_rep_and_pipeline_stand_next_to_the_plain_sums() {
-        let mut s = section(BITRIX24_FUNNEL);
+        let mut s = bitrix24_funnel();
         // amoCRM-style ids in another pipeline, through the "*" fallback.
         s.pipelines.insert(
             "*".into(),

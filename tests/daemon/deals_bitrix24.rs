@@ -415,3 +415,36 @@ async fn the_weighted_value_is_written_and_follows_the_stage() {
         "one write for the new value, no echo loop"
     );
 }
+
+/// The demo's deal funnel: its sums are the hand-computed ones (open deals only; won
+/// is done, not pipeline), and each card got its weighted value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_funnel_sums_match_the_hand_computed_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = Vec::new();
+    leadscore::demo_deals::run(dir.path(), &mut out)
+        .await
+        .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    // 0.1 × (800,000 + 300,000) + 0.4 × 2,500,000 + 0.5 × (1,000,000 + 600,000)
+    // + 0.8 × 450,000 = 2,270,000 of 6,850,000 open.
+    assert!(
+        text.contains("pipeline 0: 7 open deals, sum 6850000.00, weighted 2270000.00"),
+        "{text}"
+    );
+    assert!(
+        text.contains("rep 1: 3 open deals, sum 3000000.00, weighted 580000.00"),
+        "{text}"
+    );
+    assert!(
+        text.contains("rep 3: 4 open deals, sum 3850000.00, weighted 1690000.00"),
+        "{text}"
+    );
+    let weighted: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("Склад для") || l.contains("(оплачено)"))
+        .collect();
+    assert!(weighted[0].contains(" 2500000     1000000 "), "{text}");
+    assert!(weighted[1].contains(" 700000      700000 "), "{text}");
+    assert!(text.contains("no crm.lead.* call (0)"), "{text}");
+}

@@ -102,6 +102,27 @@ async fn setup_is_idempotent_and_returns_enum_ids() {
     assert!(second.created.is_empty());
     assert_eq!(second.tier_values, first.tier_values);
     assert_eq!(sb.userfields().len(), 3);
+
+    // Optional fields the config names are created with their types, once.
+    let mut fields = portal.fields.clone();
+    fields.expected_value = Some("UF_CRM_LEADSCORE_EV".into());
+    fields.qualification = Some("UF_CRM_LEADSCORE_QUAL".into());
+    let third = crm.setup_fields(&fields, &tiers()).await.unwrap();
+    assert_eq!(third.created, ["UF_CRM_LEADSCORE_EV", "UF_CRM_LEADSCORE_QUAL"]);
+    let types: Vec<(String, String)> = sb
+        .userfields()
+        .iter()
+        .map(|f| (f["FIELD_NAME"].as_str().unwrap().to_string(), f["USER_TYPE_ID"].as_str().unwrap().to_string()))
+        .filter(|(n, _)| n.ends_with("_EV") || n.ends_with("_QUAL"))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            ("UF_CRM_LEADSCORE_EV".to_string(), "double".to_string()),
+            ("UF_CRM_LEADSCORE_QUAL".to_string(), "string".to_string())
+        ]
+    );
+    assert!(crm.setup_fields(&fields, &tiers()).await.unwrap().created.is_empty());
     sb.shutdown().await;
 }
 

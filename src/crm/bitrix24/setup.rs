@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use super::entity::{Entity, WriteFields};
 use super::{to_crm, Bitrix24Crm, DEFAULT_BREAKDOWN_FIELD, DEFAULT_TIER_FIELD};
 use crate::config::FieldsSection;
+use crate::crm::extras::Extra;
 use crate::crm::{CrmError, FieldSetup};
 
 impl Bitrix24Crm {
@@ -95,11 +96,19 @@ impl Bitrix24Crm {
             Entity::Lead => ["Lead score", "Lead tier", "Lead score: why"],
             Entity::Deal => ["Deal score", "Deal tier", "Deal score: why"],
         };
-        let wanted: [(&str, &str, &str); 3] = [
+        let mut wanted: Vec<(&str, &str, &str)> = vec![
             (&score, "integer", labels[0]),
             (&tier, "enumeration", labels[1]),
             (&breakdown, "string", labels[2]),
         ];
+        // The optional fields the config names (probability, weighted value,
+        // qualification state) are created like the others.
+        for kind in Extra::ALL {
+            if let Some(name) = names.extra(kind) {
+                let user_type = if kind.is_number() { "double" } else { "string" };
+                wanted.push((name, user_type, extra_label(kind)));
+            }
+        }
         for (name, kind, label) in wanted {
             if let Some(f) = find(name) {
                 let actual = f.user_type_id.as_deref().unwrap_or("");
@@ -192,6 +201,15 @@ impl Bitrix24Crm {
 
 /// `LIST` for the tier enumeration: existing items kept (with their ids), missing tiers
 /// added with `XML_ID` = tier id so lookups survive renames.
+/// The label a created optional field gets in the portal's UI.
+fn extra_label(kind: Extra) -> &'static str {
+    match kind {
+        Extra::Probability => "Lead score: win probability",
+        Extra::ExpectedValue => "Weighted value (amount × stage)",
+        Extra::Qualification => "Qualification (BANT)",
+    }
+}
+
 pub(super) fn enum_items(
     tiers: &[(String, String)],
     existing: &[leadscore_bitrix24::types::EnumItem],
