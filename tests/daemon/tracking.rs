@@ -29,6 +29,7 @@ fn with_tracking(c: &mut Config) {
         max_skew_secs: 300,
         per_ip_per_minute: 120,
         per_visitor_per_minute: 60,
+        resolution_days: 30,
     }));
 }
 
