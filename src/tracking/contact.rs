@@ -75,22 +75,32 @@ impl ContactPoint {
         }
     }
 
-    /// A Russian number (`7` and ten digits): its ten national digits, which every
-    /// written form of it contains (`+7 999…`, `8 (999)…`, `999…`).
+    /// A Russian number's ten national digits, which every written form of it contains
+    /// (`+7 912…`, `8 (912)…`, `912…`): for `7` and ten digits, and for ten digits alone
+    /// (a number written without its country code, as Russian CRMs often hold them).
     pub fn russian_national(&self) -> Option<&str> {
         match self {
             ContactPoint::Phone(d) if d.len() == 11 && d.starts_with('7') => Some(&d[1..]),
+            ContactPoint::Phone(d) if d.len() == 10 => Some(d),
             _ => None,
         }
     }
 
     /// Does a value the CRM holds (in whatever form a rep typed it) name this point?
+    /// Phones match when equal, or when both are Russian with the same national digits.
     pub fn matches(&self, crm_value: &str) -> bool {
         let other = match self {
             ContactPoint::Email(_) => ContactPoint::email(crm_value),
             ContactPoint::Phone(_) => ContactPoint::phone(crm_value),
         };
-        other.as_ref() == Some(self)
+        let Some(other) = other else {
+            return false;
+        };
+        other == *self
+            || matches!(
+                (self.russian_national(), other.russian_national()),
+                (Some(a), Some(b)) if a == b
+            )
     }
 }
 
@@ -130,7 +140,15 @@ mod tests {
         let ru = ContactPoint::phone("8 (912) 345-67-89").unwrap();
         assert_eq!(ru.russian_national(), Some("9123456789"));
         assert!(ru.matches("+7 912 345-67-89"));
+        assert!(
+            ru.matches("912 345-67-89"),
+            "written without the country code"
+        );
         assert!(!ru.matches("+7 912 345-67-80"));
+        assert!(!ru.matches("+44 912 345 67 89"));
+        let national = ContactPoint::phone("(912) 345-67-89").unwrap();
+        assert_eq!(national.russian_national(), Some("9123456789"));
+        assert!(national.matches("8 912 345 67 89"));
         assert!(format!("{ru:?}").contains("hidden"));
     }
 }

@@ -1,9 +1,10 @@
 //! An identify call that names the person by e-mail or phone: which lead that is, from
 //! the hashed cache or else from the CRM (through the portal's paced client).
 //!
-//! When the CRM cannot answer (an outage, a rate-limit pause, a timeout) the call is
-//! answered 503 with `Retry-After` and its signature released, so the site's backend
-//! retries it, rather than kept to be resolved later: keeping it would mean storing the
+//! When the CRM cannot answer now (an outage, a rate-limit pause, a timeout) the call
+//! is answered 503 with `Retry-After` and its signature released, so the site's backend
+//! retries it (a refusal that retrying cannot cure, e.g. revoked credentials, is 502),
+//! rather than kept to be resolved later: keeping it would mean storing the
 //! raw e-mail or phone until the CRM is back (a hash cannot be looked up in a CRM),
 //! which the privacy rules of this store exclude. An e-mail or phone no open lead has
 //! is answered 202 "not found": nothing is attached (the visitor's events wait, as an
@@ -36,13 +37,15 @@ pub enum ResolveError {
 }
 
 impl ResolveError {
-    /// Seconds the caller should wait before trying again.
-    pub fn retry_after_secs(&self) -> u64 {
+    /// Seconds the caller should wait before trying again; `None` when trying again
+    /// will not help until an admin acts (the CRM refused the look-up).
+    pub fn retry_after_secs(&self) -> Option<u64> {
         let d = match self {
+            ResolveError::Crm(e) if !e.is_retryable() => return None,
             ResolveError::Crm(e) => e.retry_after().unwrap_or(DEFAULT_RETRY),
             _ => DEFAULT_RETRY,
         };
-        d.as_secs_f64().ceil().max(1.0) as u64
+        Some(d.as_secs_f64().ceil().max(1.0) as u64)
     }
 }
 

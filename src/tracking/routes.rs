@@ -354,7 +354,7 @@ async fn identify_call(
 /// Resolve an identify call's e-mail or phone and attach the visitor: the lead and
 /// the events attached, `None` when no open lead has it, or the answer to give when
 /// the CRM (or the store) cannot answer now: 503 with `Retry-After`, the signature
-/// released so the same signed call may be sent again.
+/// released so the same signed call may be sent again (502 when the CRM refused).
 async fn by_contact(
     state: &AppState,
     portal: &str,
@@ -384,7 +384,14 @@ async fn by_contact(
         Ok(None) => return Ok(None),
         Err(e) => {
             info!(portal = %portal, error = %e, "cannot resolve an identify call's contact");
-            return Err(unavailable(e.retry_after_secs()));
+            return Err(match e.retry_after_secs() {
+                Some(secs) => unavailable(secs),
+                None => (
+                    StatusCode::BAD_GATEWAY,
+                    Json(json!({"error": "the CRM refused the look-up; see the daemon's log"})),
+                )
+                    .into_response(),
+            });
         }
     };
     match store.identify_visitor_by_contact(portal, visitor, &lead, who, now) {

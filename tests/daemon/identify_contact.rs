@@ -120,6 +120,13 @@ async fn a_signed_email_finds_the_bitrix24_lead_and_forget_by_email_erases_it() 
             "UF_CRM_REVENUE": "800000000", "UF_CRM_EMPLOYEES": "240", "UF_CRM_REGION": "Москва",
         }))
         .unwrap();
+    // A newer lead with the same e-mail, already converted: not the one.
+    d.sandbox
+        .add_lead(json!({
+            "TITLE": "Ромашка (повтор)", "STATUS_ID": "CONVERTED",
+            "EMAIL": [{"VALUE": "ANNA.Smirnova@romashka-test.ru", "VALUE_TYPE": "WORK"}],
+        }))
+        .unwrap();
     d.settle().await;
     let before = d.crm_score(lead).expect("scored");
     let addr = d.addr();

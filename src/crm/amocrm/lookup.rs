@@ -93,7 +93,8 @@ mod tests {
         .unwrap();
         assert!(holds(&c, &ContactPoint::phone("89123456789").unwrap()));
         assert!(holds(&c, &ContactPoint::email("anna@corp.ru").unwrap()));
-        assert!(!holds(&c, &ContactPoint::phone("9123456789").unwrap()));
+        assert!(holds(&c, &ContactPoint::phone("912 345 67 89").unwrap()));
+        assert!(!holds(&c, &ContactPoint::phone("79123456780").unwrap()));
         assert!(!holds(&c, &ContactPoint::email("anna@corp.ru.evil").unwrap()));
     }
 }

@@ -3,12 +3,13 @@
 //! ones (`STATUS_SEMANTIC_ID` P) and picks the most recently created.
 //!
 //! The portal matches phones on their digits as stored, so a Russian number is asked
-//! for in the forms reps write it (`+7…`, `7…`, `8…`); the method takes up to 20
-//! values.
+//! for in the forms reps write it (`+7…`, `7…`, `8…`, the ten national digits); the
+//! method takes up to 20 values.
 
 use leadscore_bitrix24::types::value_text;
 use serde_json::{json, Value};
 
+use super::entity::Entity;
 use super::{to_crm, Bitrix24Crm};
 use crate::crm::{CrmError, LeadId};
 use crate::tracking::contact::ContactPoint;
@@ -19,6 +20,12 @@ impl Bitrix24Crm {
         &self,
         who: &ContactPoint,
     ) -> Result<Option<LeadId>, CrmError> {
+        if !self.scores(Entity::Lead) {
+            return Err(CrmError::Rejected(
+                "this portal scores deals only, and an e-mail or phone is looked up among leads"
+                    .into(),
+            ));
+        }
         let (kind, values) = match who {
             ContactPoint::Email(e) => ("EMAIL", vec![e.clone()]),
             ContactPoint::Phone(p) => ("PHONE", phone_forms(who, p)),
@@ -53,7 +60,12 @@ impl Bitrix24Crm {
 /// and the trunk form `8…`.
 fn phone_forms(who: &ContactPoint, digits: &str) -> Vec<String> {
     match who.russian_national() {
-        Some(n) => vec![format!("+7{n}"), format!("7{n}"), format!("8{n}")],
+        Some(n) => vec![
+            format!("+7{n}"),
+            format!("7{n}"),
+            format!("8{n}"),
+            n.to_string(),
+        ],
         None => vec![digits.to_string()],
     }
 }
@@ -87,7 +99,7 @@ mod tests {
         let p = ContactPoint::phone("8 912 345-67-89").unwrap();
         assert_eq!(
             phone_forms(&p, p.value()),
-            ["+79123456789", "79123456789", "89123456789"]
+            ["+79123456789", "79123456789", "89123456789", "9123456789"]
         );
         let uk = ContactPoint::phone("+44 20 7946 0958").unwrap();
         assert_eq!(phone_forms(&uk, uk.value()), ["442079460958"]);
