@@ -700,15 +700,7 @@ fn list_contacts(st: &State, c: &Call<'_>) -> Result<Reply, ApiError> {
         .values()
         .filter(|x| want.is_empty() || want.contains(&x.id))
         .filter(|x| in_range(updated, x.updated_at))
-        .filter(|x| {
-            let values: Vec<String> = x
-                .fields
-                .iter()
-                .flat_map(|f| &f.values)
-                .map(|v| v.text())
-                .collect();
-            super::query::search_hits(search, &x.name, &values)
-        })
+        .filter(|x| super::query::contact_hits(search, x))
         .collect();
     let Some((items, next)) = slice(found, page, limit) else {
         return Ok(Reply::NoContent);

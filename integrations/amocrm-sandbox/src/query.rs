@@ -120,6 +120,17 @@ pub(crate) fn search_hits(query: &str, name: &str, values: &[String]) -> bool {
     phone_like && qd.len() >= 5 && values.iter().any(|v| digits(v).contains(&qd))
 }
 
+/// [`search_hits`] over a contact's name and field values.
+pub(crate) fn contact_hits(query: &str, c: &super::model::Contact) -> bool {
+    let values: Vec<String> = c
+        .fields
+        .iter()
+        .flat_map(|f| &f.values)
+        .map(|v| v.text())
+        .collect();
+    search_hits(query, &c.name, &values)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -344,7 +344,7 @@ impl Client {
         }
     }
 
-    async fn get(&self, path: &str) -> Result<Option<Value>, Error> {
+    pub(crate) async fn get(&self, path: &str) -> Result<Option<Value>, Error> {
         self.call(Req {
             method: Method::GET,
             path,
@@ -442,33 +442,6 @@ impl Client {
             );
         }
         Ok(out)
-    }
-
-    /// `GET /api/v4/contacts?query=…&with=leads`: the contacts amoCRM's search finds
-    /// for `query` (it searches names and every field, phones and e-mails included),
-    /// with their leads' ids; the first page only (50), enough for one person.
-    pub async fn contacts_by_query(&self, query: &str) -> Result<Vec<Contact>, Error> {
-        let q = percent_encoding::utf8_percent_encode(query, percent_encoding::NON_ALPHANUMERIC);
-        let path = format!("/api/v4/contacts?query={q}&with=leads&limit=50");
-        let Some(v) = self.get(&path).await? else {
-            return Ok(Vec::new());
-        };
-        let page: Page = serde_json::from_value(v).map_err(|e| Error::Decode {
-            what: "/api/v4/contacts".into(),
-            detail: e.to_string(),
-        })?;
-        match page.embedded.get("contacts") {
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|c| {
-                    serde_json::from_value(c.clone()).map_err(|e| Error::Decode {
-                        what: "contacts item".into(),
-                        detail: e.to_string(),
-                    })
-                })
-                .collect(),
-            _ => Ok(Vec::new()),
-        }
     }
 
     /// Companies by id, 250 per request.
