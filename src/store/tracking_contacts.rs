@@ -125,10 +125,13 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
         let hash = self.contact_hash(point);
+        // After the identity: replacing an earlier one drops its index entries, which
+        // may be this very entry (the same person identified again).
+        let attached = self.identify_visitor_via(portal, visitor, lead, Some(hex(&hash)), now)?;
         let mut k = contact_key_of(portal, &hash);
         k.extend_from_slice(visitor.as_bytes());
         self.tracking.by_contact.insert(k, &[])?;
-        self.identify_visitor_via(portal, visitor, lead, Some(hex(&hash)), now)
+        Ok(attached)
     }
 
     /// Drop one visitor's entry under a contact hash (hex, as kept in its identity).
@@ -289,6 +292,10 @@ mod tests {
             .unwrap();
         store
             .identify_visitor_by_contact("p", "visitor-b2", "7", &who, now)
+            .unwrap();
+        // The same person identified again by the same e-mail stays findable by it.
+        store
+            .identify_visitor_by_contact("p", "visitor-a1", "7", &who, now)
             .unwrap();
         // One of them is erased on its own first: it leaves the index.
         store.forget_visitor("p", "visitor-b2").unwrap();
