@@ -60,6 +60,7 @@ fn main() {
             max_skew_secs: 300,
             per_ip_per_minute: 100_000_000,
             per_visitor_per_minute: 100_000_000,
+            resolution_days: 30,
         }));
         let store = prepared.store.clone();
         for v in (0..1000).step_by(2) {

@@ -26,27 +26,15 @@ pub fn link(config_path: &Path, portal: &str, lead: &str, url: &str) -> anyhow::
     Ok(())
 }
 
-/// Erase the tracking data of `--visitor` or of every visitor identified as `--lead`,
-/// and print what was erased.
-pub fn forget(
-    config_path: &Path,
-    portal: &str,
-    visitor: Option<String>,
-    lead: Option<String>,
-) -> anyhow::Result<()> {
+/// Erase the tracking data of `--visitor`, of every visitor identified as `--lead`, or
+/// by `--email` / `--phone` (with its cached resolution), and print what was erased.
+pub fn forget(config_path: &Path, req: crate::tracking::ForgetRequest) -> anyhow::Result<()> {
     use secrecy::ExposeSecret;
-    if visitor.is_some() == lead.is_some() {
-        anyhow::bail!("name exactly one of --visitor and --lead");
-    }
     let config = crate::cli::load_config_offline(config_path)?;
+    let portal = req.portal.clone();
     if !config.portals.iter().any(|p| p.id == portal) {
         anyhow::bail!("no portal {portal:?} in {}", config_path.display());
     }
-    let req = crate::tracking::ForgetRequest {
-        portal: portal.to_string(),
-        visitor,
-        lead,
-    };
     let report = match crate::store::Store::open_now(&config.server.data_dir) {
         Ok(store) => {
             let r = crate::tracking::forget(&store, &req)?;
@@ -79,15 +67,25 @@ pub fn forget(
             })?
         }
     };
-    if report.visitors.is_empty() {
-        println!("nothing tracked for that person in portal {portal}");
-    } else {
-        println!(
-            "erased {} event(s) and {} identification(s) of visitor(s) {}",
-            report.events,
-            report.identities,
-            report.visitors.join(", ")
-        );
-    }
+    println!("{}", describe(&portal, &report));
     Ok(())
+}
+
+/// The line `forget` prints.
+fn describe(portal: &str, r: &crate::tracking::ForgetReport) -> String {
+    if r.visitors.is_empty() && r.resolutions == 0 {
+        return format!("nothing tracked for that person in portal {portal}");
+    }
+    format!(
+        "erased {} event(s) and {} identification(s) of {} visitor(s){}, and {} cached e-mail/phone resolution(s)",
+        r.events,
+        r.identities,
+        r.visitors.len(),
+        if r.visitors.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", r.visitors.join(", "))
+        },
+        r.resolutions
+    )
 }

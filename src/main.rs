@@ -96,17 +96,22 @@ enum Command {
         #[arg(long)]
         url: String,
     },
-    /// Erase a person's website-tracking data (a visitor id, or every visitor identified
-    /// as a lead) and say what was erased; through the daemon when it runs.
+    /// Erase a person's website-tracking data (a visitor id, every visitor identified as
+    /// a lead, or by an e-mail or phone) and say what was erased; through the daemon
+    /// when it runs.
     Forget {
         #[arg(long, env = "LEADSCORE_CONFIG")]
         config: PathBuf,
         #[arg(long)]
         portal: String,
-        #[arg(long)]
+        #[arg(long, group = "person")]
         visitor: Option<String>,
-        #[arg(long)]
+        #[arg(long, group = "person")]
         lead: Option<String>,
+        #[arg(long, group = "person")]
+        email: Option<String>,
+        #[arg(long, group = "person")]
+        phone: Option<String>,
     },
     /// Queue, dead letters, last sweep, leads by tier and today's tasks per portal
     /// (asks the running daemon when it holds the data dir).
@@ -190,7 +195,18 @@ fn main() -> ExitCode {
             portal,
             visitor,
             lead,
-        } => leadscore::cli_tracking::forget(&config, &portal, visitor, lead),
+            email,
+            phone,
+        } => leadscore::cli_tracking::forget(
+            &config,
+            leadscore::tracking::ForgetRequest {
+                portal,
+                visitor,
+                lead,
+                email,
+                phone,
+            },
+        ),
         Command::Link {
             config,
             portal,

@@ -33,6 +33,10 @@ pub struct TrackingSection {
     /// Events one visitor id may send per minute.
     #[serde(default = "default_per_visitor")]
     pub per_visitor_per_minute: u32,
+    /// Days the lead an identify call's e-mail or phone resolved to is remembered
+    /// (hashed) before the CRM is asked again; 0 asks every time.
+    #[serde(default = "default_resolution_days")]
+    pub resolution_days: u32,
 }
 
 fn default_anonymous_days() -> u32 {
@@ -47,6 +51,9 @@ fn default_per_ip() -> u32 {
 fn default_per_visitor() -> u32 {
     60
 }
+fn default_resolution_days() -> u32 {
+    30
+}
 
 /// `[portal.tracking]` checked, with the secret resolved.
 #[derive(Debug, Clone)]
@@ -59,6 +66,7 @@ pub struct Tracking {
     pub max_skew_secs: u64,
     pub per_ip_per_minute: u32,
     pub per_visitor_per_minute: u32,
+    pub resolution_days: u32,
 }
 
 impl Tracking {
@@ -159,6 +167,7 @@ impl Ctx<'_> {
             max_skew_secs: t.max_skew_secs,
             per_ip_per_minute: t.per_ip_per_minute,
             per_visitor_per_minute: t.per_visitor_per_minute,
+            resolution_days: t.resolution_days,
         })
     }
 }

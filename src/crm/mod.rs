@@ -378,6 +378,18 @@ pub trait Crm: Send + Sync {
         ))
     }
 
+    /// The lead a person's e-mail or phone belongs to (the most recent open one), for a
+    /// signed identify call from the site's backend; `None`: the CRM has no open lead
+    /// with it. Read through this adapter's paced client. CRMs without a look-up say so.
+    async fn find_lead_by_contact(
+        &self,
+        _who: &crate::tracking::contact::ContactPoint,
+    ) -> Result<Option<LeadId>, CrmError> {
+        Err(CrmError::Rejected(
+            "finding a lead by e-mail or phone is not implemented for this CRM".into(),
+        ))
+    }
+
     /// Most leads the pipeline should hand over per batch, so that one batch of
     /// fetches or writes fits the CRM's request packing (Bitrix24 keeps one `batch`
     /// command free for reading back the modification stamps of its writes).

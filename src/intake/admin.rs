@@ -62,8 +62,8 @@ pub async fn rescore_progress(State(state): State<AppState>, req: Request) -> Re
     Json(state.pipeline.rescore_progress().await).into_response()
 }
 
-/// `POST /admin/forget`: erase a visitor's (or a lead's visitors') tracking data, for a
-/// person's erasure request while the daemon holds the store.
+/// `POST /admin/forget`: erase a person's tracking data (by visitor, lead, e-mail or
+/// phone), for their erasure request while the daemon holds the store.
 pub async fn forget(State(state): State<AppState>, req: Request) -> Response {
     if let Err(d) = authorize(&req) {
         return d.into_response();
@@ -87,6 +87,9 @@ pub async fn forget(State(state): State<AppState>, req: Request) -> Response {
                 (StatusCode::INTERNAL_SERVER_ERROR, "cannot use the store").into_response()
             }
         },
+        Err(crate::tracking::ForgetError::Request(e)) => {
+            (StatusCode::BAD_REQUEST, format!("bad forget request: {e}")).into_response()
+        }
         Err(e) => {
             tracing::warn!(error = %e, "cannot erase tracking data");
             (StatusCode::INTERNAL_SERVER_ERROR, "cannot use the store").into_response()

@@ -49,6 +49,7 @@ mod reminders;
 pub use open::STORE_CACHE_BYTES;
 mod snapshot_codec;
 pub mod tracking;
+pub mod tracking_contacts;
 pub use outcomes::OutcomePull;
 pub use reminders::ReminderState;
 

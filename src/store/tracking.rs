@@ -22,9 +22,13 @@ pub struct TrackedEvent {
 
 /// Who a visitor turned out to be.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Identity {
-    lead: LeadId,
+pub(super) struct Identity {
+    pub(super) lead: LeadId,
     at: DateTime<Utc>,
+    /// The keyed hash (hex) of the e-mail or phone that identified the visitor, so an
+    /// erasure of the visitor also drops its entry in the contact index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) via: Option<String>,
 }
 
 /// The trees, opened with the store.
@@ -37,6 +41,12 @@ pub(super) struct TrackingTrees {
     by_lead: sled::Tree,
     /// signature → when it was used (Unix seconds, be).
     nonces: sled::Tree,
+    /// `portal \0 hash(32)` → the lead an e-mail or phone resolved to (a cache).
+    pub(super) contacts: sled::Tree,
+    /// `portal \0 hash(32) visitor` → (): the visitors an e-mail or phone identified.
+    pub(super) by_contact: sled::Tree,
+    /// This data dir's key for the contact hashes (random, made once).
+    pub(super) salt: [u8; 32],
 }
 
 impl TrackingTrees {
@@ -46,6 +56,9 @@ impl TrackingTrees {
             identity: db.open_tree("track_identity")?,
             by_lead: db.open_tree("track_by_lead")?,
             nonces: db.open_tree("track_nonces")?,
+            contacts: db.open_tree("track_contacts")?,
+            by_contact: db.open_tree("track_by_contact")?,
+            salt: super::tracking_contacts::salt(db)?,
         })
     }
 }
@@ -86,10 +99,31 @@ impl Store {
 
     /// The lead a visitor was identified as.
     pub fn visitor_lead(&self, portal: &str, visitor: &str) -> Result<Option<LeadId>, StoreError> {
+        Ok(self.identity(portal, visitor)?.map(|i| i.lead))
+    }
+
+    fn identity(&self, portal: &str, visitor: &str) -> Result<Option<Identity>, StoreError> {
         match self.tracking.identity.get(lead_key(portal, visitor))? {
-            Some(v) => Ok(Some(dec::<Identity>("track_identity", &v)?.lead)),
+            Some(v) => Ok(Some(dec::<Identity>("track_identity", &v)?)),
             None => Ok(None),
         }
+    }
+
+    /// Drop the index entries of a visitor's identity (lead → visitor, contact →
+    /// visitor), leaving the identity itself.
+    fn unlink_identity(
+        &self,
+        portal: &str,
+        visitor: &str,
+        identity: &Identity,
+    ) -> Result<(), StoreError> {
+        let mut k = visitor_prefix(portal, &identity.lead);
+        k.extend_from_slice(visitor.as_bytes());
+        self.tracking.by_lead.remove(k)?;
+        if let Some(via) = &identity.via {
+            self.unindex_contact(portal, via, visitor)?;
+        }
+        Ok(())
     }
 
     /// Attach a visitor to a lead (a later identification moves it); returns how many
@@ -101,14 +135,26 @@ impl Store {
         lead: &str,
         now: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
-        if let Some(old) = self.visitor_lead(portal, visitor)? {
-            let mut k = visitor_prefix(portal, &old);
-            k.extend_from_slice(visitor.as_bytes());
-            self.tracking.by_lead.remove(k)?;
+        self.identify_visitor_via(portal, visitor, lead, None, now)
+    }
+
+    /// [`Store::identify_visitor`], recording the contact hash (hex) that identified
+    /// the visitor, if any; the visitor's earlier index entries are dropped.
+    pub(super) fn identify_visitor_via(
+        &self,
+        portal: &str,
+        visitor: &str,
+        lead: &str,
+        via: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        if let Some(old) = self.identity(portal, visitor)? {
+            self.unlink_identity(portal, visitor, &old)?;
         }
         let identity = Identity {
             lead: lead.to_string(),
             at: now,
+            via,
         };
         self.tracking
             .identity
@@ -178,6 +224,13 @@ impl Store {
         Ok(fresh)
     }
 
+    /// Forget that a signature was used: its call was answered "retry later" and did
+    /// nothing, so the same signed call may come again.
+    pub fn release_signature(&self, signature: &[u8]) -> Result<(), StoreError> {
+        self.tracking.nonces.remove(signature)?;
+        Ok(())
+    }
+
     /// Drop the events of visitors never identified that are older than `cutoff`;
     /// how many were dropped.
     pub fn expire_anonymous(
@@ -218,12 +271,10 @@ impl Store {
             self.tracking.events.remove(k?)?;
             gone.events += 1;
         }
-        if let Some(lead) = self.visitor_lead(portal, visitor)? {
-            let mut k = visitor_prefix(portal, &lead);
-            k.extend_from_slice(visitor.as_bytes());
-            self.tracking.by_lead.remove(k)?;
+        if let Some(identity) = self.identity(portal, visitor)? {
+            self.unlink_identity(portal, visitor, &identity)?;
             self.tracking.identity.remove(lead_key(portal, visitor))?;
-            gone.identified_as = Some(lead);
+            gone.identified_as = Some(identity.lead);
         }
         Ok(gone)
     }

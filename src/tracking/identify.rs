@@ -4,6 +4,9 @@
 //! `"<timestamp>.<body>"`, sent as `X-Leadscore-Timestamp` (Unix seconds) and
 //! `X-Leadscore-Signature: sha256=<hex>`. A stale timestamp, a wrong signature or a
 //! signature already used is refused, and nothing is attached.
+//!
+//! The body names the visitor and exactly one of: the CRM `lead_id`, the person's
+//! `email`, or their `phone` (resolved to the lead through the CRM, see `resolve`).
 
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
@@ -11,6 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sha2::Sha256;
 
+use super::contact::ContactPoint;
 use crate::config::tracking::{is_record_id, is_token};
 
 /// Header with the signing time (Unix seconds).
@@ -20,14 +24,35 @@ pub const SIGNATURE_HEADER: &str = "x-leadscore-signature";
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// The signed body.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// The signed body as sent.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawBody {
+    visitor: String,
+    #[serde(default)]
+    lead_id: Option<String>,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    phone: Option<String>,
+}
+
+/// The signed body, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentifyBody {
     /// The visitor id the snippet keeps in the browser (`leadscore.visitor()`).
     pub visitor: String,
-    /// The CRM lead this visitor is.
-    pub lead_id: String,
+    /// Who the visitor is.
+    pub who: Who,
+}
+
+/// Who an identify call says the visitor is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Who {
+    /// The CRM lead, by id (the site's backend created or found it).
+    Lead(String),
+    /// A person's e-mail or phone, normalised; the CRM says which lead it is.
+    Contact(ContactPoint),
 }
 
 /// Why an identify call was refused.
@@ -99,19 +124,32 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Parse a verified body: a well-formed visitor id and a canonical lead id.
+/// Parse a verified body: a well-formed visitor id and exactly one of a canonical lead
+/// id, an e-mail or a phone (normalised).
 pub fn parse_body(body: &[u8]) -> Result<IdentifyBody, IdentifyError> {
-    let b: IdentifyBody =
+    let b: RawBody =
         serde_json::from_slice(body).map_err(|e| IdentifyError::Body(e.to_string()))?;
     if !is_token(&b.visitor) {
         return Err(IdentifyError::Body("visitor id malformed".into()));
     }
-    if !is_record_id(&b.lead_id) {
-        return Err(IdentifyError::Body(
-            "lead_id must be a CRM record id".into(),
-        ));
-    }
-    Ok(b)
+    let bad = |m: &str| Err(IdentifyError::Body(m.into()));
+    let who = match (b.lead_id, b.email, b.phone) {
+        (Some(id), None, None) if is_record_id(&id) => Who::Lead(id),
+        (Some(_), None, None) => return bad("lead_id must be a CRM record id"),
+        (None, Some(e), None) => match ContactPoint::email(&e) {
+            Some(p) => Who::Contact(p),
+            None => return bad("email is not an e-mail address"),
+        },
+        (None, None, Some(p)) => match ContactPoint::phone(&p) {
+            Some(p) => Who::Contact(p),
+            None => return bad("phone is not a phone number"),
+        },
+        _ => return bad("name exactly one of lead_id, email and phone"),
+    };
+    Ok(IdentifyBody {
+        visitor: b.visitor,
+        who,
+    })
 }
 
 #[cfg(test)]
@@ -190,13 +228,30 @@ mod tests {
     }
 
     #[test]
-    fn the_body_names_a_visitor_and_a_canonical_lead() {
-        assert!(parse_body(br#"{"visitor":"visitor-abcdef12","lead_id":"42"}"#).is_ok());
+    fn the_body_names_a_visitor_and_exactly_one_lead_email_or_phone() {
+        let who = |b: &str| parse_body(b.as_bytes()).map(|b| b.who);
+        assert_eq!(
+            who(r#"{"visitor":"visitor-abcdef12","lead_id":"42"}"#),
+            Ok(Who::Lead("42".into()))
+        );
+        assert_eq!(
+            who(r#"{"visitor":"visitor-abcdef12","email":" A@B.ru"}"#),
+            Ok(Who::Contact(ContactPoint::Email("a@b.ru".into())))
+        );
+        assert_eq!(
+            who(r#"{"visitor":"visitor-abcdef12","phone":"8 (912) 345-67-89"}"#),
+            Ok(Who::Contact(ContactPoint::Phone("79123456789".into())))
+        );
         for bad in [
             r#"{"visitor":"visitor-abcdef12","lead_id":"042"}"#,
             r#"{"visitor":"visitor-abcdef12","lead_id":"4 2"}"#,
             r#"{"visitor":"v","lead_id":"42"}"#,
-            r#"{"visitor":"visitor-abcdef12","email":"a@b.ru"}"#,
+            r#"{"visitor":"visitor-abcdef12"}"#,
+            r#"{"visitor":"visitor-abcdef12","lead_id":"42","email":"a@b.ru"}"#,
+            r#"{"visitor":"visitor-abcdef12","email":"a@b.ru","phone":"79123456789"}"#,
+            r#"{"visitor":"visitor-abcdef12","email":"not-an-email"}"#,
+            r#"{"visitor":"visitor-abcdef12","phone":"12"}"#,
+            r#"{"visitor":"visitor-abcdef12","name":"Ivan","lead_id":"42"}"#,
         ] {
             assert!(parse_body(bad.as_bytes()).is_err(), "{bad}");
         }

@@ -7,12 +7,17 @@
 //! /identify/<portal>` with the portal's secret) says who the visitor is. See
 //! `payload` (what a browser may send), `identify` (the signed call) and `routes`.
 
+pub mod contact;
+mod forget;
 pub mod identify;
 pub mod link;
 pub mod payload;
+pub mod resolve;
 pub mod routes;
 
 use std::borrow::Cow;
+
+pub use forget::{forget, ForgetError, ForgetReport, ForgetRequest};
 
 use crate::lead::{Activity, ActivityKind};
 use crate::store::tracking::TrackedEvent;
@@ -49,7 +54,8 @@ pub fn with_tracked<'a>(crm: &'a [Activity], tracked: &[TrackedEvent]) -> Cow<'a
 }
 
 /// Hourly, drop the events of visitors never identified once they are older than their
-/// portal's `anonymous_days` (the privacy promise: anonymous tracking does not pile up).
+/// portal's `anonymous_days`, and e-mail / phone resolutions older than its
+/// `resolution_days` (the privacy promise: anonymous tracking does not pile up).
 pub async fn expiry_loop(
     pipeline: std::sync::Arc<crate::pipeline::Pipeline>,
     shutdown: tokio_util::sync::CancellationToken,
@@ -70,50 +76,17 @@ pub async fn expiry_loop(
                     tracing::warn!(portal = %rt.portal.id, error = %e, "cannot expire tracking events")
                 }
             }
+            let resolved_before = now - chrono::Duration::days(i64::from(t.resolution_days));
+            if let Err(e) = pipeline
+                .store
+                .expire_contacts(&rt.portal.id, resolved_before)
+            {
+                tracing::warn!(portal = %rt.portal.id, error = %e, "cannot expire contact resolutions");
+            }
         }
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
         }
     }
-}
-
-/// Whose tracking data `forget` erases.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct ForgetRequest {
-    pub portal: String,
-    /// One visitor id.
-    #[serde(default)]
-    pub visitor: Option<String>,
-    /// Every visitor identified as this lead.
-    #[serde(default)]
-    pub lead: Option<String>,
-}
-
-/// What `forget` erased, to show the person (or the admin answering their request).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ForgetReport {
-    pub visitors: Vec<String>,
-    pub events: usize,
-    pub identities: usize,
-}
-
-/// Erase the tracking data a request names (events, identities, index entries).
-pub fn forget(
-    store: &crate::store::Store,
-    req: &ForgetRequest,
-) -> Result<ForgetReport, crate::store::StoreError> {
-    let visitors = match (&req.visitor, &req.lead) {
-        (Some(v), _) => vec![v.clone()],
-        (None, Some(lead)) => store.visitors_of_lead(&req.portal, lead)?,
-        (None, None) => Vec::new(),
-    };
-    let mut report = ForgetReport::default();
-    for v in &visitors {
-        let gone = store.forget_visitor(&req.portal, v)?;
-        report.events += gone.events;
-        report.identities += usize::from(gone.identified_as.is_some());
-    }
-    report.visitors = visitors;
-    Ok(report)
 }

@@ -1,5 +1,5 @@
 //! The tracking endpoints: `GET /track.js`, `POST|OPTIONS /track/<portal>`,
-//! `POST /identify/<portal>`.
+//! `POST /identify/<portal>` (by lead id, or by e-mail or phone through `resolve`).
 //!
 //! `/track` is public: it checks the page's `Origin` against the portal's allow-list,
 //! drops bots, limits each address and each visitor per minute (in memory only: no IP
@@ -22,7 +22,9 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde_json::json;
 use tracing::{debug, info};
 
-use super::{identify, payload};
+use super::contact::ContactPoint;
+use super::identify::Who;
+use super::{identify, payload, resolve};
 use crate::config::tracking::Tracking;
 use crate::crm::Subject;
 use crate::intake::AppState;
@@ -305,11 +307,27 @@ async fn identify_call(
             return StatusCode::SERVICE_UNAVAILABLE.into_response();
         }
     }
-    let attached = match store.identify_visitor(&portal, &call.visitor, &call.lead_id, now) {
-        Ok(n) => n,
-        Err(e) => {
-            info!(portal = %portal, error = %e, "cannot record an identification");
-            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    let (lead, attached) = match &call.who {
+        Who::Lead(lead) => match store.identify_visitor(&portal, &call.visitor, lead, now) {
+            Ok(n) => (lead.clone(), n),
+            Err(e) => {
+                info!(portal = %portal, error = %e, "cannot record an identification");
+                return StatusCode::SERVICE_UNAVAILABLE.into_response();
+            }
+        },
+        Who::Contact(who) => {
+            match by_contact(&state, &portal, &t, &call.visitor, who, &signature, now).await {
+                Ok(Some(found)) => found,
+                Ok(None) => {
+                    info!(portal = %portal, kind = who.kind(), "no open lead has that contact; nothing attached");
+                    return (
+                        StatusCode::ACCEPTED,
+                        Json(json!({"attached": 0, "found": false})),
+                    )
+                        .into_response();
+                }
+                Err(resp) => return resp,
+            }
         }
     };
     let cause = Cause {
@@ -319,12 +337,68 @@ async fn identify_call(
     };
     if let Err(e) = state
         .pipeline
-        .enqueue(&portal, &[Subject::Lead(call.lead_id.clone())], cause, now)
+        .enqueue(&portal, &[Subject::Lead(lead.clone())], cause, now)
         .await
     {
         info!(portal = %portal, error = %e, "cannot queue an identified lead");
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
-    info!(portal = %portal, lead = %call.lead_id, events = attached, "visitor identified");
-    (StatusCode::OK, Json(json!({"attached": attached}))).into_response()
+    info!(portal = %portal, lead = %lead, events = attached, "visitor identified");
+    (
+        StatusCode::OK,
+        Json(json!({"attached": attached, "found": true})),
+    )
+        .into_response()
+}
+
+/// Resolve an identify call's e-mail or phone and attach the visitor: the lead and
+/// the events attached, `None` when no open lead has it, or the answer to give when
+/// the CRM (or the store) cannot answer now: 503 with `Retry-After`, the signature
+/// released so the same signed call may be sent again (502 when the CRM refused).
+async fn by_contact(
+    state: &AppState,
+    portal: &str,
+    t: &Tracking,
+    visitor: &str,
+    who: &ContactPoint,
+    signature: &[u8],
+    now: chrono::DateTime<Utc>,
+) -> Result<Option<(String, usize)>, Response> {
+    let Some(rt) = state.pipeline.portal(portal) else {
+        return Err(StatusCode::NOT_FOUND.into_response());
+    };
+    let store = &state.pipeline.store;
+    let unavailable = |retry_secs: u64| {
+        if let Err(e) = store.release_signature(signature) {
+            info!(portal = %portal, error = %e, "cannot release an identify signature");
+        }
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, retry_secs.to_string())],
+            Json(json!({"error": "the CRM cannot answer now; retry later"})),
+        )
+            .into_response()
+    };
+    let lead = match resolve::resolve(store, rt.crm.as_ref(), portal, t, who, now).await {
+        Ok(Some(lead)) => lead,
+        Ok(None) => return Ok(None),
+        Err(e) => {
+            info!(portal = %portal, error = %e, "cannot resolve an identify call's contact");
+            return Err(match e.retry_after_secs() {
+                Some(secs) => unavailable(secs),
+                None => (
+                    StatusCode::BAD_GATEWAY,
+                    Json(json!({"error": "the CRM refused the look-up; see the daemon's log"})),
+                )
+                    .into_response(),
+            });
+        }
+    };
+    match store.identify_visitor_by_contact(portal, visitor, &lead, who, now) {
+        Ok(n) => Ok(Some((lead, n))),
+        Err(e) => {
+            info!(portal = %portal, error = %e, "cannot record an identification");
+            Err(unavailable(1))
+        }
+    }
 }

@@ -32,6 +32,11 @@ pub(crate) struct Daemon {
 
 impl Daemon {
     pub(crate) async fn start(bind: bool) -> Daemon {
+        Daemon::start_with(bind, |_| {}).await
+    }
+
+    /// [`Daemon::start`] with the last word on the config before the daemon starts.
+    pub(crate) async fn start_with(bind: bool, configure: fn(&mut Config)) -> Daemon {
         let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let prepared = demo_amocrm::prepare(&sandbox, dir.path(), SECRET)
@@ -42,6 +47,7 @@ impl Daemon {
         config.server.sweep_interval_secs = 3600;
         config.server.retry_delays_secs = vec![1, 1, 2, 3, 5];
         config.portals[0].fields.comment = false;
+        configure(&mut config);
         let mut d = Daemon {
             sandbox,
             dir,

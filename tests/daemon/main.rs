@@ -14,6 +14,7 @@ mod deals_bitrix24;
 mod e2e_amocrm;
 mod e2e_bitrix24;
 mod hostile_input;
+mod identify_contact;
 mod intake_limits;
 mod notify;
 mod outcome_webhooks;

@@ -15,12 +15,13 @@ use leadscore::tracking::identify;
 use secrecy::SecretString;
 use serde_json::json;
 
-const ORIGIN: &str = "https://shop.example.ru";
-const SITE_KEY: &str = "site-key-1234";
-const SECRET: &str = "0123456789abcdef0123456789abcdef-tracking";
+pub(crate) const ORIGIN: &str = "https://shop.example.ru";
+pub(crate) const SITE_KEY: &str = "site-key-1234";
+pub(crate) const SECRET: &str = "0123456789abcdef0123456789abcdef-tracking";
 const VISITOR: &str = "v-0011223344556677";
 
-fn with_tracking(c: &mut Config) {
+/// The first portal with website tracking on (the shop's origin, key and secret).
+pub(crate) fn with_tracking(c: &mut Config) {
     c.portals[0].tracking = Some(Arc::new(Tracking {
         site_key: SITE_KEY.into(),
         allowed_origins: vec![ORIGIN.into()],
@@ -29,6 +30,7 @@ fn with_tracking(c: &mut Config) {
         max_skew_secs: 300,
         per_ip_per_minute: 120,
         per_visitor_per_minute: 60,
+        resolution_days: 30,
     }));
 }
 
@@ -192,15 +194,11 @@ async fn a_visitor_identified_by_the_site_backend_raises_the_lead_score_and_noth
         Some(lead.to_string())
     );
     // An erasure request for the lead removes both its visitors and says so.
-    let report: serde_json::Value = reqwest::Client::new()
-        .post(format!("http://{}/admin/forget", d.addr()))
-        .json(&json!({"portal": leadscore::demo::PORTAL, "lead": lead.to_string()}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report = crate::identify_contact::admin_forget(
+        d.addr(),
+        json!({"portal": leadscore::demo::PORTAL, "lead": lead.to_string()}),
+    )
+    .await;
     assert_eq!(report["identities"], 2, "{report}");
     assert_eq!(report["events"], 4, "{report}");
     assert!(store

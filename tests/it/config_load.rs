@@ -986,6 +986,16 @@ identify_secret_env = \"TRACK\"
     assert!(t.allows_origin("https://SHOP.example.ru/"));
     assert!(!t.allows_origin("https://shop.example.ru.evil.com"));
     assert_eq!(t.anonymous_days, 30);
+    assert_eq!(
+        t.resolution_days, 30,
+        "e-mail / phone resolutions kept 30 days"
+    );
+    let week = good.replace(
+        "identify_secret_env = \"TRACK\"",
+        "identify_secret_env = \"TRACK\"\nresolution_days = 7",
+    );
+    let c = ok(&week, &env);
+    assert_eq!(c.portals[0].tracking.as_ref().unwrap().resolution_days, 7);
 }
 
 #[test]

@@ -694,11 +694,13 @@ fn list_contacts(st: &State, c: &Call<'_>) -> Result<Reply, ApiError> {
     let (page, limit) = paging(c.query, 50, 250)?;
     let want = ids(c.query, "filter[id]")?;
     let updated = range(c.query, "updated_at")?;
+    let search = c.query.get("query").unwrap_or_default();
     let found: Vec<_> = st
         .contacts
         .values()
         .filter(|x| want.is_empty() || want.contains(&x.id))
         .filter(|x| in_range(updated, x.updated_at))
+        .filter(|x| super::query::contact_hits(search, x))
         .collect();
     let Some((items, next)) = slice(found, page, limit) else {
         return Ok(Reply::NoContent);

@@ -100,6 +100,37 @@ fn is_list_key(k: &str, key: &str) -> bool {
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// amoCRM's `query` search over one record, as far as the sandbox models it: the text
+/// (case-insensitive) inside its name or any field value; and a query of digits with
+/// phone punctuation (five digits or more) also inside the digits of a value, so a
+/// phone is found however it was written (`+7 (912) 345-67-89` by `9123456789`).
+pub(crate) fn search_hits(query: &str, name: &str, values: &[String]) -> bool {
+    let q = query.trim().to_lowercase();
+    if q.is_empty() {
+        return true;
+    }
+    if name.to_lowercase().contains(&q) || values.iter().any(|v| v.to_lowercase().contains(&q)) {
+        return true;
+    }
+    let digits = |s: &str| s.chars().filter(char::is_ascii_digit).collect::<String>();
+    let phone_like = q
+        .chars()
+        .all(|c| c.is_ascii_digit() || " +-().".contains(c));
+    let qd = digits(&q);
+    phone_like && qd.len() >= 5 && values.iter().any(|v| digits(v).contains(&qd))
+}
+
+/// [`search_hits`] over a contact's name and field values.
+pub(crate) fn contact_hits(query: &str, c: &super::model::Contact) -> bool {
+    let values: Vec<String> = c
+        .fields
+        .iter()
+        .flat_map(|f| &f.values)
+        .map(|v| v.text())
+        .collect();
+    search_hits(query, &c.name, &values)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,5 +153,15 @@ mod tests {
         assert_eq!(q.get("query"), Some("a b+c"));
         assert_eq!(q.encode_without(&["page"]), vec!["query=a+b%2Bc"]);
         assert_eq!(encode("filter[id][]"), "filter%5Bid%5D%5B%5D");
+    }
+
+    #[test]
+    fn the_search_finds_text_and_phones_however_written() {
+        let values = ["+7 (912) 345-67-89".to_string(), "Anna@Corp.ru".to_string()];
+        assert!(super::search_hits("anna@corp.ru", "Анна", &values));
+        assert!(super::search_hits("9123456789", "Анна", &values));
+        assert!(super::search_hits("анна", "Анна", &values));
+        assert!(!super::search_hits("9123456780", "Анна", &values));
+        assert!(!super::search_hits("boris@corp.ru", "Анна", &values));
     }
 }

@@ -344,7 +344,7 @@ impl Client {
         }
     }
 
-    async fn get(&self, path: &str) -> Result<Option<Value>, Error> {
+    pub(crate) async fn get(&self, path: &str) -> Result<Option<Value>, Error> {
         self.call(Req {
             method: Method::GET,
             path,

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod client;
 pub mod error;
 pub mod limiter;
+pub mod search;
 pub mod types;
 pub mod webhook;
 

@@ -108,6 +108,13 @@ pub struct Tag {
 pub struct Embedded {
     #[serde(default, deserialize_with = "null_as_default")]
     pub contacts: Vec<EntityRef>,
+    /// A contact's leads (with `with=leads`).
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub leads: Vec<EntityRef>,
     #[serde(default, deserialize_with = "null_as_default")]
     pub companies: Vec<EntityRef>,
     #[serde(default, deserialize_with = "null_as_default")]

@@ -21,7 +21,7 @@ pub(crate) struct Output {
 }
 
 impl Output {
-    fn plain(result: Value) -> Self {
+    pub(crate) fn plain(result: Value) -> Self {
         Self {
             result,
             total: None,
@@ -50,6 +50,7 @@ pub(crate) const METHODS: &[&str] = &[
     "crm.deal.userfield.get",
     "crm.deal.userfield.add",
     "crm.settings.mode.get",
+    "crm.duplicate.findbycomm",
     "crm.activity.get",
     "crm.activity.list",
     "crm.activity.add",
@@ -87,6 +88,7 @@ pub(crate) fn dispatch(
     }
     match method {
         "crm.settings.mode.get" => Ok(Output::plain(json!(if st.simple_mode { 2 } else { 1 }))),
+        "crm.duplicate.findbycomm" => super::duplicates::find_by_comm(st, p),
         "crm.lead.get" => lead_get(st, p),
         "crm.lead.list" => lead_list(st, p),
         "crm.lead.add" => {

@@ -55,6 +55,7 @@
 mod api;
 mod batch;
 mod deals;
+mod duplicates;
 mod events;
 mod http;
 mod limits;

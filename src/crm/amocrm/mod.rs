@@ -36,6 +36,7 @@
 
 mod fetch;
 mod link;
+mod lookup;
 mod outcomes;
 #[cfg(feature = "demo")]
 mod seed_history;
@@ -326,6 +327,13 @@ impl Crm for AmocrmCrm {
         progress: &PullProgressFn,
     ) -> Result<ClosedLeads, CrmError> {
         self.read_outcomes(fields, progress).await
+    }
+
+    async fn find_lead_by_contact(
+        &self,
+        who: &crate::tracking::contact::ContactPoint,
+    ) -> Result<Option<LeadId>, CrmError> {
+        self.lead_by_contact(who).await
     }
 }
 

@@ -19,6 +19,7 @@ mod classify;
 mod entity;
 mod fetch;
 mod link;
+mod lookup;
 mod outcomes;
 #[cfg(any(test, feature = "demo"))]
 mod seed_history;
@@ -417,6 +418,13 @@ impl Crm for Bitrix24Crm {
         progress: &super::PullProgressFn,
     ) -> Result<super::ClosedLeads, CrmError> {
         self.read_outcomes(fields, progress).await
+    }
+
+    async fn find_lead_by_contact(
+        &self,
+        who: &crate::tracking::contact::ContactPoint,
+    ) -> Result<Option<LeadId>, CrmError> {
+        self.lead_by_contact(who).await
     }
 }
 

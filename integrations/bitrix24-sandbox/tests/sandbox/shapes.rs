@@ -599,3 +599,60 @@ async fn the_crm_mode_and_a_simple_mode_portal_without_leads() {
     );
     p.shutdown().await;
 }
+
+#[tokio::test]
+async fn duplicate_findbycomm_matches_emails_by_case_and_phones_by_digits() {
+    let p = portal().await;
+    let a = p
+        .add_lead(json!({"TITLE": "A", "EMAIL": [{"VALUE": "Anna@Corp.test"}],
+                          "PHONE": [{"VALUE": "+7 (912) 345-67-89"}]}))
+        .unwrap();
+    let b = p
+        .add_lead(json!({"TITLE": "B", "PHONE": [{"VALUE": "8 912 345 67 89"}]}))
+        .unwrap();
+    let find =
+        |kind: &str, values: Value| json!({"entity_type": "LEAD", "type": kind, "values": values});
+    let r = ok(
+        &p,
+        "crm.duplicate.findbycomm",
+        find("EMAIL", json!(["anna@corp.test"])),
+    )
+    .await;
+    assert_eq!(r, json!({"LEAD": [a]}));
+    // Phones on their digits as written: `+7…` and `8…` are two numbers to the portal.
+    let r = ok(
+        &p,
+        "crm.duplicate.findbycomm",
+        find("PHONE", json!(["79123456789"])),
+    )
+    .await;
+    assert_eq!(r, json!({"LEAD": [a]}));
+    let r = ok(
+        &p,
+        "crm.duplicate.findbycomm",
+        find("PHONE", json!(["79123456789", "8-912-345-67-89"])),
+    )
+    .await;
+    assert_eq!(r, json!({"LEAD": [a, b]}));
+    // Nothing found is PHP's empty array; contacts are not leads.
+    let r = ok(
+        &p,
+        "crm.duplicate.findbycomm",
+        find("EMAIL", json!(["nobody@x.test"])),
+    )
+    .await;
+    assert_eq!(r, json!([]));
+    let r = ok(
+        &p,
+        "crm.duplicate.findbycomm",
+        json!({"entity_type": "CONTACT", "type": "EMAIL", "values": ["anna@corp.test"]}),
+    )
+    .await;
+    assert_eq!(r, json!([]));
+    let (status, body) = call(&p, "crm.duplicate.findbycomm", json!({"values": ["x"]})).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"], json!("Communication type is not defined"));
+    let (status, _) = call(&p, "crm.duplicate.findbycomm", json!({"type": "EMAIL"})).await;
+    assert_eq!(status, 400);
+    p.shutdown().await;
+}
