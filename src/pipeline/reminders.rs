@@ -31,6 +31,9 @@ pub enum Purchase {
 pub struct Due {
     pub at: DateTime<Utc>,
     pub purchase: NaiveDate,
+    /// The lead's stored reminder state when this was worked out, so sending it needs
+    /// no second read (`None`: never reminded).
+    pub state: Option<ReminderState>,
 }
 
 impl Due {
@@ -40,20 +43,71 @@ impl Due {
     }
 }
 
-const MONTHS: [[&str; 4]; 12] = [
-    ["январ", "jan", "january", "янв"],
-    ["феврал", "feb", "february", "фев"],
-    ["март", "mar", "march", "мар"],
-    ["апрел", "apr", "april", "апр"],
-    ["ма", "may", "may", "мая"],
-    ["июн", "jun", "june", "июн"],
-    ["июл", "jul", "july", "июл"],
-    ["август", "aug", "august", "авг"],
-    ["сентябр", "sep", "september", "сен"],
-    ["октябр", "oct", "october", "окт"],
-    ["ноябр", "nov", "november", "ноя"],
-    ["декабр", "dec", "december", "дек"],
+/// Month names as portals write them, matched whole: English names, three-letter
+/// forms and the Russian short forms (so "mar" never reads as a stem of May).
+const MONTH_WORDS: [(&str, u32); 36] = [
+    ("jan", 1),
+    ("january", 1),
+    ("янв", 1),
+    ("feb", 2),
+    ("february", 2),
+    ("фев", 2),
+    ("mar", 3),
+    ("march", 3),
+    ("мар", 3),
+    ("apr", 4),
+    ("april", 4),
+    ("апр", 4),
+    ("may", 5),
+    ("май", 5),
+    ("мая", 5),
+    ("мае", 5),
+    ("jun", 6),
+    ("june", 6),
+    ("jul", 7),
+    ("july", 7),
+    ("aug", 8),
+    ("august", 8),
+    ("авг", 8),
+    ("sep", 9),
+    ("september", 9),
+    ("сен", 9),
+    ("oct", 10),
+    ("october", 10),
+    ("окт", 10),
+    ("nov", 11),
+    ("november", 11),
+    ("ноя", 11),
+    ("dec", 12),
+    ("december", 12),
+    ("дек", 12),
+    ("сент", 9),
 ];
+
+/// Russian month stems, matched as prefixes ("июнь", "июня", "в июне"): every case of
+/// the name starts with its stem. May has none safe to prefix-match ("ма").
+const MONTH_STEMS: [(&str, u32); 11] = [
+    ("январ", 1),
+    ("феврал", 2),
+    ("март", 3),
+    ("апрел", 4),
+    ("июн", 6),
+    ("июл", 7),
+    ("август", 8),
+    ("сентябр", 9),
+    ("октябр", 10),
+    ("ноябр", 11),
+    ("декабр", 12),
+];
+
+/// The month a word names, if any.
+fn month_named(word: &str) -> Option<u32> {
+    MONTH_WORDS
+        .iter()
+        .find(|(w, _)| *w == word)
+        .or_else(|| MONTH_STEMS.iter().find(|(stem, _)| word.starts_with(stem)))
+        .map(|(_, m)| *m)
+}
 
 /// Read a purchase month or date the way portals hold it: `6`, `06`, `июнь`, `June`,
 /// `2027-06-15`, `2027-06-15T03:00:00+03:00` (Bitrix24), `15.06.2027`, or a Unix
@@ -90,25 +144,7 @@ pub fn parse_purchase(raw: &str) -> Option<Purchase> {
             return Some(Purchase::Date(d.date()));
         }
     }
-    let word = s.to_lowercase();
-    // Whole English names and 3-letter forms first ("mar" must not read as "ма"y).
-    for (i, names) in MONTHS.iter().enumerate() {
-        if word == names[1] || word == names[2] || word == names[3] {
-            return Some(Purchase::Month(i as u32 + 1));
-        }
-    }
-    MONTHS
-        .iter()
-        .position(|names| {
-            let stem = names[0];
-            // "ма" (май, мая) is the one stem too short to prefix-match safely.
-            if stem == "ма" {
-                word == "май" || word == "мая" || word == "мае"
-            } else {
-                word.starts_with(stem)
-            }
-        })
-        .map(|i| Purchase::Month(i as u32 + 1))
+    month_named(&s.to_lowercase()).map(Purchase::Month)
 }
 
 /// The same month and day in `year` (29 February becomes the 28th in other years).
@@ -168,6 +204,7 @@ pub fn next_due(
     Some(Due {
         at,
         purchase: first,
+        state: None,
     })
 }
 
@@ -189,14 +226,25 @@ impl Pipeline {
         now: DateTime<Utc>,
     ) -> Option<Due> {
         let cfg = rt.portal.reminder.as_ref()?;
-        let done = match self.store.reminder(&rt.portal.id, &lead.id) {
-            Ok(s) => s.filter(|s| s.task.is_some()).map(|s| s.cycle),
+        // Most leads have no usable purchase field: they cost no store read.
+        let first = next_due(cfg, lead, None, now, offset)?;
+        let state = match self.store.reminder(&rt.portal.id, &lead.id) {
+            Ok(s) => s,
             Err(e) => {
                 warn!(portal = %rt.portal.id, lead = %lead.id, error = %e, "cannot read a reminder state");
                 None
             }
         };
-        next_due(cfg, lead, done.as_deref(), now, offset)
+        let done = state
+            .as_ref()
+            .filter(|s| s.task.is_some())
+            .map(|s| s.cycle.as_str());
+        let due = if done.is_some_and(|d| d == first.cycle()) {
+            next_due(cfg, lead, done, now, offset)?
+        } else {
+            first
+        };
+        Some(Due { state, ..due })
     }
 
     /// Create the due reminders' tasks (one per lead and cycle, ever), then set each
@@ -221,8 +269,7 @@ impl Pipeline {
         let mut settled = Vec::new();
         for (lead, d, change) in due {
             let cycle = d.cycle();
-            let prior = self.store.reminder(&portal.id, &lead.id).ok().flatten();
-            let marker = match prior.filter(|p| p.cycle == cycle) {
+            let marker = match d.state.clone().filter(|p| p.cycle == cycle) {
                 Some(p) if p.task.is_some() => {
                     settled.push((lead, change, true));
                     continue;
