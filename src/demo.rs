@@ -456,6 +456,7 @@ pub async fn run(data_dir: Option<PathBuf>, out: &mut dyn Write) -> anyhow::Resu
     drop(pipeline);
     sandbox.shutdown().await;
     crate::demo_deals::run(&dir, out).await?;
+    crate::demo_site::run(&dir, out).await?;
     print_epilogue(out, started, &dir, &config_path, PORTAL, ids[0])?;
     Ok(())
 }

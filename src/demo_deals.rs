@@ -6,19 +6,11 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::time::Duration;
 
-use anyhow::Context;
-use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
-use leadscore_bitrix24_sandbox::{Sandbox, SandboxOptions};
-
-use crate::app;
-use crate::config::{self, Config};
-use crate::demo::{demo_config_text, random_token, settle, shorten, PORTAL};
+use crate::demo::{shorten, PORTAL};
+use crate::demo_portal::{Scene, ScenePortal};
 use crate::status::{self, PortalSpec};
 use crate::weighted::BITRIX24_FUNNEL;
 
@@ -64,71 +56,48 @@ const DEALS: [(&str, &str, u32, &str, bool); 8] = [
     ("Поставка «Кедр» (оплачено)", "WON", 700_000, "1", false),
 ];
 
-/// The config of the deals portal: the demo's, with `entities = ["deal"]`, the
+/// The deals portal's config: the demo's, with `entities = ["deal"]`, the
 /// weighted-value field and the funnel's coefficients.
-fn deals_config_text(data_dir: &Path, webhook_url: &str, token: &str) -> anyhow::Result<String> {
-    let text = demo_config_text(data_dir, webhook_url, token)?;
-    let text = text
-        .replacen(
-            "crm = \"bitrix24\"\n",
-            "crm = \"bitrix24\"\nentities = [\"deal\"]\n",
-            1,
-        )
-        .replacen(
-            "[portal.fields.map]\n",
-            "[portal.fields.deal]\nexpected_value = \"UF_CRM_LEADSCORE_EV\"\n\n[portal.fields.map]\n",
-            1,
-        )
-        .replacen(
-            "[scoring]\n",
-            &format!("[portal.stages.pipelines.\"0\"]\n{BITRIX24_FUNNEL}\n[scoring]\n"),
-            1,
-        );
-    anyhow::ensure!(
-        text.contains("entities") && text.contains("[portal.stages"),
-        "the demo config template changed: cannot add the deal funnel"
-    );
-    Ok(text)
+fn deals_config(text: String) -> String {
+    text.replacen(
+        "crm = \"bitrix24\"\n",
+        "crm = \"bitrix24\"\nentities = [\"deal\"]\n",
+        1,
+    )
+    .replacen(
+        "[portal.fields.map]\n",
+        "[portal.fields.deal]\nexpected_value = \"UF_CRM_LEADSCORE_EV\"\n\n[portal.fields.map]\n",
+        1,
+    )
+    .replacen(
+        "[scoring]\n",
+        &format!("[portal.stages.pipelines.\"0\"]\n{BITRIX24_FUNNEL}\n[scoring]\n"),
+        1,
+    )
 }
 
 /// Run the funnel: portal, setup, daemon, deals, then the table and the sums.
 pub async fn run(dir: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
-    let sandbox = Sandbox::start(SandboxOptions::default())
-        .await
-        .context("cannot start the deals sandbox")?;
-    sandbox.set_simple_mode(true);
-    let token = random_token(32);
-    let data_dir = dir.join("deals");
-    std::fs::create_dir_all(&data_dir)?;
-    let text = deals_config_text(&data_dir, sandbox.webhook_url().expose_secret(), &token)?;
-    let path = data_dir.join("demo-deals.toml");
-    std::fs::write(&path, &text)?;
-    let mut config: Config =
-        config::load(&path).map_err(|e| anyhow::anyhow!("demo deals config is invalid:\n{e}"))?;
-    let store = app::open_store(&config)?;
-    let portal = config.portals[0].clone();
-    let setup = app::build_admin(&portal, &store)?
-        .setup_fields(&portal.fields, &app::tier_pairs(&config))
-        .await
-        .context("setup of the deals portal failed")?;
-    let deal_setup = setup.deal.as_deref().context("setup made no deal fields")?;
-    config.portals[0].fields.deal.tier_values = deal_setup.tier_values.clone();
+    let portal = ScenePortal::start(
+        dir,
+        Scene {
+            name: "deals",
+            simple_mode: true,
+            edit: &deals_config,
+            events: &["ONCRMDEALADD", "ONCRMDEALUPDATE", "ONCRMACTIVITYADD"],
+        },
+    )
+    .await?;
+    anyhow::ensure!(
+        !portal.config.portals[0].stages.is_empty(),
+        "the demo config template changed: the deal funnel has no stages"
+    );
     writeln!(
         out,
         "\nphase 4: a portal in the simple CRM mode (deals only); setup: {}",
-        setup.notes.join(" ")
+        portal.setup.notes.join(" ")
     )?;
-
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let shutdown = CancellationToken::new();
-    let running =
-        app::start_with_store(config.clone(), store.clone(), listener, shutdown.clone()).await?;
-    let pipeline = running.pipeline.clone();
-    let hook = format!("http://{}/webhooks/bitrix24/{PORTAL}", running.addr);
-    for event in ["ONCRMDEALADD", "ONCRMDEALUPDATE", "ONCRMACTIVITYADD"] {
-        sandbox.bind_event(event, &hook, SecretString::from(token.clone()));
-    }
-
+    let sandbox = &portal.sandbox;
     let mut ids = Vec::new();
     for (title, stage, amount, rep, _) in DEALS {
         ids.push(sandbox.add_deal(json!({
@@ -151,7 +120,7 @@ pub async fn run(dir: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
             }))?;
         }
     }
-    settle(&sandbox, &pipeline, Duration::from_secs(60)).await?;
+    portal.settle().await?;
 
     writeln!(
         out,
@@ -187,9 +156,10 @@ pub async fn run(dir: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
         id: PORTAL.into(),
         crm: "bitrix24".into(),
         capacity: None,
-        stages: config.portals[0].stages.clone(),
+        stages: portal.config.portals[0].stages.clone(),
     };
-    let report = status::collect(&store, &[spec], &[], None, pipeline.now())?;
+    let now = portal.running.pipeline.now();
+    let report = status::collect(&portal.store, &[spec], &[], None, now)?;
     if let Some(sums) = &report.portals[0].pipeline_value {
         writeln!(
             out,
@@ -207,9 +177,5 @@ pub async fn run(dir: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
         sandbox.count_method("crm.lead.update") + sandbox.count_method("crm.lead.list")
     )?;
 
-    shutdown.cancel();
-    running.handle.await.context("daemon task panicked")??;
-    drop(pipeline);
-    sandbox.shutdown().await;
-    Ok(())
+    portal.stop().await
 }

@@ -23,9 +23,15 @@ pub mod demo_amocrm;
 /// The demo's deal funnel (simple-mode portal, weighted pipeline value).
 #[cfg(feature = "demo")]
 pub mod demo_deals;
+/// A sandbox portal with its own daemon, for the demo's later scenes.
+#[cfg(feature = "demo")]
+pub mod demo_portal;
 /// The demo's seed leads.
 #[cfg(feature = "demo")]
 pub mod demo_seeds;
+/// The demo's website scene (tracking, identify by e-mail).
+#[cfg(feature = "demo")]
+pub mod demo_site;
 pub mod intake;
 pub mod lead;
 pub mod metrics;

@@ -336,3 +336,43 @@ async fn a_signed_phone_in_another_format_finds_the_open_amocrm_lead() {
     assert_eq!(again["resolutions"], 0);
     assert_eq!(again["visitors"], json!([]));
 }
+
+/// The demo's website scene: anonymous visits change nothing, an unsigned identify is
+/// refused, the signed one attaches both events and the lead's score rises by them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_website_scene_scores_the_visits_once_identified() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = Vec::new();
+    leadscore::demo_site::run(dir.path(), &mut out)
+        .await
+        .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let line = |start: &str| -> String {
+        text.lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no line {start:?} in\n{text}"))
+            .to_string()
+    };
+    let first = line("lead 1 (Анна Смирнова, CEO): score ");
+    let before: i64 = first["lead 1 (Анна Смирнова, CEO): score ".len()..]
+        .split(';')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(first.ends_with(&format!("score still {before}")), "{text}");
+    assert!(
+        line("an unsigned identify").contains(": 401, nothing attached"),
+        "{text}"
+    );
+    assert!(
+        line("the form's backend").contains(r#"200 {"attached":2,"found":true}"#),
+        "{text}"
+    );
+    let after = line("lead 1: score ");
+    assert!(
+        after.starts_with(&format!("lead 1: score {before} → {} (", before + 15)),
+        "pricing +5, price list +10: {text}"
+    );
+    assert!(after.contains("цены") && after.contains("прайс"), "{text}");
+}
