@@ -220,13 +220,7 @@ pub fn collect(
         let pipeline_value = if spec.stages.is_empty() {
             None
         } else {
-            let mut deals = Vec::new();
-            for id in store.snapshot_ids(p)? {
-                if let Some(snap) = store.snapshot(p, &id)? {
-                    deals.push(snap.lead);
-                }
-            }
-            Some(spec.stages.sums(deals.iter()))
+            Some(spec.stages.sums(store.deal_values(p)?.iter()))
         };
         out.push(PortalStatus {
             capacity,

@@ -48,12 +48,13 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.snapshot
             .insert(lead_key(portal, lead), snapshot_codec::encode(snap))?;
-        Ok(())
+        self.index_deal_value(portal, &snap.lead)
     }
 
     /// Forget a deleted lead's inputs (and its decay timer).
     pub fn remove_snapshot(&self, portal: &str, lead: &str) -> Result<(), StoreError> {
         self.snapshot.remove(lead_key(portal, lead))?;
+        self.unindex_deal_value(portal, lead)?;
         self.set_timer(portal, lead, None)
     }
 

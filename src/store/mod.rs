@@ -32,6 +32,7 @@ use sled::Transactional;
 use crate::crm::{LeadId, Subject, TaskRef};
 use crate::lead::{Activity, Lead};
 
+mod deal_values;
 mod group;
 mod inputs;
 mod ledger;
@@ -254,6 +255,8 @@ pub struct Store {
     crossing: sled::Tree,
     reminders: sled::Tree,
     snapshot: sled::Tree,
+    /// Per lead with an amount: rep, pipeline, stage (see `deal_values`).
+    deal_values: sled::Tree,
     timers: sled::Tree,
     timer_of: sled::Tree,
     meta: sled::Tree,

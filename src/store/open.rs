@@ -61,6 +61,7 @@ impl Store {
             crossing: db.open_tree("crossing")?,
             reminders: db.open_tree("reminders")?,
             snapshot: db.open_tree("snapshot")?,
+            deal_values: db.open_tree("deal_values")?,
             timers: db.open_tree("timers")?,
             timer_of: db.open_tree("timer_of")?,
             meta: db.open_tree("meta")?,
