@@ -465,10 +465,32 @@ impl Client {
         types: &[&str],
         since: Option<i64>,
     ) -> Result<Vec<Event>, Error> {
+        self.entity_events("lead", lead_ids, types, since).await
+    }
+
+    /// Events of contacts (their field changes: a job title filled in later), 10
+    /// contact ids per request, as [`Client::lead_events`].
+    pub async fn contact_events(
+        &self,
+        contact_ids: &[u64],
+        types: &[&str],
+        since: Option<i64>,
+    ) -> Result<Vec<Event>, Error> {
+        self.entity_events("contact", contact_ids, types, since)
+            .await
+    }
+
+    async fn entity_events(
+        &self,
+        entity: &str,
+        ids: &[u64],
+        types: &[&str],
+        since: Option<i64>,
+    ) -> Result<Vec<Event>, Error> {
         let mut out = Vec::new();
-        for chunk in dedup(lead_ids).chunks(MAX_EVENT_IDS) {
+        for chunk in dedup(ids).chunks(MAX_EVENT_IDS) {
             let mut q = format!(
-                "/api/v4/events?filter[entity]=lead&{}",
+                "/api/v4/events?filter[entity]={entity}&{}",
                 id_filter("filter[entity_id][]", chunk)
             );
             if !types.is_empty() {

@@ -5,12 +5,14 @@
 //! field's value as of an instant is today's value walked back through the changes
 //! after it: the `value_before` of the earliest change at or after the instant. A
 //! field with no change event keeps today's value (as far as the log, which amoCRM
-//! does not keep forever, knows). Contact and company fields are not replayed.
+//! does not keep forever, knows). The main contact's fields (job title, e-mail, phone,
+//! mapped contact fields) are replayed the same way from the contact's events; the
+//! company's are today's values.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use leadscore_amocrm::types::{
-    CustomField, CustomFieldValues, Event, FieldValue, Lead as AmoLead,
+    Company, Contact, CustomFieldValues, Event, FieldValue, Lead as AmoLead,
 };
 use serde_json::Value;
 
@@ -19,13 +21,12 @@ use super::{to_crm, AmocrmCrm};
 use crate::backtest::{EarlierFit, FitHistory};
 use crate::config::FieldsSection;
 use crate::crm::CrmError;
-use leadscore_amocrm::types::{Company, Contact};
 
 /// The event type that stands for every `custom_field_{ID}_value_changed` in a filter.
 pub(super) const FIELD_CHANGED: &str = "custom_field_value_changed";
 
-/// Fit fields a lead takes from its main contact and company, never replayed.
-const FROM_CONTACT: &[&str] = &["position", "email", "phone", "company"];
+/// Fit fields a lead takes from its main contact's own fields.
+const FROM_CONTACT: &[&str] = &["email", "phone", "position"];
 
 /// One change of one lead custom field.
 #[derive(Debug, Clone, PartialEq)]
@@ -105,127 +106,204 @@ pub(super) fn rewind(
     out
 }
 
-/// The mapped fit fields that are lead custom fields, so their changes are in the
-/// lead's event log.
+/// What a pull knows of its leads' field changes: which fit fields they replay, and
+/// the changes of the leads' mapped fields and of their main contacts' fields.
 #[derive(Debug, Default)]
-pub(super) struct Replayable {
-    /// Neutral name → lead field id.
-    pub fields: BTreeMap<String, u64>,
-    /// Their definitions, to name a field that is empty today but had a value then.
-    defs: BTreeMap<u64, CustomField>,
+pub(super) struct FieldLog {
+    /// Mapped fit fields that are lead custom fields: neutral name → field id.
+    lead_fields: BTreeMap<String, u64>,
+    /// Mapped fit fields found on the main contacts (replayed with the contact).
+    contact_fields: BTreeSet<String>,
+    /// Whether the main contacts' changes were read.
+    contacts_read: bool,
+    /// A field's code and name by id, to name a field that is empty today but had a
+    /// value then (`lead_from` may look it up by either).
+    names: HashMap<u64, (Option<String>, Option<String>)>,
+    by_lead: HashMap<u64, Vec<Change>>,
+    by_contact: HashMap<u64, Vec<Change>>,
 }
 
-impl Replayable {
-    /// Resolve `fields.map` against the account's lead field definitions by id, code
-    /// or name, as `lead_from` reads them (a target that is no lead field is a
-    /// contact's or company's: not replayed).
-    pub(super) fn resolve(fields: &FieldsSection, defs: &[CustomField]) -> Replayable {
-        let mut r = Replayable::default();
-        for (neutral, target) in &fields.map {
-            let t = target.trim();
-            let def = match t.parse::<u64>() {
-                Ok(id) => defs.iter().find(|d| d.id == Some(id)),
-                Err(_) => defs
-                    .iter()
-                    .find(|d| d.code.as_deref().is_some_and(|c| c.eq_ignore_ascii_case(t)))
-                    .or_else(|| defs.iter().find(|d| d.name.eq_ignore_ascii_case(t))),
-            };
-            if let Some((d, id)) = def.and_then(|d| Some((d, d.id?))) {
-                r.fields.insert(neutral.clone(), id);
-                r.defs.insert(id, d.clone());
+/// `fields.map`'s target `t` is this field (by id, else code, else name), as
+/// `lead_from` looks fields up.
+fn names_field(t: &str, id: u64, code: Option<&str>, name: Option<&str>) -> bool {
+    match t.parse::<u64>() {
+        Ok(want) => want == id,
+        Err(_) => {
+            code.is_some_and(|c| c.eq_ignore_ascii_case(t))
+                || name.is_some_and(|n| n.eq_ignore_ascii_case(t))
+        }
+    }
+}
+
+/// The changes in `events` (the log's order: newest first) by entity, oldest first,
+/// keeping the fields `keep` accepts.
+fn by_entity(mut events: Vec<Event>, keep: impl Fn(u64) -> bool) -> HashMap<u64, Vec<Change>> {
+    // Reversed, each entity's changes of one second stay in the order they were made.
+    events.reverse();
+    let mut out: HashMap<u64, Vec<Change>> = HashMap::new();
+    for e in &events {
+        if let (Some(id), Some(c)) = (e.entity_id, change_of(e)) {
+            if keep(c.field_id) {
+                out.entry(id).or_default().push(c);
             }
         }
-        r
+    }
+    for changes in out.values_mut() {
+        changes.sort_by_key(|c| c.at);
+    }
+    out
+}
+
+impl FieldLog {
+    /// Changes read, leads' and contacts' (for the progress line).
+    pub(super) fn changes(&self) -> usize {
+        self.by_lead
+            .values()
+            .chain(self.by_contact.values())
+            .map(Vec::len)
+            .sum()
     }
 
-    /// The fit fields of a pull that stay today's values: the contact's and
-    /// company's, and mapped ones that are not lead fields.
-    pub(super) fn today(&self, fields: &FieldsSection) -> Vec<String> {
-        let mut out: BTreeSet<String> = FROM_CONTACT.iter().map(|s| s.to_string()).collect();
-        out.extend(fields.map.keys().cloned());
-        out.retain(|n| !self.fields.contains_key(n));
+    /// Fit fields rebuilt from the log.
+    fn replayed(&self) -> Vec<String> {
+        let mut out: BTreeSet<String> = self.lead_fields.keys().cloned().collect();
+        if self.contacts_read {
+            out.extend(FROM_CONTACT.iter().map(|s| s.to_string()));
+            out.extend(self.contact_fields.iter().cloned());
+        }
         out.into_iter().collect()
     }
 
-    /// Give a field rewound into existence the code and name `lead_from` may look
-    /// it up by.
-    fn name(&self, f: &mut CustomFieldValues) {
-        if let Some(d) = self.defs.get(&f.field_id) {
-            f.field_code = f.field_code.take().or_else(|| d.code.clone());
-            f.field_name = f.field_name.take().or_else(|| Some(d.name.clone()));
+    /// Fit fields that stay today's values: the company's name, mapped fields that are
+    /// neither the lead's nor the contact's, and the contact's when none was read.
+    fn today(&self, fields: &FieldsSection) -> Vec<String> {
+        let replayed = self.replayed();
+        let mut out: BTreeSet<String> = FROM_CONTACT.iter().map(|s| s.to_string()).collect();
+        out.insert("company".into());
+        out.extend(fields.map.keys().cloned());
+        out.retain(|n| !replayed.contains(n));
+        out.into_iter().collect()
+    }
+
+    /// `today` with every change in `changes` at or after `since` undone, each field
+    /// named.
+    fn rewound(
+        &self,
+        today: &[CustomFieldValues],
+        changes: &[Change],
+        since: i64,
+    ) -> Vec<CustomFieldValues> {
+        let mut out = rewind(today, changes, since);
+        for f in &mut out {
+            if let Some((code, name)) = self.names.get(&f.field_id) {
+                f.field_code = f.field_code.take().or_else(|| code.clone());
+                f.field_name = f.field_name.take().or_else(|| name.clone());
+            }
         }
+        out
     }
 }
 
 impl AmocrmCrm {
-    /// The changes of the mapped lead fields of `leads`, by lead, in the order they
-    /// happened: the account's lead field definitions (one request), then the
-    /// `custom_field_value_changed` events of 10 leads per request (the most
-    /// `filter[entity_id]` takes), at any time (a change after the close still has to
-    /// be walked back from today's value). No request when no fit field is a lead field.
+    /// The field changes of `leads` and their main contacts, oldest first: the
+    /// account's lead field definitions (one request, when `fields.map` names any
+    /// field), the leads' `custom_field_value_changed` events (only when a mapped
+    /// field is a lead field) and the main contacts' (job title, e-mail, phone), 10
+    /// entities per request (the most `filter[entity_id]` takes), at any time: a change
+    /// after the close still has to be walked back from today's value.
     pub(super) async fn field_changes(
         &self,
         fields: &FieldsSection,
         leads: &[AmoLead],
-    ) -> Result<(Replayable, HashMap<u64, Vec<Change>>), CrmError> {
-        let mut by_lead: HashMap<u64, Vec<Change>> = HashMap::new();
-        if fields.map.is_empty() || leads.is_empty() {
-            return Ok((Replayable::default(), by_lead));
+        contacts: &[&Contact],
+    ) -> Result<FieldLog, CrmError> {
+        let mut log = FieldLog::default();
+        if leads.is_empty() {
+            return Ok(log);
         }
-        let defs = self.client.lead_custom_fields().await.map_err(to_crm)?;
-        let replayable = Replayable::resolve(fields, &defs);
-        if replayable.fields.is_empty() {
-            return Ok((replayable, by_lead));
-        }
-        let ids: Vec<u64> = leads.iter().map(|l| l.id).collect();
-        let wanted: BTreeSet<u64> = replayable.fields.values().copied().collect();
-        let mut events = self
-            .client
-            .lead_events(&ids, &[FIELD_CHANGED], None)
-            .await
-            .map_err(to_crm)?;
-        // The log lists the newest first; per lead, oldest first keeps a second's order.
-        events.reverse();
-        for e in &events {
-            let (Some(lead), Some(c)) = (e.entity_id, change_of(e)) else {
-                continue;
-            };
-            if wanted.contains(&c.field_id) {
-                by_lead.entry(lead).or_default().push(c);
+        let defs = if fields.map.is_empty() {
+            Vec::new()
+        } else {
+            self.client.lead_custom_fields().await.map_err(to_crm)?
+        };
+        for d in &defs {
+            let Some(id) = d.id else { continue };
+            log.names
+                .insert(id, (d.code.clone(), Some(d.name.clone())));
+            for (neutral, target) in &fields.map {
+                if names_field(target.trim(), id, d.code.as_deref(), Some(&d.name)) {
+                    log.lead_fields.entry(neutral.clone()).or_insert(id);
+                }
             }
         }
-        for changes in by_lead.values_mut() {
-            changes.sort_by_key(|c| c.at);
+        for f in contacts.iter().flat_map(|c| &c.custom_fields_values) {
+            log.names
+                .entry(f.field_id)
+                .or_insert_with(|| (f.field_code.clone(), f.field_name.clone()));
+            for (neutral, target) in &fields.map {
+                let (code, name) = (f.field_code.as_deref(), f.field_name.as_deref());
+                if !log.lead_fields.contains_key(neutral)
+                    && names_field(target.trim(), f.field_id, code, name)
+                {
+                    log.contact_fields.insert(neutral.clone());
+                }
+            }
         }
-        Ok((replayable, by_lead))
+        if !log.lead_fields.is_empty() {
+            let ids: Vec<u64> = leads.iter().map(|l| l.id).collect();
+            let wanted: BTreeSet<u64> = log.lead_fields.values().copied().collect();
+            let events = self
+                .client
+                .lead_events(&ids, &[FIELD_CHANGED], None)
+                .await
+                .map_err(to_crm)?;
+            log.by_lead = by_entity(events, |f| wanted.contains(&f));
+        }
+        let contact_ids: Vec<u64> = leads.iter().filter_map(AmoLead::main_contact_id).collect();
+        if !contact_ids.is_empty() {
+            let events = self
+                .client
+                .contact_events(&contact_ids, &[FIELD_CHANGED], None)
+                .await
+                .map_err(to_crm)?;
+            log.by_contact = by_entity(events, |_| true);
+            log.contacts_read = true;
+        }
+        Ok(log)
     }
 
-    /// `raw`'s lead as it stood before each instant one of the `replayed` fields
-    /// changed at (`changes`: this lead's, in order), dropping an instant where
-    /// nothing scored differed from the next state.
+    /// `raw`'s lead as it stood before each instant its mapped fields or its main
+    /// contact's fields changed at, dropping an instant where nothing the lead is
+    /// made of differed from the next state.
     pub(super) fn fit_history(
         &self,
         fields: &FieldsSection,
         raw: &AmoLead,
-        related: (Option<&Contact>, Option<&Company>),
-        changes: &[Change],
-        replayed: &Replayable,
+        (contact, company): (Option<&Contact>, Option<&Company>),
+        log: &FieldLog,
     ) -> FitHistory {
-        let ids: BTreeSet<u64> = replayed.fields.values().copied().collect();
-        let mine: Vec<Change> = changes
+        let none = Vec::new();
+        let lead_changes = log.by_lead.get(&raw.id).unwrap_or(&none);
+        let contact_changes = contact
+            .and_then(|c| log.by_contact.get(&c.id))
+            .unwrap_or(&none);
+        let instants: BTreeSet<i64> = lead_changes
             .iter()
-            .filter(|c| ids.contains(&c.field_id))
-            .cloned()
+            .chain(contact_changes)
+            .map(|c| c.at)
             .collect();
-        let instants: BTreeSet<i64> = mine.iter().map(|c| c.at).collect();
-        let mut later = self.lead_from(fields, raw, related.0, related.1).0;
+        let mut later = self.lead_from(fields, raw, contact, company).0;
         let mut earlier = Vec::new();
         for t in instants.into_iter().rev() {
             let Some(until) = unix(t) else { continue };
             let mut r = raw.clone();
-            r.custom_fields_values = rewind(&raw.custom_fields_values, &mine, t);
-            r.custom_fields_values.iter_mut().for_each(|f| replayed.name(f));
-            let (lead, _) = self.lead_from(fields, &r, related.0, related.1);
+            r.custom_fields_values = log.rewound(&raw.custom_fields_values, lead_changes, t);
+            let c = contact.map(|c| {
+                let mut c = c.clone();
+                c.custom_fields_values = log.rewound(&c.custom_fields_values, contact_changes, t);
+                c
+            });
+            let (lead, _) = self.lead_from(fields, &r, c.as_ref(), company);
             if lead != later {
                 earlier.push(EarlierFit {
                     until,
@@ -236,8 +314,8 @@ impl AmocrmCrm {
         }
         earlier.reverse();
         FitHistory {
-            replayed: replayed.fields.keys().cloned().collect(),
-            today: replayed.today(fields),
+            replayed: log.replayed(),
+            today: log.today(fields),
             earlier,
         }
     }
@@ -301,6 +379,35 @@ mod tests {
         let today = vec![text(1, "c")];
         let log = vec![change(100, 1, Some("a")), change(100, 1, Some("b"))];
         assert_eq!(value(&rewind(&today, &log, 100), 1).as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn replayed_and_todays_fields_of_a_pull() {
+        let fields = FieldsSection {
+            map: [("employees", "77"), ("industry", "Отрасль"), ("custom.inn", "INN")]
+                .into_iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+            ..FieldsSection::default()
+        };
+        assert!(names_field("77", 77, None, None));
+        assert!(names_field("Отрасль", 5, None, Some("Отрасль")));
+        assert!(names_field("inn", 6, Some("INN"), Some("ИНН")));
+        assert!(!names_field("77", 78, Some("77"), None));
+        let mut log = FieldLog::default();
+        log.lead_fields.insert("employees".into(), 77);
+        assert_eq!(log.replayed(), vec!["employees"]);
+        assert_eq!(
+            log.today(&fields),
+            vec!["company", "custom.inn", "email", "industry", "phone", "position"]
+        );
+        log.contacts_read = true;
+        log.contact_fields.insert("custom.inn".into());
+        assert_eq!(
+            log.replayed(),
+            vec!["custom.inn", "email", "employees", "phone", "position"]
+        );
+        assert_eq!(log.today(&fields), vec!["company", "industry"]);
     }
 
     #[test]

@@ -8,9 +8,10 @@
 //! first creation and the last close (100 events per request, in 30-day windows: the
 //! per-lead filter takes 10 leads per request, so the feed is cheaper while leads
 //! average fewer than 10 events and most events in the span are the closed leads'),
-//! the common notes the events name (250 per request), and the history of the mapped
-//! lead fields (`fit_history`: the field definitions, then their change events, 10
-//! leads per request) so fit fields are scored as they were at the as-of instant.
+//! the common notes the events name (250 per request), and the history of the fit
+//! fields (`fit_history`: the lead field definitions, then the change events of the
+//! leads and of their main contacts, 10 per request) so fit fields are scored as they
+//! were at the as-of instant.
 
 use std::collections::BTreeMap;
 
@@ -97,11 +98,12 @@ impl AmocrmCrm {
         let mut acts = self.activities(&leads, &events.0, fields).await?;
         let note_pages = (requests() - notes_before) as usize;
         let history_before = requests();
-        let (replayable, mut changes) = self.field_changes(fields, &leads).await?;
+        let contacts: Vec<_> = leads.iter().filter_map(|l| related.of(l).0).collect();
+        let log = self.field_changes(fields, &leads, &contacts).await?;
         let history_pages = requests() - history_before;
         progress(PullProgress {
             phase: "field history",
-            rows: changes.values().map(Vec::len).sum(),
+            rows: log.changes(),
             requests: requests(),
         });
         let stage_names: BTreeMap<u64, &str> = pipelines
@@ -116,9 +118,7 @@ impl AmocrmCrm {
             };
             let (contact, company) = related.of(raw);
             let (lead, _) = self.lead_from(fields, raw, contact, company);
-            let lead_changes = changes.remove(&raw.id).unwrap_or_default();
-            let fit_history =
-                self.fit_history(fields, raw, (contact, company), &lead_changes, &replayable);
+            let fit_history = self.fit_history(fields, raw, (contact, company), &log);
             let created_at = lead.created_at.unwrap_or(closed);
             let stage = raw.status_id.map(|s| {
                 stage_names
