@@ -468,19 +468,9 @@ impl Client {
         self.entity_events("lead", lead_ids, types, since).await
     }
 
-    /// Events of contacts (their field changes: a job title filled in later), 10
-    /// contact ids per request, as [`Client::lead_events`].
-    pub async fn contact_events(
-        &self,
-        contact_ids: &[u64],
-        types: &[&str],
-        since: Option<i64>,
-    ) -> Result<Vec<Event>, Error> {
-        self.entity_events("contact", contact_ids, types, since)
-            .await
-    }
-
-    async fn entity_events(
+    /// Events of `entity` (`lead`, `contact`, `company`) by id, as
+    /// [`Client::lead_events`]: a contact's field changes, say.
+    pub async fn entity_events(
         &self,
         entity: &str,
         ids: &[u64],

@@ -263,7 +263,7 @@ impl AmocrmCrm {
         if !contact_ids.is_empty() {
             let events = self
                 .client
-                .contact_events(&contact_ids, &[FIELD_CHANGED], None)
+                .entity_events("contact", &contact_ids, &[FIELD_CHANGED], None)
                 .await
                 .map_err(to_crm)?;
             log.by_contact = by_entity(events, |_| true);
