@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::asof::{known_before, AsOf};
+use super::asof::{known_before, AsOf, FitSources};
 use super::auc::{self, AucCi, PairedDelta};
 use super::calibration::Calibration;
 use super::capacity::{self, Capacity};
@@ -54,7 +54,7 @@ pub fn score_all(model: &Model, leads: &[ClosedLead], as_of: AsOf) -> Vec<Scored
         .map(|c| {
             let (at, _) = as_of.instant(c);
             Scored {
-                total: model.total_only(&c.lead, known_before(&c.activities, at), at),
+                total: model.total_only(c.lead_at(at), known_before(&c.activities, at), at),
                 at,
             }
         })
@@ -124,6 +124,8 @@ pub struct Report {
     pub as_of: String,
     /// Caveats the reader must see (today's fit fields, capped instants, …).
     pub notes: Vec<String>,
+    /// Which fit fields were replayed from the CRM's history and which are today's.
+    pub fit: FitSources,
     pub leads: usize,
     pub wins: usize,
     pub base_rate: f64,
@@ -190,7 +192,12 @@ fn rule_stats(model: &Model, leads: &[ClosedLead], scored: &[Scored], base: f64)
     let mut hits_lost = vec![0usize; infos.len()];
     let mut units = Vec::new();
     for (c, s) in leads.iter().zip(scored) {
-        model.rule_units(&c.lead, known_before(&c.activities, s.at), s.at, &mut units);
+        model.rule_units(
+            c.lead_at(s.at),
+            known_before(&c.activities, s.at),
+            s.at,
+            &mut units,
+        );
         let hits = if c.outcome == Outcome::Won {
             &mut hits_won
         } else {
@@ -222,11 +229,12 @@ fn rule_stats(model: &Model, leads: &[ClosedLead], scored: &[Scored], base: f64)
 }
 
 fn case(model: &Model, c: &ClosedLead, s: &Scored) -> Case {
-    let score = model.score(&c.lead, known_before(&c.activities, s.at), s.at);
+    let lead = c.lead_at(s.at);
+    let score = model.score(lead, known_before(&c.activities, s.at), s.at);
     Case {
-        lead_id: c.lead.id.clone(),
-        name: c.lead.name.clone(),
-        company: c.lead.company.clone(),
+        lead_id: lead.id.clone(),
+        name: lead.name.clone(),
+        company: lead.company.clone(),
         score: score.total,
         tier: score.tier.clone(),
         outcome: c.outcome,
@@ -334,7 +342,7 @@ fn compare(
     }
 }
 
-/// The fit-field caveat every report carries.
+/// The fit-field caveat of a report whose source keeps no history of fit fields.
 pub const FIT_NOTE: &str = "Fit fields (title, company size, industry, region, e-mail) are today's values: \
 the export keeps no history of them, so fit rules see what is known now, not what was known at the as-of instant.";
 
@@ -363,7 +371,9 @@ pub fn analyze(
     };
     let scores: Vec<f64> = obs.iter().map(|o| f64::from(o.score)).collect();
 
-    let mut notes = vec![FIT_NOTE.to_string()];
+    let instants: Vec<DateTime<Utc>> = scored.iter().map(|s| s.at).collect();
+    let fit = FitSources::of(&leads, &instants);
+    let mut notes = vec![fit.note(FIT_NOTE)];
     let capped = leads.iter().filter(|c| opts.as_of.instant(c).1).count();
     if capped > 0 {
         notes.push(format!(
@@ -400,6 +410,7 @@ pub fn analyze(
         source: source.to_string(),
         as_of: opts.as_of.to_string(),
         notes,
+        fit,
         leads: leads.len(),
         wins,
         base_rate,

@@ -57,9 +57,9 @@ pub fn peaks(model: &Model, leads: &[ClosedLead], scored: &[Scored]) -> Vec<i32>
         .map(|(c, s)| {
             let acts = known_before(&c.activities, s.at);
             let start = c.created_at.min(s.at);
-            let mut peak = model.total_only(&c.lead, acts, start);
+            let mut peak = model.total_only(c.lead_at(start), acts, start);
             for a in acts {
-                peak = peak.max(model.total_only(&c.lead, acts, a.at));
+                peak = peak.max(model.total_only(c.lead_at(a.at), acts, a.at));
             }
             peak.max(s.total)
         })

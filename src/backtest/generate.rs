@@ -345,6 +345,7 @@ fn one(r: &mut Rng, i: usize, start: DateTime<Utc>) -> ClosedLead {
         } else {
             r.pick(STAGES).to_string()
         }),
+        fit_history: None,
     }
 }
 

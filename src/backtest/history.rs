@@ -255,6 +255,7 @@ pub fn read_csv(text: &str, label: &str) -> anyhow::Result<Vec<ClosedLead>> {
             rep_id: None,
             loss_reason: None,
             stage: None,
+            fit_history: None,
         };
         for (cell, v) in table.cells(line, rec) {
             let num = |v: &str| -> anyhow::Result<Option<f64>> {

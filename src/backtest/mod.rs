@@ -66,7 +66,8 @@ impl Outcome {
 /// file export and a CRM pull are analysed by the same code.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClosedLead {
-    /// Fit fields (today's values: exports and CRMs rarely keep their history).
+    /// Fit fields, today's values (exports and most CRMs keep no history of them; see
+    /// `fit_history` for the ones that do).
     pub lead: Lead,
     /// Every known activity, any order (analyses sort them), including ones after the
     /// outcome: the as-of cut, not the source, keeps them out.
@@ -86,6 +87,33 @@ pub struct ClosedLead {
     /// The pipeline stage it closed from, when the CRM says.
     #[serde(default)]
     pub stage: Option<String>,
+    /// What the fit fields were before they last changed, when the source keeps their
+    /// history (amoCRM's change events); `None`: only today's values are known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fit_history: Option<FitHistory>,
+}
+
+/// The fit fields' past, as a CRM's change log tells it: a score as of an instant
+/// must not see a job title or a head count entered after it (leakage, like a late
+/// activity).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FitHistory {
+    /// Fit fields rebuilt from the change log (one that never changed keeps today's
+    /// value, which was its value all along as far as the log knows).
+    pub replayed: Vec<String>,
+    /// Fit fields whose history the source does not give: today's values.
+    pub today: Vec<String>,
+    /// The lead as it was before each instant its replayed fields changed at, oldest
+    /// first (one entry per instant, however many fields changed then).
+    #[serde(default)]
+    pub earlier: Vec<EarlierFit>,
+}
+
+/// The lead's fit fields as they stood just before `until`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EarlierFit {
+    pub until: DateTime<Utc>,
+    pub lead: Lead,
 }
 
 impl ClosedLead {
@@ -94,6 +122,16 @@ impl ClosedLead {
         self.rep_id
             .as_deref()
             .or(self.lead.responsible_id.as_deref())
+    }
+
+    /// The lead as known strictly before `at`: the fields as they were before the
+    /// first change at or after `at` (a change at `at` itself is not known yet, as an
+    /// activity at `at` is not), else today's.
+    pub fn lead_at(&self, at: DateTime<Utc>) -> &Lead {
+        self.fit_history
+            .as_ref()
+            .and_then(|h| h.earlier.iter().find(|e| e.until >= at))
+            .map_or(&self.lead, |e| &e.lead)
     }
 
     /// Days from creation to close.

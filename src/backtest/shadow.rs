@@ -284,6 +284,7 @@ mod tests {
             rep_id: None,
             loss_reason: None,
             stage: None,
+            fit_history: None,
         }
     }
 

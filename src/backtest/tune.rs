@@ -90,7 +90,12 @@ fn features(model: &Model, leads: &[ClosedLead], as_of: AsOf) -> Vec<Vec<f64>> {
         .iter()
         .map(|c| {
             let (at, _) = as_of.instant(c);
-            model.rule_units(&c.lead, known_before(&c.activities, at), at, &mut units);
+            model.rule_units(
+                c.lead_at(at),
+                known_before(&c.activities, at),
+                at,
+                &mut units,
+            );
             units.clone()
         })
         .collect()

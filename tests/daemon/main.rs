@@ -7,6 +7,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod backtest_history;
 mod backtest_portal;
 mod capacity;
 mod config_reload;

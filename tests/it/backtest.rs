@@ -109,6 +109,7 @@ fn closed(acts: Vec<Activity>) -> ClosedLead {
         rep_id: None,
         loss_reason: None,
         stage: None,
+        fit_history: None,
     }
 }
 

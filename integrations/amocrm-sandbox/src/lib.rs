@@ -21,7 +21,8 @@
 //!   once, failures recorded, a hook that keeps failing switched off; subscriptions
 //!   made by the handle or through `/api/v4/webhooks`;
 //! - an event feed the API's own changes write to (`lead_added`, `lead_status_changed`,
-//!   `custom_field_{ID}_value_changed`, …) besides the events a test seeds;
+//!   `custom_field_{ID}_value_changed`, …), and a contact's field changes made through
+//!   the seed API, besides the events a test seeds;
 //! - a call record (the latest 50 000 requests, exact counters by method, route and
 //!   status).
 //!
@@ -790,6 +791,27 @@ impl SandboxHandle {
             contact.company_id,
             now_unix(),
         ))
+    }
+
+    /// Changes a contact's `POSITION`, `EMAIL` or `PHONE` as user `user_id` would in
+    /// the card (`values` empty clears it); the event log records it as amoCRM does
+    /// (`custom_field_{ID}_value_changed` of the contact). Returns whether it changed.
+    pub fn set_contact_field(
+        &self,
+        contact_id: u64,
+        code: &str,
+        values: &[&str],
+        user_id: u64,
+    ) -> Result<bool, SandboxError> {
+        let mut st = lock(&self.shared.state);
+        if !st.contacts.contains_key(&contact_id) {
+            return Err(SandboxError::UnknownContact(contact_id));
+        }
+        if !st.user_exists(user_id) {
+            return Err(SandboxError::UnknownUser(user_id));
+        }
+        let values: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+        Ok(st.set_contact_field(contact_id, code, &values, user_id, now_unix()))
     }
 
     /// A snapshot of a contact.

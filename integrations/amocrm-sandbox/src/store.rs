@@ -918,6 +918,62 @@ impl State {
         id
     }
 
+    /// Sets a contact's coded field (`POSITION`, `EMAIL`, `PHONE`) to `values` (none
+    /// clears it) as a user would in the card, and logs the change as amoCRM does:
+    /// `custom_field_{ID}_value_changed` of the contact. Returns whether it changed.
+    pub(crate) fn set_contact_field(
+        &mut self,
+        contact_id: u64,
+        code: &str,
+        values: &[String],
+        actor: u64,
+        now: i64,
+    ) -> bool {
+        let Some(field) = self.find_field(EntityType::Contact, None, Some(code)) else {
+            return false;
+        };
+        let (fid, ty) = (field.id, field.field_type.as_str());
+        let Some(contact) = self.contacts.get(&contact_id) else {
+            return false;
+        };
+        let of = |fields: &[FieldValues]| {
+            fields
+                .iter()
+                .find(|f| f.field_id == fid)
+                .map(|f| f.values.clone())
+        };
+        let before = of(&contact.fields);
+        let mut fields: Vec<FieldValues> = contact
+            .fields
+            .iter()
+            .filter(|f| f.field_id != fid)
+            .cloned()
+            .collect();
+        self.push_coded(&mut fields, EntityType::Contact, code, values);
+        let after = of(&fields);
+        if before == after {
+            return false;
+        }
+        let event = Event {
+            id: String::new(),
+            event_type: format!("custom_field_{fid}_value_changed"),
+            entity_type: EntityType::Contact,
+            entity_id: contact_id,
+            created_by: actor,
+            created_at: now,
+            value_after: cf_event_value(fid, ty, after.as_deref()),
+            value_before: cf_event_value(fid, ty, before.as_deref()),
+        };
+        let id = self.next_event_id();
+        self.events.push(Event { id, ..event });
+        if let Some(c) = self.contacts.get_mut(&contact_id) {
+            c.fields = fields;
+            c.updated_at = now;
+            c.updated_by = actor;
+        }
+        true
+    }
+
     fn push_coded(
         &self,
         fields: &mut Vec<FieldValues>,

@@ -465,10 +465,22 @@ impl Client {
         types: &[&str],
         since: Option<i64>,
     ) -> Result<Vec<Event>, Error> {
+        self.entity_events("lead", lead_ids, types, since).await
+    }
+
+    /// Events of `entity` (`lead`, `contact`, `company`) by id, as
+    /// [`Client::lead_events`]: a contact's field changes, say.
+    pub async fn entity_events(
+        &self,
+        entity: &str,
+        ids: &[u64],
+        types: &[&str],
+        since: Option<i64>,
+    ) -> Result<Vec<Event>, Error> {
         let mut out = Vec::new();
-        for chunk in dedup(lead_ids).chunks(MAX_EVENT_IDS) {
+        for chunk in dedup(ids).chunks(MAX_EVENT_IDS) {
             let mut q = format!(
-                "/api/v4/events?filter[entity]=lead&{}",
+                "/api/v4/events?filter[entity]={entity}&{}",
                 id_filter("filter[entity_id][]", chunk)
             );
             if !types.is_empty() {

@@ -35,6 +35,7 @@
 //! Bitrix24 integration reads from activity subjects. Notes leadscore posts itself start with `[leadscore]` and are ignored.
 
 mod fetch;
+mod fit_history;
 mod link;
 mod lookup;
 mod outcomes;

@@ -8,7 +8,10 @@
 //! first creation and the last close (100 events per request, in 30-day windows: the
 //! per-lead filter takes 10 leads per request, so the feed is cheaper while leads
 //! average fewer than 10 events and most events in the span are the closed leads'),
-//! and the common notes the events name (250 per request).
+//! the common notes the events name (250 per request), and the history of the fit
+//! fields (`fit_history`: the lead field definitions, then the change events of the
+//! leads and of their main contacts, 10 per request) so fit fields are scored as they
+//! were at the as-of instant.
 
 use std::collections::BTreeMap;
 
@@ -94,6 +97,15 @@ impl AmocrmCrm {
         let notes_before = requests();
         let mut acts = self.activities(&leads, &events.0, fields).await?;
         let note_pages = (requests() - notes_before) as usize;
+        let history_before = requests();
+        let contacts: Vec<_> = leads.iter().filter_map(|l| related.of(l).0).collect();
+        let log = self.field_changes(fields, &leads, &contacts).await?;
+        let history_pages = requests() - history_before;
+        progress(PullProgress {
+            phase: "field history",
+            rows: log.changes(),
+            requests: requests(),
+        });
         let stage_names: BTreeMap<u64, &str> = pipelines
             .iter()
             .flat_map(|p| p.embedded.statuses.iter())
@@ -106,6 +118,7 @@ impl AmocrmCrm {
             };
             let (contact, company) = related.of(raw);
             let (lead, _) = self.lead_from(fields, raw, contact, company);
+            let fit_history = self.fit_history(fields, raw, (contact, company), &log);
             let created_at = lead.created_at.unwrap_or(closed);
             let stage = raw.status_id.map(|s| {
                 stage_names
@@ -128,6 +141,7 @@ impl AmocrmCrm {
                     .flatten(),
                 stage,
                 lead,
+                fit_history: Some(fit_history),
             });
         }
         let (contacts, companies) = related.counts();
@@ -137,7 +151,8 @@ impl AmocrmCrm {
             + pages(contacts)
             + pages(companies)
             + events.1.div_ceil(EVENT_PAGE) as u64
-            + note_pages as u64;
+            + note_pages as u64
+            + history_pages;
         Ok(ClosedLeads {
             leads: out,
             floor_requests: Some(floor),

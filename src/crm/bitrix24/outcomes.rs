@@ -204,6 +204,7 @@ impl Bitrix24Crm {
                 rep_id: outcome.rep,
                 loss_reason: outcome.loss_reason,
                 stage: outcome.stage,
+                fit_history: None,
             });
         }
         Ok(ClosedLeads {
