@@ -49,6 +49,7 @@ pub(crate) enum Body {
     Fit(Cond),
     Activity(ActRule),
     Spike(SpikeRule),
+    Intent(super::intent::IntentRule),
 }
 
 /// A compiled spike rule (see [`crate::scoring::spec::SpikeSpec`]).
@@ -296,9 +297,7 @@ pub(crate) fn compile(spec: &ScoringSpec) -> Result<Model, Vec<SpecError>> {
     if !errs.0.is_empty() {
         return Err(errs.0);
     }
-    let has_activity_rules = rules
-        .iter()
-        .any(|r| matches!(r.body, Body::Activity(_) | Body::Spike(_)));
+    let has_activity_rules = rules.iter().any(|r| !matches!(r.body, Body::Fit(_)));
     let timed = rules.iter().any(Rule::timed) || gate.as_ref().is_some_and(|g| g.timed);
     let fingerprint = {
         use std::hash::{Hash, Hasher};
@@ -327,6 +326,7 @@ fn compile_body(r: &RuleSpec, p: &str, errs: &mut Errors) -> Option<Body> {
         ("when", r.when.is_some()),
         ("activity", r.activity.is_some()),
         ("spike", r.spike.is_some()),
+        ("high_intent", r.high_intent.is_some()),
     ]
     .into_iter()
     .filter_map(|(k, set)| set.then_some(k))
@@ -335,7 +335,7 @@ fn compile_body(r: &RuleSpec, p: &str, errs: &mut Errors) -> Option<Body> {
         [] => {
             errs.push(
                 p.to_string(),
-                "a rule needs `when` (a field condition), `activity` or `spike`",
+                "a rule needs `when` (a field condition), `activity`, `spike` or `high_intent`",
             );
             None
         }
@@ -344,15 +344,18 @@ fn compile_body(r: &RuleSpec, p: &str, errs: &mut Errors) -> Option<Body> {
                 compile_cond(c, &format!("{p}.when"), errs).map(Body::Fit)
             } else if let Some(a) = &r.activity {
                 compile_activity(a, &format!("{p}.activity"), errs).map(Body::Activity)
-            } else {
-                let s = r.spike.as_ref().expect("one of the three is set");
+            } else if let Some(s) = &r.spike {
                 compile_spike(s, &format!("{p}.spike"), errs).map(Body::Spike)
+            } else {
+                let s = r.high_intent.as_ref().expect("one of the bodies is set");
+                super::intent::compile_intent(s, &format!("{p}.high_intent"), errs)
+                    .map(Body::Intent)
             }
         }
         [.., last] => {
             errs.push(
                 format!("{p}.{last}"),
-                "a rule has one of `when` (a field condition), `activity` or `spike`, not several",
+                "a rule has one of `when` (a field condition), `activity`, `spike` or `high_intent`, not several",
             );
             None
         }
@@ -479,7 +482,7 @@ fn compile_field(name: &str, path: &str, errs: &mut Errors) -> Option<FieldRef> 
     })
 }
 
-fn compile_regex(src: &str, path: &str, errs: &mut Errors) -> Option<Pattern> {
+pub(crate) fn compile_regex(src: &str, path: &str, errs: &mut Errors) -> Option<Pattern> {
     match Pattern::new(src) {
         Ok(re) => Some(re),
         Err(e) => {
@@ -668,7 +671,12 @@ pub(crate) fn compile_cond(c: &Condition, p: &str, errs: &mut Errors) -> Option<
     })
 }
 
-fn positive_days(v: Option<f64>, path: &str, what: &str, errs: &mut Errors) -> Option<Option<f64>> {
+pub(crate) fn positive_days(
+    v: Option<f64>,
+    path: &str,
+    what: &str,
+    errs: &mut Errors,
+) -> Option<Option<f64>> {
     match v {
         Some(d) if !(d.is_finite() && d > 0.0) => {
             errs.push(

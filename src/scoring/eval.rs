@@ -9,6 +9,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::compile::{ActRule, Body, Rule, SpikeRule};
 use super::cond::{eval_cond, Outcome};
+use super::text::Pattern;
 use super::{DataGap, Entry, Evidence, GroupTotal, Model, Score};
 use crate::lead::{Activity, FieldValue, Lead};
 
@@ -69,6 +70,14 @@ impl<'a> Order<'a> {
     }
 }
 
+/// The activity matcher's text tests, shared by every rule that filters activities:
+/// the subject and the URL must match their regexes when the rule has them.
+#[inline]
+pub(crate) fn text_matches(subject: Option<&Pattern>, url: Option<&Pattern>, a: &Activity) -> bool {
+    subject.is_none_or(|re| a.subject.as_deref().is_some_and(|s| re.is_match(s)))
+        && url.is_none_or(|re| a.url.as_deref().is_some_and(|u| re.is_match(u)))
+}
+
 impl ActRule {
     /// The cheap part of matching: kind and direction.
     #[inline]
@@ -79,13 +88,7 @@ impl ActRule {
     /// The pattern part of matching: subject and URL regexes.
     #[inline]
     fn matches_text(&self, a: &Activity) -> bool {
-        self.subject
-            .as_ref()
-            .is_none_or(|re| a.subject.as_deref().is_some_and(|s| re.is_match(s)))
-            && self
-                .url
-                .as_ref()
-                .is_none_or(|re| a.url.as_deref().is_some_and(|u| re.is_match(u)))
+        text_matches(self.subject.as_ref(), self.url.as_ref(), a)
     }
 
     /// Does this activity match the rule, regardless of its time?
@@ -170,6 +173,11 @@ enum RuleOut<'a> {
         points: i32,
         seen: SpikeSeen,
     },
+    /// A high-intent rule's newest counted event.
+    Intent {
+        points: i32,
+        at: DateTime<Utc>,
+    },
 }
 
 /// One rule's visible result, for [`Model::signature`]: what the score and the card
@@ -183,6 +191,8 @@ enum Sig {
     Acts(i32, u32, Option<DateTime<Utc>>, Option<DateTime<Utc>>),
     /// Points, recent count, baseline count (the card shows its daily rate), newest.
     Spike(i32, u32, u32, Option<DateTime<Utc>>),
+    /// Points and the time of the event named.
+    Intent(i32, DateTime<Utc>),
 }
 
 /// What a spike rule counted at some `now`.
@@ -230,7 +240,8 @@ impl RuleOut<'_> {
         match self {
             RuleOut::Field { points, .. }
             | RuleOut::Acts { points, .. }
-            | RuleOut::Spike { points, .. } => *points,
+            | RuleOut::Spike { points, .. }
+            | RuleOut::Intent { points, .. } => *points,
             RuleOut::Nothing | RuleOut::Gap(_) => 0,
         }
     }
@@ -275,6 +286,13 @@ fn eval_rule<'a>(
                 RuleOut::Nothing
             }
         }
+        Body::Intent(ir) => match ir.newest(order.all(), now) {
+            Some(a) => RuleOut::Intent {
+                points: rule.points,
+                at: a.at,
+            },
+            None => RuleOut::Nothing,
+        },
     }
 }
 
@@ -348,6 +366,13 @@ impl Model {
                         0.0
                     }
                 }
+                Body::Intent(ir) => {
+                    if ir.newest(order.all(), now).is_some() {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                }
             });
         }
     }
@@ -388,6 +413,23 @@ impl Model {
                             recent_days: sp.recent_days,
                             baseline_per_day: f64::from(seen.baseline) / sp.baseline_days,
                             newest: seen.newest.unwrap_or(now),
+                        },
+                    )
+                }
+                RuleOut::Intent { points, at } => {
+                    let Body::Intent(ir) = &rule.body else {
+                        unreachable!("intent outcomes come from high-intent rules")
+                    };
+                    let a = ir.newest(order.all(), now);
+                    let subject = a.and_then(|a| a.subject.clone().or_else(|| a.url.clone()));
+                    (
+                        points,
+                        points,
+                        false,
+                        Evidence::Intent {
+                            kind: a.map(|a| a.kind.as_str().to_string()).unwrap_or_default(),
+                            subject,
+                            at,
                         },
                     )
                 }
@@ -513,6 +555,10 @@ impl Model {
                 }
                 continue;
             }
+            if let Body::Intent(ir) = &rule.body {
+                ir.boundaries(acts, &mut offer);
+                continue;
+            }
             let Body::Activity(a) = &rule.body else {
                 continue;
             };
@@ -564,6 +610,7 @@ impl Model {
                 RuleOut::Spike { points, seen } => {
                     Sig::Spike(points, seen.recent, seen.baseline, seen.newest)
                 }
+                RuleOut::Intent { points, at } => Sig::Intent(points, at),
             });
         }
         if let Some(g) = self.gate.as_ref().filter(|g| g.timed) {

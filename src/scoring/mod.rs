@@ -14,6 +14,9 @@ mod compile;
 mod cond;
 mod eval;
 mod explain;
+mod intent;
+#[cfg(test)]
+mod intent_tests;
 mod qualify;
 #[cfg(test)]
 mod qualify_tests;
@@ -174,6 +177,13 @@ pub enum Evidence {
         recent_days: f64,
         baseline_per_day: f64,
         newest: DateTime<Utc>,
+    },
+    /// A high-intent rule saw this event (the newest in its window): its kind, its
+    /// subject (or URL) when it has one, and its time.
+    Intent {
+        kind: String,
+        subject: Option<String>,
+        at: DateTime<Utc>,
     },
 }
 

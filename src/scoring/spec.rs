@@ -107,8 +107,9 @@ pub struct GroupSpec {
 }
 
 /// One scoring rule: a condition on lead fields (`when`), a count of matching
-/// activities (`activity`), or a burst of activity against the lead's own baseline
-/// (`spike`); exactly one of them.
+/// activities (`activity`), a burst of activity against the lead's own baseline
+/// (`spike`), one high-intent event in a window (`high_intent`) or several people of
+/// the lead's company active at once (`buying_group`); exactly one of them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
@@ -126,6 +127,33 @@ pub struct RuleSpec {
     pub activity: Option<ActivitySpec>,
     #[serde(default)]
     pub spike: Option<SpikeSpec>,
+    #[serde(default)]
+    pub high_intent: Option<HighIntentSpec>,
+}
+
+/// A high-intent event: any activity of `kinds` (optionally matching `subject` / `url`
+/// like an `activity` rule) in the last `window_days`. Scores its points once however
+/// many there are: one demo request says what ten say, and the card names the newest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HighIntentSpec {
+    /// Activity kinds that count (at least one).
+    pub kinds: Vec<String>,
+    #[serde(default)]
+    pub direction: Option<crate::lead::Direction>,
+    /// Regex the subject must match.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// Regex the URL must match.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The window, in days (default 7).
+    #[serde(default = "default_intent_days")]
+    pub window_days: f64,
+}
+
+fn default_intent_days() -> f64 {
+    7.0
 }
 
 /// A sudden burst of activity: in the last `recent_days` at least `min_count`
