@@ -50,6 +50,7 @@ pub(crate) enum Body {
     Activity(ActRule),
     Spike(SpikeRule),
     Intent(super::intent::IntentRule),
+    Group(super::group::GroupRule),
 }
 
 /// A compiled spike rule (see [`crate::scoring::spec::SpikeSpec`]).
@@ -327,6 +328,7 @@ fn compile_body(r: &RuleSpec, p: &str, errs: &mut Errors) -> Option<Body> {
         ("activity", r.activity.is_some()),
         ("spike", r.spike.is_some()),
         ("high_intent", r.high_intent.is_some()),
+        ("buying_group", r.buying_group.is_some()),
     ]
     .into_iter()
     .filter_map(|(k, set)| set.then_some(k))
@@ -335,7 +337,7 @@ fn compile_body(r: &RuleSpec, p: &str, errs: &mut Errors) -> Option<Body> {
         [] => {
             errs.push(
                 p.to_string(),
-                "a rule needs `when` (a field condition), `activity`, `spike` or `high_intent`",
+                "a rule needs `when` (a field condition), `activity`, `spike`, `high_intent` or `buying_group`",
             );
             None
         }
@@ -346,16 +348,18 @@ fn compile_body(r: &RuleSpec, p: &str, errs: &mut Errors) -> Option<Body> {
                 compile_activity(a, &format!("{p}.activity"), errs).map(Body::Activity)
             } else if let Some(s) = &r.spike {
                 compile_spike(s, &format!("{p}.spike"), errs).map(Body::Spike)
-            } else {
-                let s = r.high_intent.as_ref().expect("one of the bodies is set");
+            } else if let Some(s) = &r.high_intent {
                 super::intent::compile_intent(s, &format!("{p}.high_intent"), errs)
                     .map(Body::Intent)
+            } else {
+                let s = r.buying_group.as_ref().expect("one of the bodies is set");
+                super::group::compile_group(s, &format!("{p}.buying_group"), errs).map(Body::Group)
             }
         }
         [.., last] => {
             errs.push(
                 format!("{p}.{last}"),
-                "a rule has one of `when` (a field condition), `activity`, `spike` or `high_intent`, not several",
+                "a rule has one of `when` (a field condition), `activity`, `spike`, `high_intent` or `buying_group`, not several",
             );
             None
         }
@@ -447,7 +451,7 @@ fn operators(c: &Condition) -> Vec<&'static str> {
     ops
 }
 
-fn compile_field(name: &str, path: &str, errs: &mut Errors) -> Option<FieldRef> {
+pub(crate) fn compile_field(name: &str, path: &str, errs: &mut Errors) -> Option<FieldRef> {
     let kind = match name {
         "name" => FieldKind::Name,
         "position" => FieldKind::Position,
@@ -669,6 +673,15 @@ pub(crate) fn compile_cond(c: &Condition, p: &str, errs: &mut Errors) -> Option<
         field: field?,
         test: test?,
     })
+}
+
+/// A rule's `window_days` at key path `{p}.window_days`: the window and its days.
+pub(crate) fn window_days(days: f64, p: &str, errs: &mut Errors) -> Option<(TimeDelta, f64)> {
+    let d = positive_days(Some(days), &format!("{p}.window_days"), "window_days", errs)??;
+    Some((
+        TimeDelta::milliseconds((d * 86_400_000.0).round() as i64),
+        d,
+    ))
 }
 
 pub(crate) fn positive_days(

@@ -10,7 +10,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use super::compile::{ActRule, Body, Rule, SpikeRule};
 use super::cond::{eval_cond, Outcome};
 use super::text::Pattern;
-use super::{DataGap, Entry, Evidence, GroupTotal, Model, Score};
+use super::{Company, DataGap, Entry, Evidence, GroupTotal, Model, Score};
 use crate::lead::{Activity, FieldValue, Lead};
 
 const MS_PER_DAY: f64 = 86_400_000.0;
@@ -178,6 +178,11 @@ enum RuleOut<'a> {
         points: i32,
         at: DateTime<Utc>,
     },
+    /// A buying-group rule's count of active people.
+    Group {
+        points: i32,
+        people: u32,
+    },
 }
 
 /// One rule's visible result, for [`Model::signature`]: what the score and the card
@@ -193,6 +198,8 @@ enum Sig {
     Spike(i32, u32, u32, Option<DateTime<Utc>>),
     /// Points and the time of the event named.
     Intent(i32, DateTime<Utc>),
+    /// Points and the number of active people.
+    Group(i32, u32),
 }
 
 /// What a spike rule counted at some `now`.
@@ -241,7 +248,8 @@ impl RuleOut<'_> {
             RuleOut::Field { points, .. }
             | RuleOut::Acts { points, .. }
             | RuleOut::Spike { points, .. }
-            | RuleOut::Intent { points, .. } => *points,
+            | RuleOut::Intent { points, .. }
+            | RuleOut::Group { points, .. } => *points,
             RuleOut::Nothing | RuleOut::Gap(_) => 0,
         }
     }
@@ -251,6 +259,7 @@ fn eval_rule<'a>(
     rule: &'a Rule,
     lead: &'a Lead,
     order: &Order<'_>,
+    company: Option<&Company>,
     now: DateTime<Utc>,
 ) -> RuleOut<'a> {
     match &rule.body {
@@ -293,6 +302,13 @@ fn eval_rule<'a>(
             },
             None => RuleOut::Nothing,
         },
+        Body::Group(g) => match g.fires(company, now) {
+            Some(people) => RuleOut::Group {
+                points: rule.points,
+                people,
+            },
+            None => RuleOut::Nothing,
+        },
     }
 }
 
@@ -324,14 +340,20 @@ impl Model {
         }
     }
 
-    pub(crate) fn total_impl(&self, lead: &Lead, acts: &[Activity], now: DateTime<Utc>) -> i32 {
+    pub(crate) fn total_impl(
+        &self,
+        lead: &Lead,
+        acts: &[Activity],
+        company: Option<&Company>,
+        now: DateTime<Utc>,
+    ) -> i32 {
         let order = self.order(acts);
         let mut total: i64 = 0;
         for g in &self.groups {
             let sum: i64 = g
                 .rules
                 .iter()
-                .map(|&r| i64::from(eval_rule(&self.rules[r], lead, &order, now).points()))
+                .map(|&r| i64::from(eval_rule(&self.rules[r], lead, &order, company, now).points()))
                 .sum();
             total += cap(sum, g.min, g.max);
         }
@@ -351,6 +373,8 @@ impl Model {
     ) {
         out.clear();
         let order = self.order(acts);
+        // Analyses replay one lead at a time: no company aggregate, no buying group.
+        let company: Option<&Company> = None;
         for rule in &self.rules {
             out.push(match &rule.body {
                 Body::Fit(c) => match eval_cond(c, lead, now) {
@@ -373,18 +397,32 @@ impl Model {
                         0.0
                     }
                 }
+                Body::Group(g) => {
+                    if g.fires(company, now).is_some() {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                }
             });
         }
     }
 
-    pub(crate) fn score_impl(&self, lead: &Lead, acts: &[Activity], now: DateTime<Utc>) -> Score {
+    pub(crate) fn score_impl(
+        &self,
+        lead: &Lead,
+        acts: &[Activity],
+        company: Option<&Company>,
+        now: DateTime<Utc>,
+    ) -> Score {
         let order = self.order(acts);
         let mut breakdown: Vec<Entry> = Vec::new();
         let mut gaps = Vec::new();
         // Index of each entry's group, parallel to `breakdown`.
         let mut entry_group: Vec<usize> = Vec::new();
         for rule in &self.rules {
-            let (points, raw, decayed, evidence) = match eval_rule(rule, lead, &order, now) {
+            let (points, raw, decayed, evidence) = match eval_rule(rule, lead, &order, company, now)
+            {
                 RuleOut::Nothing => continue,
                 RuleOut::Gap(field) => {
                     gaps.push(DataGap {
@@ -430,6 +468,21 @@ impl Model {
                             kind: a.map(|a| a.kind.as_str().to_string()).unwrap_or_default(),
                             subject,
                             at,
+                        },
+                    )
+                }
+                RuleOut::Group { points, people } => {
+                    let Body::Group(g) = &rule.body else {
+                        unreachable!("group outcomes come from buying-group rules")
+                    };
+                    (
+                        points,
+                        points,
+                        false,
+                        Evidence::Group {
+                            people,
+                            company: company.map(|c| c.name.clone()).unwrap_or_default(),
+                            window_days: g.window_days,
                         },
                     )
                 }
@@ -528,6 +581,7 @@ impl Model {
         lead: &Lead,
         acts: &[Activity],
         order: &Order<'_>,
+        company: Option<&Company>,
         t: DateTime<Utc>,
     ) -> Option<DateTime<Utc>> {
         let mut best: Option<DateTime<Utc>> = None;
@@ -557,6 +611,10 @@ impl Model {
             }
             if let Body::Intent(ir) = &rule.body {
                 ir.boundaries(acts, &mut offer);
+                continue;
+            }
+            if let Body::Group(g) = &rule.body {
+                g.boundaries(company, &mut offer);
                 continue;
             }
             let Body::Activity(a) = &rule.body else {
@@ -597,10 +655,17 @@ impl Model {
     /// counts, the dates named), without building a [`Score`]: two instants with equal
     /// signatures score and read the same, so `next_change` compares these (no
     /// allocation per candidate instant). Fit rules never read the clock: left out.
-    fn signature(&self, lead: &Lead, order: &Order<'_>, now: DateTime<Utc>, out: &mut Vec<Sig>) {
+    fn signature(
+        &self,
+        lead: &Lead,
+        order: &Order<'_>,
+        company: Option<&Company>,
+        now: DateTime<Utc>,
+        out: &mut Vec<Sig>,
+    ) {
         out.clear();
         for rule in self.rules.iter().filter(|r| r.timed()) {
-            out.push(match eval_rule(rule, lead, order, now) {
+            out.push(match eval_rule(rule, lead, order, company, now) {
                 RuleOut::Nothing => Sig::Nothing,
                 RuleOut::Gap(_) => Sig::Gap,
                 RuleOut::Field { points, .. } => Sig::Points(points),
@@ -611,6 +676,7 @@ impl Model {
                     Sig::Spike(points, seen.recent, seen.baseline, seen.newest)
                 }
                 RuleOut::Intent { points, at } => Sig::Intent(points, at),
+                RuleOut::Group { points, people } => Sig::Group(points, people),
             });
         }
         if let Some(g) = self.gate.as_ref().filter(|g| g.timed) {
@@ -622,6 +688,7 @@ impl Model {
         &self,
         lead: &Lead,
         acts: &[Activity],
+        company: Option<&Company>,
         now: DateTime<Utc>,
     ) -> Option<DateTime<Utc>> {
         if !self.timed {
@@ -630,14 +697,14 @@ impl Model {
         let order = Order::new(acts);
         let mut base = Vec::with_capacity(self.rules.len());
         let mut at_c = Vec::with_capacity(self.rules.len());
-        self.signature(lead, &order, now, &mut base);
+        self.signature(lead, &order, company, now, &mut base);
         let mut t = now;
         // Some events change nothing visible (an uncounted activity leaving its window);
         // skip those. The bound keeps a pathological input from looping long: returning
         // an earlier instant is safe, the caller just re-scores and finds no change.
         for _ in 0..512 {
-            let c = self.next_event(lead, acts, &order, t)?;
-            self.signature(lead, &order, c, &mut at_c);
+            let c = self.next_event(lead, acts, &order, company, t)?;
+            self.signature(lead, &order, company, c, &mut at_c);
             if at_c != base {
                 return Some(c);
             }

@@ -220,6 +220,19 @@ fn phrase(e: &Entry, lang: Language, when: When) -> String {
                 s.push_str(&format!(" ({})", capped_note(lang)));
             }
         }
+        Evidence::Group {
+            people,
+            company,
+            window_days,
+        } => {
+            s.push_str(&format!(
+                ": {}",
+                group_words(*people, company, *window_days, lang)
+            ));
+            if e.capped {
+                s.push_str(&format!(" ({})", capped_note(lang)));
+            }
+        }
         Evidence::Activities { count, newest, .. } => {
             if *count > 1 {
                 s.push_str(&format!(" ×{count}"));
@@ -379,8 +392,44 @@ fn event_name(kind: &str, subject: Option<&str>, lang: Language) -> String {
     }
 }
 
+/// "3 сотрудника «Ромашка» за 7 дней" / "3 people of "Romashka" in 7 days".
+fn group_words(people: u32, company: &str, days: f64, lang: Language) -> String {
+    let n = i64::from(people);
+    let whole = days.fract() == 0.0;
+    let d = if whole {
+        format!("{}", days as i64)
+    } else {
+        format!("{days}")
+    };
+    match lang {
+        Language::Ru => {
+            let unit = if whole {
+                ru_plural(days as i64, "день", "дня", "дней")
+            } else {
+                "дня"
+            };
+            format!(
+                "{people} {} {} за {} {unit}",
+                ru_plural(n, "сотрудник", "сотрудника", "сотрудников"),
+                quoted(company, lang),
+                d.replace('.', ",")
+            )
+        }
+        Language::En => format!(
+            "{people} people of {} in {d} day{}",
+            quoted(company, lang),
+            if days == 1.0 { "" } else { "s" }
+        ),
+    }
+}
+
 fn evidence_cell(e: &Entry, lang: Language, now: DateTime<Utc>) -> String {
     match &e.evidence {
+        Evidence::Group {
+            people,
+            company,
+            window_days,
+        } => group_words(*people, company, *window_days, lang),
         Evidence::Intent { kind, subject, at } => format!(
             "{} ({})",
             event_name(kind, subject.as_deref(), lang),

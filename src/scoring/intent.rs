@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::compile::{compile_regex, positive_days, Errors};
+use super::compile::{compile_regex, window_days, Errors};
 use super::eval::text_matches;
 use super::spec::HighIntentSpec;
 use super::text::Pattern;
@@ -76,13 +76,7 @@ pub(crate) fn compile_intent(s: &HighIntentSpec, p: &str, errs: &mut Errors) -> 
     };
     let subject = regex(&s.subject, "subject");
     let url = regex(&s.url, "url");
-    let days = positive_days(
-        Some(s.window_days),
-        &format!("{p}.window_days"),
-        "window_days",
-        errs,
-    )?
-    .unwrap_or(7.0);
+    let (window, _) = window_days(s.window_days, p, errs)?;
     ok.then(|| IntentRule {
         kinds: s
             .kinds
@@ -92,6 +86,6 @@ pub(crate) fn compile_intent(s: &HighIntentSpec, p: &str, errs: &mut Errors) -> 
         direction: s.direction,
         subject,
         url,
-        window: TimeDelta::milliseconds((days * 86_400_000.0).round() as i64),
+        window,
     })
 }

@@ -1,5 +1,6 @@
 //! Hand-computed cases of the high-intent rule: points once, the newest event named
 //! with its date, window edges, `next_change` at expiry, and compile errors by path.
+//! Its helpers serve the buying-group tests too.
 
 use chrono::{DateTime, FixedOffset, TimeDelta, Utc};
 
@@ -8,7 +9,7 @@ use super::tests::spec_with;
 use super::*;
 use crate::lead::{Activity, ActivityKind, Lead};
 
-const GROUPS: &str = "[[groups]]\nid = \"eng\"\n";
+pub(super) const GROUPS: &str = "[[groups]]\nid = \"eng\"\n";
 
 const INTENT: &str = r#"
 [[rules]]
@@ -19,15 +20,15 @@ points = 20
 high_intent = { kinds = ["demo_request", "download"], subject = "(?i)демо|прайс", window_days = 7 }
 "#;
 
-fn now() -> DateTime<Utc> {
+pub(super) fn now() -> DateTime<Utc> {
     "2026-11-30T12:00:00Z".parse().unwrap()
 }
 
-fn days_ago(d: f64) -> DateTime<Utc> {
+pub(super) fn days_ago(d: f64) -> DateTime<Utc> {
     now() - TimeDelta::milliseconds((d * 86_400_000.0) as i64)
 }
 
-fn model(rules: &str) -> Model {
+pub(super) fn model(rules: &str) -> Model {
     Model::compile(&spec_with(GROUPS, rules)).unwrap_or_else(|e| panic!("{e:?}"))
 }
 

@@ -129,6 +129,40 @@ pub struct RuleSpec {
     pub spike: Option<SpikeSpec>,
     #[serde(default)]
     pub high_intent: Option<HighIntentSpec>,
+    #[serde(default)]
+    pub buying_group: Option<BuyingGroupSpec>,
+}
+
+/// A buying group: at least `min_people` distinct people of the lead's company active
+/// (activities of `kinds`) within the last `window_days`. Several people of one company
+/// reading at once is a purchase being prepared, which no single lead shows.
+///
+/// The company is the value of `company_field` when the portal maps one (e.g.
+/// `custom.company_id`), else the domain of the lead's e-mail; free mailbox domains are
+/// never a company. The first `buying_group` rule's `company_field` and
+/// `free_domains` define the company for every such rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuyingGroupSpec {
+    /// Activity kinds that make a person active (empty: every kind).
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// The window, in days (default 7).
+    #[serde(default = "default_intent_days")]
+    pub window_days: f64,
+    /// Distinct active people needed (default 3, at least 2).
+    #[serde(default = "default_min_people")]
+    pub min_people: u32,
+    /// A lead field holding the CRM's company id (`custom.<name>` or a neutral name).
+    #[serde(default)]
+    pub company_field: Option<String>,
+    /// Mailbox domains that are never a company (default: the common free ones).
+    #[serde(default)]
+    pub free_domains: Option<Vec<String>>,
+}
+
+fn default_min_people() -> u32 {
+    3
 }
 
 /// A high-intent event: any activity of `kinds` (optionally matching `subject` / `url`
