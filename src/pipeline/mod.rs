@@ -6,6 +6,7 @@
 
 mod calibration;
 pub mod capacity;
+mod company;
 mod decay;
 mod outcomes;
 mod reload;

@@ -227,6 +227,7 @@ impl Pipeline {
         let mut scored = Vec::with_capacity(planned.len());
         let mut timers = Vec::with_capacity(planned.len());
         let mut reminders = Vec::new();
+        let mut regroup = Vec::new();
         for Planned {
             entry: e,
             previous,
@@ -277,9 +278,19 @@ impl Pipeline {
                 }
             };
             let activities = crate::tracking::with_tracked(&snap.activities, &tracked);
+            let company = match self.company_view(&portal.id, model, &snap.lead, &activities) {
+                Ok((company, others)) => {
+                    regroup.extend(others);
+                    company
+                }
+                Err(err) => {
+                    self.fail(rt, &e, &err.into()).await;
+                    continue;
+                }
+            };
             // The timer is the earlier of the next score change and the next purchase
             // reminder; a reminder due now goes out after this turn's writes.
-            let change = model.next_change(&snap.lead, &activities, now);
+            let change = model.next_change_with(&snap.lead, &activities, company.as_ref(), now);
             let timer = match self.reminder_due(rt, &snap.lead, model.utc_offset(), now) {
                 Some(due) if due.at <= now => {
                     reminders.push((snap.lead.clone(), due, change));
@@ -292,7 +303,7 @@ impl Pipeline {
                 None => change,
             };
             timers.push((id.clone(), timer));
-            let score = model.score(&snap.lead, &activities, now);
+            let score = model.score_with(&snap.lead, &activities, company.as_ref(), now);
             Metrics::inc(&self.metrics.scores, &portal.id, &score.tier);
             self.metrics
                 .lead_latency
@@ -351,6 +362,7 @@ impl Pipeline {
             }
             return (Vec::new(), Vec::new());
         }
+        self.regroup(&portal.id, regroup, now).await;
         (scored, reminders)
     }
 

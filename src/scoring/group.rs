@@ -152,6 +152,11 @@ impl GroupRule {
 }
 
 impl Model {
+    /// Whether some rule counts a company aggregate (else the pipeline keeps none).
+    pub fn has_buying_group(&self) -> bool {
+        self.rules.iter().any(|r| matches!(r.body, Body::Group(_)))
+    }
+
     /// The lead's company for buying-group rules: `None` when the model has none, or
     /// when the lead has neither a company id nor a corporate e-mail (a free mailbox
     /// is a person, never a company).

@@ -16,6 +16,7 @@
 //!   decay), ordered by time, so due leads are re-scored without a webhook.
 //! - `capacity_used` / `capacity_wait`: call-now tasks per rep per day and the hot
 //!   leads waiting for a slot (see `capacity`).
+//! - `company` / `company_of`: buying-group aggregates per company (see `companies`).
 //! - `meta`: sweep cursors, rotated OAuth tokens and the CRM limits between runs.
 //!
 //! Every write that an acknowledgement depends on is followed by [`Store::flush`].
@@ -40,6 +41,8 @@ pub use ledger::{crossings, LedgerEntry, ShadowScore};
 mod calibrations;
 mod capacity;
 pub use capacity::Waiting;
+mod companies;
+pub use companies::{CompanyRecord, CompanyUpdate};
 mod live_outcomes;
 pub use live_outcomes::LiveOutcome;
 mod meta;
@@ -260,6 +263,7 @@ pub struct Store {
     meta: sled::Tree,
     tracking: tracking::TrackingTrees,
     capacity: capacity::CapacityTrees,
+    companies: companies::CompanyTrees,
     pending_count: AtomicUsize,
     group: group::GroupFlush,
 }

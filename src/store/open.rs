@@ -66,6 +66,7 @@ impl Store {
             meta: db.open_tree("meta")?,
             tracking: tracking::TrackingTrees::open(&db)?,
             capacity: super::capacity::CapacityTrees::open(&db)?,
+            companies: super::companies::CompanyTrees::open(&db)?,
             pending,
             pending_count: AtomicUsize::new(count),
             group: group::GroupFlush::default(),

@@ -8,6 +8,7 @@
 mod common;
 
 mod backtest_portal;
+mod buying_group;
 mod capacity;
 mod config_reload;
 mod deals_bitrix24;

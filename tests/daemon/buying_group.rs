@@ -1,0 +1,114 @@
+//! The buying-group rule end to end over HTTP against the Bitrix24 sandbox: three
+//! leads of one company (one corporate e-mail domain) each read a page; every one of
+//! them gains the group's points with the line on its card, written to the CRM, the
+//! first two by a re-score from their stored inputs when the third arrived. A lead
+//! with a free mailbox reading the same page is never grouped.
+
+use crate::common;
+
+use std::sync::Arc;
+
+use common::{Daemon, Options};
+use leadscore::config::Config;
+use leadscore::scoring::spec::ScoringSpec;
+use leadscore::scoring::Model;
+use serde_json::json;
+
+const RULE: &str = r#"
+id = "buying_group"
+group = "engagement"
+label = "группа закупки"
+points = 15
+buying_group = { kinds = ["page_view"], window_days = 7, min_people = 3 }
+"#;
+
+fn with_group(config: &mut Config) {
+    let text = leadscore::demo::example_scoring_toml().unwrap();
+    let mut doc: toml::Table = toml::from_str(&text).unwrap();
+    let mut spec: ScoringSpec = doc.remove("scoring").unwrap().try_into().unwrap();
+    spec.rules.push(toml::from_str(RULE).unwrap());
+    config.model = Arc::new(Model::compile(&spec).unwrap());
+}
+
+fn add_person(d: &Daemon, n: usize, email: &str) -> u64 {
+    d.sandbox
+        .add_lead(json!({
+            "TITLE": format!("Lead {n}"),
+            "NAME": format!("Имя{n}"),
+            "COMPANY_TITLE": "Ромашка",
+            "EMAIL": [{"VALUE": email, "VALUE_TYPE": "WORK"}],
+            "ASSIGNED_BY_ID": "3",
+        }))
+        .unwrap()
+}
+
+fn read_page(d: &Daemon, lead: u64) {
+    d.sandbox
+        .add_activity(json!({
+            "OWNER_TYPE_ID": 1,
+            "OWNER_ID": lead,
+            "TYPE_ID": 6,
+            "PROVIDER_ID": "REST_APP",
+            "SUBJECT": "[page] https://example.ru/about",
+            "COMPLETED": "Y",
+        }))
+        .unwrap();
+}
+
+fn card(d: &Daemon, id: u64) -> String {
+    d.crm_card(id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_people_of_one_company_all_gain_the_group_points() {
+    let d = Daemon::start(Options {
+        configure: Some(with_group),
+        ..Options::default()
+    })
+    .await;
+    let people: Vec<u64> = [
+        "anna@romashka-corp.ru",
+        "boris@romashka-corp.ru",
+        "vera@Romashka-Corp.ru",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, e)| add_person(&d, i + 1, e))
+    .collect();
+    let free = add_person(&d, 4, "gleb@gmail.com");
+    d.settle().await;
+    let before: Vec<Option<i64>> = people.iter().map(|&id| d.crm_score(id)).collect();
+    let free_before = d.crm_score(free);
+
+    // Two of them read: not a group of 3 yet.
+    read_page(&d, people[0]);
+    read_page(&d, people[1]);
+    d.settle().await;
+    for &id in &people[..2] {
+        assert!(!card(&d, id).contains("группа закупки"), "{}", card(&d, id));
+    }
+
+    read_page(&d, people[2]);
+    read_page(&d, free);
+    d.settle().await;
+    let line = "+15 группа закупки: 3 сотрудника «Ромашка» за 7 дней";
+    for (i, &id) in people.iter().enumerate() {
+        let text = card(&d, id);
+        assert!(text.contains(line), "lead {id}: {text}");
+        assert_eq!(
+            d.crm_score(id),
+            before[i].map(|s| s + 15),
+            "lead {id} gained the group's points in the CRM: {text}"
+        );
+    }
+    assert!(
+        !card(&d, free).contains("группа закупки"),
+        "{}",
+        card(&d, free)
+    );
+    assert_eq!(
+        d.crm_score(free),
+        free_before,
+        "a free mailbox is never grouped"
+    );
+}
