@@ -36,9 +36,16 @@ impl Pipeline {
         Ok((u.company, u.affected))
     }
 
-    /// Queue the leads whose company aggregate changed, to be scored from their stored
-    /// inputs like a decay (a lead never scored yet is read in full).
-    pub(super) async fn regroup(&self, portal: &str, mut leads: Vec<LeadId>, now: DateTime<Utc>) {
+    /// Queue leads to be scored from their stored inputs like a decay (a lead never
+    /// scored yet is read in full): those whose company aggregate changed, or whose
+    /// rule task must be tried again.
+    pub(super) async fn requeue_from_inputs(
+        &self,
+        portal: &str,
+        mut leads: Vec<LeadId>,
+        why: &str,
+        now: DateTime<Utc>,
+    ) {
         if leads.is_empty() {
             return;
         }
@@ -47,12 +54,12 @@ impl Pipeline {
         let subjects: Vec<Subject> = leads.into_iter().map(Subject::Lead).collect();
         let cause = Cause {
             source: CauseSource::Decay,
-            detail: "a colleague's activity changed the buying group".into(),
+            detail: why.into(),
             at: now,
         };
         if let Err(e) = self.enqueue(portal, &subjects, cause, now).await {
             // Their timers still re-score them when the group's window moves.
-            warn!(portal, error = %e, "cannot queue a company's other leads");
+            warn!(portal, error = %e, why, "cannot queue leads again");
         }
     }
 }

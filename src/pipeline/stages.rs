@@ -70,7 +70,7 @@ impl Pipeline {
         let models = (model, shadow);
         let (scored, reminders) = self.score_stage(rt, models, planned, &outcome.leads).await;
         let (scored, results) = self.write_stage(rt, scored).await;
-        self.record_and_trigger(rt, scored, &results).await;
+        self.record_and_trigger(rt, model, scored, &results).await;
         self.send_reminders(rt, reminders, model.utc_offset()).await;
         claimed
     }
@@ -362,7 +362,9 @@ impl Pipeline {
             }
             return (Vec::new(), Vec::new());
         }
-        self.regroup(&portal.id, regroup, now).await;
+        let why = "a colleague's activity changed the buying group";
+        self.requeue_from_inputs(&portal.id, regroup, why, now)
+            .await;
         (scored, reminders)
     }
 
@@ -410,12 +412,15 @@ impl Pipeline {
     async fn record_and_trigger(
         &self,
         rt: &PortalRuntime,
+        model: &Model,
         scored: Vec<Scored>,
         results: &WriteResults,
     ) {
         let portal = &rt.portal;
         let now = self.now();
         let mut fires = Vec::new();
+        // Leads whose rule-trigger episodes advance this turn (not a bulk rescore's).
+        let mut held = Vec::new();
         for s in scored {
             let Scored {
                 entry: e,
@@ -475,6 +480,9 @@ impl Pipeline {
                 debug!(portal = %portal.id, lead = %lead.id, score = score.total, "unchanged; nothing written");
                 Metrics::inc(&self.metrics.leads, &portal.id, "unchanged");
             }
+            if !e.causes.iter().all(|c| c.source == CauseSource::Rescore) {
+                held.push((lead.clone(), score.clone()));
+            }
             let rep = lead
                 .responsible_id
                 .clone()
@@ -509,6 +517,7 @@ impl Pipeline {
                 Err(err) => self.fail(rt, &e, &err).await,
             }
         }
+        self.rule_tasks(rt, model, &held, now).await;
         let fires = self.admit_fires(rt, fires).await;
         if fires.is_empty() {
             return;

@@ -32,6 +32,8 @@ pub(crate) struct Rule {
     pub(crate) body: Body,
     /// See [`Rule::timed`].
     pub(crate) timed: bool,
+    /// The task template created once per episode of the rule.
+    pub(crate) task: Option<String>,
 }
 
 impl Rule {
@@ -234,6 +236,9 @@ pub(crate) fn compile(spec: &ScoringSpec) -> Result<Model, Vec<SpecError>> {
                 ),
             );
         }
+        if r.task.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            errs.push(format!("{p}.task"), "the task text must not be empty");
+        }
         if let (Some(body), Some(group)) = (compile_body(r, &p, &mut errs), group) {
             groups[group].rules.push(rules.len());
             let timed = match &body {
@@ -247,6 +252,7 @@ pub(crate) fn compile(spec: &ScoringSpec) -> Result<Model, Vec<SpecError>> {
                 points: r.points,
                 body,
                 timed,
+                task: r.task.clone(),
             });
         }
     }

@@ -151,7 +151,33 @@ impl GroupRule {
     }
 }
 
+/// A rule that creates a task once per episode (see [`Model::rule_tasks`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleTask {
+    pub rule_id: String,
+    pub label: String,
+    /// The task text, with `{company}`, `{label}`, `{name}`, `{lead}`, `{score}`.
+    pub template: String,
+    /// A buying-group rule: the episode is the company's, not the lead's.
+    pub company: bool,
+}
+
 impl Model {
+    /// The rules that carry `task`, in config order.
+    pub fn rule_tasks(&self) -> Vec<RuleTask> {
+        self.rules
+            .iter()
+            .filter_map(|r| {
+                Some(RuleTask {
+                    rule_id: r.id.clone(),
+                    label: r.label.clone(),
+                    template: r.task.clone()?,
+                    company: matches!(r.body, Body::Group(_)),
+                })
+            })
+            .collect()
+    }
+
     /// Whether some rule counts a company aggregate (else the pipeline keeps none).
     pub fn has_buying_group(&self) -> bool {
         self.rules.iter().any(|r| matches!(r.body, Body::Group(_)))

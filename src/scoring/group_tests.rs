@@ -183,3 +183,24 @@ fn a_bad_buying_group_is_refused_by_path() {
         ]
     );
 }
+
+/// `task` on a rule: listed by `rule_tasks` (a buying group's episode is the
+/// company's); an empty text is refused by path.
+#[test]
+fn rule_tasks_are_listed_and_an_empty_one_is_refused() {
+    let with_task = format!("{GROUP}task = \"Несколько сотрудников «{{company}}» изучают цены\"\n");
+    let tasks = model(&with_task).rule_tasks();
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(
+        (tasks[0].rule_id.as_str(), tasks[0].company),
+        ("buying_group", true)
+    );
+    assert!(model(GROUP).rule_tasks().is_empty());
+    let empty = format!("{GROUP}task = \" \"\n");
+    let errs = Model::compile(&super::tests::spec_with(
+        super::intent_tests::GROUPS,
+        &empty,
+    ))
+    .unwrap_err();
+    assert_eq!(errs[0].path, "scoring.rules[0].task");
+}

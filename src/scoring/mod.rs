@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use crate::lead::{Activity, Lead};
 
 pub use explain::render_table;
-pub use group::{Company, CompanyKey, Member};
+pub use group::{Company, CompanyKey, Member, RuleTask};
 pub use qualify::{CriterionState, Known, Qualification};
 pub use spec::Language;
 

@@ -131,6 +131,11 @@ pub struct RuleSpec {
     pub high_intent: Option<HighIntentSpec>,
     #[serde(default)]
     pub buying_group: Option<BuyingGroupSpec>,
+    /// A task for the lead's rep each time the rule starts to hold (once per episode;
+    /// for a buying group once per company, on its highest-scored lead). `{company}`,
+    /// `{label}`, `{name}`, `{lead}` and `{score}` are filled in.
+    #[serde(default)]
+    pub task: Option<String>,
 }
 
 /// A buying group: at least `min_people` distinct people of the lead's company active

@@ -17,6 +17,7 @@
 //! - `capacity_used` / `capacity_wait`: call-now tasks per rep per day and the hot
 //!   leads waiting for a slot (see `capacity`).
 //! - `company` / `company_of`: buying-group aggregates per company (see `companies`).
+//! - `episode`: rule-trigger task episodes (see `episodes`).
 //! - `meta`: sweep cursors, rotated OAuth tokens and the CRM limits between runs.
 //!
 //! Every write that an acknowledgement depends on is followed by [`Store::flush`].
@@ -43,6 +44,8 @@ mod capacity;
 pub use capacity::Waiting;
 mod companies;
 pub use companies::{CompanyRecord, CompanyUpdate};
+mod episodes;
+pub use episodes::Episode;
 mod live_outcomes;
 pub use live_outcomes::LiveOutcome;
 mod meta;
@@ -264,6 +267,7 @@ pub struct Store {
     tracking: tracking::TrackingTrees,
     capacity: capacity::CapacityTrees,
     companies: companies::CompanyTrees,
+    episodes: sled::Tree,
     pending_count: AtomicUsize,
     group: group::GroupFlush,
 }

@@ -2,7 +2,9 @@
 //! leads of one company (one corporate e-mail domain) each read a page; every one of
 //! them gains the group's points with the line on its card, written to the CRM, the
 //! first two by a re-score from their stored inputs when the third arrived. A lead
-//! with a free mailbox reading the same page is never grouped.
+//! with a free mailbox reading the same page is never grouped. With `task` on the rule,
+//! the company's episode makes exactly one task, on its highest-scored lead, and
+//! repeated events make none.
 
 use crate::common;
 
@@ -22,19 +24,35 @@ points = 15
 buying_group = { kinds = ["page_view"], window_days = 7, min_people = 3 }
 "#;
 
-fn with_group(config: &mut Config) {
+/// The seed model plus `rule` (TOML of one `[[scoring.rules]]` table).
+fn with_rule(config: &mut Config, rule: &str) {
     let text = leadscore::demo::example_scoring_toml().unwrap();
     let mut doc: toml::Table = toml::from_str(&text).unwrap();
     let mut spec: ScoringSpec = doc.remove("scoring").unwrap().try_into().unwrap();
-    spec.rules.push(toml::from_str(RULE).unwrap());
+    spec.rules.push(toml::from_str(rule).unwrap());
     config.model = Arc::new(Model::compile(&spec).unwrap());
 }
 
+fn with_group(config: &mut Config) {
+    with_rule(config, RULE)
+}
+
+fn with_group_task(config: &mut Config) {
+    let rule =
+        format!("{RULE}task = \"Несколько сотрудников «{{company}}» изучают сайт ({{label}})\"\n");
+    with_rule(config, &rule)
+}
+
 fn add_person(d: &Daemon, n: usize, email: &str) -> u64 {
+    add_person_as(d, n, email, "Менеджер")
+}
+
+fn add_person_as(d: &Daemon, n: usize, email: &str, post: &str) -> u64 {
     d.sandbox
         .add_lead(json!({
             "TITLE": format!("Lead {n}"),
             "NAME": format!("Имя{n}"),
+            "POST": post,
             "COMPANY_TITLE": "Ромашка",
             "EMAIL": [{"VALUE": email, "VALUE_TYPE": "WORK"}],
             "ASSIGNED_BY_ID": "3",
@@ -111,4 +129,52 @@ async fn three_people_of_one_company_all_gain_the_group_points() {
         free_before,
         "a free mailbox is never grouped"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_company_episode_makes_one_task_on_its_top_lead() {
+    let d = Daemon::start(Options {
+        configure: Some(with_group_task),
+        ..Options::default()
+    })
+    .await;
+    let anna = add_person(&d, 1, "anna@romashka-corp.ru");
+    // The director scores highest: the episode's task goes to her lead.
+    let boss = add_person_as(&d, 2, "boss@romashka-corp.ru", "Генеральный директор");
+    let vera = add_person(&d, 3, "vera@romashka-corp.ru");
+    let people = [anna, boss, vera];
+    d.settle().await;
+    let tasks = |d: &Daemon| people.iter().map(|&id| d.tasks_for(id)).sum::<usize>();
+    assert_eq!(tasks(&d), 0);
+
+    for &id in &people {
+        read_page(&d, id);
+    }
+    d.settle().await;
+    assert!(
+        d.crm_card(anna).contains("группа закупки"),
+        "{}",
+        d.crm_card(anna)
+    );
+    assert_eq!(tasks(&d), 1, "one task for the company's episode");
+    assert_eq!(d.tasks_for(boss), 1, "on its highest-scored lead");
+    let task = d
+        .sandbox
+        .tasks()
+        .into_iter()
+        .find(|t| t.crm_bindings.contains(&format!("L_{boss}")))
+        .unwrap();
+    assert!(
+        task.title
+            .contains("Несколько сотрудников «Ромашка» изучают сайт (группа закупки)"),
+        "{}",
+        task.title
+    );
+
+    // More reading in the same episode: no second task.
+    for &id in &people {
+        read_page(&d, id);
+    }
+    d.settle().await;
+    assert_eq!(tasks(&d), 1, "repeated events make no task");
 }
