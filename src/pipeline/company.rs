@@ -36,6 +36,20 @@ impl Pipeline {
         Ok((u.company, u.affected))
     }
 
+    /// A deleted lead leaves its company: its people no longer count, and the
+    /// company's other leads are re-scored without them.
+    pub(super) async fn leave_company(&self, portal: &str, lead: &str, now: DateTime<Utc>) {
+        match self.store.company_put(portal, lead, None, Vec::new()) {
+            Ok(u) => {
+                let why = "a lead of the company was deleted";
+                self.requeue_from_inputs(portal, u.affected, why, now).await
+            }
+            Err(e) => {
+                warn!(portal, lead, error = %e, "cannot take a deleted lead out of its company")
+            }
+        }
+    }
+
     /// Queue leads to be scored from their stored inputs like a decay (a lead never
     /// scored yet is read in full): those whose company aggregate changed, or whose
     /// rule task must be tried again.

@@ -244,6 +244,7 @@ impl Pipeline {
                     if let Err(err) = self.store.remove_snapshot(&portal.id, id) {
                         warn!(error = %err, "cannot forget a deleted lead's inputs");
                     }
+                    self.leave_company(&portal.id, id, now).await;
                     self.finish(&e).await;
                     continue;
                 };

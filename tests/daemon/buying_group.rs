@@ -2,7 +2,8 @@
 //! leads of one company (one corporate e-mail domain) each read a page; every one of
 //! them gains the group's points with the line on its card, written to the CRM, the
 //! first two by a re-score from their stored inputs when the third arrived. A lead
-//! with a free mailbox reading the same page is never grouped. With `task` on the rule,
+//! with a free mailbox reading the same page is never grouped, and a deleted lead
+//! leaves the group. With `task` on the rule,
 //! the company's episode makes exactly one task, on its highest-scored lead, and
 //! repeated events make none.
 
@@ -129,6 +130,16 @@ async fn three_people_of_one_company_all_gain_the_group_points() {
         free_before,
         "a free mailbox is never grouped"
     );
+
+    // One of the three is deleted: the other two are a group of 2, not 3, and lose it.
+    // (The daemon learns of it from an update event: its read finds the lead gone.)
+    d.sandbox.delete_lead(people[2]).unwrap();
+    let (status, _) = d.post(&d.lead_event(people[2])).await;
+    assert_eq!(status, 200);
+    d.settle().await;
+    for (i, &id) in people[..2].iter().enumerate() {
+        assert_eq!(d.crm_score(id), before[i], "lead {id}: {}", card(&d, id));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
