@@ -4,8 +4,8 @@
 //! first two by a re-score from their stored inputs when the third arrived. A lead
 //! with a free mailbox reading the same page is never grouped, and a deleted lead
 //! leaves the group. With `task` on the rule,
-//! the company's episode makes exactly one task, on its highest-scored lead, and
-//! repeated events make none.
+//! the company's episode makes exactly one task, on its highest-scored lead, repeated
+//! events make none, and the next episode (after the group broke up) makes one more.
 
 use crate::common;
 
@@ -188,4 +188,24 @@ async fn a_company_episode_makes_one_task_on_its_top_lead() {
     }
     d.settle().await;
     assert_eq!(tasks(&d), 1, "repeated events make no task");
+
+    // Vera's lead is deleted: the group of 3 ends, and with it the episode (no task).
+    d.sandbox.delete_lead(vera).unwrap();
+    let (status, _) = d.post(&d.lead_event(vera)).await;
+    assert_eq!(status, 200);
+    d.settle().await;
+    assert!(!d.crm_card(anna).contains("группа закупки"));
+    assert_eq!(tasks(&d), 1);
+
+    // A new colleague reads: the group holds again, a new episode, one new task.
+    let dima = add_person(&d, 4, "dima@romashka-corp.ru");
+    read_page(&d, dima);
+    d.settle().await;
+    assert!(
+        d.crm_card(dima).contains("группа закупки"),
+        "{}",
+        d.crm_card(dima)
+    );
+    assert_eq!(tasks(&d) + d.tasks_for(dima), 2, "one task per episode");
+    assert_eq!(d.tasks_for(boss), 2);
 }
