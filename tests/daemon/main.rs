@@ -8,7 +8,6 @@
 mod common;
 
 mod backtest_portal;
-mod buying_group;
 mod capacity;
 mod config_reload;
 mod deals_bitrix24;
@@ -21,6 +20,7 @@ mod outcome_webhooks;
 mod qualification;
 mod reminders;
 mod rescore_amocrm;
+mod rule_triggers;
 mod secrets;
 mod shadow_model;
 mod sighup_rescore;

@@ -1,11 +1,13 @@
-//! The buying-group rule end to end over HTTP against the Bitrix24 sandbox: three
-//! leads of one company (one corporate e-mail domain) each read a page; every one of
-//! them gains the group's points with the line on its card, written to the CRM, the
-//! first two by a re-score from their stored inputs when the third arrived. A lead
-//! with a free mailbox reading the same page is never grouped, and a deleted lead
-//! leaves the group. With `task` on the rule,
-//! the company's episode makes exactly one task, on its highest-scored lead, repeated
-//! events make none, and the next episode (after the group broke up) makes one more.
+//! Behavioural trigger rules end to end over HTTP against the Bitrix24 sandbox.
+//!
+//! Buying group: three leads of one company (one corporate e-mail domain) each read a
+//! page; every one of them gains the group's points with the line on its card, written
+//! to the CRM, the first two by a re-score from their stored inputs when the third
+//! arrived. A lead with a free mailbox reading the same page is never grouped, and a
+//! deleted lead leaves the group. With `task` on the rule, the company's episode makes
+//! exactly one task, on its highest-scored lead, repeated events make none, and the
+//! next episode (after the group broke up) makes one more. A high-intent rule's task is
+//! the lead's own, once per episode too.
 
 use crate::common;
 
@@ -208,4 +210,49 @@ async fn a_company_episode_makes_one_task_on_its_top_lead() {
     );
     assert_eq!(tasks(&d) + d.tasks_for(dima), 2, "one task per episode");
     assert_eq!(d.tasks_for(boss), 2);
+}
+
+fn with_intent_task(config: &mut Config) {
+    with_rule(
+        config,
+        r#"
+id = "intent"
+group = "engagement"
+label = "высокое намерение"
+points = 10
+high_intent = { kinds = ["demo_request"], window_days = 7 }
+task = "{label}: {name}"
+"#,
+    )
+}
+
+/// A lead's own episode: the first demo request starts it (one task, the card names the
+/// event), a second in the same window makes none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_high_intent_episode_makes_one_task_for_the_lead() {
+    let d = Daemon::start(Options {
+        configure: Some(with_intent_task),
+        ..Options::default()
+    })
+    .await;
+    let anna = add_person(&d, 1, "anna@romashka-corp.ru");
+    d.settle().await;
+    assert_eq!(d.tasks_for(anna), 0);
+    d.add_demo_request(anna);
+    d.settle().await;
+    let card = d.crm_card(anna);
+    assert!(
+        card.contains("+10 высокое намерение: Заявка на демо"),
+        "{card}"
+    );
+    assert_eq!(d.tasks_for(anna), 1);
+    let task = d.sandbox.tasks().into_iter().next().unwrap();
+    assert_eq!(task.title, "высокое намерение: Имя1");
+    d.add_demo_request(anna);
+    d.settle().await;
+    assert_eq!(
+        d.tasks_for(anna),
+        1,
+        "the same episode makes no second task"
+    );
 }
