@@ -7,7 +7,8 @@
 //! deleted lead leaves the group. With `task` on the rule, the company's episode makes
 //! exactly one task, on its highest-scored lead, repeated events make none, and the
 //! next episode (after the group broke up) makes one more. A high-intent rule's task is
-//! the lead's own, once per episode too.
+//! the lead's own, once per episode too, and an intent left by a crash is recovered
+//! by its marker instead of making a second task.
 
 use crate::common;
 
@@ -15,8 +16,10 @@ use std::sync::Arc;
 
 use common::{Daemon, Options};
 use leadscore::config::Config;
+use leadscore::demo;
 use leadscore::scoring::spec::ScoringSpec;
 use leadscore::scoring::Model;
+use leadscore::store::Episode;
 use serde_json::json;
 
 const RULE: &str = r#"
@@ -255,4 +258,32 @@ async fn a_high_intent_episode_makes_one_task_for_the_lead() {
         1,
         "the same episode makes no second task"
     );
+
+    // A crash between the CRM call and its record leaves the intent: put it back as
+    // the crash would have. The next turn finds the task by its marker and records it
+    // instead of creating another.
+    let store = d.store();
+    let key = format!("intent\0lead\0{anna}");
+    let Some(Episode::Fired { marker, lead, .. }) = store.episode(demo::PORTAL, &key).unwrap()
+    else {
+        panic!("the episode's task is recorded");
+    };
+    let intent = Episode::Intent {
+        marker: marker.clone(),
+        lead,
+        at: chrono::Utc::now(),
+    };
+    store.set_episode(demo::PORTAL, &key, &intent).unwrap();
+    let (status, _) = d.post(&d.lead_event(anna)).await;
+    assert_eq!(status, 200);
+    d.settle().await;
+    assert_eq!(
+        d.tasks_for(anna),
+        1,
+        "recovered by its marker, not created again"
+    );
+    assert!(matches!(
+        store.episode(demo::PORTAL, &key).unwrap(),
+        Some(Episode::Fired { marker: m, .. }) if m == marker
+    ));
 }
