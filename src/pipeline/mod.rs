@@ -6,6 +6,7 @@
 
 mod calibration;
 pub mod capacity;
+mod company;
 mod decay;
 mod outcomes;
 mod reload;
@@ -13,6 +14,7 @@ mod reminders;
 pub mod rescore;
 mod rescore_job;
 pub mod retry;
+mod rule_tasks;
 pub mod scheduler;
 mod stages;
 pub mod trigger;

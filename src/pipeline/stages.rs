@@ -70,7 +70,7 @@ impl Pipeline {
         let models = (model, shadow);
         let (scored, reminders) = self.score_stage(rt, models, planned, &outcome.leads).await;
         let (scored, results) = self.write_stage(rt, scored).await;
-        self.record_and_trigger(rt, scored, &results).await;
+        self.record_and_trigger(rt, model, scored, &results).await;
         self.send_reminders(rt, reminders, model.utc_offset()).await;
         claimed
     }
@@ -229,6 +229,7 @@ impl Pipeline {
         let mut scored = Vec::with_capacity(planned.len());
         let mut timers = Vec::with_capacity(planned.len());
         let mut reminders = Vec::new();
+        let mut regroup = Vec::new();
         for Planned {
             entry: e,
             previous,
@@ -245,6 +246,7 @@ impl Pipeline {
                     if let Err(err) = self.store.remove_snapshot(&portal.id, id) {
                         warn!(error = %err, "cannot forget a deleted lead's inputs");
                     }
+                    self.leave_company(&portal.id, id, now).await;
                     self.finish(&e).await;
                     continue;
                 };
@@ -279,9 +281,19 @@ impl Pipeline {
                 }
             };
             let activities = crate::tracking::with_tracked(&snap.activities, &tracked);
+            let company = match self.company_view(&portal.id, model, &snap.lead, &activities) {
+                Ok((company, others)) => {
+                    regroup.extend(others);
+                    company
+                }
+                Err(err) => {
+                    self.fail(rt, &e, &err.into()).await;
+                    continue;
+                }
+            };
             // The timer is the earlier of the next score change and the next purchase
             // reminder; a reminder due now goes out after this turn's writes.
-            let change = model.next_change(&snap.lead, &activities, now);
+            let change = model.next_change_with(&snap.lead, &activities, company.as_ref(), now);
             let timer = match self.reminder_due(rt, &snap.lead, model.utc_offset(), now) {
                 Some(due) if due.at <= now => {
                     reminders.push((snap.lead.clone(), due, change));
@@ -294,7 +306,7 @@ impl Pipeline {
                 None => change,
             };
             timers.push((id.clone(), timer));
-            let score = model.score(&snap.lead, &activities, now);
+            let score = model.score_with(&snap.lead, &activities, company.as_ref(), now);
             Metrics::inc(&self.metrics.scores, &portal.id, &score.tier);
             self.metrics
                 .lead_latency
@@ -361,6 +373,9 @@ impl Pipeline {
             }
             return (Vec::new(), Vec::new());
         }
+        let why = "a colleague's activity changed the buying group";
+        self.requeue_from_inputs(&portal.id, regroup, why, now)
+            .await;
         (scored, reminders)
     }
 
@@ -407,12 +422,15 @@ impl Pipeline {
     async fn record_and_trigger(
         &self,
         rt: &PortalRuntime,
+        model: &Model,
         scored: Vec<Scored>,
         results: &WriteResults,
     ) {
         let portal = &rt.portal;
         let now = self.now();
         let mut fires = Vec::new();
+        // Leads whose rule-trigger episodes advance this turn (not a bulk rescore's).
+        let mut held = Vec::new();
         for s in scored {
             let Scored {
                 entry: e,
@@ -470,6 +488,9 @@ impl Pipeline {
                 debug!(portal = %portal.id, lead = %lead.id, score = score.total, "unchanged; nothing written");
                 Metrics::inc(&self.metrics.leads, &portal.id, "unchanged");
             }
+            if !e.causes.iter().all(|c| c.source == CauseSource::Rescore) {
+                held.push((lead.clone(), score.clone()));
+            }
             let rep = lead
                 .responsible_id
                 .clone()
@@ -504,6 +525,7 @@ impl Pipeline {
                 Err(err) => self.fail(rt, &e, &err).await,
             }
         }
+        self.rule_tasks(rt, model, &held, now).await;
         let fires = self.admit_fires(rt, fires).await;
         if fires.is_empty() {
             return;

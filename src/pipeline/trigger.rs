@@ -18,7 +18,7 @@ use crate::config::Portal;
 use crate::crm::{TaskRef, TaskRequest};
 use crate::lead::Lead;
 use crate::scoring::Score;
-use crate::store::{Crossing, Store};
+use crate::store::{Crossing, Episode, Store};
 
 use super::{PipelineError, PortalRuntime};
 
@@ -86,9 +86,26 @@ pub struct Fire {
     /// A new crossing (a new marker), not the retry of an intent already recorded: only
     /// a fresh one takes a slot of its rep's daily capacity.
     fresh: bool,
+    /// A rule-trigger episode's key (see `store::Episode`) instead of the lead's
+    /// call-now crossing: where the intent and the created task are recorded.
+    episode: Option<String>,
 }
 
 impl Fire {
+    /// The task of a rule-trigger episode, recorded under `episode` (its intent was
+    /// claimed when the episode started); the same intent-flush-create-record path as
+    /// a call-now crossing.
+    pub fn for_episode(request: TaskRequest, episode: String, now: DateTime<Utc>) -> Fire {
+        Fire {
+            lead_id: request.lead_id.clone(),
+            score: 0,
+            request,
+            now,
+            fresh: true,
+            episode: Some(episode),
+        }
+    }
+
     /// The lead the task is for.
     pub fn lead_id(&self) -> &str {
         &self.lead_id
@@ -277,6 +294,7 @@ fn fire(
         request: task_request(&rt.portal, lead, score, why, &marker, now),
         now,
         fresh,
+        episode: None,
     })
 }
 
@@ -295,12 +313,27 @@ pub async fn fire_all(
         (0..fires.len()).map(|_| None).collect();
     let mut sent = Vec::new();
     for (i, f) in fires.iter().enumerate() {
-        let intent = Crossing::Intent {
-            marker: f.request.marker.clone(),
-            score: f.score,
-            at: f.now,
+        let recorded = match &f.episode {
+            None => store.set_crossing(
+                &portal.id,
+                &f.lead_id,
+                &Crossing::Intent {
+                    marker: f.request.marker.clone(),
+                    score: f.score,
+                    at: f.now,
+                },
+            ),
+            Some(key) => store.set_episode(
+                &portal.id,
+                key,
+                &Episode::Intent {
+                    marker: f.request.marker.clone(),
+                    lead: f.lead_id.clone(),
+                    at: f.now,
+                },
+            ),
         };
-        match store.set_crossing(&portal.id, &f.lead_id, &intent) {
+        match recorded {
             Ok(()) => sent.push(i),
             Err(e) => out[i] = Some(Err(e.into())),
         }
@@ -325,7 +358,7 @@ pub async fn fire_all(
         let f = &fires[i];
         out[i] = Some(match res {
             Ok(task) => record_fired(store, portal, f, &task).map(|()| {
-                info!(portal = %portal.id, lead = %f.lead_id, task = %task.id, score = f.score, "call-now task created");
+                info!(portal = %portal.id, lead = %f.lead_id, task = %task.id, score = f.score, episode = ?f.episode, "task created");
                 TriggerOutcome::Created(task)
             }),
             Err(e) => Err(e.into()),
@@ -362,6 +395,19 @@ fn record_fired(
     f: &Fire,
     task: &TaskRef,
 ) -> Result<(), PipelineError> {
+    if let Some(key) = &f.episode {
+        store.set_episode(
+            &portal.id,
+            key,
+            &Episode::Fired {
+                task: task.clone(),
+                marker: f.request.marker.clone(),
+                lead: f.lead_id.clone(),
+                at: f.now,
+            },
+        )?;
+        return Ok(());
+    }
     store.set_crossing(
         &portal.id,
         &f.lead_id,

@@ -32,6 +32,8 @@ pub(crate) struct Rule {
     pub(crate) body: Body,
     /// See [`Rule::timed`].
     pub(crate) timed: bool,
+    /// The task template created once per episode of the rule.
+    pub(crate) task: Option<String>,
 }
 
 impl Rule {
@@ -49,6 +51,8 @@ pub(crate) enum Body {
     Fit(Cond),
     Activity(ActRule),
     Spike(SpikeRule),
+    Intent(super::intent::IntentRule),
+    Group(super::group::GroupRule),
 }
 
 /// A compiled spike rule (see [`crate::scoring::spec::SpikeSpec`]).
@@ -232,6 +236,9 @@ pub(crate) fn compile(spec: &ScoringSpec) -> Result<Model, Vec<SpecError>> {
                 ),
             );
         }
+        if r.task.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            errs.push(format!("{p}.task"), "the task text must not be empty");
+        }
         if let (Some(body), Some(group)) = (compile_body(r, &p, &mut errs), group) {
             groups[group].rules.push(rules.len());
             let timed = match &body {
@@ -245,6 +252,7 @@ pub(crate) fn compile(spec: &ScoringSpec) -> Result<Model, Vec<SpecError>> {
                 points: r.points,
                 body,
                 timed,
+                task: r.task.clone(),
             });
         }
     }
@@ -296,9 +304,7 @@ pub(crate) fn compile(spec: &ScoringSpec) -> Result<Model, Vec<SpecError>> {
     if !errs.0.is_empty() {
         return Err(errs.0);
     }
-    let has_activity_rules = rules
-        .iter()
-        .any(|r| matches!(r.body, Body::Activity(_) | Body::Spike(_)));
+    let has_activity_rules = rules.iter().any(|r| !matches!(r.body, Body::Fit(_)));
     let timed = rules.iter().any(Rule::timed) || gate.as_ref().is_some_and(|g| g.timed);
     let fingerprint = {
         use std::hash::{Hash, Hasher};
@@ -327,6 +333,8 @@ fn compile_body(r: &RuleSpec, p: &str, errs: &mut Errors) -> Option<Body> {
         ("when", r.when.is_some()),
         ("activity", r.activity.is_some()),
         ("spike", r.spike.is_some()),
+        ("high_intent", r.high_intent.is_some()),
+        ("buying_group", r.buying_group.is_some()),
     ]
     .into_iter()
     .filter_map(|(k, set)| set.then_some(k))
@@ -335,7 +343,7 @@ fn compile_body(r: &RuleSpec, p: &str, errs: &mut Errors) -> Option<Body> {
         [] => {
             errs.push(
                 p.to_string(),
-                "a rule needs `when` (a field condition), `activity` or `spike`",
+                "a rule needs `when` (a field condition), `activity`, `spike`, `high_intent` or `buying_group`",
             );
             None
         }
@@ -344,15 +352,20 @@ fn compile_body(r: &RuleSpec, p: &str, errs: &mut Errors) -> Option<Body> {
                 compile_cond(c, &format!("{p}.when"), errs).map(Body::Fit)
             } else if let Some(a) = &r.activity {
                 compile_activity(a, &format!("{p}.activity"), errs).map(Body::Activity)
-            } else {
-                let s = r.spike.as_ref().expect("one of the three is set");
+            } else if let Some(s) = &r.spike {
                 compile_spike(s, &format!("{p}.spike"), errs).map(Body::Spike)
+            } else if let Some(s) = &r.high_intent {
+                super::intent::compile_intent(s, &format!("{p}.high_intent"), errs)
+                    .map(Body::Intent)
+            } else {
+                let s = r.buying_group.as_ref().expect("one of the bodies is set");
+                super::group::compile_group(s, &format!("{p}.buying_group"), errs).map(Body::Group)
             }
         }
         [.., last] => {
             errs.push(
                 format!("{p}.{last}"),
-                "a rule has one of `when` (a field condition), `activity` or `spike`, not several",
+                "a rule has one of `when` (a field condition), `activity`, `spike`, `high_intent` or `buying_group`, not several",
             );
             None
         }
@@ -444,7 +457,7 @@ fn operators(c: &Condition) -> Vec<&'static str> {
     ops
 }
 
-fn compile_field(name: &str, path: &str, errs: &mut Errors) -> Option<FieldRef> {
+pub(crate) fn compile_field(name: &str, path: &str, errs: &mut Errors) -> Option<FieldRef> {
     let kind = match name {
         "name" => FieldKind::Name,
         "position" => FieldKind::Position,
@@ -479,7 +492,7 @@ fn compile_field(name: &str, path: &str, errs: &mut Errors) -> Option<FieldRef> 
     })
 }
 
-fn compile_regex(src: &str, path: &str, errs: &mut Errors) -> Option<Pattern> {
+pub(crate) fn compile_regex(src: &str, path: &str, errs: &mut Errors) -> Option<Pattern> {
     match Pattern::new(src) {
         Ok(re) => Some(re),
         Err(e) => {
@@ -668,7 +681,21 @@ pub(crate) fn compile_cond(c: &Condition, p: &str, errs: &mut Errors) -> Option<
     })
 }
 
-fn positive_days(v: Option<f64>, path: &str, what: &str, errs: &mut Errors) -> Option<Option<f64>> {
+/// A rule's `window_days` at key path `{p}.window_days`: the window and its days.
+pub(crate) fn window_days(days: f64, p: &str, errs: &mut Errors) -> Option<(TimeDelta, f64)> {
+    let d = positive_days(Some(days), &format!("{p}.window_days"), "window_days", errs)??;
+    Some((
+        TimeDelta::milliseconds((d * 86_400_000.0).round() as i64),
+        d,
+    ))
+}
+
+pub(crate) fn positive_days(
+    v: Option<f64>,
+    path: &str,
+    what: &str,
+    errs: &mut Errors,
+) -> Option<Option<f64>> {
     match v {
         Some(d) if !(d.is_finite() && d > 0.0) => {
             errs.push(

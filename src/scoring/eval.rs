@@ -9,7 +9,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::compile::{ActRule, Body, Rule, SpikeRule};
 use super::cond::{eval_cond, Outcome};
-use super::{DataGap, Entry, Evidence, GroupTotal, Model, Score};
+use super::text::Pattern;
+use super::{Company, DataGap, Entry, Evidence, GroupTotal, Model, Score};
 use crate::lead::{Activity, FieldValue, Lead};
 
 const MS_PER_DAY: f64 = 86_400_000.0;
@@ -69,6 +70,14 @@ impl<'a> Order<'a> {
     }
 }
 
+/// The activity matcher's text tests, shared by every rule that filters activities:
+/// the subject and the URL must match their regexes when the rule has them.
+#[inline]
+pub(crate) fn text_matches(subject: Option<&Pattern>, url: Option<&Pattern>, a: &Activity) -> bool {
+    subject.is_none_or(|re| a.subject.as_deref().is_some_and(|s| re.is_match(s)))
+        && url.is_none_or(|re| a.url.as_deref().is_some_and(|u| re.is_match(u)))
+}
+
 impl ActRule {
     /// The cheap part of matching: kind and direction.
     #[inline]
@@ -79,13 +88,7 @@ impl ActRule {
     /// The pattern part of matching: subject and URL regexes.
     #[inline]
     fn matches_text(&self, a: &Activity) -> bool {
-        self.subject
-            .as_ref()
-            .is_none_or(|re| a.subject.as_deref().is_some_and(|s| re.is_match(s)))
-            && self
-                .url
-                .as_ref()
-                .is_none_or(|re| a.url.as_deref().is_some_and(|u| re.is_match(u)))
+        text_matches(self.subject.as_ref(), self.url.as_ref(), a)
     }
 
     /// Does this activity match the rule, regardless of its time?
@@ -170,6 +173,16 @@ enum RuleOut<'a> {
         points: i32,
         seen: SpikeSeen,
     },
+    /// A high-intent rule's newest counted event.
+    Intent {
+        points: i32,
+        at: DateTime<Utc>,
+    },
+    /// A buying-group rule's count of active people.
+    Group {
+        points: i32,
+        people: u32,
+    },
 }
 
 /// One rule's visible result, for [`Model::signature`]: what the score and the card
@@ -183,6 +196,10 @@ enum Sig {
     Acts(i32, u32, Option<DateTime<Utc>>, Option<DateTime<Utc>>),
     /// Points, recent count, baseline count (the card shows its daily rate), newest.
     Spike(i32, u32, u32, Option<DateTime<Utc>>),
+    /// Points and the time of the event named.
+    Intent(i32, DateTime<Utc>),
+    /// Points and the number of active people.
+    Group(i32, u32),
 }
 
 /// What a spike rule counted at some `now`.
@@ -230,7 +247,9 @@ impl RuleOut<'_> {
         match self {
             RuleOut::Field { points, .. }
             | RuleOut::Acts { points, .. }
-            | RuleOut::Spike { points, .. } => *points,
+            | RuleOut::Spike { points, .. }
+            | RuleOut::Intent { points, .. }
+            | RuleOut::Group { points, .. } => *points,
             RuleOut::Nothing | RuleOut::Gap(_) => 0,
         }
     }
@@ -240,6 +259,7 @@ fn eval_rule<'a>(
     rule: &'a Rule,
     lead: &'a Lead,
     order: &Order<'_>,
+    company: Option<&Company>,
     now: DateTime<Utc>,
 ) -> RuleOut<'a> {
     match &rule.body {
@@ -275,6 +295,20 @@ fn eval_rule<'a>(
                 RuleOut::Nothing
             }
         }
+        Body::Intent(ir) => match ir.newest(order.all(), now) {
+            Some(a) => RuleOut::Intent {
+                points: rule.points,
+                at: a.at,
+            },
+            None => RuleOut::Nothing,
+        },
+        Body::Group(g) => match g.fires(company, now) {
+            Some(people) => RuleOut::Group {
+                points: rule.points,
+                people,
+            },
+            None => RuleOut::Nothing,
+        },
     }
 }
 
@@ -306,14 +340,20 @@ impl Model {
         }
     }
 
-    pub(crate) fn total_impl(&self, lead: &Lead, acts: &[Activity], now: DateTime<Utc>) -> i32 {
+    pub(crate) fn total_impl(
+        &self,
+        lead: &Lead,
+        acts: &[Activity],
+        company: Option<&Company>,
+        now: DateTime<Utc>,
+    ) -> i32 {
         let order = self.order(acts);
         let mut total: i64 = 0;
         for g in &self.groups {
             let sum: i64 = g
                 .rules
                 .iter()
-                .map(|&r| i64::from(eval_rule(&self.rules[r], lead, &order, now).points()))
+                .map(|&r| i64::from(eval_rule(&self.rules[r], lead, &order, company, now).points()))
                 .sum();
             total += cap(sum, g.min, g.max);
         }
@@ -333,6 +373,8 @@ impl Model {
     ) {
         out.clear();
         let order = self.order(acts);
+        // Analyses replay one lead at a time: no company aggregate, no buying group.
+        let company: Option<&Company> = None;
         for rule in &self.rules {
             out.push(match &rule.body {
                 Body::Fit(c) => match eval_cond(c, lead, now) {
@@ -348,18 +390,39 @@ impl Model {
                         0.0
                     }
                 }
+                Body::Intent(ir) => {
+                    if ir.newest(order.all(), now).is_some() {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                }
+                Body::Group(g) => {
+                    if g.fires(company, now).is_some() {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                }
             });
         }
     }
 
-    pub(crate) fn score_impl(&self, lead: &Lead, acts: &[Activity], now: DateTime<Utc>) -> Score {
+    pub(crate) fn score_impl(
+        &self,
+        lead: &Lead,
+        acts: &[Activity],
+        company: Option<&Company>,
+        now: DateTime<Utc>,
+    ) -> Score {
         let order = self.order(acts);
         let mut breakdown: Vec<Entry> = Vec::new();
         let mut gaps = Vec::new();
         // Index of each entry's group, parallel to `breakdown`.
         let mut entry_group: Vec<usize> = Vec::new();
         for rule in &self.rules {
-            let (points, raw, decayed, evidence) = match eval_rule(rule, lead, &order, now) {
+            let (points, raw, decayed, evidence) = match eval_rule(rule, lead, &order, company, now)
+            {
                 RuleOut::Nothing => continue,
                 RuleOut::Gap(field) => {
                     gaps.push(DataGap {
@@ -388,6 +451,38 @@ impl Model {
                             recent_days: sp.recent_days,
                             baseline_per_day: f64::from(seen.baseline) / sp.baseline_days,
                             newest: seen.newest.unwrap_or(now),
+                        },
+                    )
+                }
+                RuleOut::Intent { points, at } => {
+                    let Body::Intent(ir) = &rule.body else {
+                        unreachable!("intent outcomes come from high-intent rules")
+                    };
+                    let a = ir.newest(order.all(), now);
+                    let subject = a.and_then(|a| a.subject.clone().or_else(|| a.url.clone()));
+                    (
+                        points,
+                        points,
+                        false,
+                        Evidence::Intent {
+                            kind: a.map(|a| a.kind.as_str().to_string()).unwrap_or_default(),
+                            subject,
+                            at,
+                        },
+                    )
+                }
+                RuleOut::Group { points, people } => {
+                    let Body::Group(g) = &rule.body else {
+                        unreachable!("group outcomes come from buying-group rules")
+                    };
+                    (
+                        points,
+                        points,
+                        false,
+                        Evidence::Group {
+                            people,
+                            company: company.map(|c| c.name.clone()).unwrap_or_default(),
+                            window_days: g.window_days,
                         },
                     )
                 }
@@ -486,6 +581,7 @@ impl Model {
         lead: &Lead,
         acts: &[Activity],
         order: &Order<'_>,
+        company: Option<&Company>,
         t: DateTime<Utc>,
     ) -> Option<DateTime<Utc>> {
         let mut best: Option<DateTime<Utc>> = None;
@@ -511,6 +607,14 @@ impl Model {
                     offer(act.at + sp.recent);
                     offer(act.at + sp.recent + sp.baseline);
                 }
+                continue;
+            }
+            if let Body::Intent(ir) = &rule.body {
+                ir.boundaries(acts, &mut offer);
+                continue;
+            }
+            if let Body::Group(g) = &rule.body {
+                g.boundaries(company, &mut offer);
                 continue;
             }
             let Body::Activity(a) = &rule.body else {
@@ -551,10 +655,17 @@ impl Model {
     /// counts, the dates named), without building a [`Score`]: two instants with equal
     /// signatures score and read the same, so `next_change` compares these (no
     /// allocation per candidate instant). Fit rules never read the clock: left out.
-    fn signature(&self, lead: &Lead, order: &Order<'_>, now: DateTime<Utc>, out: &mut Vec<Sig>) {
+    fn signature(
+        &self,
+        lead: &Lead,
+        order: &Order<'_>,
+        company: Option<&Company>,
+        now: DateTime<Utc>,
+        out: &mut Vec<Sig>,
+    ) {
         out.clear();
         for rule in self.rules.iter().filter(|r| r.timed()) {
-            out.push(match eval_rule(rule, lead, order, now) {
+            out.push(match eval_rule(rule, lead, order, company, now) {
                 RuleOut::Nothing => Sig::Nothing,
                 RuleOut::Gap(_) => Sig::Gap,
                 RuleOut::Field { points, .. } => Sig::Points(points),
@@ -564,6 +675,8 @@ impl Model {
                 RuleOut::Spike { points, seen } => {
                     Sig::Spike(points, seen.recent, seen.baseline, seen.newest)
                 }
+                RuleOut::Intent { points, at } => Sig::Intent(points, at),
+                RuleOut::Group { points, people } => Sig::Group(points, people),
             });
         }
         if let Some(g) = self.gate.as_ref().filter(|g| g.timed) {
@@ -575,6 +688,7 @@ impl Model {
         &self,
         lead: &Lead,
         acts: &[Activity],
+        company: Option<&Company>,
         now: DateTime<Utc>,
     ) -> Option<DateTime<Utc>> {
         if !self.timed {
@@ -583,14 +697,14 @@ impl Model {
         let order = Order::new(acts);
         let mut base = Vec::with_capacity(self.rules.len());
         let mut at_c = Vec::with_capacity(self.rules.len());
-        self.signature(lead, &order, now, &mut base);
+        self.signature(lead, &order, company, now, &mut base);
         let mut t = now;
         // Some events change nothing visible (an uncounted activity leaving its window);
         // skip those. The bound keeps a pathological input from looping long: returning
         // an earlier instant is safe, the caller just re-scores and finds no change.
         for _ in 0..512 {
-            let c = self.next_event(lead, acts, &order, t)?;
-            self.signature(lead, &order, c, &mut at_c);
+            let c = self.next_event(lead, acts, &order, company, t)?;
+            self.signature(lead, &order, company, c, &mut at_c);
             if at_c != base {
                 return Some(c);
             }

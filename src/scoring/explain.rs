@@ -210,6 +210,29 @@ fn phrase(e: &Entry, lang: Language, when: When) -> String {
             }
             s.push(')');
         }
+        Evidence::Intent { kind, subject, at } => {
+            s.push_str(&format!(": {}", event_name(kind, subject.as_deref(), lang)));
+            match when {
+                When::Dated(..) => s.push_str(&format!(" {}", when.say(*at, lang))),
+                When::Relative(_) => s.push_str(&format!(" ({})", when.say(*at, lang))),
+            }
+            if e.capped {
+                s.push_str(&format!(" ({})", capped_note(lang)));
+            }
+        }
+        Evidence::Group {
+            people,
+            company,
+            window_days,
+        } => {
+            s.push_str(&format!(
+                ": {}",
+                group_words(*people, company, *window_days, lang)
+            ));
+            if e.capped {
+                s.push_str(&format!(" ({})", capped_note(lang)));
+            }
+        }
         Evidence::Activities { count, newest, .. } => {
             if *count > 1 {
                 s.push_str(&format!(" ×{count}"));
@@ -338,8 +361,80 @@ fn spike_words(recent: u32, days: f64, per_day: f64, lang: Language) -> String {
     }
 }
 
+/// What a high-intent event is called on the card: its subject (or URL) when it has
+/// one, since that is what the rep recognises ("Запрос демо"), else its kind's name.
+fn event_name(kind: &str, subject: Option<&str>, lang: Language) -> String {
+    const LONGEST: usize = 60;
+    if let Some(s) = subject.map(str::trim).filter(|s| !s.is_empty()) {
+        if s.chars().count() <= LONGEST {
+            return s.to_string();
+        }
+        let mut cut: String = s.chars().take(LONGEST - 1).collect();
+        cut.push('…');
+        return cut;
+    }
+    let (ru, en) = match kind {
+        "call" => ("звонок", "call"),
+        "email" => ("письмо", "e-mail"),
+        "email_open" => ("открытие письма", "e-mail open"),
+        "meeting" => ("встреча", "meeting"),
+        "form" => ("заявка с сайта", "web form"),
+        "page_view" => ("просмотр страницы", "page view"),
+        "download" => ("скачивание", "download"),
+        "demo_request" => ("запрос демо", "demo request"),
+        "task" => ("задача", "task"),
+        "comment" => ("комментарий", "comment"),
+        other => return other.replace('_', " "),
+    };
+    match lang {
+        Language::Ru => ru.to_string(),
+        Language::En => en.to_string(),
+    }
+}
+
+/// "3 сотрудника «Ромашка» за 7 дней" / "3 people of "Romashka" in 7 days".
+fn group_words(people: u32, company: &str, days: f64, lang: Language) -> String {
+    let n = i64::from(people);
+    let whole = days.fract() == 0.0;
+    let d = if whole {
+        format!("{}", days as i64)
+    } else {
+        format!("{days}")
+    };
+    match lang {
+        Language::Ru => {
+            let unit = if whole {
+                ru_plural(days as i64, "день", "дня", "дней")
+            } else {
+                "дня"
+            };
+            format!(
+                "{people} {} {} за {} {unit}",
+                ru_plural(n, "сотрудник", "сотрудника", "сотрудников"),
+                quoted(company, lang),
+                d.replace('.', ",")
+            )
+        }
+        Language::En => format!(
+            "{people} people of {} in {d} day{}",
+            quoted(company, lang),
+            if days == 1.0 { "" } else { "s" }
+        ),
+    }
+}
+
 fn evidence_cell(e: &Entry, lang: Language, now: DateTime<Utc>) -> String {
     match &e.evidence {
+        Evidence::Group {
+            people,
+            company,
+            window_days,
+        } => group_words(*people, company, *window_days, lang),
+        Evidence::Intent { kind, subject, at } => format!(
+            "{} ({})",
+            event_name(kind, subject.as_deref(), lang),
+            ago(*at, now, lang)
+        ),
         Evidence::Spike {
             recent,
             recent_days,

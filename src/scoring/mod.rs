@@ -14,6 +14,12 @@ mod compile;
 mod cond;
 mod eval;
 mod explain;
+mod group;
+#[cfg(test)]
+mod group_tests;
+mod intent;
+#[cfg(test)]
+mod intent_tests;
 mod qualify;
 #[cfg(test)]
 mod qualify_tests;
@@ -29,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use crate::lead::{Activity, Lead};
 
 pub use explain::render_table;
+pub use group::{Company, CompanyKey, Member, RuleTask};
 pub use qualify::{CriterionState, Known, Qualification};
 pub use spec::Language;
 
@@ -175,6 +182,20 @@ pub enum Evidence {
         baseline_per_day: f64,
         newest: DateTime<Utc>,
     },
+    /// A high-intent rule saw this event (the newest in its window): its kind, its
+    /// subject (or URL) when it has one, and its time.
+    Intent {
+        kind: String,
+        subject: Option<String>,
+        at: DateTime<Utc>,
+    },
+    /// A buying-group rule saw `people` distinct people of `company` (its display name)
+    /// active in the last `window_days`.
+    Group {
+        people: u32,
+        company: String,
+        window_days: f64,
+    },
 }
 
 /// A fit rule that gave 0 because the lead has no value for `field`: something for the
@@ -196,13 +217,37 @@ impl Model {
     /// Score a lead at `now`. Pure and deterministic: the same inputs give the same
     /// `Score`. Activities dated after `now` are ignored.
     pub fn score(&self, lead: &Lead, activities: &[Activity], now: DateTime<Utc>) -> Score {
-        self.score_impl(lead, activities, now)
+        self.score_impl(lead, activities, None, now)
+    }
+
+    /// [`Model::score`] with the lead's company aggregate (see [`Model::company_key`]),
+    /// which buying-group rules count; without one they never fire.
+    pub fn score_with(
+        &self,
+        lead: &Lead,
+        activities: &[Activity],
+        company: Option<&Company>,
+        now: DateTime<Utc>,
+    ) -> Score {
+        self.score_impl(lead, activities, company, now)
+    }
+
+    /// [`Model::next_change`] with the lead's company aggregate: a colleague's activity
+    /// leaving the window can end a buying group.
+    pub fn next_change_with(
+        &self,
+        lead: &Lead,
+        activities: &[Activity],
+        company: Option<&Company>,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        self.next_change_impl(lead, activities, company, now)
     }
 
     /// The total only, without building the breakdown: the same number as
     /// `score(..).total`, for bulk re-scoring and backtests where allocation matters.
     pub fn total_only(&self, lead: &Lead, activities: &[Activity], now: DateTime<Utc>) -> i32 {
-        self.total_impl(lead, activities, now)
+        self.total_impl(lead, activities, None, now)
     }
 
     /// The earliest time after `now` at which `score` would return a different `Score`
@@ -216,7 +261,7 @@ impl Model {
         activities: &[Activity],
         now: DateTime<Utc>,
     ) -> Option<DateTime<Utc>> {
-        self.next_change_impl(lead, activities, now)
+        self.next_change_impl(lead, activities, None, now)
     }
 
     /// Explanation language configured for the model.

@@ -107,8 +107,9 @@ pub struct GroupSpec {
 }
 
 /// One scoring rule: a condition on lead fields (`when`), a count of matching
-/// activities (`activity`), or a burst of activity against the lead's own baseline
-/// (`spike`); exactly one of them.
+/// activities (`activity`), a burst of activity against the lead's own baseline
+/// (`spike`), one high-intent event in a window (`high_intent`) or several people of
+/// the lead's company active at once (`buying_group`); exactly one of them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
@@ -126,6 +127,72 @@ pub struct RuleSpec {
     pub activity: Option<ActivitySpec>,
     #[serde(default)]
     pub spike: Option<SpikeSpec>,
+    #[serde(default)]
+    pub high_intent: Option<HighIntentSpec>,
+    #[serde(default)]
+    pub buying_group: Option<BuyingGroupSpec>,
+    /// A task for the lead's rep each time the rule starts to hold (once per episode;
+    /// for a buying group once per company, on its highest-scored lead). `{company}`,
+    /// `{label}`, `{name}`, `{lead}` and `{score}` are filled in.
+    #[serde(default)]
+    pub task: Option<String>,
+}
+
+/// A buying group: at least `min_people` distinct people of the lead's company active
+/// (activities of `kinds`) within the last `window_days`. Several people of one company
+/// reading at once is a purchase being prepared, which no single lead shows.
+///
+/// The company is the value of `company_field` when the portal maps one (e.g.
+/// `custom.company_id`), else the domain of the lead's e-mail; free mailbox domains are
+/// never a company. The first `buying_group` rule's `company_field` and
+/// `free_domains` define the company for every such rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuyingGroupSpec {
+    /// Activity kinds that make a person active (empty: every kind).
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// The window, in days (default 7).
+    #[serde(default = "default_intent_days")]
+    pub window_days: f64,
+    /// Distinct active people needed (default 3, at least 2).
+    #[serde(default = "default_min_people")]
+    pub min_people: u32,
+    /// A lead field holding the CRM's company id (`custom.<name>` or a neutral name).
+    #[serde(default)]
+    pub company_field: Option<String>,
+    /// Mailbox domains that are never a company (default: the common free ones).
+    #[serde(default)]
+    pub free_domains: Option<Vec<String>>,
+}
+
+fn default_min_people() -> u32 {
+    3
+}
+
+/// A high-intent event: any activity of `kinds` (optionally matching `subject` / `url`
+/// like an `activity` rule) in the last `window_days`. Scores its points once however
+/// many there are: one demo request says what ten say, and the card names the newest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HighIntentSpec {
+    /// Activity kinds that count (at least one).
+    pub kinds: Vec<String>,
+    #[serde(default)]
+    pub direction: Option<crate::lead::Direction>,
+    /// Regex the subject must match.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// Regex the URL must match.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The window, in days (default 7).
+    #[serde(default = "default_intent_days")]
+    pub window_days: f64,
+}
+
+fn default_intent_days() -> f64 {
+    7.0
 }
 
 /// A sudden burst of activity: in the last `recent_days` at least `min_count`

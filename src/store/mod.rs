@@ -16,6 +16,8 @@
 //!   decay), ordered by time, so due leads are re-scored without a webhook.
 //! - `capacity_used` / `capacity_wait`: call-now tasks per rep per day and the hot
 //!   leads waiting for a slot (see `capacity`).
+//! - `company` / `company_of`: buying-group aggregates per company (see `companies`).
+//! - `episode`: rule-trigger task episodes (see `episodes`).
 //! - `meta`: sweep cursors, rotated OAuth tokens and the CRM limits between runs.
 //!
 //! Every write that an acknowledgement depends on is followed by [`Store::flush`].
@@ -41,6 +43,10 @@ pub use ledger::{crossings, LedgerEntry, ShadowScore};
 mod calibrations;
 mod capacity;
 pub use capacity::Waiting;
+mod companies;
+pub use companies::{CompanyRecord, CompanyUpdate};
+mod episodes;
+pub use episodes::Episode;
 mod live_outcomes;
 pub use live_outcomes::LiveOutcome;
 mod meta;
@@ -262,6 +268,8 @@ pub struct Store {
     meta: sled::Tree,
     tracking: tracking::TrackingTrees,
     capacity: capacity::CapacityTrees,
+    companies: companies::CompanyTrees,
+    episodes: sled::Tree,
     pending_count: AtomicUsize,
     group: group::GroupFlush,
 }

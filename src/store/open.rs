@@ -67,6 +67,8 @@ impl Store {
             meta: db.open_tree("meta")?,
             tracking: tracking::TrackingTrees::open(&db)?,
             capacity: super::capacity::CapacityTrees::open(&db)?,
+            companies: super::companies::CompanyTrees::open(&db)?,
+            episodes: db.open_tree("episode")?,
             pending,
             pending_count: AtomicUsize::new(count),
             group: group::GroupFlush::default(),

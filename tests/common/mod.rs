@@ -212,6 +212,15 @@ impl Daemon {
             .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
     }
 
+    /// The explanation the CRM holds for a lead (its card's "why" line).
+    pub fn crm_card(&self, id: u64) -> String {
+        let lead = self.sandbox.get_lead(id).expect("lead exists");
+        lead["UF_CRM_LEADSCORE_WHY"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+
     /// Tasks bound to a lead.
     pub fn tasks_for(&self, id: u64) -> usize {
         let tag = format!("L_{id}");

@@ -23,6 +23,7 @@ mod pipeline_amocrm;
 mod qualification;
 mod reminders;
 mod rescore_amocrm;
+mod rule_triggers;
 mod secrets;
 mod shadow_model;
 mod sighup_rescore;

@@ -62,11 +62,7 @@ fn state(d: &Daemon, id: u64) -> Option<String> {
 }
 
 fn card(d: &Daemon, id: u64) -> String {
-    let lead = d.sandbox.get_lead(id).expect("lead exists");
-    lead["UF_CRM_LEADSCORE_WHY"]
-        .as_str()
-        .unwrap_or("")
-        .to_string()
+    d.crm_card(id)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,3 +6,4 @@ mod backtest;
 mod config_load;
 mod scoring_props;
 mod store_model;
+mod trigger_config;
