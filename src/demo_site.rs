@@ -22,6 +22,19 @@ use crate::tracking::identify;
 const SITE_KEY: &str = "site-romashka-demo";
 const ORIGIN: &str = "https://romashka-demo.ru";
 
+/// The example model's buying-group rule (commented there), switched on for the scene,
+/// with its task: three people of one company reading at once.
+const BUYING_GROUP_RULE: &str = r#"
+[[scoring.rules]]
+id = "buying_group"
+group = "engagement"
+label = "группа закупки"
+points = 15
+buying_group = { kinds = ["page_view", "download", "form"], window_days = 7, min_people = 3 }
+task = "Несколько сотрудников «{company}» изучают цены"
+
+"#;
+
 /// A browser's batch of events, as the snippet sends it.
 async fn track(addr: SocketAddr, visitor: &str, events: Value) -> anyhow::Result<()> {
     let batch = json!({"k": SITE_KEY, "v": visitor, "e": events});
@@ -91,7 +104,10 @@ pub async fn run(dir: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
     let tracking = format!(
         "[portal.tracking]\nsite_key = \"{SITE_KEY}\"\nallowed_origins = [\"{ORIGIN}\"]\nidentify_secret = \"{secret}\"\n\n[portal.fields.map]\n"
     );
-    let edit = |text: String| text.replacen("[portal.fields.map]\n", &tracking, 1);
+    let edit = |text: String| {
+        // The model comes last in the demo config: the rule joins the example's rules.
+        text.replacen("[portal.fields.map]\n", &tracking, 1) + BUYING_GROUP_RULE
+    };
     let portal = ScenePortal::start(
         dir,
         Scene {
@@ -103,8 +119,8 @@ pub async fn run(dir: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
     )
     .await?;
     anyhow::ensure!(
-        portal.config.portals[0].tracking.is_some(),
-        "the demo config template changed: the website scene has no [portal.tracking]"
+        portal.config.portals[0].tracking.is_some() && !portal.config.model.rule_tasks().is_empty(),
+        "the demo config template changed: the website scene has no tracking or buying group"
     );
     let secret = SecretString::from(secret);
     let addr = portal.running.addr;
@@ -116,7 +132,7 @@ pub async fn run(dir: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
     // Anna left a request by phone last week: the CRM has her lead and her e-mail.
     let anna = portal.sandbox.add_lead(json!({
         "TITLE": "Ромашка: станки", "NAME": "Анна", "LAST_NAME": "Смирнова",
-        "POST": "Генеральный директор", "ASSIGNED_BY_ID": "3",
+        "POST": "Генеральный директор", "ASSIGNED_BY_ID": "3", "COMPANY_TITLE": "Ромашка",
         "EMAIL": [{"VALUE": "Anna.Smirnova@romashka-demo.ru", "VALUE_TYPE": "WORK"}],
         "UF_CRM_INDUSTRY": "Производство", "UF_CRM_REVENUE": "800000000",
         "UF_CRM_EMPLOYEES": "240", "UF_CRM_REGION": "Москва",
@@ -172,6 +188,69 @@ pub async fn run(dir: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
         "lead {anna}: score {anonymous} → {after} ({}); call-now tasks: {tasks}",
         visits.join("; ")
     )?;
+
+    // Two colleagues read the prices too and leave their e-mails in the form: three
+    // people of one company at once, a buying group.
+    let colleagues = [
+        (
+            "Пётр",
+            "Кузнецов",
+            "Технический директор",
+            "p.kuznetsov@romashka-demo.ru",
+            "v-5d1f0c2e-petr",
+        ),
+        (
+            "Ольга",
+            "Иванова",
+            "Менеджер по закупкам",
+            "o.ivanova@romashka-demo.ru",
+            "v-9a4b7d31-olga",
+        ),
+    ];
+    let mut ids = vec![anna];
+    for (name, last, post, email, _) in colleagues {
+        ids.push(portal.sandbox.add_lead(json!({
+            "TITLE": "Ромашка: станки", "NAME": name, "LAST_NAME": last, "POST": post,
+            "ASSIGNED_BY_ID": "3", "EMAIL": [{"VALUE": email, "VALUE_TYPE": "WORK"}],
+            "COMPANY_TITLE": "Ромашка",
+        }))?);
+    }
+    portal.settle().await?;
+    for (.., email, visitor) in colleagues {
+        let page = json!([{"t": "page_view", "u": format!("{ORIGIN}/pricing"), "ti": "Цены"}]);
+        track(addr, visitor, page).await?;
+        let (status, answer) = identify(
+            addr,
+            &secret,
+            json!({"visitor": visitor, "email": email}),
+            true,
+        )
+        .await?;
+        anyhow::ensure!(status == 200, "identify failed: {status} {answer}");
+    }
+    portal.settle().await?;
+    writeln!(
+        out,
+        "two colleagues read the prices and send the form: three people of romashka-demo.ru active this week"
+    )?;
+    for id in &ids {
+        let (score, why) = card(&portal, *id);
+        let group = why
+            .split("; ")
+            .find(|p| p.contains("группа закупки"))
+            .unwrap_or("no group line");
+        writeln!(out, "lead {id} now scores {score}: {group}")?;
+    }
+    let tasks = portal.sandbox.tasks();
+    for t in &tasks {
+        writeln!(
+            out,
+            "task for rep {} on {}: {}",
+            t.responsible_id,
+            t.crm_bindings.join(","),
+            t.title
+        )?;
+    }
     let store = &portal.store;
     let raw_in_store = store
         .visitor_lead(PORTAL, visitor)

@@ -338,7 +338,8 @@ async fn a_signed_phone_in_another_format_finds_the_open_amocrm_lead() {
 }
 
 /// The demo's website scene: anonymous visits change nothing, an unsigned identify is
-/// refused, the signed one attaches both events and the lead's score rises by them.
+/// refused, the signed one attaches both events and the lead's score rises by them;
+/// two colleagues make a buying group with one task.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_website_scene_scores_the_visits_once_identified() {
     let dir = tempfile::tempdir().unwrap();
@@ -375,4 +376,22 @@ async fn the_demo_website_scene_scores_the_visits_once_identified() {
         "pricing +5, price list +10: {text}"
     );
     assert!(after.contains("цены") && after.contains("прайс"), "{text}");
+    // Two colleagues identified: the buying group shows on all three cards, and its
+    // task goes once, to the highest-scored lead (Анна's).
+    for id in 1..=3 {
+        assert!(
+            line(&format!("lead {id} now scores "))
+                .contains("+15 группа закупки: 3 сотрудника «Ромашка» за 7 дней"),
+            "{text}"
+        );
+    }
+    let group_tasks: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("изучают цены"))
+        .collect();
+    assert_eq!(
+        group_tasks,
+        ["task for rep 3 on L_1: Несколько сотрудников «Ромашка» изучают цены"],
+        "{text}"
+    );
 }
