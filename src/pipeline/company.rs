@@ -13,14 +13,17 @@ use crate::store::StoreError;
 
 impl Pipeline {
     /// The lead's company aggregate with this lead's people in it, and the company's
-    /// other leads the update changed. Models without a buying-group rule skip the
-    /// store entirely (a hot path).
+    /// other leads whose buying-group outcome the update moved (a person started or
+    /// stopped counting; a later time of someone already counted moves nothing now:
+    /// the peers' own timers re-score them when the window ends). Models without a
+    /// buying-group rule skip the store entirely (a hot path).
     pub(super) fn company_view(
         &self,
         portal: &str,
         model: &Model,
         lead: &Lead,
         activities: &[Activity],
+        now: DateTime<Utc>,
     ) -> Result<(Option<Company>, Vec<LeadId>), StoreError> {
         if !model.has_buying_group() {
             return Ok((None, Vec::new()));
@@ -33,7 +36,11 @@ impl Pipeline {
         let u = self
             .store
             .company_put(portal, &lead.id, key.as_ref(), people)?;
-        Ok((u.company, u.affected))
+        let mut requeue = u.left;
+        if !model.same_group_view(u.before.as_ref(), u.company.as_ref(), now) {
+            requeue.extend(u.affected);
+        }
+        Ok((u.company, requeue))
     }
 
     /// A deleted lead leaves its company: its people no longer count, and the
@@ -42,7 +49,7 @@ impl Pipeline {
         match self.store.company_put(portal, lead, None, Vec::new()) {
             Ok(u) => {
                 let why = "a lead of the company was deleted";
-                self.requeue_from_inputs(portal, u.affected, why, now).await
+                self.requeue_from_inputs(portal, u.left, why, now).await
             }
             Err(e) => {
                 warn!(portal, lead, error = %e, "cannot take a deleted lead out of its company")

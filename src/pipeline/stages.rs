@@ -281,7 +281,7 @@ impl Pipeline {
                 }
             };
             let activities = crate::tracking::with_tracked(&snap.activities, &tracked);
-            let company = match self.company_view(&portal.id, model, &snap.lead, &activities) {
+            let company = match self.company_view(&portal.id, model, &snap.lead, &activities, now) {
                 Ok((company, others)) => {
                     regroup.extend(others);
                     company

@@ -183,6 +183,22 @@ impl Model {
         self.rules.iter().any(|r| matches!(r.body, Body::Group(_)))
     }
 
+    /// Do two versions of a company read alike to every buying-group rule at `now`
+    /// (the same people counted, so the same points and card text)? Decides whether a
+    /// lead's update must re-score the company's other leads.
+    pub fn same_group_view(
+        &self,
+        a: Option<&Company>,
+        b: Option<&Company>,
+        now: DateTime<Utc>,
+    ) -> bool {
+        a.map(|c| &c.name) == b.map(|c| &c.name)
+            && self.rules.iter().all(|r| match &r.body {
+                Body::Group(g) => g.fires(a, now) == g.fires(b, now),
+                _ => true,
+            })
+    }
+
     /// The lead's company for buying-group rules: `None` when the model has none, or
     /// when the lead has neither a company id nor a corporate e-mail (a free mailbox
     /// is a person, never a company).

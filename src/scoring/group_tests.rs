@@ -204,3 +204,32 @@ fn rule_tasks_are_listed_and_an_empty_one_is_refused() {
     .unwrap_err();
     assert_eq!(errs[0].path, "scoring.rules[0].task");
 }
+
+/// Only a change in who counts (or the name) makes the company's other leads read
+/// differently: a later time of someone already counted does not.
+#[test]
+fn the_group_view_moves_only_when_who_counts_changes() {
+    let m = model(GROUP);
+    let three = company(vec![
+        member("lead:1", "page_view", days_ago(1.0)),
+        member("lead:2", "download", days_ago(3.0)),
+        member("lead:3", "page_view", days_ago(6.0)),
+    ]);
+    let mut later = three.clone();
+    later.people[0] = member("lead:1", "page_view", days_ago(0.1));
+    assert!(m.same_group_view(Some(&three), Some(&later), now()));
+    // A fourth person: "4 сотрудника".
+    let mut four = three.clone();
+    four.people.push(member("lead:4", "download", days_ago(2.0)));
+    assert!(!m.same_group_view(Some(&three), Some(&four), now()));
+    // Someone whose only activity is of another kind, or out of the window, counts for
+    // nothing: the view stays.
+    let mut other = three.clone();
+    other.people.push(member("lead:5", "email_open", days_ago(1.0)));
+    other.people.push(member("lead:6", "page_view", days_ago(9.0)));
+    assert!(m.same_group_view(Some(&three), Some(&other), now()));
+    // The group forms from two people: the view moves.
+    let two = company(three.people[..2].to_vec());
+    assert!(!m.same_group_view(Some(&two), Some(&three), now()));
+    assert!(!m.same_group_view(None, Some(&three), now()));
+}

@@ -53,9 +53,15 @@ impl CompanyRecord {
 pub struct CompanyUpdate {
     /// The lead's company after the update (`None`: the lead has none).
     pub company: Option<Company>,
-    /// Other leads whose company aggregate this update changed: they read differently
-    /// now (the lead's own people changed, or it left their company).
+    /// Other leads of the lead's company, when its people there changed: they may read
+    /// differently now (the caller decides whether the rules' view of it moved).
     pub affected: Vec<LeadId>,
+    /// Leads of a company the lead left (a new e-mail, a deleted lead): their group
+    /// lost this lead's people.
+    pub left: Vec<LeadId>,
+    /// The company's aggregate before this update (`None`: the lead starts it, or has
+    /// no company).
+    pub before: Option<Company>,
 }
 
 /// The company trees.
@@ -117,7 +123,7 @@ impl Store {
         {
             if let Some(mut rec) = trees.get(portal, old)? {
                 if rec.leads.remove(lead).is_some_and(|p| !p.is_empty()) {
-                    out.affected.extend(rec.leads.keys().cloned());
+                    out.left.extend(rec.leads.keys().cloned());
                 }
                 trees.put(portal, old, &rec)?;
             }
@@ -126,7 +132,9 @@ impl Store {
             trees.of_lead.remove(&of)?;
             return Ok(out);
         };
-        let mut rec = trees.get(portal, &key.key)?.unwrap_or_default();
+        let prior = trees.get(portal, &key.key)?;
+        out.before = prior.as_ref().map(CompanyRecord::company);
+        let mut rec = prior.unwrap_or_default();
         rec.name.clone_from(&key.name);
         let changed = rec.leads.get(lead) != Some(&people);
         rec.leads.insert(lead.to_string(), people);
@@ -187,11 +195,12 @@ mod tests {
         let u = s
             .company_put("p", "1", Some(&k), person("lead:1", "20"))
             .unwrap();
-        assert!(u.affected.is_empty());
+        assert!(u.affected.is_empty() && u.before.is_none());
         let u = s
             .company_put("p", "2", Some(&k), person("lead:2", "21"))
             .unwrap();
         assert_eq!(u.affected, vec!["1".to_string()]);
+        assert_eq!(u.before.map(|b| b.people.len()), Some(1));
         let c = u.company.unwrap();
         assert_eq!(c.name, "Ромашка");
         assert_eq!(c.people.len(), 2);
@@ -207,7 +216,8 @@ mod tests {
                 person("lead:2", "21"),
             )
             .unwrap();
-        assert_eq!(moved.affected, vec!["1".to_string()]);
+        assert_eq!(moved.left, vec!["1".to_string()]);
+        assert!(moved.affected.is_empty(), "alone in its new company");
         let rec = s
             .company_record("p", "domain:romashka.ru")
             .unwrap()
