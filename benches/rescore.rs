@@ -5,6 +5,7 @@
 //! cargo bench --bench rescore -- rss       # daemon RSS with 100,000 stored snapshots
 //! cargo bench --bench rescore -- bitrix24  # full rescore of 10,000 leads vs the write floor
 //! cargo bench --bench rescore -- amocrm    # the same on amoCRM at 7 requests/s
+//! cargo bench --bench rescore -- pipeline-value  # status's weighted sums over 100,000 leads
 //! ```
 //!
 //! 1. `decay`: 10,000 input snapshots (a CEO-like lead and 12 activities over five
@@ -21,6 +22,9 @@
 //!    floor first (10,000 score writes, 50 per request, through a fresh paced client),
 //!    then the daemon's own rescore job over the same 10,000 leads, whose inputs are
 //!    stored (no webhooks bound, so echoes are not counted).
+//! 4. `pipeline-value`: the sums `status` and the dashboard show (plain and weighted,
+//!    per rep and pipeline) over 100,000 stored deals: from the per-lead value index,
+//!    and the way it was done before the index (decode every snapshot), in one run.
 
 use std::time::{Duration, Instant};
 
@@ -498,4 +502,70 @@ async fn main() {
     if wants("amocrm") {
         amocrm(n).await;
     }
+    if wants("pipeline-value") {
+        let n = std::env::var("LEADSCORE_BENCH_SNAPSHOTS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(100_000);
+        tokio::task::spawn_blocking(move || pipeline_value(n))
+            .await
+            .unwrap();
+    }
+}
+
+/// Status's pipeline sums over `n` stored deals: the index, then every snapshot
+/// decoded (the way before the index), each the best of three passes.
+fn pipeline_value(n: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let stages: leadscore::weighted::StagesSection = toml::from_str(&format!(
+        "[pipelines.\"0\"]\n{}",
+        leadscore::weighted::BITRIX24_FUNNEL
+    ))
+    .unwrap();
+    let stages = leadscore::weighted::StageCoefficients::check(&stages).unwrap();
+    let stage_ids = [
+        "NEW",
+        "PREPARATION",
+        "PREPAYMENT_INVOICE",
+        "EXECUTING",
+        "FINAL_INVOICE",
+    ];
+    let at = now();
+    for i in 0..n {
+        let id = format!("D_{i}");
+        let mut snap = snapshot(i, &id, at);
+        snap.lead.amount = Some(10_000.0 + (i % 97) as f64 * 1_000.0);
+        snap.lead.pipeline = Some("0".into());
+        snap.lead.stage = Some(stage_ids[i % stage_ids.len()].into());
+        store.put_snapshot(PORTAL, &id, &snap).unwrap();
+    }
+    store.flush_blocking().unwrap();
+    // Both ways must agree before they are timed.
+    let decode_all = || {
+        let mut deals = Vec::new();
+        for id in store.snapshot_ids(PORTAL).unwrap() {
+            deals.push(store.snapshot(PORTAL, &id).unwrap().unwrap().lead);
+        }
+        stages.sums(deals.iter())
+    };
+    let from_index = || stages.sums(store.deal_values(PORTAL).unwrap().iter());
+    assert_eq!(decode_all(), from_index());
+    let best = |f: &dyn Fn() -> leadscore::weighted::PipelineSums| {
+        (0..3)
+            .map(|_| {
+                let cpu = thread_cpu_ns();
+                std::hint::black_box(f());
+                thread_cpu_ns() - cpu
+            })
+            .min()
+            .unwrap() as f64
+            / 1e6
+    };
+    let index_ms = best(&from_index);
+    let decode_ms = best(&decode_all);
+    println!(
+        "pipeline value over {n} deals (CPU, best of 3): index {index_ms:.0} ms, decoding every snapshot {decode_ms:.0} ms ({:.1}x)",
+        decode_ms / index_ms
+    );
 }

@@ -61,6 +61,7 @@ fn main() {
             per_ip_per_minute: 100_000_000,
             per_visitor_per_minute: 100_000_000,
             resolution_days: 30,
+            visitor_field: None,
         }));
         let store = prepared.store.clone();
         for v in (0..1000).step_by(2) {

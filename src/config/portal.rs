@@ -399,6 +399,14 @@ impl Ctx<'_> {
         s.fields.activity_map = self.activity_map(base, &s.activity_map, entry);
         let (threshold, rearm_below) = self.task(base, &s, spec);
         let tracking = s.tracking.as_ref().map(|t| self.tracking(base, t));
+        if let Some(field) = s.tracking.as_ref().and_then(|t| t.visitor_field.as_deref()) {
+            self.mapped_lead_field(
+                &format!("{base}.tracking.visitor_field"),
+                field.trim(),
+                &s.fields.map,
+                "the visitor id a site form recorded",
+            );
+        }
         let reminder = s
             .reminder
             .as_ref()

@@ -52,6 +52,35 @@ pub struct Reminder {
 }
 
 impl Ctx<'_> {
+    /// Check a lead field a section reads: a known field, or `custom.<name>` mapped in
+    /// `[portal.fields.map]` to the CRM field that holds `what`.
+    pub(super) fn mapped_lead_field(
+        &mut self,
+        path: &str,
+        field: &str,
+        mapped: &std::collections::BTreeMap<String, String>,
+        what: &str,
+    ) {
+        let known = crate::lead::FIELD_NAMES.contains(&field)
+            || field
+                .strip_prefix("custom.")
+                .is_some_and(|rest| !rest.is_empty());
+        if !known {
+            self.error(
+                path,
+                format!(
+                    "`{field}` is not a lead field: use custom.<name> (mapped in [portal.fields.map]) or one of {}",
+                    crate::lead::FIELD_NAMES.join(", ")
+                ),
+            );
+        } else if field.starts_with("custom.") && !mapped.contains_key(field) {
+            self.error(
+                path,
+                format!("`{field}` is not mapped: add it to [portal.fields.map] with the CRM field that holds {what}"),
+            );
+        }
+    }
+
     /// Check `[portal.reminder]` against the portal's field mapping; `None` after
     /// recording each mistake at its key.
     pub(super) fn reminder(
@@ -63,24 +92,12 @@ impl Ctx<'_> {
         let base = format!("{base}.reminder");
         let errors_before = self.errors.len();
         let field = r.field.trim();
-        let known = crate::lead::FIELD_NAMES.contains(&field)
-            || field
-                .strip_prefix("custom.")
-                .is_some_and(|rest| !rest.is_empty());
-        if !known {
-            self.error(
-                &format!("{base}.field"),
-                format!(
-                    "`{field}` is not a lead field: use custom.<name> (mapped in [portal.fields.map]) or one of {}",
-                    crate::lead::FIELD_NAMES.join(", ")
-                ),
-            );
-        } else if field.starts_with("custom.") && !mapped.contains_key(field) {
-            self.error(
-                &format!("{base}.field"),
-                format!("`{field}` is not mapped: add it to [portal.fields.map] with the CRM field that holds the purchase month or date"),
-            );
-        }
+        self.mapped_lead_field(
+            &format!("{base}.field"),
+            field,
+            mapped,
+            "the purchase month or date",
+        );
         if !(1..=365).contains(&r.days_before) {
             self.error(
                 &format!("{base}.days_before"),

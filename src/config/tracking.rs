@@ -37,6 +37,11 @@ pub struct TrackingSection {
     /// (hashed) before the CRM is asked again; 0 asks every time.
     #[serde(default = "default_resolution_days")]
     pub resolution_days: u32,
+    /// A lead field (neutral name, mapped in `[portal.fields.map]`) where the CRM
+    /// records the visitor id a site form sent in its hidden `leadscore_visitor` input:
+    /// the CRM's own record of who filled in the form, a trusted channel like identify.
+    #[serde(default)]
+    pub visitor_field: Option<String>,
 }
 
 fn default_anonymous_days() -> u32 {
@@ -67,6 +72,8 @@ pub struct Tracking {
     pub per_ip_per_minute: u32,
     pub per_visitor_per_minute: u32,
     pub resolution_days: u32,
+    /// The lead field holding a visitor id the CRM recorded from a form, if any.
+    pub visitor_field: Option<String>,
 }
 
 impl Tracking {
@@ -168,6 +175,7 @@ impl Ctx<'_> {
             per_ip_per_minute: t.per_ip_per_minute,
             per_visitor_per_minute: t.per_visitor_per_minute,
             resolution_days: t.resolution_days,
+            visitor_field: t.visitor_field.clone(),
         })
     }
 }

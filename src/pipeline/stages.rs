@@ -265,6 +265,23 @@ impl Pipeline {
                 let Some(snap) = previous else { continue };
                 (snap, None, None)
             };
+            // A visitor id the CRM recorded from a site form identifies that visitor.
+            if let Some(field) = portal
+                .tracking
+                .as_ref()
+                .and_then(|t| t.visitor_field.as_deref())
+            {
+                if let Err(err) = crate::tracking::attach_recorded(
+                    &self.store,
+                    &portal.id,
+                    &snap.lead,
+                    field,
+                    now,
+                ) {
+                    self.fail(rt, &e, &err.into()).await;
+                    continue;
+                }
+            }
             // The website events of the lead's identified visitors count beside the
             // CRM's activities (kept apart: the snapshot is what the CRM said).
             // Portals without tracking skip the store scan (a hot path).

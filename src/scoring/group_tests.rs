@@ -220,13 +220,18 @@ fn the_group_view_moves_only_when_who_counts_changes() {
     assert!(m.same_group_view(Some(&three), Some(&later), now()));
     // A fourth person: "4 сотрудника".
     let mut four = three.clone();
-    four.people.push(member("lead:4", "download", days_ago(2.0)));
+    four.people
+        .push(member("lead:4", "download", days_ago(2.0)));
     assert!(!m.same_group_view(Some(&three), Some(&four), now()));
     // Someone whose only activity is of another kind, or out of the window, counts for
     // nothing: the view stays.
     let mut other = three.clone();
-    other.people.push(member("lead:5", "email_open", days_ago(1.0)));
-    other.people.push(member("lead:6", "page_view", days_ago(9.0)));
+    other
+        .people
+        .push(member("lead:5", "email_open", days_ago(1.0)));
+    other
+        .people
+        .push(member("lead:6", "page_view", days_ago(9.0)));
     assert!(m.same_group_view(Some(&three), Some(&other), now()));
     // The group forms from two people: the view moves.
     let two = company(three.people[..2].to_vec());

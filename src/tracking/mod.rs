@@ -19,8 +19,11 @@ use std::borrow::Cow;
 
 pub use forget::{forget, ForgetError, ForgetReport, ForgetRequest};
 
-use crate::lead::{Activity, ActivityKind};
+use chrono::{DateTime, Utc};
+
+use crate::lead::{Activity, ActivityKind, FieldValue, Lead};
 use crate::store::tracking::TrackedEvent;
+use crate::store::{Store, StoreError};
 
 /// The engine's activity for a tracked event.
 pub fn activity(e: &TrackedEvent) -> Activity {
@@ -40,6 +43,36 @@ pub fn activity(e: &TrackedEvent) -> Activity {
         contact_id: None,
         mapped_by: None,
     }
+}
+
+/// Attach the visitors a site form recorded in the lead's `field` (the snippet fills
+/// any `leadscore_visitor` input with the visitor id; the CRM stores it with the lead
+/// the form created): the CRM's own record, a trusted channel like a signed identify.
+/// A visitor already identified as another lead stays there, so two leads naming one
+/// visitor cannot pass it back and forth. Returns how many visitors were attached.
+pub fn attach_recorded(
+    store: &Store,
+    portal: &str,
+    lead: &Lead,
+    field: &str,
+    now: DateTime<Utc>,
+) -> Result<usize, StoreError> {
+    let mut attached = 0;
+    for value in lead.values(field) {
+        let FieldValue::Text(visitor) = value else {
+            continue;
+        };
+        let visitor = visitor.trim();
+        if !crate::config::tracking::is_token(visitor) {
+            continue;
+        }
+        if store.visitor_lead(portal, visitor)?.is_none() {
+            store.identify_visitor(portal, visitor, &lead.id, now)?;
+            tracing::info!(portal, lead = %lead.id, visitor, "visitor attached: the CRM recorded it from a site form");
+            attached += 1;
+        }
+    }
+    Ok(attached)
 }
 
 /// The CRM's activities with the tracked ones added (borrowed when there are none).

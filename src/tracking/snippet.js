@@ -45,7 +45,10 @@
     if (a && /\.(pdf|docx?|xlsx?|pptx?|zip)(\?|#|$)/i.test(a.href)) push("download", a.href, a.textContent);
   }, true);
   document.addEventListener("submit", function (ev) {
-    push("form", location.href, ev.target && ev.target.getAttribute("name"));
+    // A form whose CRM field keeps `leadscore_visitor` tells the CRM who filled it in.
+    var f = ev.target, ids = allowed && f && f.querySelectorAll ? f.querySelectorAll("input[name=leadscore_visitor]") : [];
+    for (var i = 0; i < ids.length; i++) ids[i].value = vid();
+    push("form", location.href, f && f.getAttribute("name"));
     flush();
   }, true);
   addEventListener("pagehide", flush);

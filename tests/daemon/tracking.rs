@@ -31,6 +31,7 @@ pub(crate) fn with_tracking(c: &mut Config) {
         per_ip_per_minute: 120,
         per_visitor_per_minute: 60,
         resolution_days: 30,
+        visitor_field: None,
     }));
 }
 
@@ -219,4 +220,86 @@ async fn a_visitor_identified_by_the_site_backend_raises_the_lead_score_and_noth
         .unwrap()
         .contains("javascript"));
     assert!(js.text().await.unwrap().contains("/track/"));
+}
+
+/// The CRM's own record as a trusted channel: a site form sent the visitor id in its
+/// hidden `leadscore_visitor` input, the CRM keeps it in a lead field, and the daemon
+/// attaches that visitor when it reads the lead. A second lead naming the same visitor
+/// does not take it over; a malformed value attaches nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visitor_id_the_crm_recorded_from_a_form_attaches_the_visitor() {
+    fn with_visitor_field(c: &mut Config) {
+        with_tracking(c);
+        let t = c.portals[0].tracking.as_mut().unwrap();
+        Arc::make_mut(t).visitor_field = Some("custom.ls_visitor".into());
+        c.portals[0]
+            .fields
+            .map
+            .insert("custom.ls_visitor".into(), "UF_CRM_LS_VISITOR".into());
+    }
+    let d = Daemon::start(Options {
+        configure: Some(with_visitor_field),
+        ..Options::default()
+    })
+    .await;
+    let page = json!({"k": SITE_KEY, "v": VISITOR, "e": [
+        {"t": "page_view", "u": "https://shop.example.ru/pricing", "ti": "Цены"},
+        {"t": "download", "u": "https://shop.example.ru/files/price.pdf", "ti": "Прайс-лист 2027"}
+    ]});
+    assert_eq!(track(&d, ORIGIN, page).await, 204);
+    // A lead without the field, for comparison: the same fit.
+    let plain = d.add_strong_lead(1);
+    d.settle().await;
+    let base = d.crm_score(plain).expect("scored");
+
+    // The form's lead, as the CRM recorded it (with the hidden input's value).
+    let lead = d
+        .sandbox
+        .add_lead(json!({
+            "TITLE": "Lead 2", "NAME": "Имя2", "POST": "Генеральный директор",
+            "EMAIL": [{"VALUE": "ceo2@factory2.ru", "VALUE_TYPE": "WORK"}],
+            "ASSIGNED_BY_ID": "3", "UF_CRM_INDUSTRY": "Производство",
+            "UF_CRM_REVENUE": "800000000", "UF_CRM_EMPLOYEES": "240", "UF_CRM_REGION": "Москва",
+            "UF_CRM_LS_VISITOR": format!(" {VISITOR} "),
+        }))
+        .unwrap();
+    d.settle().await;
+    assert_eq!(
+        d.store()
+            .visitor_lead(leadscore::demo::PORTAL, VISITOR)
+            .unwrap(),
+        Some(lead.to_string())
+    );
+    assert_eq!(
+        d.crm_score(lead),
+        Some(base + 15),
+        "pricing +5, price list +10"
+    );
+
+    // Another lead naming the same visitor, and one with garbage: nothing moves.
+    let other = d
+        .sandbox
+        .add_lead(json!({"TITLE": "Lead 3", "UF_CRM_LS_VISITOR": VISITOR}))
+        .unwrap();
+    let junk = d
+        .sandbox
+        .add_lead(json!({"TITLE": "Lead 4", "UF_CRM_LS_VISITOR": "<script>x</script>"}))
+        .unwrap();
+    d.settle().await;
+    assert_eq!(
+        d.store()
+            .visitor_lead(leadscore::demo::PORTAL, VISITOR)
+            .unwrap(),
+        Some(lead.to_string())
+    );
+    assert!(d
+        .store()
+        .visitors_of_lead(leadscore::demo::PORTAL, &other.to_string())
+        .unwrap()
+        .is_empty());
+    assert!(d
+        .store()
+        .visitors_of_lead(leadscore::demo::PORTAL, &junk.to_string())
+        .unwrap()
+        .is_empty());
 }

@@ -996,6 +996,16 @@ identify_secret_env = \"TRACK\"
     );
     let c = ok(&week, &env);
     assert_eq!(c.portals[0].tracking.as_ref().unwrap().resolution_days, 7);
+
+    // The CRM-recorded visitor id must be a mapped field.
+    let unmapped = good.replace(
+        "identify_secret_env = \"TRACK\"",
+        "identify_secret_env = \"TRACK\"\nvisitor_field = \"custom.ls_visitor\"",
+    );
+    let errors = errors_of(&unmapped, &env);
+    assert_eq!(errors.0.len(), 1, "{errors}");
+    assert_eq!(errors.0[0].key_path, "portal[0].tracking.visitor_field");
+    assert!(errors.to_string().contains("is not mapped"), "{errors}");
 }
 
 #[test]
