@@ -346,8 +346,9 @@ impl OAuthSource {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            ep.limiter.acquire().await?;
+            let slot = ep.limiter.acquire_slot().await?;
             let result = ep.http.post(ep.token_url).json(&body).send().await;
+            ep.limiter.arrived(slot);
             let err = match result {
                 Err(e) => Error::from(e),
                 Ok(resp) => {

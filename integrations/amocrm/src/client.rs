@@ -259,7 +259,7 @@ impl Client {
                 return Err(e);
             }
             let bearer = self.bearer().await?;
-            self.limiter.acquire().await?;
+            let slot = self.limiter.acquire_slot().await?;
             let mut rb = self
                 .http
                 .request(req.method.clone(), &url)
@@ -268,7 +268,9 @@ impl Client {
             if let Some(body) = req.body {
                 rb = rb.json(body);
             }
-            let err = match rb.send().await {
+            let sent = rb.send().await;
+            self.limiter.arrived(slot);
+            let err = match sent {
                 Err(e) => Error::from(e),
                 Ok(resp) => {
                     let status = resp.status().as_u16();

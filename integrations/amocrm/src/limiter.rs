@@ -11,7 +11,10 @@
 //!   `1 s + window_margin`. GCRA alone admits `burst + rate` requests in the second
 //!   after an idle spell; the window makes "never more than 7 in any second" hold
 //!   exactly, and the margin absorbs network jitter between our send and amoCRM's
-//!   arrival time.
+//!   arrival time. A request reaches amoCRM somewhere between taking its slot and its
+//!   answer: when the answer comes ([`Limiter::arrived`]), the slot's time moves to it,
+//!   so a request held up on a starved CPU or a slow network between the two still
+//!   counts where amoCRM counted it.
 //!
 //! A 429 that still arrives (another integration on the account, a clock hiccup)
 //! pauses the whole account for an exponentially growing, jittered time shared by all
@@ -105,11 +108,19 @@ pub struct LimiterStats {
     pub blocked: bool,
 }
 
+/// A taken slot, reported back with [`Limiter::arrived`] when its request is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "report the answer with Limiter::arrived"]
+pub struct Slot(u64);
+
 type Gcra = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<std::time::Instant>>;
 
 struct Slots {
-    /// Send instants of the last `per_window` requests, oldest first.
-    sent: VecDeque<Instant>,
+    /// The last `per_window` requests: their number and the latest instant amoCRM may
+    /// have counted them at (the slot's time, moved to the answer's once it came).
+    sent: VecDeque<(u64, Instant)>,
+    /// Number of the next slot.
+    next_seq: u64,
     /// No request before this (after a 429).
     paused_until: Option<Instant>,
 }
@@ -160,6 +171,7 @@ impl Limiter {
             window: Duration::from_secs(1) + config.window_margin,
             slots: Mutex::new(Slots {
                 sent: VecDeque::with_capacity(per_window),
+                next_seq: 0,
                 paused_until: None,
             }),
             consecutive_429: AtomicU32::new(0),
@@ -180,8 +192,14 @@ impl Limiter {
     /// Wait for a slot and take it. Fails at once (no waiting) when the account is
     /// blocked, and also when it becomes blocked while waiting.
     pub async fn acquire(&self) -> Result<(), Error> {
+        self.acquire_slot().await.map(|_| ())
+    }
+
+    /// [`Limiter::acquire`], returning the slot to report with [`Limiter::arrived`]
+    /// once the answer (or the failure) is in.
+    pub async fn acquire_slot(&self) -> Result<Slot, Error> {
         let started = Instant::now();
-        loop {
+        let slot = loop {
             let woken = self.block_notify.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
@@ -197,10 +215,17 @@ impl Limiter {
                     None => match self.gcra.check() {
                         Ok(()) => {
                             if slots.sent.len() >= self.config.per_window() {
-                                slots.sent.pop_front();
+                                // The one counted earliest leaves the window.
+                                if let Some(i) =
+                                    (0..slots.sent.len()).min_by_key(|&i| slots.sent[i].1)
+                                {
+                                    slots.sent.remove(i);
+                                }
                             }
-                            slots.sent.push_back(now);
-                            break;
+                            let seq = slots.next_seq;
+                            slots.next_seq += 1;
+                            slots.sent.push_back((seq, now));
+                            break Slot(seq);
                         }
                         Err(not_until) => {
                             now + not_until
@@ -214,18 +239,28 @@ impl Limiter {
                 _ = tokio::time::sleep_until(wake) => {}
                 _ = &mut woken => {}
             }
-        }
+        };
         self.add_wait(started.elapsed());
         self.requests.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        Ok(slot)
+    }
+
+    /// The request of `slot` got its answer (or failed) now: amoCRM counted it at the
+    /// latest now, so the window counts it from now on.
+    pub fn arrived(&self, slot: Slot) {
+        let now = Instant::now();
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = slots.sent.iter_mut().find(|(seq, _)| *seq == slot.0) {
+            entry.1 = entry.1.max(now);
+        }
     }
 
     /// When the next send may happen given pauses and the window (`None`: now).
     fn next_free(&self, slots: &Slots, now: Instant) -> Option<Instant> {
         let mut at: Option<Instant> = slots.paused_until.filter(|p| *p > now);
         if slots.sent.len() >= self.config.per_window() {
-            if let Some(oldest) = slots.sent.front() {
-                let free = *oldest + self.window;
+            if let Some(oldest) = slots.sent.iter().map(|(_, at)| *at).min() {
+                let free = oldest + self.window;
                 if free > now {
                     at = Some(at.map_or(free, |a| a.max(free)));
                 }
@@ -377,6 +412,34 @@ mod tests {
         let stats = limiter.stats();
         assert_eq!(stats.requests, 300);
         assert!(stats.total_wait > Duration::from_secs(100));
+    }
+
+    /// Seven requests whose answers take 0.9 s (a starved CPU, a slow network): amoCRM
+    /// may have counted them as late as then, so the eighth waits until 0.9 s + the
+    /// window (2.0 s), not the window after their slots (1.1 s).
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_answer_moves_its_request_in_the_window() {
+        let limiter = Limiter::new(LimiterConfig::default()).unwrap();
+        let start = Instant::now();
+        let mut slots = Vec::new();
+        for _ in 0..7 {
+            slots.push(limiter.acquire_slot().await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        for slot in slots {
+            limiter.arrived(slot);
+        }
+        let eighth = limiter.acquire_slot().await.unwrap();
+        limiter.arrived(eighth);
+        let at = start.elapsed();
+        assert!(
+            at >= Duration::from_millis(2000),
+            "the eighth went at {at:?}"
+        );
+        assert!(
+            at < Duration::from_millis(2050),
+            "the eighth went at {at:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
