@@ -2,8 +2,10 @@
 //! log: a head count raised and an industry cleared on leads, and a job title raised on
 //! a main contact, after the leads closed (changed through the sandbox, whose event log
 //! records `custom_field_{ID}_value_changed` of the lead or contact) are scored with
-//! the values they had, the report says which fields were replayed, and the second run
-//! reads the cache with no request.
+//! the values they had, a price raised after the close is read as it was, the report
+//! says which fields were replayed, and the second run reads the cache with no request.
+//! Both ways of reading the change log are exercised: per id (few leads) and
+//! account-wide (enough leads that its 30-day windows cost fewer requests).
 
 use leadscore::backtest::analyze::score_all;
 use leadscore::backtest::generate::{generate, Plan};
@@ -14,6 +16,21 @@ use crate::backtest_portal::backtest_json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amocrm_fit_fields_are_scored_as_they_were_before_later_changes() {
+    // 40 leads and contacts: 8 requests per id, fewer than the 18+ windows since 2025-06.
+    replayed_pull(40, Plan::default().end, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amocrm_fit_fields_are_replayed_from_the_account_wide_log_when_cheaper() {
+    // 100 leads and contacts created in the 365 days before 60 days ago: 20 requests
+    // per id, more than the 15 windows of the account-wide read.
+    let end = chrono::Utc::now() - chrono::Duration::days(60);
+    replayed_pull(100, end, true).await;
+}
+
+/// The scenario of the module doc over `leads` leads created in the year before `end`;
+/// `account_wide`: the change log must be read without `filter[entity_id]`.
+async fn replayed_pull(leads: usize, end: chrono::DateTime<chrono::Utc>, account_wide: bool) {
     let sb = Sandbox::start(SandboxOptions::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -24,9 +41,9 @@ async fn amocrm_fit_fields_are_scored_as_they_were_before_later_changes() {
         .unwrap_or_else(|e| panic!("{e}"));
     let fields = &loaded.portals[0].fields;
     let history = generate(&Plan {
-        leads: 40,
+        leads,
         seed: 3,
-        ..Plan::default()
+        end,
     });
     let ids = leadscore::crm::amocrm::seed_history(&sb, fields, &history).unwrap();
     // A won lead with fewer than 500 employees grows to 5,000 today (a rule gives
@@ -59,9 +76,12 @@ async fn amocrm_fit_fields_are_scored_as_they_were_before_later_changes() {
         ..LeadChange::default()
     };
     let big = Some(FieldValue::Number(5000.0));
-    assert!(sb
-        .update_lead(ids[grown], change(field("employees"), big), user)
-        .unwrap());
+    let old_price = history[grown].amount.expect("a won lead's amount");
+    let raised = LeadChange {
+        price: Some(old_price as i64 * 10),
+        ..change(field("employees"), big)
+    };
+    assert!(sb.update_lead(ids[grown], raised, user).unwrap());
     assert!(sb
         .update_lead(ids[cleared], change(field("industry"), None), user)
         .unwrap());
@@ -80,9 +100,32 @@ async fn amocrm_fit_fields_are_scored_as_they_were_before_later_changes() {
     sb.reset_calls();
     let (report, stderr) = backtest_json(args.clone()).await;
     assert!(sb.calls().iter().all(|r| r.status < 300), "{stderr}");
+    let decoded = |q: &str| {
+        [("%5B", "["), ("%5D", "]"), ("%5F", "_"), ("%2C", ",")]
+            .iter()
+            .fold(q.to_string(), |q, (a, b)| q.replace(a, b))
+    };
+    let log_reads: Vec<String> = sb
+        .calls()
+        .iter()
+        .filter(|r| r.path == "/api/v4/events")
+        .map(|r| decoded(&r.query))
+        .filter(|q| q.contains("sale_field_changed"))
+        .collect();
+    assert!(!log_reads.is_empty());
+    for q in &log_reads {
+        // Only the mapped fields' and the price's types: never "any field change".
+        assert!(!q.contains("custom_field_value_changed"), "{q}");
+        assert!(q.contains(&format!(
+            "custom_field_{}_value_changed",
+            field("employees")
+        )));
+        assert_eq!(q.contains("entity_id"), !account_wide, "{q}");
+    }
     assert_eq!(
         report["fit"]["replayed"],
         serde_json::json!([
+            "amount",
             "email",
             "employees",
             "industry",
@@ -114,6 +157,17 @@ async fn amocrm_fit_fields_are_scored_as_they_were_before_later_changes() {
     let at = |c: &ClosedLead| AsOf::default().instant(c).0;
     assert_eq!(g.lead.employees, Some(5000.0), "today's value is kept");
     assert_eq!(g.lead_at(at(g)).employees, history[grown].lead.employees);
+    assert_eq!(
+        g.lead.amount,
+        Some(old_price * 10.0),
+        "today's price is kept"
+    );
+    assert_eq!(g.lead_at(at(g)).amount, Some(old_price));
+    assert_eq!(
+        g.amount,
+        Some(old_price),
+        "the deal's size as it was at the close"
+    );
     assert_eq!(c.lead.industry, None);
     assert_eq!(c.lead_at(at(c)).industry, history[cleared].lead.industry);
     assert_eq!(p.lead.position.as_deref(), Some("CEO"));
