@@ -4,33 +4,34 @@
 //! records `custom_field_{ID}_value_changed` of the lead or contact) are scored with
 //! the values they had, a price raised after the close is read as it was, the report
 //! says which fields were replayed, and the second run reads the cache with no request.
-//! Both ways of reading the change log are exercised: per id (few leads) and
-//! account-wide (enough leads that its 30-day windows cost fewer requests).
+//! Both ways of reading the change log are exercised: account-wide (the account's
+//! changes fit in fewer pages than the leads take requests by id) and per id (an open
+//! lead edited a thousand times makes the account-wide feed the dearer).
 
 use leadscore::backtest::analyze::score_all;
 use leadscore::backtest::generate::{generate, Plan};
 use leadscore::backtest::{AsOf, ClosedLead, Outcome};
-use leadscore_amocrm_sandbox::{FieldValue, LeadChange, Sandbox, SandboxOptions};
+use leadscore_amocrm_sandbox::{FieldValue, LeadChange, NewLead, Sandbox, SandboxOptions};
 
 use crate::backtest_portal::backtest_json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amocrm_fit_fields_are_scored_as_they_were_before_later_changes() {
-    // 40 leads and contacts: 8 requests per id, fewer than the 18+ windows since 2025-06.
-    replayed_pull(40, Plan::default().end, false).await;
+    // 40 leads and contacts: 8 requests by id; the account's few changes: one page.
+    replayed_pull(0, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn amocrm_fit_fields_are_replayed_from_the_account_wide_log_when_cheaper() {
-    // 100 leads and contacts created in the 365 days before 60 days ago: 20 requests
-    // per id, more than the 15 windows of the account-wide read.
-    let end = chrono::Utc::now() - chrono::Duration::days(60);
-    replayed_pull(100, end, true).await;
+async fn amocrm_fit_fields_are_read_per_id_when_the_account_log_is_longer() {
+    // 1,000 changes of a mapped field on an open lead: the feed's 10 pages cost more
+    // than the 8 requests by id.
+    replayed_pull(1_000, false).await;
 }
 
-/// The scenario of the module doc over `leads` leads created in the year before `end`;
-/// `account_wide`: the change log must be read without `filter[entity_id]`.
-async fn replayed_pull(leads: usize, end: chrono::DateTime<chrono::Utc>, account_wide: bool) {
+/// The scenario of the module doc over 40 leads, with `noise` changes of a mapped field
+/// on an open lead; `account_wide`: the change log must be read without
+/// `filter[entity_id]`.
+async fn replayed_pull(noise: usize, account_wide: bool) {
     let sb = Sandbox::start(SandboxOptions::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -41,9 +42,9 @@ async fn replayed_pull(leads: usize, end: chrono::DateTime<chrono::Utc>, account
         .unwrap_or_else(|e| panic!("{e}"));
     let fields = &loaded.portals[0].fields;
     let history = generate(&Plan {
-        leads,
+        leads: 40,
         seed: 3,
-        end,
+        ..Plan::default()
     });
     let ids = leadscore::crm::amocrm::seed_history(&sb, fields, &history).unwrap();
     // A won lead with fewer than 500 employees grows to 5,000 today (a rule gives
@@ -86,6 +87,13 @@ async fn replayed_pull(leads: usize, end: chrono::DateTime<chrono::Utc>, account
         .update_lead(ids[cleared], change(field("industry"), None), user)
         .unwrap());
     // A manager then, the CEO today (the job title is the main contact's POSITION).
+    let open = sb.add_lead(NewLead::named("edited all day")).unwrap();
+    for n in 0..noise {
+        let v = Some(FieldValue::Number(n as f64 + 1.0));
+        assert!(sb
+            .update_lead(open, change(field("employees"), v), user)
+            .unwrap());
+    }
     let contact = sb.lead(ids[promoted]).unwrap().contacts[0].id;
     assert!(sb
         .set_contact_field(contact, "POSITION", &["CEO"], user)
@@ -120,8 +128,18 @@ async fn replayed_pull(leads: usize, end: chrono::DateTime<chrono::Utc>, account
             "custom_field_{}_value_changed",
             field("employees")
         )));
-        assert_eq!(q.contains("entity_id"), !account_wide, "{q}");
     }
+    // Account-wide: the probe of the feed's page 9 (none) and the feed. Per id: the
+    // probe (a page 9 there is) and the reads by id.
+    let by_id = log_reads.iter().filter(|q| q.contains("entity_id")).count();
+    let probes = log_reads.iter().filter(|q| q.contains("&page=9&")).count();
+    assert_eq!(probes, 1, "{log_reads:#?}");
+    assert_eq!(by_id == 0, account_wide, "{log_reads:#?}");
+    assert_eq!(
+        by_id + 1 == log_reads.len(),
+        !account_wide,
+        "{log_reads:#?}"
+    );
     assert_eq!(
         report["fit"]["replayed"],
         serde_json::json!([

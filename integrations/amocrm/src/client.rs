@@ -363,7 +363,7 @@ impl Client {
     }
 
     /// [`Client::get_all`], also saying whether `max_pages` cut the list short.
-    async fn get_pages<T: DeserializeOwned>(
+    pub(crate) async fn get_pages<T: DeserializeOwned>(
         &self,
         path: &str,
         key: &str,
@@ -657,53 +657,6 @@ impl Client {
         .await
     }
 
-    /// The account's event feed of `entities` and `types` created in `[from, to]` (Unix
-    /// seconds), in 30-day windows (one the page cap would cut is halved: nothing is lost);
-    /// one request per page. Cheaper than 10 ids per request when most events are wanted.
-    pub async fn event_feed(
-        &self,
-        (entities, types): (&[&str], &[&str]),
-        from: i64,
-        to: i64,
-    ) -> Result<Vec<Event>, Error> {
-        const WINDOW: i64 = 30 * 86_400;
-        let mut windows: Vec<(i64, i64)> = Vec::new();
-        let mut a = from;
-        while a <= to {
-            let b = (a + WINDOW - 1).min(to);
-            windows.push((a, b));
-            a = b + 1;
-        }
-        windows.reverse();
-        let mut out = Vec::new();
-        while let Some((a, b)) = windows.pop() {
-            let mut q = format!(
-                "/api/v4/events?filter[created_at][from]={a}&filter[created_at][to]={b}&filter[entity]={}",
-                enc(&entities.join(","))
-            );
-            if !types.is_empty() {
-                q.push_str("&filter[type]=");
-                q.push_str(&enc(&types.join(",")));
-            }
-            let (items, cut) = self.get_pages::<Event>(&q, "events").await?;
-            match (cut, b > a) {
-                (false, _) => out.extend(items),
-                (true, true) => {
-                    let mid = a + (b - a) / 2;
-                    windows.push((mid + 1, b));
-                    windows.push((a, mid));
-                }
-                (true, false) => {
-                    return Err(Error::Decode {
-                        what: "events".into(),
-                        detail: format!("more events in second {a} than max_pages pages hold"),
-                    })
-                }
-            }
-        }
-        Ok(out)
-    }
-
     /// Leads updated at or after `since` (Unix seconds), oldest first, for the sweep.
     pub async fn leads_updated_since(&self, since: i64) -> Result<Vec<Lead>, Error> {
         self.get_all(
@@ -761,7 +714,7 @@ fn id_filter(key: &str, ids: &[u64]) -> String {
         .join("&")
 }
 
-fn enc(s: &str) -> String {
+pub(crate) fn enc(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 

@@ -8,15 +8,15 @@
 //!
 //! There are two ways to read them, and each pull takes the cheaper:
 //! - **per id**: `filter[entity_id]` takes at most 10 ids, so at least
-//!   `ceil(leads/10) + ceil(contacts/10)` requests however few changes there are;
+//!   `P = ceil(leads/10) + ceil(contacts/10)` requests however few changes there are;
 //! - **account-wide**: the feed of those types of leads and contacts from the earliest
-//!   creation to now, 100 events per page in 30-day windows: at least one request per
-//!   window, plus one per 100 changes of those fields anywhere in the account.
+//!   creation to now, one request per page of changes anywhere in the account (of any
+//!   lead or contact, pulled or not), at least one.
 //!
-//! The account's change count is not known before reading it, so the rule compares
-//! the known lower bounds: per id when it takes no more requests than the feed has
-//! windows, else the feed. A backtest pulls every closed lead of the account, so those
-//! leads and their contacts are most of what the feed carries.
+//! The account's change count is not known beforehand, so when `P` is above 1 one
+//! request asks the feed for its page `P + 1`: none (204) means the feed takes at most
+//! `P` requests and is read; a page means it takes more, and the ids are read, 10 per
+//! request. The choice costs one request and never more than the per-id reads plus one.
 
 use std::collections::HashSet;
 
@@ -27,9 +27,6 @@ use leadscore_amocrm::types::Event;
 use super::{to_crm, AmocrmCrm};
 use crate::crm::CrmError;
 
-/// The span of one window of the client's account-wide feed.
-const WINDOW: i64 = 30 * 86_400;
-
 /// What to read: the event types and ids of each entity, and the earliest instant.
 pub(super) struct Wanted<'a> {
     pub lead_types: &'a [String],
@@ -38,13 +35,6 @@ pub(super) struct Wanted<'a> {
     pub contact_ids: &'a [u64],
     /// Unix seconds: no event before it matters.
     pub from: i64,
-}
-
-/// How a pull reads its change events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Way {
-    PerId,
-    Feed,
 }
 
 impl Wanted<'_> {
@@ -58,21 +48,6 @@ impl Wanted<'_> {
             }
         };
         n(self.lead_types, self.lead_ids) + n(self.contact_types, self.contact_ids)
-    }
-
-    /// Lower bound of the feed: one request per 30-day window up to `now`.
-    fn feed_requests(&self, now: i64) -> u64 {
-        ((now - self.from).max(0) / WINDOW + 1) as u64
-    }
-
-    /// The cheaper way by the lower bounds (see the module doc); ties go per id,
-    /// whose cost does not grow with the rest of the account.
-    pub(super) fn way(&self, now: i64) -> Way {
-        if self.per_id_requests() <= self.feed_requests(now) {
-            Way::PerId
-        } else {
-            Way::Feed
-        }
     }
 }
 
@@ -88,7 +63,22 @@ impl AmocrmCrm {
         }
         let (lead_types, contact_types) = (strs(w.lead_types), strs(w.contact_types));
         let now = Utc::now().timestamp();
-        if w.way(now) == Way::PerId {
+        let mut entities = Vec::new();
+        let mut types = Vec::new();
+        for (entity, t) in [("lead", &lead_types), ("contact", &contact_types)] {
+            if !t.is_empty() {
+                entities.push(entity);
+                types.extend(t.iter().copied());
+            }
+        }
+        let per_id = w.per_id_requests();
+        let per_id_cheaper = per_id <= 1
+            || self
+                .client
+                .event_feed_longer_than((&entities, &types), (w.from, now), per_id as usize)
+                .await
+                .map_err(to_crm)?;
+        if per_id_cheaper {
             let mut out = (Vec::new(), Vec::new());
             for (entity, types, ids, into) in [
                 ("lead", &lead_types, w.lead_ids, &mut out.0),
@@ -103,14 +93,6 @@ impl AmocrmCrm {
                 }
             }
             return Ok(out);
-        }
-        let mut entities = Vec::new();
-        let mut types = Vec::new();
-        for (entity, t) in [("lead", &lead_types), ("contact", &contact_types)] {
-            if !t.is_empty() {
-                entities.push(entity);
-                types.extend(t.iter().copied());
-            }
         }
         let all = self
             .client
@@ -140,28 +122,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn few_leads_are_read_per_id_and_many_account_wide() {
+    fn per_id_reads_cost_a_request_per_ten_ids_of_each_entity_asked() {
         let types = vec!["custom_field_7_value_changed".to_string()];
-        let ids: Vec<u64> = (1..=1_000).collect();
-        let year_ago = 1_700_000_000;
-        let now = year_ago + 365 * 86_400;
         let none: Vec<String> = Vec::new();
-        let w = |n: usize, with_contacts: bool| Wanted {
+        let ids: Vec<u64> = (1..=1_000).collect();
+        let w = |n: usize, contacts: &[String]| Wanted {
             lead_types: &types,
             lead_ids: &ids[..n],
-            contact_types: if with_contacts { &types } else { &none },
+            contact_types: contacts,
             contact_ids: &ids[..n],
-            from: year_ago,
-        };
-        // A year is 13 windows of 30 days.
-        assert_eq!(w(1, true).feed_requests(now), 13);
-        // 60 leads and their 60 contacts: 12 requests per id, fewer than 13 windows.
-        assert_eq!(w(60, true).per_id_requests(), 12);
-        assert_eq!(w(60, true).way(now), Way::PerId);
-        assert_eq!(w(70, true).way(now), Way::Feed);
-        // No contact type asked: the contacts cost nothing per id.
-        assert_eq!(w(130, false).per_id_requests(), 13);
-        assert_eq!(w(130, false).way(now), Way::PerId);
-        assert_eq!(w(1_000, true).way(now), Way::Feed);
+            from: 0,
+        }
+        .per_id_requests();
+        assert_eq!(w(0, &types), 0);
+        assert_eq!(w(1, &types), 2);
+        assert_eq!(w(60, &types), 12);
+        assert_eq!(w(61, &types), 14);
+        assert_eq!(w(130, &none), 13, "no contact type asked: contacts cost nothing");
+        assert_eq!(w(1_000, &types), 200);
     }
 }

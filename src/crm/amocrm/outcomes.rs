@@ -5,9 +5,10 @@
 //! closing stage pipeline by pipeline (the docs allow one stage of one pipeline per
 //! `filter[statuses]`; 250 leads per request, with contacts and loss reason), their
 //! main contacts and companies (250 per request), the lead event feed between the
-//! first creation and the last close (100 events per request, in 30-day windows: the
-//! per-lead filter takes 10 leads per request, so the feed is cheaper while leads
-//! average fewer than 10 events and most events in the span are the closed leads'),
+//! first creation and the last close (100 events per request, the rest of a list the
+//! page cap cuts read on from its oldest second: the per-lead filter takes 10 leads per
+//! request, so the feed is cheaper while leads average fewer than 10 events and most
+//! events in the span are the closed leads'),
 //! the common notes the events name (250 per request), and the history of the fit
 //! fields and the price (`fit_history`: the lead field definitions, then only the
 //! change events of the mapped fields and the price, per id or account-wide, whichever
