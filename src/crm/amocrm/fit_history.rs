@@ -461,6 +461,40 @@ mod tests {
     }
 
     #[test]
+    fn price_changes_rewind_the_price() {
+        let sale = |at: i64, before: serde_json::Value| -> Event {
+            serde_json::from_value(serde_json::json!({
+                "id": format!("e{at}"), "type": "sale_field_changed", "entity_id": 5,
+                "entity_type": "lead", "created_at": at,
+                "value_after": [{"sale_field_value": {"sale": 9000}}],
+                "value_before": [{"sale_field_value": {"sale": before}}],
+            }))
+            .unwrap()
+        };
+        // Newest first, as the log comes: no price until 100, then 1,000, and 9,000
+        // (today's) from 200 on.
+        let events = vec![sale(200, 1000.into()), sale(100, 0.into())];
+        assert_eq!(price_change_of(&events[0]), Some((200, Some(1000.0))));
+        assert_eq!(price_change_of(&events[1]), Some((100, None)), "0 is no price");
+        let mut call = events[0].clone();
+        call.kind = "incoming_call".into();
+        assert_eq!(price_change_of(&call), None);
+        let log = FieldLog {
+            prices: by_entity(&events, price_change_of, |c| c.0),
+            ..FieldLog::default()
+        };
+        let raw = AmoLead {
+            id: 5,
+            price: Some(9000.0),
+            ..AmoLead::default()
+        };
+        assert_eq!(log.price_at(&raw, 50), None);
+        assert_eq!(log.price_at(&raw, 100), None, "a change at the instant is not known");
+        assert_eq!(log.price_at(&raw, 150), Some(1000.0));
+        assert_eq!(log.price_at(&raw, 201), Some(9000.0), "today's after the last");
+    }
+
+    #[test]
     fn events_read_as_changes() {
         let e: Event = serde_json::from_value(serde_json::json!({
             "id": "01j", "type": "custom_field_77_value_changed", "entity_id": 5,
