@@ -146,10 +146,11 @@ async fn an_amocrm_portal_backtest_matches_the_file_and_the_second_run_makes_no_
     assert!(stderr.contains("300 closed leads read in"), "{stderr}");
     let calls = sb.calls();
     // Pipelines, won and lost leads (2), contacts and companies (2 each), the event
-    // feed and its notes (40 at most), then the lead field definitions and the field
-    // change logs of the leads and of their main contacts, 10 per request (61): never
-    // a request per lead.
-    assert!(calls.len() <= 101, "{} requests:\n{stderr}", calls.len());
+    // feed and its notes (24 in the run that set this bound), then the lead field
+    // definitions and the change log of the mapped fields and the price: one request
+    // probing the account-wide feed's page 61 (by id it would take 30 + 30), then the
+    // feed (one page, empty here): never a request per lead.
+    assert!(calls.len() <= 36, "{} requests:\n{stderr}", calls.len());
     assert!(calls.iter().all(|r| r.status < 300), "{calls:?}");
     // Outcome, close time, size and loss reason of every lead came through the pull.
     let keys = |leads: &[leadscore::backtest::ClosedLead]| {

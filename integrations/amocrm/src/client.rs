@@ -365,7 +365,7 @@ impl Client {
     }
 
     /// [`Client::get_all`], also saying whether `max_pages` cut the list short.
-    async fn get_pages<T: DeserializeOwned>(
+    pub(crate) async fn get_pages<T: DeserializeOwned>(
         &self,
         path: &str,
         key: &str,
@@ -375,7 +375,7 @@ impl Client {
         for page in 1..=self.config.max_pages {
             let url = format!("{path}{sep}page={page}&limit={PAGE_LIMIT}");
             let Some(v) = self.get(&url).await? else {
-                break;
+                return Ok((out, false));
             };
             let page_body: Page = serde_json::from_value(v).map_err(|e| Error::Decode {
                 what: path.split('?').next().unwrap_or("").to_string(),
@@ -659,53 +659,6 @@ impl Client {
         .await
     }
 
-    /// The whole lead event feed of `types` created in `[from, to]` (Unix seconds),
-    /// read in 30-day windows (a window the page cap would cut is halved, so nothing is
-    /// silently lost); one request per page of events. Cheaper than the per-lead
-    /// filter (10 leads per request) when most events in the span are the leads wanted.
-    pub async fn lead_event_feed(
-        &self,
-        types: &[&str],
-        from: i64,
-        to: i64,
-    ) -> Result<Vec<Event>, Error> {
-        const WINDOW: i64 = 30 * 86_400;
-        let mut windows: Vec<(i64, i64)> = Vec::new();
-        let mut a = from;
-        while a <= to {
-            let b = (a + WINDOW - 1).min(to);
-            windows.push((a, b));
-            a = b + 1;
-        }
-        windows.reverse();
-        let mut out = Vec::new();
-        while let Some((a, b)) = windows.pop() {
-            let mut q = format!(
-                "/api/v4/events?filter[entity]=lead&filter[created_at][from]={a}&filter[created_at][to]={b}"
-            );
-            if !types.is_empty() {
-                q.push_str("&filter[type]=");
-                q.push_str(&enc(&types.join(",")));
-            }
-            let (items, cut) = self.get_pages::<Event>(&q, "events").await?;
-            match (cut, b > a) {
-                (false, _) => out.extend(items),
-                (true, true) => {
-                    let mid = a + (b - a) / 2;
-                    windows.push((mid + 1, b));
-                    windows.push((a, mid));
-                }
-                (true, false) => {
-                    return Err(Error::Decode {
-                        what: "events".into(),
-                        detail: format!("more events in second {a} than max_pages pages hold"),
-                    })
-                }
-            }
-        }
-        Ok(out)
-    }
-
     /// Leads updated at or after `since` (Unix seconds), oldest first, for the sweep.
     pub async fn leads_updated_since(&self, since: i64) -> Result<Vec<Lead>, Error> {
         self.get_all(
@@ -763,7 +716,7 @@ fn id_filter(key: &str, ids: &[u64]) -> String {
         .join("&")
 }
 
-fn enc(s: &str) -> String {
+pub(crate) fn enc(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 

@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod client;
 pub mod error;
+mod feed;
 pub mod limiter;
 pub mod search;
 pub mod types;

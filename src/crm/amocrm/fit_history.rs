@@ -6,8 +6,10 @@
 //! after it: the `value_before` of the earliest change at or after the instant. A
 //! field with no change event keeps today's value (as far as the log, which amoCRM
 //! does not keep forever, knows). The main contact's fields (job title, e-mail, phone,
-//! mapped contact fields) are replayed the same way from the contact's events; the
-//! company's are today's values.
+//! mapped contact fields) are replayed the same way from the contact's events, and the
+//! lead's price (`amount`) from its `sale_field_changed` events
+//! (`[{"sale_field_value": {"sale": …}}]`); the company's are today's values. Which
+//! events are read, and how, is [`super::change_feed`]'s concern.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -16,17 +18,39 @@ use leadscore_amocrm::types::{
 };
 use serde_json::Value;
 
+use super::change_feed::Wanted;
 use super::fetch::unix;
 use super::{to_crm, AmocrmCrm};
 use crate::backtest::{EarlierFit, FitHistory};
 use crate::config::FieldsSection;
 use crate::crm::CrmError;
 
-/// The event type that stands for every `custom_field_{ID}_value_changed` in a filter.
-pub(super) const FIELD_CHANGED: &str = "custom_field_value_changed";
+/// The event type of a change of a lead's price (its budget, `sale`).
+const SALE_CHANGED: &str = "sale_field_changed";
 
 /// Fit fields a lead takes from its main contact's own fields.
 const FROM_CONTACT: &[&str] = &["email", "phone", "position"];
+
+/// The codes of the contact's system fields those are read from.
+const CONTACT_CODES: &[&str] = &["EMAIL", "PHONE", "POSITION"];
+
+/// The event type of a change of custom field `id`.
+fn field_changed(id: u64) -> String {
+    format!("custom_field_{id}_value_changed")
+}
+
+/// The price before a `sale_field_changed` event (`None`: not one, or no time); the
+/// inner `None` is no price (none, or 0).
+fn price_change_of(e: &Event) -> Option<(i64, Option<f64>)> {
+    if e.kind != SALE_CHANGED {
+        return None;
+    }
+    let sale = e.value_before.pointer("/0/sale_field_value/sale");
+    let before = sale
+        .and_then(|v| v.as_f64().or_else(|| v.as_str()?.trim().parse().ok()))
+        .filter(|p| p.is_finite() && *p > 0.0);
+    Some((e.created_at?, before))
+}
 
 /// One change of one lead custom field.
 #[derive(Debug, Clone, PartialEq)]
@@ -116,11 +140,15 @@ pub(super) struct FieldLog {
     contact_fields: BTreeSet<String>,
     /// Whether the main contacts' changes were read.
     contacts_read: bool,
+    /// Whether the leads' price changes were read.
+    prices_read: bool,
     /// A field's code and name by id, to name a field that is empty today but had a
     /// value then (`lead_from` may look it up by either).
     names: HashMap<u64, (Option<String>, Option<String>)>,
     by_lead: HashMap<u64, Vec<Change>>,
     by_contact: HashMap<u64, Vec<Change>>,
+    /// Each lead's price changes, oldest first: (Unix seconds, the price before).
+    prices: HashMap<u64, Vec<(i64, Option<f64>)>>,
 }
 
 /// `fields.map`'s target `t` is this field (by id, else code, else name), as
@@ -135,21 +163,22 @@ fn names_field(t: &str, id: u64, code: Option<&str>, name: Option<&str>) -> bool
     }
 }
 
-/// The changes in `events` (the log's order: newest first) by entity, oldest first,
-/// keeping the fields `keep` accepts.
-fn by_entity(mut events: Vec<Event>, keep: impl Fn(u64) -> bool) -> HashMap<u64, Vec<Change>> {
+/// What `read` makes of each of `events` (the log's order: newest first), by entity,
+/// oldest first.
+fn by_entity<T>(
+    events: &[Event],
+    read: impl Fn(&Event) -> Option<T>,
+    at: impl Fn(&T) -> i64,
+) -> HashMap<u64, Vec<T>> {
+    let mut out: HashMap<u64, Vec<T>> = HashMap::new();
     // Reversed, each entity's changes of one second stay in the order they were made.
-    events.reverse();
-    let mut out: HashMap<u64, Vec<Change>> = HashMap::new();
-    for e in &events {
-        if let (Some(id), Some(c)) = (e.entity_id, change_of(e)) {
-            if keep(c.field_id) {
-                out.entry(id).or_default().push(c);
-            }
+    for e in events.iter().rev() {
+        if let (Some(id), Some(c)) = (e.entity_id, read(e)) {
+            out.entry(id).or_default().push(c);
         }
     }
     for changes in out.values_mut() {
-        changes.sort_by_key(|c| c.at);
+        changes.sort_by_key(&at);
     }
     out
 }
@@ -164,9 +193,22 @@ impl FieldLog {
             .sum()
     }
 
+    /// The lead's price strictly before `since`: the price before its earliest change
+    /// at or after `since`, else today's.
+    pub(super) fn price_at(&self, raw: &AmoLead, since: i64) -> Option<f64> {
+        let changes = self.prices.get(&raw.id).map_or(&[][..], Vec::as_slice);
+        match changes.iter().find(|(at, _)| *at >= since) {
+            Some((_, before)) => *before,
+            None => raw.price,
+        }
+    }
+
     /// Fit fields rebuilt from the log.
     fn replayed(&self) -> Vec<String> {
         let mut out: BTreeSet<String> = self.lead_fields.keys().cloned().collect();
+        if self.prices_read {
+            out.insert("amount".into());
+        }
         if self.contacts_read {
             out.extend(FROM_CONTACT.iter().map(|s| s.to_string()));
             out.extend(self.contact_fields.iter().cloned());
@@ -207,10 +249,10 @@ impl FieldLog {
 impl AmocrmCrm {
     /// The field changes of `leads` and their main contacts, oldest first: the
     /// account's lead field definitions (one request, when `fields.map` names any
-    /// field), the leads' `custom_field_value_changed` events (only when a mapped
-    /// field is a lead field) and the main contacts' (job title, e-mail, phone), 10
-    /// entities per request (the most `filter[entity_id]` takes), at any time: a change
-    /// after the close still has to be walked back from today's value.
+    /// field), then the change events of the mapped lead fields and the price, and of
+    /// the contact fields the mapping reads (job title, e-mail, phone, mapped contact
+    /// fields, by the ids the pulled contacts carry), from the earliest creation on: a
+    /// change after the close still has to be walked back from today's value.
     pub(super) async fn field_changes(
         &self,
         fields: &FieldsSection,
@@ -236,39 +278,44 @@ impl AmocrmCrm {
                 }
             }
         }
+        let mut contact_field_ids = BTreeSet::new();
         for f in contacts.iter().flat_map(|c| &c.custom_fields_values) {
             log.names
                 .entry(f.field_id)
                 .or_insert_with(|| (f.field_code.clone(), f.field_name.clone()));
+            let (code, name) = (f.field_code.as_deref(), f.field_name.as_deref());
+            if code.is_some_and(|c| CONTACT_CODES.iter().any(|k| c.eq_ignore_ascii_case(k))) {
+                contact_field_ids.insert(f.field_id);
+            }
             for (neutral, target) in &fields.map {
-                let (code, name) = (f.field_code.as_deref(), f.field_name.as_deref());
                 if !log.lead_fields.contains_key(neutral)
                     && names_field(target.trim(), f.field_id, code, name)
                 {
                     log.contact_fields.insert(neutral.clone());
+                    contact_field_ids.insert(f.field_id);
                 }
             }
         }
-        if !log.lead_fields.is_empty() {
-            let ids: Vec<u64> = leads.iter().map(|l| l.id).collect();
-            let wanted: BTreeSet<u64> = log.lead_fields.values().copied().collect();
-            let events = self
-                .client
-                .lead_events(&ids, &[FIELD_CHANGED], None)
-                .await
-                .map_err(to_crm)?;
-            log.by_lead = by_entity(events, |f| wanted.contains(&f));
-        }
+        let lead_field_ids: BTreeSet<u64> = log.lead_fields.values().copied().collect();
+        let mut lead_types: Vec<String> = lead_field_ids.iter().map(|id| field_changed(*id)).collect();
+        lead_types.push(SALE_CHANGED.into());
+        let contact_types: Vec<String> = contact_field_ids.iter().map(|id| field_changed(*id)).collect();
+        let lead_ids: Vec<u64> = leads.iter().map(|l| l.id).collect();
         let contact_ids: Vec<u64> = leads.iter().filter_map(AmoLead::main_contact_id).collect();
-        if !contact_ids.is_empty() {
-            let events = self
-                .client
-                .entity_events("contact", &contact_ids, &[FIELD_CHANGED], None)
-                .await
-                .map_err(to_crm)?;
-            log.by_contact = by_entity(events, |_| true);
-            log.contacts_read = true;
-        }
+        let wanted = Wanted {
+            lead_types: &lead_types,
+            lead_ids: &lead_ids,
+            contact_types: &contact_types,
+            contact_ids: &contact_ids,
+            from: leads.iter().filter_map(|l| l.created_at).min().unwrap_or(0),
+        };
+        let (lead_events, contact_events) = self.change_events(&wanted).await?;
+        let keep = |ids: &BTreeSet<u64>, e: &Event| change_of(e).filter(|c| ids.contains(&c.field_id));
+        log.by_lead = by_entity(&lead_events, |e| keep(&lead_field_ids, e), |c| c.at);
+        log.prices = by_entity(&lead_events, price_change_of, |c| c.0);
+        log.prices_read = true;
+        log.by_contact = by_entity(&contact_events, |e| keep(&contact_field_ids, e), |c| c.at);
+        log.contacts_read = !contact_ids.is_empty() && !contact_types.is_empty();
         Ok(log)
     }
 
@@ -287,10 +334,12 @@ impl AmocrmCrm {
         let contact_changes = contact
             .and_then(|c| log.by_contact.get(&c.id))
             .unwrap_or(&none);
+        let prices = log.prices.get(&raw.id).map_or(&[][..], Vec::as_slice);
         let instants: BTreeSet<i64> = lead_changes
             .iter()
             .chain(contact_changes)
             .map(|c| c.at)
+            .chain(prices.iter().map(|p| p.0))
             .collect();
         let mut later = self.lead_from(fields, raw, contact, company).0;
         let mut earlier = Vec::new();
@@ -298,6 +347,7 @@ impl AmocrmCrm {
             let Some(until) = unix(t) else { continue };
             let mut r = raw.clone();
             r.custom_fields_values = log.rewound(&raw.custom_fields_values, lead_changes, t);
+            r.price = log.price_at(raw, t);
             let c = contact.map(|c| {
                 let mut c = c.clone();
                 c.custom_fields_values = log.rewound(&c.custom_fields_values, contact_changes, t);
@@ -408,6 +458,40 @@ mod tests {
             vec!["custom.inn", "email", "employees", "phone", "position"]
         );
         assert_eq!(log.today(&fields), vec!["company", "industry"]);
+    }
+
+    #[test]
+    fn price_changes_rewind_the_price() {
+        let sale = |at: i64, before: serde_json::Value| -> Event {
+            serde_json::from_value(serde_json::json!({
+                "id": format!("e{at}"), "type": "sale_field_changed", "entity_id": 5,
+                "entity_type": "lead", "created_at": at,
+                "value_after": [{"sale_field_value": {"sale": 9000}}],
+                "value_before": [{"sale_field_value": {"sale": before}}],
+            }))
+            .unwrap()
+        };
+        // Newest first, as the log comes: no price until 100, then 1,000, and 9,000
+        // (today's) from 200 on.
+        let events = vec![sale(200, 1000.into()), sale(100, 0.into())];
+        assert_eq!(price_change_of(&events[0]), Some((200, Some(1000.0))));
+        assert_eq!(price_change_of(&events[1]), Some((100, None)), "0 is no price");
+        let mut call = events[0].clone();
+        call.kind = "incoming_call".into();
+        assert_eq!(price_change_of(&call), None);
+        let log = FieldLog {
+            prices: by_entity(&events, price_change_of, |c| c.0),
+            ..FieldLog::default()
+        };
+        let raw = AmoLead {
+            id: 5,
+            price: Some(9000.0),
+            ..AmoLead::default()
+        };
+        assert_eq!(log.price_at(&raw, 50), None);
+        assert_eq!(log.price_at(&raw, 100), None, "a change at the instant is not known");
+        assert_eq!(log.price_at(&raw, 150), Some(1000.0));
+        assert_eq!(log.price_at(&raw, 201), Some(9000.0), "today's after the last");
     }
 
     #[test]

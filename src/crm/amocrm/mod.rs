@@ -34,6 +34,7 @@
 //! activity's URL. The tags are the shared table of [`crate::crm::tags`], the same the
 //! Bitrix24 integration reads from activity subjects. Notes leadscore posts itself start with `[leadscore]` and are ignored.
 
+mod change_feed;
 mod fetch;
 mod fit_history;
 mod link;

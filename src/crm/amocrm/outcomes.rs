@@ -5,13 +5,15 @@
 //! closing stage pipeline by pipeline (the docs allow one stage of one pipeline per
 //! `filter[statuses]`; 250 leads per request, with contacts and loss reason), their
 //! main contacts and companies (250 per request), the lead event feed between the
-//! first creation and the last close (100 events per request, in 30-day windows: the
-//! per-lead filter takes 10 leads per request, so the feed is cheaper while leads
-//! average fewer than 10 events and most events in the span are the closed leads'),
+//! first creation and the last close (100 events per request, the rest of a list the
+//! page cap cuts read on from its oldest second: the per-lead filter takes 10 leads per
+//! request, so the feed is cheaper while leads average fewer than 10 events and most
+//! events in the span are the closed leads'),
 //! the common notes the events name (250 per request), and the history of the fit
-//! fields (`fit_history`: the lead field definitions, then the change events of the
-//! leads and of their main contacts, 10 per request) so fit fields are scored as they
-//! were at the as-of instant.
+//! fields and the price (`fit_history`: the lead field definitions, then only the
+//! change events of the mapped fields and the price, per id or account-wide, whichever
+//! is cheaper: see `change_feed`) so fit fields are scored as they were at the as-of
+//! instant and `amount` is the price as it stood at the close.
 
 use std::collections::BTreeMap;
 
@@ -77,7 +79,7 @@ impl AmocrmCrm {
                 let wanted: std::collections::HashSet<u64> = leads.iter().map(|l| l.id).collect();
                 let all = self
                     .client
-                    .lead_event_feed(&types, from, to)
+                    .event_feed((&["lead"], &types), from, to)
                     .await
                     .map_err(to_crm)?;
                 let n = all.len();
@@ -131,7 +133,9 @@ impl AmocrmCrm {
                 created_at,
                 closed_at: closed.max(created_at),
                 outcome,
-                amount: raw.price.filter(|p| *p > 0.0),
+                amount: log
+                    .price_at(raw, closed.timestamp() + 1)
+                    .filter(|p| *p > 0.0),
                 rep_id: raw
                     .responsible_user_id
                     .filter(|u| *u != 0)

@@ -318,3 +318,43 @@ async fn a_500_lead_burst_draws_no_429() {
     );
     sb.shutdown().await;
 }
+
+/// The account-wide feed reads on past the page cap from the oldest second it saw
+/// (each event once, nothing lost), and one request tells whether it is longer than a
+/// number of pages.
+#[tokio::test]
+async fn the_event_feed_reads_past_the_page_cap_and_probes_its_length() {
+    let sb = Sandbox::start(SandboxOptions::unlimited()).await.unwrap();
+    let lead = sb.add_lead(NewLead::named("busy")).unwrap();
+    let t0 = 1_750_000_000;
+    // 450 calls, 40 per second: the cap of 2 pages (200 events) ends mid-second.
+    for i in 0..450 {
+        let mut e = NewEvent::lead(lead, "incoming_call");
+        e.created_at = Some(t0 + i / 40);
+        sb.add_event(e).unwrap();
+    }
+    let mut e = NewEvent::lead(lead, "incoming_mail");
+    e.created_at = Some(t0);
+    sb.add_event(e).unwrap();
+    let p = portal(sb.base_url());
+    let mut config = AmocrmCrm::client_config(&p, sb.base_url());
+    config.max_pages = 2;
+    let client = Client::new(config, Auth::LongLived(sb.long_lived_token().unwrap())).unwrap();
+    let calls = (&["lead"][..], &["incoming_call"][..]);
+    let got = client.event_feed(calls, t0, t0 + 60).await.unwrap();
+    assert_eq!(got.len(), 450);
+    let ids: std::collections::HashSet<_> = got.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(ids.len(), 450, "each event once");
+    assert!(got.windows(2).all(|w| w[0].created_at >= w[1].created_at));
+    // 5 pages of 100 (the sandbox's most for events).
+    assert!(client.event_feed_longer_than(calls, (t0, t0 + 60), 4).await.unwrap());
+    assert!(!client.event_feed_longer_than(calls, (t0, t0 + 60), 5).await.unwrap());
+    // More events in one second than the cap holds: an error, not a silent cut.
+    for _ in 0..250 {
+        let mut e = NewEvent::lead(lead, "incoming_call");
+        e.created_at = Some(t0 + 100);
+        sb.add_event(e).unwrap();
+    }
+    let err = client.event_feed(calls, t0 + 100, t0 + 100).await.unwrap_err();
+    assert!(err.to_string().contains("more events in second"), "{err}");
+}

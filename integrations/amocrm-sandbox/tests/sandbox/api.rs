@@ -560,6 +560,16 @@ async fn api_changes_write_the_event_feed() {
     )
     .await;
     assert_eq!(any["_embedded"]["events"].as_array().unwrap().len(), 1);
+    // Another field's type leaves the score's change out; a list of entities and of
+    // per-field types (comma-separated, as leadscore's account-wide read sends) keeps it.
+    let other_field = format!("custom_field_{}_value_changed", score.id + 1);
+    let q = format!("/api/v4/events?filter[type]={other_field}");
+    assert_eq!(get(&amo, &q).await.status(), 204);
+    let q = format!(
+        "/api/v4/events?filter[entity]=lead%2Ccontact&filter[type]={other_field}%2C{field_type}%2Csale_field_changed"
+    );
+    let both = get_json(&amo, &q).await;
+    assert_eq!(both["_embedded"]["events"].as_array().unwrap().len(), 1);
 
     let other = pipeline.stages[2].id;
     let none = get(
