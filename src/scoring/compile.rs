@@ -142,6 +142,8 @@ pub(crate) struct ActRule {
     pub(crate) window: Option<TimeDelta>,
     pub(crate) max_count: Option<u32>,
     pub(crate) half_life_days: Option<f64>,
+    /// Its patterns' bits in the model's classifier (set once all rules are compiled).
+    pub(crate) ids: super::classify::TextIds,
 }
 
 /// Lowercase the way evaluation does (char by char, no locale), trimmed.
@@ -305,6 +307,7 @@ pub(crate) fn compile(spec: &ScoringSpec) -> Result<Model, Vec<SpecError>> {
         return Err(errs.0);
     }
     let has_activity_rules = rules.iter().any(|r| !matches!(r.body, Body::Fit(_)));
+    let classifier = super::classify::Classifier::new(&mut rules);
     let timed = rules.iter().any(Rule::timed) || gate.as_ref().is_some_and(|g| g.timed);
     let fingerprint = {
         use std::hash::{Hash, Hasher};
@@ -323,6 +326,7 @@ pub(crate) fn compile(spec: &ScoringSpec) -> Result<Model, Vec<SpecError>> {
         tiers,
         triggers: spec.triggers.clone(),
         has_activity_rules,
+        classifier,
         timed,
         gate,
     })
@@ -756,5 +760,6 @@ fn compile_activity(a: &ActivitySpec, p: &str, errs: &mut Errors) -> Option<ActR
         window,
         max_count: a.max_count,
         half_life_days,
+        ids: Default::default(),
     })
 }

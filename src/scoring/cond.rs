@@ -5,7 +5,7 @@
 use chrono::{DateTime, Months, NaiveDate, NaiveTime, Utc};
 
 use super::compile::{Cond, FieldKind, FieldRef, Test};
-use super::text::with_lower;
+use super::text::{contains_bytes, with_lower};
 use crate::lead::{FieldValue, Lead};
 /// The values of one lead field, borrowed, blanks skipped.
 enum Values<'a> {
@@ -125,17 +125,19 @@ fn test_value<'a>(test: &Test, v: FieldValue<'a>, now: DateTime<Utc>) -> Option<
     let hit = match test {
         Test::Equals { text, number } => match v {
             FieldValue::Number(n) => number.is_some_and(|m| m == n),
-            FieldValue::Text(s) => with_lower(s, |l| l == text),
+            FieldValue::Text(s) => with_lower(s, |l| l == text.as_bytes()),
         },
         Test::In { texts, numbers } => match v {
             FieldValue::Number(n) => numbers.contains(&n),
-            FieldValue::Text(s) => with_lower(s, |l| texts.iter().any(|t| t == l)),
+            FieldValue::Text(s) => with_lower(s, |l| texts.iter().any(|t| t.as_bytes() == l)),
         },
         Test::Range { min, max } => {
             as_number(v).is_some_and(|n| min.is_none_or(|m| n >= m) && max.is_none_or(|m| n < m))
         }
         Test::Regex(re) => with_text(v, |s| re.is_match(s)),
-        Test::Contains(needle) => with_text(v, |s| with_lower(s, |l| l.contains(needle.as_str()))),
+        Test::Contains(needle) => with_text(v, |s| {
+            with_lower(s, |l| contains_bytes(l, needle.as_bytes()))
+        }),
         Test::WithinMonths(months) => {
             let FieldValue::Text(s) = v else { return None };
             parse_date(s).is_some_and(|d| within(d, *months, now))
@@ -143,7 +145,7 @@ fn test_value<'a>(test: &Test, v: FieldValue<'a>, now: DateTime<Utc>) -> Option<
         Test::EmailDomainIn(domains) => {
             let FieldValue::Text(s) = v else { return None };
             let d = domain(s)?;
-            return with_lower(d, |l| domains.iter().any(|x| x == l))
+            return with_lower(d, |l| domains.iter().any(|x| x.as_bytes() == l))
                 .then_some(FieldValue::Text(d));
         }
     };

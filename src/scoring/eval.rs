@@ -7,6 +7,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+use super::classify::{Classifier, Marks};
 use super::compile::{ActRule, Body, Rule, SpikeRule};
 use super::cond::{eval_cond, Outcome};
 use super::text::Pattern;
@@ -15,53 +16,65 @@ use crate::lead::{Activity, FieldValue, Lead};
 
 const MS_PER_DAY: f64 = 86_400_000.0;
 
-/// Activities newest first, without sorting when the caller's order already allows it.
-pub(crate) enum Order<'a> {
+/// Activities newest first, without sorting when the caller's order already allows it,
+/// with the evaluation's classified activities (see [`Marks`]).
+pub(crate) struct Order<'a> {
+    seq: Seq<'a>,
+    marks: Marks<'a>,
+}
+
+enum Seq<'a> {
     Desc(&'a [Activity]),
     Asc(&'a [Activity]),
     Indexed(&'a [Activity], Vec<u32>),
 }
 
 impl<'a> Order<'a> {
-    pub(crate) fn new(acts: &'a [Activity]) -> Order<'a> {
-        if acts.windows(2).all(|w| w[0].at >= w[1].at) {
-            Order::Desc(acts)
+    pub(crate) fn new(acts: &'a [Activity], classifier: &'a Classifier) -> Order<'a> {
+        let seq = if acts.windows(2).all(|w| w[0].at >= w[1].at) {
+            Seq::Desc(acts)
         } else if acts.windows(2).all(|w| w[0].at <= w[1].at) {
-            Order::Asc(acts)
+            Seq::Asc(acts)
         } else {
             let mut idx: Vec<u32> = (0..acts.len() as u32).collect();
             // Stable: equal timestamps keep input order (ties score alike anyway).
             idx.sort_by(|&a, &b| acts[b as usize].at.cmp(&acts[a as usize].at));
-            Order::Indexed(acts, idx)
+            Seq::Indexed(acts, idx)
+        };
+        Order {
+            seq,
+            marks: Marks::new(classifier),
         }
     }
 
     /// Every activity, in no particular order (for counts that need none).
     pub(crate) fn all(&self) -> &'a [Activity] {
-        match self {
-            Order::Desc(a) | Order::Asc(a) | Order::Indexed(a, _) => a,
+        match &self.seq {
+            Seq::Desc(a) | Seq::Asc(a) | Seq::Indexed(a, _) => a,
         }
     }
 
-    fn for_each(&self, mut f: impl FnMut(&'a Activity) -> bool) {
-        match self {
-            Order::Desc(a) => {
-                for x in a.iter() {
-                    if !f(x) {
+    /// Each activity newest first with its position in [`Order::all`], until `f` says
+    /// stop.
+    fn for_each(&self, mut f: impl FnMut(usize, &'a Activity) -> bool) {
+        match &self.seq {
+            Seq::Desc(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    if !f(i, x) {
                         return;
                     }
                 }
             }
-            Order::Asc(a) => {
-                for x in a.iter().rev() {
-                    if !f(x) {
+            Seq::Asc(a) => {
+                for (i, x) in a.iter().enumerate().rev() {
+                    if !f(i, x) {
                         return;
                     }
                 }
             }
-            Order::Indexed(a, idx) => {
+            Seq::Indexed(a, idx) => {
                 for &i in idx {
-                    if !f(&a[i as usize]) {
+                    if !f(i as usize, &a[i as usize]) {
                         return;
                     }
                 }
@@ -119,14 +132,14 @@ fn tally(rule: &ActRule, points: i32, order: &Order<'_>, now: DateTime<Utc>) -> 
     // Comparing instants is cheap; date arithmetic is not, so it is done once per rule
     // (the window's cutoff) and per counted occurrence only when points decay.
     let cutoff = rule.window.and_then(|w| now.checked_sub_signed(w));
-    order.for_each(|a| {
+    order.for_each(|i, a| {
         if a.at > now || !rule.matches_kind(a) {
             return true; // future-dated (not yet real) or another kind
         }
         if cutoff.is_some_and(|c| a.at <= c) {
             return false; // newest first: everything after is older still
         }
-        if !rule.matches_text(a) {
+        if !order.marks.text_matches(rule, i, a) {
             return true;
         }
         t.exact += match rule.half_life_days {
@@ -222,12 +235,18 @@ impl SpikeRule {
             baseline: 0,
             newest: None,
         };
+        // `now - at < d` is `at > now - d`: the cut-offs are worked out once, and an
+        // instant the calendar cannot reach (`None`) lets every activity in.
+        let recent_cut = now.checked_sub_signed(self.recent);
+        let baseline_cut = self
+            .recent
+            .checked_add(&self.baseline)
+            .and_then(|d| now.checked_sub_signed(d));
         for a in acts.iter().filter(|a| a.at <= now && self.counts(a)) {
-            let age = now - a.at;
-            if age < self.recent {
+            if recent_cut.is_none_or(|c| a.at > c) {
                 seen.recent += 1;
                 seen.newest = Some(seen.newest.map_or(a.at, |n| n.max(a.at)));
-            } else if age < self.recent + self.baseline {
+            } else if baseline_cut.is_none_or(|c| a.at > c) {
                 seen.baseline += 1;
             }
         }
@@ -332,11 +351,11 @@ fn evidence_text(v: FieldValue<'_>) -> String {
 }
 
 impl Model {
-    fn order<'a>(&self, acts: &'a [Activity]) -> Order<'a> {
+    fn order<'a>(&'a self, acts: &'a [Activity]) -> Order<'a> {
         if self.has_activity_rules {
-            Order::new(acts)
+            Order::new(acts, &self.classifier)
         } else {
-            Order::Desc(&[])
+            Order::new(&[], &self.classifier)
         }
     }
 
@@ -694,7 +713,7 @@ impl Model {
         if !self.timed {
             return None;
         }
-        let order = Order::new(acts);
+        let order = Order::new(acts, &self.classifier);
         let mut base = Vec::with_capacity(self.rules.len());
         let mut at_c = Vec::with_capacity(self.rules.len());
         self.signature(lead, &order, company, now, &mut base);

@@ -10,6 +10,7 @@
 //! then to the qualification gate's cap when a required criterion is not known-yes;
 //! `tier` is the tier containing `total`.
 
+mod classify;
 mod compile;
 mod cond;
 mod eval;
@@ -73,6 +74,8 @@ pub struct Model {
     pub(crate) triggers: spec::TriggerSpec,
     /// `true` when some activity rule exists (lets fit-only models skip ordering work).
     pub(crate) has_activity_rules: bool,
+    /// The activity rules' subject and URL patterns, matched once per activity.
+    pub(crate) classifier: classify::Classifier,
     /// `true` when the clock alone can change a score (activity rules, or a
     /// `within_months` condition in a rule or a qualification criterion).
     pub(crate) timed: bool,

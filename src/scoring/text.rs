@@ -3,8 +3,11 @@
 //!
 //! `Pattern` keeps the admin's regex as the source of truth and adds a fast path for
 //! the most common shape, an alternation of plain words (`(?i)/pricing|/prices|/цены`):
-//! those are matched with substring search, which for the texts where it is used gives
-//! exactly the regex's answer (see `Pattern::is_match`).
+//! those are matched by one pass over the text's bytes that tries every word at once
+//! (see `Words`), which for the texts where it is used gives exactly the regex's answer
+//! (see `Pattern::is_match`). Case folding of ASCII and basic Cyrillic is done on UTF-8
+//! bytes (each such letter's cases differ by fixed byte offsets), so it never decodes
+//! chars nor re-validates the result.
 
 use regex::Regex;
 
@@ -41,53 +44,155 @@ fn simple_char(c: char) -> bool {
     c.is_ascii() || ('\u{0400}'..='\u{045F}').contains(&c)
 }
 
-/// Run `f` on the lowercase form of `s` (the same as `lower_str`), using a stack buffer
-/// so the common short value costs no allocation.
-pub(crate) fn with_lower<R>(s: &str, f: impl FnOnce(&str) -> R) -> R {
-    if !s.bytes().any(|b| b.is_ascii_uppercase() || b >= 0x80) {
-        return f(s);
+/// Size of the stack buffers texts are folded into; longer texts take the slow path.
+const BUF: usize = 256;
+
+/// Fold the UTF-8 bytes of a text made only of `simple_char`s to lowercase into `buf`
+/// (the same bytes `lower_str` gives), returning the length; `None` when the text has
+/// another char or does not fit. Basic Cyrillic is `D0 80`..`D1 9F`: `Ѐ`..`Џ` (`D0
+/// 80`..`8F`) lower to `D1 90`..`9F`, `А`..`П` (`D0 90`..`9F`) to `D0 B0`..`BF`, `Р`..`Я`
+/// (`D0 A0`..`AF`) to `D1 80`..`8F`; the lowercase forms stay as they are.
+#[inline]
+fn fold_simple(s: &[u8], buf: &mut [u8; BUF]) -> Option<usize> {
+    if s.len() > BUF {
+        return None;
     }
-    let mut buf = [0u8; 256];
+    let mut i = 0;
+    while i < s.len() {
+        let b = s[i];
+        if b < 0x80 {
+            buf[i] = b.to_ascii_lowercase();
+            i += 1;
+            continue;
+        }
+        let c = *s.get(i + 1)?;
+        let (f, c) = match (b, c) {
+            (0xD0, 0x80..=0x8F) => (0xD1, c + 0x10),
+            (0xD0, 0x90..=0x9F) => (0xD0, c + 0x20),
+            (0xD0, 0xA0..=0xAF) => (0xD1, c - 0x20),
+            (0xD0, 0xB0..=0xBF) | (0xD1, 0x80..=0x9F) => (b, c),
+            _ => return None,
+        };
+        buf[i] = f;
+        buf[i + 1] = c;
+        i += 2;
+    }
+    Some(s.len())
+}
+
+/// Run `f` on the UTF-8 bytes of the lowercase form of `s` (the same as `lower_str`),
+/// using a stack buffer so the common short value costs no allocation.
+pub(crate) fn with_lower<R>(s: &str, f: impl FnOnce(&[u8]) -> R) -> R {
+    if !s.bytes().any(|b| b.is_ascii_uppercase() || b >= 0x80) {
+        return f(s.as_bytes());
+    }
+    let mut buf = [0u8; BUF];
+    if let Some(n) = fold_simple(s.as_bytes(), &mut buf) {
+        return f(&buf[..n]);
+    }
     let mut len = 0;
     for c in s.chars() {
         let Some(l) = lower_char(c) else {
-            return f(&lower_str(s));
+            return f(lower_str(s).as_bytes());
         };
         let n = l.len_utf8();
         if len + n > buf.len() {
-            return f(&lower_str(s));
+            return f(lower_str(s).as_bytes());
         }
         l.encode_utf8(&mut buf[len..]);
         len += n;
     }
-    match std::str::from_utf8(&buf[..len]) {
-        Ok(lowered) => f(lowered),
-        // Unreachable: the buffer holds whole encoded chars only.
-        Err(_) => f(&lower_str(s)),
-    }
+    f(&buf[..len])
+}
+
+/// Does `hay` contain `needle` (bytes)? For short field values: no searcher set-up.
+pub(crate) fn contains_bytes(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
 }
 
 /// A compiled regex plus, when the pattern is a plain alternation, its words.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Pattern {
     regex: Regex,
     /// Boxed: most patterns have none, and rules stay small.
     literals: Option<Box<Literals>>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Literals {
     /// `(?i)` prefix: the words are lowercased and matched against a lowercased text.
     case_insensitive: bool,
-    words: Vec<String>,
+    /// Every word (lowercased with `(?i)`).
+    words: Words,
     /// The ASCII-only words: the only ones an ASCII text (most URLs) can contain.
-    ascii_words: Vec<String>,
-    /// Bytes (both cases) an ASCII word can start with: the search only compares words
-    /// at those positions.
-    first: [u64; 4],
-    /// When every ASCII word starts with the same non-letter (`/` for URL paths), the
-    /// search jumps between its occurrences with `memchr` instead of testing each byte.
-    common_first: Option<char>,
+    ascii_words: Words,
+}
+
+/// A set of words searched for in one pass: at each position of the text, the two
+/// bytes there are looked up in a 512-bit table of the words' first two bytes (in both
+/// ASCII cases when matching ignores ASCII case), and only on a hit are the words
+/// compared. One-byte words are tried at every position.
+#[derive(Debug, Default, Clone)]
+struct Words {
+    words: Vec<Box<[u8]>>,
+    pairs: [u64; 8],
+    /// Some word is a single byte.
+    short: bool,
+}
+
+/// The table slot of two adjacent bytes.
+#[inline]
+fn pair_slot(a: u8, b: u8) -> usize {
+    ((usize::from(a) << 4) ^ usize::from(b)) & 511
+}
+
+impl Words {
+    /// `ascii_ci`: the search will ignore ASCII case, so both cases go in the table.
+    fn new<'w>(words: impl Iterator<Item = &'w str>, ascii_ci: bool) -> Words {
+        let mut set = Words::default();
+        for w in words {
+            let b = w.as_bytes();
+            match b {
+                [] => {}
+                [_] => set.short = true,
+                [x, y, ..] => {
+                    let cases = |c: u8| {
+                        if ascii_ci {
+                            [c.to_ascii_lowercase(), c.to_ascii_uppercase()]
+                        } else {
+                            [c, c]
+                        }
+                    };
+                    for x in cases(*x) {
+                        for y in cases(*y) {
+                            let s = pair_slot(x, y);
+                            set.pairs[s >> 6] |= 1 << (s & 63);
+                        }
+                    }
+                }
+            }
+            set.words.push(b.into());
+        }
+        set
+    }
+
+    /// Does `text` contain one of the words, comparing bytes with `eq`?
+    #[inline]
+    fn find_in(&self, text: &[u8], eq: impl Fn(&[u8], &[u8]) -> bool) -> bool {
+        let at = |i: usize| {
+            let rest = &text[i..];
+            self.words
+                .iter()
+                .any(|w| rest.len() >= w.len() && eq(&rest[..w.len()], w))
+        };
+        if self.short {
+            return (0..text.len()).any(at);
+        }
+        text.windows(2).enumerate().any(|(i, p)| {
+            let s = pair_slot(p[0], p[1]);
+            self.pairs[s >> 6] & (1 << (s & 63)) != 0 && at(i)
+        })
+    }
 }
 
 /// Characters that make a regex piece more than a plain word.
@@ -117,97 +222,155 @@ impl Pattern {
                     }
                 })
                 .collect();
+            let ascii = words.iter().map(String::as_str).filter(|w| w.is_ascii());
             Box::new(Literals {
                 case_insensitive,
-                ascii_words: words.iter().filter(|w| w.is_ascii()).cloned().collect(),
-                first: first_bytes(&words),
-                common_first: common_first(&words),
-                words,
+                ascii_words: Words::new(ascii, case_insensitive),
+                words: Words::new(words.iter().map(String::as_str), false),
             })
         });
         Ok(Pattern { regex, literals })
     }
 
+    /// The regex source, which identifies the pattern.
+    pub(crate) fn as_str(&self) -> &str {
+        self.regex.as_str()
+    }
+
     /// Same answer as `Regex::is_match`. Case-sensitive words are plain substrings. With
     /// `(?i)`, the words contain only ASCII and basic Cyrillic chars, so a text made of
-    /// those chars matches a word exactly when its lowercase form contains the word's;
-    /// any other text goes to the regex.
+    /// those chars matches a word exactly when its lowercase form contains the word's
+    /// (an ASCII text: ignoring ASCII case); any other text goes to the regex.
     #[inline]
     pub(crate) fn is_match(&self, text: &str) -> bool {
-        match &self.literals {
-            Some(l) if !l.case_insensitive => l.words.iter().any(|w| text.contains(w.as_str())),
-            Some(l) if text.is_ascii() => match l.common_first {
-                Some(c) => ascii_ci_contains_from(text, c, l),
-                None => ascii_ci_contains(text.as_bytes(), l),
-            },
-            Some(l) if text.chars().all(simple_char) => {
-                with_lower(text, |t| l.words.iter().any(|w| t.contains(w.as_str())))
-            }
-            _ => self.regex.is_match(text),
+        let Some(l) = &self.literals else {
+            return self.regex.is_match(text);
+        };
+        let bytes = text.as_bytes();
+        if !l.case_insensitive {
+            return l.words.find_in(bytes, |a, b| a == b);
+        }
+        if text.is_ascii() {
+            return l.ascii_words.find_in(bytes, <[u8]>::eq_ignore_ascii_case);
+        }
+        let mut buf = [0u8; BUF];
+        match fold_simple(bytes, &mut buf) {
+            Some(n) => l.words.find_in(&buf[..n], |a, b| a == b),
+            None => self.regex.is_match(text),
         }
     }
 }
-
-/// The first bytes of the ASCII words, in both cases.
-fn first_bytes(words: &[String]) -> [u64; 4] {
-    let mut first = [0u64; 4];
-    for w in words.iter().filter(|w| w.is_ascii()) {
-        if let Some(&b) = w.as_bytes().first() {
-            for c in [b.to_ascii_lowercase(), b.to_ascii_uppercase()] {
-                first[usize::from(c >> 6)] |= 1 << (c & 63);
-            }
-        }
-    }
-    first
+/// Up to 64 patterns tested against one text together: the plain-word patterns by one
+/// pass over an ASCII text (each word tried where its first byte occurs, its pattern's
+/// bit set on a match), the others one by one. Same answers as each `is_match`.
+#[derive(Debug)]
+pub(crate) struct PatternSet {
+    patterns: Vec<Pattern>,
+    /// Bits of the patterns the word pass does not answer.
+    others: u64,
+    /// ASCII words: bytes, their pattern's bit, whether ASCII case is ignored.
+    words: Vec<(Box<[u8]>, u64, bool)>,
+    /// Bytes (both cases for `(?i)` words) a word starts with.
+    first: [bool; 256],
+    /// The words' first two bytes (both cases), by `pair_slot`; a one-byte word sets
+    /// `short` instead.
+    pairs: [u64; 8],
+    short: bool,
 }
 
-/// The first byte shared by all ASCII words, if it is the same for all and not a letter.
-fn common_first(words: &[String]) -> Option<char> {
-    let mut firsts = words
-        .iter()
-        .filter(|w| w.is_ascii())
-        .map(|w| w.as_bytes().first().copied());
-    let first = firsts.next()??;
-    (!first.is_ascii_alphabetic() && firsts.all(|f| f == Some(first))).then_some(char::from(first))
-}
-
-/// `ascii_ci_contains` for words sharing the first char `c`: only positions of `c` are
-/// tried, found with the standard library's `memchr`.
-#[inline]
-fn ascii_ci_contains_from(text: &str, c: char, l: &Literals) -> bool {
-    let bytes = text.as_bytes();
-    let mut pos = 0;
-    while let Some(off) = text.get(pos..).and_then(|t| t.find(c)) {
-        let rest = &bytes[pos + off..];
-        for w in &l.ascii_words {
-            let w = w.as_bytes();
-            if rest.len() >= w.len() && rest[..w.len()].eq_ignore_ascii_case(w) {
-                return true;
+impl PatternSet {
+    /// The set of `patterns` (at most 64: bit `i` is `patterns[i]`).
+    pub(crate) fn new(patterns: Vec<Pattern>) -> PatternSet {
+        assert!(
+            patterns.len() <= 64,
+            "a pattern set holds at most 64 patterns"
+        );
+        let mut set = PatternSet {
+            others: 0,
+            words: Vec::new(),
+            first: [false; 256],
+            pairs: [0; 8],
+            short: false,
+            patterns,
+        };
+        for (i, p) in set.patterns.iter().enumerate() {
+            let bit = 1u64 << i;
+            let Some(l) = &p.literals else {
+                set.others |= bit;
+                continue;
+            };
+            let ci = l.case_insensitive;
+            let cases = |c: u8| [c, if ci { c.to_ascii_uppercase() } else { c }];
+            for w in &l.ascii_words.words {
+                for a in cases(w[0]) {
+                    set.first[usize::from(a)] = true;
+                    match w.get(1) {
+                        Some(&b) => {
+                            for b in cases(b) {
+                                let s = pair_slot(a, b);
+                                set.pairs[s >> 6] |= 1 << (s & 63);
+                            }
+                        }
+                        None => set.short = true,
+                    }
+                }
+                set.words.push((w.clone(), bit, ci));
             }
         }
-        pos += off + 1;
+        set
     }
-    false
-}
 
-/// Does an ASCII text contain one of the (lowercase, ASCII) words, ignoring ASCII case?
-/// One pass over the text; words are compared only where their first byte occurs, so a
-/// URL is scanned once per pattern instead of once per word, with no copy.
-#[inline]
-fn ascii_ci_contains(text: &[u8], l: &Literals) -> bool {
-    for (i, b) in text.iter().enumerate() {
-        if l.first[usize::from(*b >> 6)] & (1 << (*b & 63)) == 0 {
-            continue;
+    /// The bits of the patterns that match `text`.
+    pub(crate) fn matches(&self, text: &str) -> u64 {
+        let each = |bits: u64| {
+            if bits == 0 {
+                return 0;
+            }
+            (0..self.patterns.len())
+                .filter(|&i| bits & (1 << i) != 0 && self.patterns[i].is_match(text))
+                .fold(0u64, |m, i| m | 1 << i)
+        };
+        if !text.is_ascii() {
+            return each(u64::MAX);
         }
-        let rest = &text[i..];
-        for w in &l.ascii_words {
-            let w = w.as_bytes();
-            if rest.len() >= w.len() && rest[..w.len()].eq_ignore_ascii_case(w) {
-                return true;
+        let mut m = each(self.others);
+        let bytes = text.as_bytes();
+        for (i, &b) in bytes.iter().enumerate() {
+            if !self.first[usize::from(b)] {
+                continue;
+            }
+            let rest = &bytes[i..];
+            if !self.short {
+                let Some(&next) = rest.get(1) else { break };
+                let s = pair_slot(b, next);
+                if self.pairs[s >> 6] & (1 << (s & 63)) == 0 {
+                    continue;
+                }
+            }
+            for (w, bit, ci) in &self.words {
+                if m & bit == 0
+                    && rest.len() >= w.len()
+                    && (if *ci {
+                        eq_lower(&rest[..w.len()], w)
+                    } else {
+                        rest[..w.len()] == **w
+                    })
+                {
+                    m |= bit;
+                }
             }
         }
+        m
     }
-    false
+}
+
+/// `text` equals the lowercase ASCII `word` ignoring ASCII case; inlined, and most
+/// candidates fail on the second byte.
+#[inline(always)]
+fn eq_lower(text: &[u8], word: &[u8]) -> bool {
+    text.iter()
+        .zip(word)
+        .all(|(t, w)| t.to_ascii_lowercase() == *w)
 }
 
 #[cfg(test)]
@@ -223,7 +386,24 @@ mod tests {
             "ΣΊΣΥΦΟΣ",
             "plain",
         ] {
-            assert_eq!(with_lower(s, str::to_string), lower_str(s), "{s}");
+            assert_eq!(
+                with_lower(s, <[u8]>::to_vec),
+                lower_str(s).into_bytes(),
+                "{s}"
+            );
+        }
+        // Every char of the byte-level fold's range, in both cases, and its neighbours.
+        let all: String = ('\u{0}'..='\u{7F}')
+            .chain('\u{0400}'..='\u{045F}')
+            .collect();
+        let mut buf = [0u8; BUF];
+        for chunk in all.chars().collect::<Vec<_>>().chunks(40) {
+            let s: String = chunk.iter().collect();
+            let n = fold_simple(s.as_bytes(), &mut buf).expect("simple chars fold");
+            assert_eq!(&buf[..n], lower_str(&s).as_bytes(), "{s}");
+        }
+        for c in ['\u{0460}', '\u{03A3}', '\u{00C9}', '\u{212A}'] {
+            assert_eq!(fold_simple(c.to_string().as_bytes(), &mut buf), None, "{c}");
         }
     }
 
@@ -240,6 +420,9 @@ mod tests {
             "(?i)a.c",
             "(?i)/careers|/jobs",
             "(?i)/Blog|/news",
+            "(?i)head of|директор|ab",
+            "Ab|x",
+            "(?i)ёж|ЁЖ|ѐ",
         ];
         let texts = [
             "https://x.ru/PRICING",
@@ -262,6 +445,15 @@ mod tests {
             "/",
             "https://x.ru/BLOG",
             "",
+            "HEAD OF sales",
+            "Head  of",
+            "ГЕНДИРЕКТОР",
+            "xAb",
+            "xab",
+            "ЁЖИК",
+            "Ѐ",
+            "Ѡдиректор",
+            "a",
         ];
         for p in patterns {
             let pat = Pattern::new(p).unwrap();
@@ -274,17 +466,24 @@ mod tests {
             .unwrap()
             .literals
             .is_some());
+        // With and without a one-byte word (which turns off the two-byte filter).
+        for short in [true, false] {
+            let pats: Vec<&str> = patterns
+                .iter()
+                .copied()
+                .filter(|p| short || !["(?i)k", "Ab|x"].contains(p))
+                .collect();
+            let set = PatternSet::new(pats.iter().map(|p| Pattern::new(p).unwrap()).collect());
+            assert_eq!(set.short, short);
+            for t in texts {
+                let want = pats.iter().enumerate().fold(0u64, |m, (i, p)| {
+                    m | u64::from(Regex::new(p).unwrap().is_match(t)) << i
+                });
+                assert_eq!(set.matches(t), want, "{t}");
+            }
+        }
         assert!(Pattern::new("^/blog").unwrap().literals.is_none());
         assert!(Pattern::new("a||b").unwrap().literals.is_none());
-        let url = Pattern::new("(?i)/pricing|/цены").unwrap();
-        assert_eq!(url.literals.as_ref().unwrap().common_first, Some('/'));
-        assert_eq!(
-            Pattern::new("(?i)ab|ac")
-                .unwrap()
-                .literals
-                .unwrap()
-                .common_first,
-            None
-        );
+        assert!(Pattern::new("(?i)k").unwrap().literals.unwrap().words.short);
     }
 }
