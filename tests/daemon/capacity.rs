@@ -13,19 +13,29 @@ use common::{Daemon, Options};
 use leadscore::config::{CapacitySection, Config};
 use leadscore::status::{self, PortalSpec};
 
-/// Room for 2 tasks a day, every day of the week (the test runs on any weekday).
-fn capacity_two(config: &mut Config) {
-    config.portals[0].task.capacity = Some(CapacitySection {
+/// Room for 2 tasks a day on the given working days, no holidays.
+fn two_a_day(working_days: Vec<String>) -> CapacitySection {
+    CapacitySection {
         per_rep_per_day: 2,
         fallback_responsible: None,
         utc_offset: None,
-        working_days: Some(
-            ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-                .map(String::from)
-                .to_vec(),
-        ),
+        working_days: Some(working_days),
         holidays: Vec::new(),
-    });
+    }
+}
+
+/// The week's days but `off` (none: every day).
+fn week_without(off: Option<chrono::Weekday>) -> Vec<String> {
+    ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+        .into_iter()
+        .filter(|d| off.is_none() || leadscore::config::weekday_of(d) != off)
+        .map(String::from)
+        .collect()
+}
+
+/// Room for 2 tasks a day, every day of the week (the test runs on any weekday).
+fn capacity_two(config: &mut Config) {
+    config.portals[0].task.capacity = Some(two_a_day(week_without(None)));
 }
 
 /// A hot lead for rep 3: the strong lead with its headcount and region varied, plus a
@@ -157,19 +167,7 @@ async fn crossings_on_a_day_off_wait_for_the_next_working_day() {
     let ahead = Duration::from_secs(660);
     let today = (d.pipeline().now() + chrono::Duration::seconds(660)).weekday();
     let mut config = d.config.clone();
-    config.portals[0].task.capacity = Some(CapacitySection {
-        per_rep_per_day: 2,
-        fallback_responsible: None,
-        utc_offset: None,
-        working_days: Some(
-            ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-                .into_iter()
-                .filter(|d| leadscore::config::weekday_of(d) != Some(today))
-                .map(String::from)
-                .collect(),
-        ),
-        holidays: Vec::new(),
-    });
+    config.portals[0].task.capacity = Some(two_a_day(week_without(Some(today))));
     d.pipeline().reload(&config).unwrap();
     let leads = hot_leads(&d, 3).await;
     d.pipeline().advance_clock(ahead);
