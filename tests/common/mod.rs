@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use leadscore::app::{self, Running};
@@ -288,4 +289,46 @@ pub async fn post(url: &str, body: &str) -> (u16, Value) {
     let status = resp.status().as_u16();
     let json = resp.json::<Value>().await.unwrap_or(Value::Null);
     (status, json)
+}
+
+/// Requests grouped by what they carried: a `batch` is named by the distinct methods of
+/// the commands recorded after it (the sandbox records a batch, then its commands).
+pub fn request_shapes(
+    calls: &[leadscore_bitrix24_sandbox::CallRecord],
+) -> BTreeMap<String, (usize, usize)> {
+    let mut shapes: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let mut i = 0;
+    while i < calls.len() {
+        let top = &calls[i];
+        i += 1;
+        if top.in_batch {
+            continue;
+        }
+        let mut methods = std::collections::BTreeSet::new();
+        let mut commands = 0;
+        while i < calls.len() && calls[i].in_batch {
+            methods.insert(calls[i].method.as_str());
+            commands += 1;
+            i += 1;
+        }
+        let name = if top.method == "batch" {
+            format!(
+                "batch[{}]",
+                methods.into_iter().collect::<Vec<_>>().join("+")
+            )
+        } else {
+            top.method.clone()
+        };
+        let e = shapes.entry(name).or_default();
+        e.0 += 1;
+        e.1 += commands;
+    }
+    shapes
+}
+
+/// Print [`request_shapes`], one line per shape.
+pub fn print_shapes(shapes: &BTreeMap<String, (usize, usize)>) {
+    for (shape, (requests, commands)) in shapes {
+        eprintln!("  {requests:>4} requests, {commands:>5} commands: {shape}");
+    }
 }

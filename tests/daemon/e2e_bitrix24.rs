@@ -170,7 +170,10 @@ async fn a_burst_of_500_leads_never_draws_a_503() {
     let c = d.sandbox.counters();
     let per_lead = c.requests as f64 / ids.len() as f64;
     eprintln!("Bitrix24 500-lead burst: {per_lead:.3} requests per lead");
-    assert!(per_lead < 0.5, "batched: {per_lead:.3} requests per lead");
+    common::print_shapes(&common::request_shapes(&d.sandbox.calls()));
+    // 23 requests measured (0.046: six for setup, eleven write batches of 49, the rest
+    // reads), 38 (0.076) with turns of one write batch.
+    assert!(per_lead < 0.065, "batched: {per_lead:.3} requests per lead");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -482,7 +485,15 @@ async fn a_model_change_is_previewed_then_rescored_through_the_daemon_and_resume
     );
 
     // Again with the daemon stopped: the command runs it in-process and is killed after
-    // its first batch; the second run resumes and writes only what is left.
+    // its first batch; the second run resumes and writes only what is left. A Bitrix24
+    // turn carries up to 245 leads (five write batches), so 250 more leads make two.
+    let more: Vec<u64> = (60..310).map(|n| d.add_strong_lead(n)).collect();
+    d.settle().await;
+    assert_eq!(d.crm_score(more[0]), Some(75));
+    // Hot under the model in force when they arrived: each has its call-now task.
+    let tasks_before = d.sandbox.tasks().len();
+    assert_eq!(tasks_before, 5 + more.len());
+    let leads = 310;
     d.stop().await;
     // Nothing listens on port 1: the command finds no daemon.
     config_with_title_points(&d, 25, "127.0.0.1:1", &path);
@@ -501,7 +512,10 @@ async fn a_model_change_is_previewed_then_rescored_through_the_daemon_and_resume
         .get("crm.lead.update")
         .copied()
         .unwrap_or(0);
-    assert!((1..60).contains(&first), "{first} written before the crash");
+    assert!(
+        (1..leads).contains(&first),
+        "{first} written before the crash"
+    );
     let out = rescore_cli(&path, &[], None);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -509,10 +523,11 @@ async fn a_model_change_is_previewed_then_rescored_through_the_daemon_and_resume
     let c = d.sandbox.counters();
     assert_eq!(
         c.by_method.get("crm.lead.update"),
-        Some(&60),
+        Some(&leads),
         "each lead written once: {c:?}"
     );
     assert_eq!(d.crm_score(plain[0]), Some(70));
+    assert_eq!(d.crm_score(more[0]), Some(70));
     assert_eq!(d.crm_score(asked[0]), Some(90));
     assert_eq!(d.sandbox.tasks().len(), tasks_before);
 }

@@ -32,4 +32,5 @@ mod sweep_own_writes;
 mod task_batches;
 mod tracking;
 mod trigger;
+mod volume_amocrm;
 mod volume_bitrix24;

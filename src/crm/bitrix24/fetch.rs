@@ -49,10 +49,13 @@ pub(super) fn owner_of_activity(raw: &Value, scores: impl Fn(Entity) -> bool) ->
 /// Rows per list page (fixed by Bitrix24).
 const PAGE: usize = 50;
 
-/// Leads whose whole history is read share one `crm.activity.list` per this many: most
-/// leads seen for the first time are new and have a handful of activities at most, so
-/// 25 usually fit one page of 50; a busy group pages on (newest first).
-const FULL_GROUP: usize = 25;
+/// Leads share one `crm.activity.list` per this many: most leads seen for the first
+/// time are new and have a handful of activities at most, and an incremental read
+/// returns a lead's last two minutes (the cursor margin), so 25 usually fit one page of
+/// 50; a busy group pages on (newest first). Groups of 50 incremental reads filled
+/// their first page in a burst and cost a follow-up request for the next one, more
+/// requests for the same commands (issue 19).
+const OWNERS_PER_LIST: usize = 25;
 
 /// How far back from the portal's own clock an incremental read's cursor is set, so an
 /// activity saved while the read ran (or with a slightly older LAST_UPDATED) is never
@@ -106,8 +109,8 @@ fn group_of_key(key: &str) -> Option<usize> {
     key.strip_prefix('a')?.split('_').next()?.parse().ok()
 }
 
-/// Group the leads (and, separately, the deals) that need activities: full reads by
-/// [`FULL_GROUP`], incremental ones by 50 with neighbouring cursors together (a group
+/// Group the leads (and, separately, the deals) that need activities by [`OWNERS_PER_LIST`]:
+/// full reads together, incremental ones with neighbouring cursors together (a group
 /// reads from its oldest).
 fn activity_groups<'a>(modes: &BTreeMap<&'a str, &ActivityRead>) -> Vec<ActivityGroup<'a>> {
     let mut groups = Vec::new();
@@ -141,14 +144,14 @@ fn entity_groups<'a>(
     }
     since.sort_by(|a, b| a.1.cmp(b.1));
     let mut groups: Vec<ActivityGroup<'a>> = full
-        .chunks(FULL_GROUP)
+        .chunks(OWNERS_PER_LIST)
         .map(|c| ActivityGroup {
             entity,
             owners: c.to_vec(),
             since: None,
         })
         .collect();
-    groups.extend(since.chunks(PAGE).map(|c| ActivityGroup {
+    groups.extend(since.chunks(OWNERS_PER_LIST).map(|c| ActivityGroup {
         entity,
         owners: c.iter().map(|(id, _)| *id).collect(),
         since: c.first().map(|(_, cur)| (*cur).to_string()),
@@ -389,7 +392,7 @@ impl Bitrix24Crm {
     }
 
     /// Leads with as much activity as each request asks for (the input snapshot's
-    /// [`ActivityRead`]): full histories by groups of [`FULL_GROUP`], incremental reads
+    /// [`ActivityRead`]): full histories by groups of [`OWNERS_PER_LIST`], incremental reads
     /// from `>=LAST_UPDATED` cursors, none for echoes.
     pub(super) async fn fetch_requests(
         &self,
