@@ -243,7 +243,13 @@ pub fn setup(config_path: &Path, portal_id: &str, format: LogFormat) -> anyhow::
         let store = crate::app::open_store(&config)?;
         let admin = crate::app::build_admin(&portal, &store)?;
         let tiers = crate::app::tier_pairs(&config);
-        let setup = admin.setup_fields(&portal.fields, &tiers).await?;
+        // Setup lists the fields before it creates any, so running it again after a
+        // lost answer finds what the first attempt made: retried like the daemon's work.
+        let delays = crate::app::settings(&config).retry_delays;
+        let setup = crate::crm::admin_retry::with_retries("setup", &delays, || {
+            admin.setup_fields(&portal.fields, &tiers)
+        })
+        .await?;
         store.flush().await?;
         println!("{}", crate::crm::render_setup(&portal, &setup));
         Ok(())

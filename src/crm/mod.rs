@@ -23,6 +23,7 @@ use crate::config::{FieldsSection, TaskSection};
 use crate::lead::{Activity, Lead};
 
 pub mod activity_map;
+pub mod admin_retry;
 pub mod extras;
 pub mod mapping;
 pub mod registry;

@@ -42,6 +42,8 @@ pub(crate) struct Shared {
     /// Per method, how many of its next commands inside a batch fail (see
     /// `SandboxHandle::fail_batch_commands`).
     pub command_faults: Mutex<std::collections::BTreeMap<String, usize>>,
+    /// Per method: how many more top-level calls run and then answer 504.
+    pub lost_answers: Mutex<std::collections::BTreeMap<String, usize>>,
 }
 
 impl Shared {
@@ -324,7 +326,19 @@ fn token_endpoint(shared: &Shared, params: &Map<String, Value>) -> Response {
     )
 }
 
+const HTML_504: &str = "<html>\r\n<head><title>504 Gateway Time-out</title></head>\r\n<body>\r\n<center><h1>504 Gateway Time-out</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n";
+
 const HTML_502: &str = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n";
+
+/// An nginx error page in front of the portal: HTML, not the REST API's JSON.
+fn proxy_page(status: StatusCode, page: &'static str) -> Response {
+    let mut resp = (status, page).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/html"),
+    );
+    resp
+}
 
 async fn rest_call(
     shared: &Arc<Shared>,
@@ -369,12 +383,7 @@ async fn rest_call(
         }
         Some(FaultKind::BadGatewayHtml) => {
             shared.record(method, 502, false, fault);
-            let mut resp = (StatusCode::BAD_GATEWAY, HTML_502).into_response();
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("text/html"),
-            );
-            return resp;
+            return proxy_page(StatusCode::BAD_GATEWAY, HTML_502);
         }
         Some(FaultKind::ConnectionReset) => {
             shared.record(method, 0, false, fault);
@@ -390,7 +399,13 @@ async fn rest_call(
     if method == "batch" {
         return run_batch(shared, &params, start, fault);
     }
-    match run_one(shared, method, &params, false, fault) {
+    let outcome = run_one(shared, method, &params, false, fault);
+    if take_one(&shared.lost_answers, method) {
+        // The work is done; the proxy in front gave up waiting for it.
+        shared.record(method, 504, false, None);
+        return proxy_page(StatusCode::GATEWAY_TIMEOUT, HTML_504);
+    }
+    match outcome {
         (Ok(out), op) => success(out, time_object(start, Some(op))),
         (Err(e), op) => {
             let time = (e.status != 404).then(|| time_object(start, Some(op)));
@@ -407,11 +422,14 @@ fn operating_error() -> ApiError {
     )
 }
 
-/// Runs one method with its operating check, records it, fires its events. The
-/// returned standing is the one the answer reports (after booking this call's cost).
 /// Whether an injected fault fails this command of a batch (one fewer left).
 fn take_command_fault(shared: &Shared, method: &str) -> bool {
-    let mut faults = lock(&shared.command_faults);
+    take_one(&shared.command_faults, method)
+}
+
+/// Take one from a per-method countdown: whether `method` had any left.
+fn take_one(counts: &Mutex<std::collections::BTreeMap<String, usize>>, method: &str) -> bool {
+    let mut faults = lock(counts);
     match faults.get_mut(method) {
         Some(n) if *n > 0 => {
             *n -= 1;
@@ -421,6 +439,8 @@ fn take_command_fault(shared: &Shared, method: &str) -> bool {
     }
 }
 
+/// Runs one method with its operating check, records it, fires its events. The
+/// returned standing is the one the answer reports (after booking this call's cost).
 fn run_one(
     shared: &Shared,
     method: &str,

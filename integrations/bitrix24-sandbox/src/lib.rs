@@ -427,6 +427,7 @@ impl Sandbox {
             fault_reset_after: Mutex::new(opts.faults.operating_reset_after),
             faults: Mutex::new(Dice::new(opts.faults.clone())),
             command_faults: Mutex::new(BTreeMap::new()),
+            lost_answers: Mutex::new(BTreeMap::new()),
             calls: Mutex::new(CallLog::default()),
             bus: bus.clone(),
             user_id: opts.user_id,
@@ -833,6 +834,14 @@ impl SandboxHandle {
     /// other commands run), as a real portal does when one command breaks.
     pub fn fail_batch_commands(&self, method: &str, count: usize) {
         lock(&self.shared.command_faults).insert(method.to_ascii_lowercase(), count);
+    }
+
+    /// Runs the next `count` calls of `method` (outside a `batch`) and then answers 504
+    /// Gateway Time-out, as a portal's nginx does when a method outlives its timeout:
+    /// the change is made and the caller cannot know it, so only a caller that looks
+    /// before it acts again avoids doing it twice.
+    pub fn lose_answers(&self, method: &str, count: usize) {
+        lock(&self.shared.lost_answers).insert(method.to_ascii_lowercase(), count);
     }
 
     // ------------------------------------------------------------------ OAuth

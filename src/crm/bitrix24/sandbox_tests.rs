@@ -126,6 +126,43 @@ async fn setup_is_idempotent_and_returns_enum_ids() {
     sb.shutdown().await;
 }
 
+/// A 504 after the portal made a field (its nginx gave up waiting): one setup call
+/// fails, and setup run as `leadscore setup` runs it (retried) lists the fields again,
+/// finds the one made and creates only the rest.
+#[tokio::test]
+async fn setup_survives_a_lost_answer_without_making_a_field_twice() {
+    let sb = start().await;
+    let (_dir, store) = test_store();
+    let portal = portal_for(&sb, TaskKind::Task);
+    let crm = Bitrix24Crm::new(&portal, store).unwrap();
+    sb.lose_answers("crm.lead.userfield.add", 1);
+    let once = crm.setup_fields(&portal.fields, &tiers()).await;
+    assert!(matches!(once, Err(CrmError::Transient { .. })), "{once:?}");
+    assert_eq!(sb.userfields().len(), 1, "the first field was made all the same");
+
+    sb.lose_answers("crm.lead.userfield.add", 1);
+    let delays = [Duration::from_millis(10); 3];
+    let tiers = tiers();
+    let setup = crate::crm::admin_retry::with_retries("setup", &delays, || {
+        crm.setup_fields(&portal.fields, &tiers)
+    })
+    .await
+    .unwrap();
+    assert_eq!(setup.tier_values.len(), 3);
+    let mut names: Vec<String> = sb
+        .userfields()
+        .iter()
+        .map(|f| f["FIELD_NAME"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["UF_CRM_LEADSCORE", "UF_CRM_LEADSCORE_TIER", "UF_CRM_LEADSCORE_WHY"],
+        "each field once"
+    );
+    sb.shutdown().await;
+}
+
 #[tokio::test]
 async fn fetch_write_and_tasks_in_few_requests() {
     let sb = start().await;
