@@ -328,6 +328,21 @@ pub trait Crm: Send + Sync {
         marker: &str,
     ) -> Result<Option<TaskRef>, CrmError>;
 
+    /// [`Crm::find_task`] for several leads: recovery after a crash or a failed task
+    /// batch meets a whole turn of intents, and a CRM that batches look-ups answers them
+    /// in one request. Every lead asked for is in the answer.
+    async fn find_tasks(
+        &self,
+        task: &TaskSection,
+        wanted: &[(LeadId, String)],
+    ) -> Result<BTreeMap<LeadId, Option<TaskRef>>, CrmError> {
+        let mut out = BTreeMap::new();
+        for (lead, marker) in wanted {
+            out.insert(lead.clone(), self.find_task(task, lead, marker).await?);
+        }
+        Ok(out)
+    }
+
     /// Create the "call now" task or to-do.
     async fn create_task(
         &self,

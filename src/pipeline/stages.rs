@@ -448,6 +448,8 @@ impl Pipeline {
         let mut fires = Vec::new();
         // Leads whose rule-trigger episodes advance this turn (not a bulk rescore's).
         let mut held = Vec::new();
+        let recovered =
+            trigger::recover_intents(&self.store, rt, scored.iter().map(|s| &s.lead.id)).await;
         for s in scored {
             let Scored {
                 entry: e,
@@ -512,10 +514,11 @@ impl Pipeline {
                 .responsible_id
                 .clone()
                 .or_else(|| portal.task.fallback_responsible_id.clone());
-            let allow_new = self.tasks_allowed(&e, rep.as_deref()).await;
-            match trigger::decide(&self.store, rt, &lead, &score, &explanation, now, allow_new)
-                .await
-            {
+            let turn = trigger::Turn {
+                allow_new: self.tasks_allowed(&e, rep.as_deref()).await,
+                recovered: Some(&recovered),
+            };
+            match trigger::decide(&self.store, rt, &lead, &score, &explanation, now, &turn).await {
                 // A bulk rescore's tasks count against a per-rep cap as each is
                 // made, so they go one at a time; every other crossing waits for the
                 // turn's batch.

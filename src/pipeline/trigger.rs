@@ -11,11 +11,13 @@
 //! the CRM gets them in batches (50 per request), and each task's own error leaves only
 //! that lead to retry.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use tracing::info;
 
 use crate::config::Portal;
-use crate::crm::{TaskRef, TaskRequest};
+use crate::crm::{CrmError, LeadId, TaskRef, TaskRequest};
 use crate::lead::Lead;
 use crate::scoring::Score;
 use crate::store::{Crossing, Episode, Store};
@@ -156,7 +158,11 @@ pub async fn apply_with(
     now: DateTime<Utc>,
     allow_new: bool,
 ) -> Result<TriggerOutcome, PipelineError> {
-    match decide(store, rt, lead, score, why, now, allow_new).await? {
+    let turn = Turn {
+        allow_new,
+        recovered: None,
+    };
+    match decide(store, rt, lead, score, why, now, &turn).await? {
         Step::Done(outcome) => Ok(outcome),
         Step::Fire(f) => fire_all(store, rt, vec![f])
             .await
@@ -165,9 +171,61 @@ pub async fn apply_with(
     }
 }
 
+/// Per lead whose task was intended before (a crash, a failed task batch): what the
+/// turn's one look-up found, or why it failed.
+pub type Recovered = BTreeMap<LeadId, Result<Option<TaskRef>, CrmError>>;
+
+/// What the worker turn brings to each lead's decision.
+pub struct Turn<'a> {
+    /// `false`: record what happened but create no new task (a bulk rescore after a
+    /// model change must not flood the reps); recovery of an intended task still runs.
+    pub allow_new: bool,
+    /// The turn's [`recover_intents`]; a lead not in it is looked up alone.
+    pub recovered: Option<&'a Recovered>,
+}
+
+/// Look up, in one call for the whole turn, the tasks intended before for those of
+/// `leads` whose crossing is an intent: after a crash or a failed task batch a turn
+/// meets dozens, and one look-up each would cost as many requests.
+pub async fn recover_intents<'a>(
+    store: &Store,
+    rt: &PortalRuntime,
+    leads: impl Iterator<Item = &'a LeadId>,
+) -> Recovered {
+    if !rt.portal.task.enabled {
+        return Recovered::new();
+    }
+    let wanted: Vec<(LeadId, String)> = leads
+        .filter_map(|lead| match store.crossing(&rt.portal.id, lead) {
+            Ok(Crossing::Intent { marker, .. }) => Some((lead.clone(), marker)),
+            _ => None,
+        })
+        .collect();
+    if wanted.is_empty() {
+        return Recovered::new();
+    }
+    let found = rt.crm.find_tasks(&rt.portal.task, &wanted).await;
+    wanted
+        .into_iter()
+        .map(|(lead, _)| {
+            let answer = match &found {
+                Ok(found) => found
+                    .get(&lead)
+                    .cloned()
+                    .ok_or_else(|| CrmError::Transient {
+                        message: "the task look-up left this lead out".into(),
+                        retry_after: None,
+                    }),
+                Err(e) => Err(e.clone()),
+            };
+            (lead, answer)
+        })
+        .collect()
+}
+
 /// The state machine's decision for one lead, without creating a task: a crossing
 /// comes back as [`Step::Fire`] for [`fire_all`]. Recovery of an intended task (found
-/// by its marker) and the open-task check run here.
+/// by its marker, or already looked up for the turn) and the open-task check run here.
 pub async fn decide(
     store: &Store,
     rt: &PortalRuntime,
@@ -175,8 +233,9 @@ pub async fn decide(
     score: &Score,
     why: &str,
     now: DateTime<Utc>,
-    allow_new: bool,
+    turn: &Turn<'_>,
 ) -> Result<Step, PipelineError> {
+    let allow_new = turn.allow_new;
     let portal = &rt.portal;
     if !portal.task.enabled {
         return Ok(Step::Done(TriggerOutcome::Nothing));
@@ -208,7 +267,11 @@ pub async fn decide(
             Ok(fire(rt, lead, score, why, marker, now, true))
         }
         Crossing::Intent { marker, .. } => {
-            if let Some(task) = rt.crm.find_task(&rt.portal.task, &lead.id, &marker).await? {
+            let found = match turn.recovered.and_then(|r| r.get(&lead.id)) {
+                Some(answer) => answer.clone()?,
+                None => rt.crm.find_task(&rt.portal.task, &lead.id, &marker).await?,
+            };
+            if let Some(task) = found {
                 store.set_crossing(
                     &portal.id,
                     &lead.id,

@@ -42,7 +42,7 @@ async fn decide_all(store: &Store, rt: &PortalRuntime, leads: &[Lead]) -> Vec<Fi
     let now = Utc::now();
     let mut fires = Vec::new();
     for l in leads {
-        match trigger::decide(store, rt, l, &hot(), "why", now, true)
+        match trigger::decide(store, rt, l, &hot(), "why", now, &fresh_turn())
             .await
             .unwrap()
         {
@@ -51,6 +51,14 @@ async fn decide_all(store: &Store, rt: &PortalRuntime, leads: &[Lead]) -> Vec<Fi
         }
     }
     fires
+}
+
+/// A turn with nothing looked up beforehand.
+fn fresh_turn() -> trigger::Turn<'static> {
+    trigger::Turn {
+        allow_new: true,
+        recovered: None,
+    }
 }
 
 fn created(results: &[Result<TriggerOutcome, PipelineError>]) -> usize {
@@ -69,8 +77,10 @@ fn runtime(portal: leadscore::config::Portal, dir: &std::path::Path) -> PortalRu
     PortalRuntime { portal, crm }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bitrix24_crossings_go_in_batches_and_a_failed_command_retries_alone() {
+/// A Bitrix24 sandbox portal with 60 strong leads, its daemon stopped, and the trigger's
+/// store and CRM client opened directly (each test drives the trigger itself).
+async fn sixty_leads_beside_a_stopped_daemon(
+) -> (common::Daemon, Store, PortalRuntime, Vec<u64>, Vec<Lead>) {
     let mut d = common::Daemon::start(common::Options {
         bind_events: false,
         ..common::Options::default()
@@ -81,6 +91,12 @@ async fn bitrix24_crossings_go_in_batches_and_a_failed_command_retries_alone() {
     let rt = runtime(d.config.portals[0].clone(), d.dir.path());
     let ids: Vec<u64> = (0..60).map(|n| d.add_strong_lead(n)).collect();
     let leads: Vec<Lead> = ids.iter().map(|&id| lead(id, Some("3"))).collect();
+    (d, store, rt, ids, leads)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bitrix24_crossings_go_in_batches_and_a_failed_command_retries_alone() {
+    let (d, store, rt, ids, leads) = sixty_leads_beside_a_stopped_daemon().await;
 
     let fires = decide_all(&store, &rt, &leads).await;
     d.sandbox.reset_counters();
@@ -190,4 +206,53 @@ async fn amocrm_crossings_go_in_arrays_and_a_refused_task_does_not_fail_the_othe
         let want = usize::from(i != 2);
         assert_eq!(d.sandbox.tasks_of(*id).len(), want, "lead {id}");
     }
+}
+
+/// The answers of both task batches are lost (the portal made the 60 tasks, its nginx
+/// answered 504): every lead keeps its intent, and the next turn finds all 60 tasks by
+/// their markers in two look-up requests (50 to a `batch`), not 60, and makes none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bitrix24_intents_left_by_lost_answers_are_recovered_in_one_lookup_batch() {
+    let (d, store, rt, ids, leads) = sixty_leads_beside_a_stopped_daemon().await;
+    let fires = decide_all(&store, &rt, &leads).await;
+    d.sandbox.lose_answers("batch", 2);
+    let results = trigger::fire_all(&store, &rt, fires).await;
+    assert_eq!(created(&results), 0, "{results:?}");
+    for (l, id) in leads.iter().zip(&ids) {
+        assert_eq!(d.tasks_for(*id), 1, "the portal made the task of lead {id}");
+        assert!(matches!(
+            store.crossing(&rt.portal.id, &l.id).unwrap(),
+            Crossing::Intent { .. }
+        ));
+    }
+
+    d.sandbox.reset_counters();
+    let recovered = trigger::recover_intents(&store, &rt, leads.iter().map(|l| &l.id)).await;
+    assert_eq!(recovered.len(), 60);
+    let c = d.sandbox.counters();
+    assert_eq!(c.requests, 2, "60 look-ups in ceil(60/50) requests: {c:?}");
+    assert_eq!(c.by_method.get("tasks.task.list"), Some(&60));
+    let turn = trigger::Turn {
+        allow_new: true,
+        recovered: Some(&recovered),
+    };
+    for (l, id) in leads.iter().zip(&ids) {
+        let step = trigger::decide(&store, &rt, l, &hot(), "why", Utc::now(), &turn)
+            .await
+            .unwrap();
+        assert!(
+            matches!(step, Step::Done(TriggerOutcome::Recovered(_))),
+            "lead {id}: {step:?}"
+        );
+        assert!(matches!(
+            store.crossing(&rt.portal.id, &l.id).unwrap(),
+            Crossing::Fired { .. }
+        ));
+        assert_eq!(d.tasks_for(*id), 1, "lead {id}: no second task");
+    }
+    assert_eq!(
+        d.sandbox.counters().requests,
+        2,
+        "decisions asked nothing more"
+    );
 }

@@ -396,22 +396,23 @@ async fn rest_call(
         }
         None => {}
     }
-    if method == "batch" {
-        return run_batch(shared, &params, start, fault);
-    }
-    let outcome = run_one(shared, method, &params, false, fault);
+    let answer = if method == "batch" {
+        run_batch(shared, &params, start, fault)
+    } else {
+        match run_one(shared, method, &params, false, fault) {
+            (Ok(out), op) => success(out, time_object(start, Some(op))),
+            (Err(e), op) => {
+                let time = (e.status != 404).then(|| time_object(start, Some(op)));
+                error_response(&e, time)
+            }
+        }
+    };
     if take_one(&shared.lost_answers, method) {
         // The work is done; the proxy in front gave up waiting for it.
         shared.record(method, 504, false, None);
         return proxy_page(StatusCode::GATEWAY_TIMEOUT, HTML_504);
     }
-    match outcome {
-        (Ok(out), op) => success(out, time_object(start, Some(op))),
-        (Err(e), op) => {
-            let time = (e.status != 404).then(|| time_object(start, Some(op)));
-            error_response(&e, time)
-        }
-    }
+    answer
 }
 
 fn operating_error() -> ApiError {

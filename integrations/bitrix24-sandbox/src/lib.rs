@@ -836,7 +836,7 @@ impl SandboxHandle {
         lock(&self.shared.command_faults).insert(method.to_ascii_lowercase(), count);
     }
 
-    /// Runs the next `count` calls of `method` (outside a `batch`) and then answers 504
+    /// Runs the next `count` calls of `method` (a `batch` whole) and then answers 504
     /// Gateway Time-out, as a portal's nginx does when a method outlives its timeout:
     /// the change is made and the caller cannot know it, so only a caller that looks
     /// before it acts again avoids doing it twice.

@@ -391,6 +391,14 @@ impl Crm for Bitrix24Crm {
         self.find(task, lead_id, marker).await
     }
 
+    async fn find_tasks(
+        &self,
+        task: &TaskSection,
+        wanted: &[(LeadId, String)],
+    ) -> Result<BTreeMap<LeadId, Option<TaskRef>>, CrmError> {
+        self.find_many(task, wanted).await
+    }
+
     async fn create_task(
         &self,
         task: &TaskSection,

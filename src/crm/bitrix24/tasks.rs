@@ -2,16 +2,18 @@
 //! deal (`D_<id>`), or the CRM-native to-do on its card, as `[portal.task] kind` says. The recovery
 //! marker is put into the description so a task created just before a crash is found.
 
+use std::collections::BTreeMap;
+
 use chrono::SecondsFormat;
 use leadscore_bitrix24::batch::BatchCommand;
-use leadscore_bitrix24::client::{decode, id_of, task_fields};
-use leadscore_bitrix24::types::TaskRecord;
+use leadscore_bitrix24::client::{decode, decode_list, id_of, task_fields};
+use leadscore_bitrix24::types::{ActivityRecord, TaskRecord};
 use serde_json::{json, Value};
 
 use super::entity::Entity;
 use super::{is_numeric_id, to_crm, Bitrix24Crm, ACTIVITY_SELECT};
 use crate::config::{TaskKind, TaskSection};
-use crate::crm::{prepare_tasks, task_results, CrmError, TaskRef, TaskRequest};
+use crate::crm::{prepare_tasks, task_results, CrmError, LeadId, TaskRef, TaskRequest};
 
 impl Bitrix24Crm {
     /// Our task (or to-do) on a lead, found by its marker.
@@ -21,53 +23,58 @@ impl Bitrix24Crm {
         lead_id: &str,
         marker: &str,
     ) -> Result<Option<TaskRef>, CrmError> {
-        let Some((entity, raw)) = Entity::of(lead_id) else {
-            return Ok(None);
-        };
-        if settings.kind == TaskKind::Todo {
-            return self.find_todo(entity, raw, marker).await;
-        }
-        let tasks = self
-            .client
-            .task_list(
-                json!({"UF_CRM_TASK": entity.binding(raw)}),
-                &["ID", "TITLE", "DESCRIPTION", "STATUS", "RESPONSIBLE_ID"],
-            )
-            .await
-            .map_err(to_crm)?;
-        Ok(tasks
-            .into_iter()
-            .find(|t| t.description.as_deref().is_some_and(|d| d.contains(marker)))
-            .map(|t| TaskRef {
-                open: t.is_open(),
-                id: t.id,
-            }))
+        let wanted = [(lead_id.to_string(), marker.to_string())];
+        let mut found = self.find_many(settings, &wanted).await?;
+        Ok(found.remove(lead_id).flatten())
     }
 
-    /// Our to-do on a lead or deal: its `CRM_TODO` activities, by marker.
-    async fn find_todo(
+    /// [`Self::find`] for many leads, 50 look-ups to a `batch` request: a turn whose
+    /// tasks were intended before a crash or a failed task batch checks them all in one
+    /// request, not one each. Each look-up lists the tasks bound to the lead (or its
+    /// `CRM_TODO` activities, newest first) and picks ours by its marker.
+    pub(super) async fn find_many(
         &self,
-        entity: Entity,
-        raw: &str,
-        marker: &str,
-    ) -> Result<Option<TaskRef>, CrmError> {
-        let (items, _) = self
-            .client
-            .activity_list(
-                json!({"OWNER_TYPE_ID": entity.owner_type(), "OWNER_ID": raw, "PROVIDER_ID": "CRM_TODO"}),
-                &ACTIVITY_SELECT,
-                json!({"ID": "DESC"}),
-                Some(0),
-            )
-            .await
-            .map_err(to_crm)?;
-        Ok(items
-            .into_iter()
-            .find(|a| a.description.as_deref().is_some_and(|d| d.contains(marker)))
-            .map(|a| TaskRef {
-                open: a.completed.as_deref() != Some("Y"),
-                id: a.id,
-            }))
+        settings: &TaskSection,
+        wanted: &[(LeadId, String)],
+    ) -> Result<BTreeMap<LeadId, Option<TaskRef>>, CrmError> {
+        let mut out = BTreeMap::new();
+        let mut commands = Vec::new();
+        let mut keys = Vec::new();
+        for (i, (lead, marker)) in wanted.iter().enumerate() {
+            let Some((entity, raw)) = Entity::of(lead) else {
+                out.insert(lead.clone(), None);
+                continue;
+            };
+            let key = format!("f{i}");
+            commands.push(match settings.kind {
+                TaskKind::Todo => BatchCommand::new(
+                    key.clone(),
+                    "crm.activity.list",
+                    json!({"filter": {"OWNER_TYPE_ID": entity.owner_type(), "OWNER_ID": raw, "PROVIDER_ID": "CRM_TODO"},
+                           "select": ACTIVITY_SELECT, "order": {"ID": "DESC"}, "start": 0}),
+                ),
+                TaskKind::Task => BatchCommand::new(
+                    key.clone(),
+                    "tasks.task.list",
+                    json!({"filter": {"UF_CRM_TASK": entity.binding(raw)},
+                           "select": ["ID", "TITLE", "DESCRIPTION", "STATUS", "RESPONSIBLE_ID"]}),
+                ),
+            });
+            keys.push((key, lead, marker));
+        }
+        if commands.is_empty() {
+            return Ok(out);
+        }
+        let mut answers = self.client.batch_all(commands).await.map_err(to_crm)?;
+        for (key, lead, marker) in keys {
+            let answer = answers.remove(&key).ok_or_else(|| CrmError::Transient {
+                message: "the batch answer lacks a task look-up".into(),
+                retry_after: None,
+            })?;
+            let rows = answer.result.map_err(to_crm)?;
+            out.insert(lead.clone(), pick(settings.kind, &rows, marker)?);
+        }
+        Ok(out)
     }
 
     /// Create the call-now task (`tasks.task.add`) or to-do (`crm.activity.todo.add`).
@@ -165,6 +172,33 @@ impl Bitrix24Crm {
             },
         }
     }
+}
+
+/// Ours among a look-up's rows (by the marker in the description): a task of
+/// `tasks.task.list` (`{"tasks": [...]}`) or a to-do of `crm.activity.list`.
+fn pick(kind: TaskKind, rows: &Value, marker: &str) -> Result<Option<TaskRef>, CrmError> {
+    let ours = |d: Option<&str>| d.is_some_and(|d| d.contains(marker));
+    Ok(match kind {
+        TaskKind::Task => {
+            let tasks = rows.get("tasks").cloned().unwrap_or(Value::Array(Vec::new()));
+            decode_list::<TaskRecord>("tasks.task.list", &tasks)
+                .map_err(to_crm)?
+                .into_iter()
+                .find(|t| ours(t.description.as_deref()))
+                .map(|t| TaskRef {
+                    open: t.is_open(),
+                    id: t.id,
+                })
+        }
+        TaskKind::Todo => decode_list::<ActivityRecord>("crm.activity.list", rows)
+            .map_err(to_crm)?
+            .into_iter()
+            .find(|a| ours(a.description.as_deref()))
+            .map(|a| TaskRef {
+                open: a.completed.as_deref() != Some("Y"),
+                id: a.id,
+            }),
+    })
 }
 
 /// The method and parameters that create one call-now task (`tasks.task.add`) or to-do
