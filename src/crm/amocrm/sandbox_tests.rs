@@ -363,8 +363,9 @@ async fn the_event_feed_reads_past_the_page_cap_and_probes_its_length() {
 }
 
 /// New leads' events come from the account's feed since their creation (one request for
-/// 30 leads instead of 3); when the feed is longer than the per-id lists (a busy
-/// account), two requests find that out and the leads are read 10 per request.
+/// 30 leads instead of 3, or its pages when they are no more than the per-id lists);
+/// when the feed is longer (a busy account), two requests find that out and the leads
+/// are read 10 per request.
 #[tokio::test]
 async fn new_leads_read_their_events_from_the_feed_unless_it_is_longer() {
     let sb = Sandbox::start(SandboxOptions::unlimited()).await.unwrap();
@@ -394,14 +395,27 @@ async fn new_leads_read_their_events_from_the_feed_unless_it_is_longer() {
     assert_eq!(seen.iter().filter(|k| k.contains(&"call".to_string())).count(), 10);
     assert_eq!(seen[1], vec!["demo_request".to_string()]);
 
-    // 1,000 calls on another lead since: the feed takes 10 pages, the ids 3 requests.
+    // 150 calls on another lead since: two feed pages of 100, found to fit by asking
+    // for page 3 (none), so three requests, as many as the ids would take.
     let busy = sb.add_lead(NewLead::named("busy")).unwrap();
-    for _ in 0..1_000 {
+    for _ in 0..150 {
+        sb.add_event(NewEvent::lead(busy, "incoming_call")).unwrap();
+    }
+    let paged = crm.fetch(&fields, &ids).await.unwrap();
+    assert_eq!(kinds(&paged), seen, "the same activities, from two feed pages");
+    assert_eq!(events(), 1 + 3, "feed pages 1, 3 (none) and 2");
+
+    // 1,000 calls: the feed takes 11 pages, the ids 3 requests.
+    for _ in 0..850 {
         sb.add_event(NewEvent::lead(busy, "incoming_call")).unwrap();
     }
     let again = crm.fetch(&fields, &ids).await.unwrap();
     assert_eq!(kinds(&again), seen, "the same activities, read per id");
-    assert_eq!(events(), 1 + 2 + 3, "page 1 and page 3 of the feed, then 3 lists of 10 ids");
+    assert_eq!(
+        events(),
+        4 + 2 + 3,
+        "page 1 and page 3 of the feed, then 3 lists of 10 ids"
+    );
     assert_eq!(sb.count_status(429), 0);
     sb.shutdown().await;
 }
