@@ -50,9 +50,14 @@ use crate::store::{
 
 use scheduler::Scheduler;
 
-/// Most leads fetched and written per worker turn: one amoCRM page of 250 (a
-/// Bitrix24 turn reads them in one `batch` and writes them in several).
-pub const MAX_BATCH: usize = 250;
+/// Leads fed per step of a rescore, and the queue length (in those) up to which it
+/// feeds: one Bitrix24 batch.
+pub const MAX_BATCH: usize = 50;
+
+/// Most leads one worker turn takes for a portal, whatever its CRM asks for: one amoCRM
+/// lead page (250 ids; its writes go in arrays of 50 inside the turn). Bitrix24 asks
+/// for five write batches' worth (245: read in one `batch`, written in five).
+pub const MAX_TURN: usize = 250;
 
 /// The longest a due part batch waits for company (the coalescing window, up to this):
 /// a portal set to coalesce for minutes still sends a part batch within seconds.
@@ -330,7 +335,7 @@ impl Pipeline {
         std::str::from_utf8(portal)
             .ok()
             .and_then(|p| live.portals.get(p))
-            .map_or(MAX_BATCH, |rt| rt.crm.batch_size().min(MAX_BATCH))
+            .map_or(MAX_BATCH, |rt| rt.crm.batch_size().min(MAX_TURN))
     }
 
     async fn worker_loop(self: Arc<Self>, n: usize, shutdown: CancellationToken) {

@@ -370,38 +370,61 @@ impl Client {
         path: &str,
         key: &str,
     ) -> Result<(Vec<T>, bool), Error> {
-        let sep = if path.contains('?') { '&' } else { '?' };
+        self.get_pages_from(path, key, 1).await
+    }
+
+    /// [`Client::get_pages`] from page `first` on (`max_pages` pages at most).
+    pub(crate) async fn get_pages_from<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        key: &str,
+        first: usize,
+    ) -> Result<(Vec<T>, bool), Error> {
         let mut out = Vec::new();
-        for page in 1..=self.config.max_pages {
-            let url = format!("{path}{sep}page={page}&limit={PAGE_LIMIT}");
-            let Some(v) = self.get(&url).await? else {
+        for page in first..first + self.config.max_pages {
+            let Some((items, more)) = self.get_page(path, key, page).await? else {
                 return Ok((out, false));
             };
-            let page_body: Page = serde_json::from_value(v).map_err(|e| Error::Decode {
-                what: path.split('?').next().unwrap_or("").to_string(),
-                detail: e.to_string(),
-            })?;
-            let items = match page_body.embedded.get(key) {
-                Some(Value::Array(items)) => items.clone(),
-                _ => Vec::new(),
-            };
             let n = items.len();
-            for item in items {
-                match serde_json::from_value::<T>(item) {
-                    Ok(t) => out.push(t),
-                    Err(e) => {
-                        return Err(Error::Decode {
-                            what: format!("{key} item"),
-                            detail: e.to_string(),
-                        })
-                    }
-                }
-            }
-            if page_body.links.next.is_none() || n == 0 {
+            out.extend(items);
+            if !more || n == 0 {
                 return Ok((out, false));
             }
         }
         Ok((out, true))
+    }
+
+    /// Page `page` of a list and whether a next page is linked; `None`: no such page
+    /// (204).
+    pub(crate) async fn get_page<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        key: &str,
+        page: usize,
+    ) -> Result<Option<(Vec<T>, bool)>, Error> {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let url = format!("{path}{sep}page={page}&limit={PAGE_LIMIT}");
+        let Some(v) = self.get(&url).await? else {
+            return Ok(None);
+        };
+        let page_body: Page = serde_json::from_value(v).map_err(|e| Error::Decode {
+            what: path.split('?').next().unwrap_or("").to_string(),
+            detail: e.to_string(),
+        })?;
+        let items = match page_body.embedded.get(key) {
+            Some(Value::Array(items)) => items.clone(),
+            _ => Vec::new(),
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            out.push(
+                serde_json::from_value::<T>(item).map_err(|e| Error::Decode {
+                    what: format!("{key} item"),
+                    detail: e.to_string(),
+                })?,
+            );
+        }
+        Ok(Some((out, page_body.links.next.is_some())))
     }
 
     /// `GET /api/v4/leads/{id}?with=contacts`; `None` when the lead does not exist.

@@ -1,5 +1,6 @@
-//! Reading leads: the lead lists with their main contact and company, the event feed
-//! (filtered by at most 10 leads per request) and the common notes the events name.
+//! Reading leads: the lead lists with their main contact and company, their events
+//! (see `events`: the feed for new leads, else at most 10 leads per request) and the
+//! common notes the events name.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -106,15 +107,10 @@ impl AmocrmCrm {
             return Ok(BTreeMap::new());
         }
         let related = self.related(&leads).await?;
-        let found: Vec<u64> = leads.iter().map(|l| l.id).collect();
         let since = Utc::now().timestamp() - self.event_window.as_secs() as i64;
         let types = event_types(&fields.activity_map);
         let types: Vec<&str> = types.iter().map(String::as_str).collect();
-        let events = self
-            .client
-            .lead_events(&found, &types, Some(since))
-            .await
-            .map_err(to_crm)?;
+        let events = self.lead_events_of(&leads, &types, since).await?;
         let mut by_lead = self.activities(&leads, &events, fields).await?;
         let mut out = BTreeMap::new();
         for raw in &leads {

@@ -7,9 +7,12 @@
 //!
 //! Everything goes through one [`Client`] per portal, paced at the portal's rate (7
 //! requests/s by default) and batched as the API allows. Fetching `n` leads costs
-//! `ceil(n/250)` lead lists (with contacts), as many contact and company lists,
-//! `ceil(n/10)` event lists (amoCRM filters events by at most 10 entities per request)
-//! and one notes list per 250 notes the events mention; writing `n` scores costs `ceil(n/50)` PATCHes.
+//! `ceil(n/250)` lead lists (with contacts), as many contact and company lists, the
+//! events (for leads created in the last minutes one read of the account's feed since
+//! then, usually one request; else `ceil(n/10)` lists, amoCRM filters events by at most
+//! 10 entities per request: see `events`) and one notes list per 250 notes the events
+//! mention; writing `n` scores costs `ceil(n/50)` PATCHes, `n` tasks `ceil(n/50)` POSTs.
+//! So the pipeline hands over up to [`TURN_LEADS`] leads per turn: one lead page.
 //!
 //! **Lead data.** Name, price, status, responsible user and times come from the lead;
 //! job title (`POSITION`), e-mails and phones from the main contact's system fields;
@@ -35,6 +38,7 @@
 //! Bitrix24 integration reads from activity subjects. Notes leadscore posts itself start with `[leadscore]` and are ignored.
 
 mod change_feed;
+mod events;
 mod fetch;
 mod fit_history;
 mod link;
@@ -114,6 +118,10 @@ pub const EVENT_TYPES: &[&str] = &[
     "lead_status_changed",
     "common_note_added",
 ];
+
+/// Leads per worker turn: one page of `filter[id][]` (250, amoCRM's list limit); the
+/// turn's writes and tasks go in arrays of 50 inside it.
+pub const TURN_LEADS: usize = leadscore_amocrm::client::MAX_LIST_IDS;
 
 /// Prefix of the notes leadscore posts (ignored when reading activity back).
 pub const OWN_NOTE_PREFIX: &str = "[leadscore]";
@@ -258,6 +266,10 @@ impl AmocrmCrm {
 
 #[async_trait]
 impl Crm for AmocrmCrm {
+    fn batch_size(&self) -> usize {
+        TURN_LEADS
+    }
+
     fn pacing(&self) -> Option<PacingState> {
         let s = self.client.stats();
         Some(PacingState {

@@ -307,9 +307,12 @@ async fn a_500_lead_burst_draws_no_429() {
     let total = crm.client().stats().requests - before;
     assert_eq!(sb.count_status(429), 0);
     assert!(!sb.blocked());
-    // 2 lead lists + 2 contact lists + 50 event lists; 10 PATCHes of 50.
-    assert_eq!(fetch_requests, 54);
-    assert_eq!(total, 64);
+    let calls = fetched.values().filter(|f| !f.activities.is_empty()).count();
+    assert_eq!(calls, 100, "every fifth lead's call is found");
+    // 2 lead lists + 2 contact lists + the feed since the leads' creation (one page of
+    // the 100 calls; 50 event lists of 10 ids before); 10 PATCHes of 50.
+    assert_eq!(fetch_requests, 5);
+    assert_eq!(total, 15);
     eprintln!(
         "amoCRM 500-lead burst: {total} requests ({:.3} per lead: fetch {fetch_requests}, write {}), drained in {:.1} s, 0 x 429",
         total as f64 / 500.0,
@@ -357,4 +360,62 @@ async fn the_event_feed_reads_past_the_page_cap_and_probes_its_length() {
     }
     let err = client.event_feed(calls, t0 + 100, t0 + 100).await.unwrap_err();
     assert!(err.to_string().contains("more events in second"), "{err}");
+}
+
+/// New leads' events come from the account's feed since their creation (one request for
+/// 30 leads instead of 3, or its pages when they are no more than the per-id lists);
+/// when the feed is longer (a busy account), two requests find that out and the leads
+/// are read 10 per request.
+#[tokio::test]
+async fn new_leads_read_their_events_from_the_feed_unless_it_is_longer() {
+    let sb = Sandbox::start(SandboxOptions::unlimited()).await.unwrap();
+    let (crm, fields) = configured(&sb, &client_for(&sb)).await;
+    let mut ids = Vec::new();
+    for i in 0..30u64 {
+        let lead = sb.add_lead(NewLead::named(&format!("N{i}"))).unwrap();
+        if i % 3 == 0 {
+            sb.add_event(NewEvent::lead(lead, "incoming_call")).unwrap();
+        }
+        ids.push(lead.to_string());
+    }
+    let noted: u64 = ids[1].parse().unwrap();
+    sb.add_note(noted, "common", json!({"text": "[demo] Заявка на демо"}))
+        .unwrap();
+    let kinds = |f: &BTreeMap<LeadId, Fetched>| -> Vec<Vec<String>> {
+        ids.iter()
+            .map(|id| f[id].activities.iter().map(|a| a.kind.as_str().to_string()).collect())
+            .collect()
+    };
+    let events = || sb.count_route("GET", "/api/v4/events");
+    let before = crm.client().stats().requests;
+    let first = crm.fetch(&fields, &ids).await.unwrap();
+    assert_eq!(crm.client().stats().requests - before, 3, "leads, feed, notes");
+    assert_eq!(events(), 1);
+    let seen = kinds(&first);
+    assert_eq!(seen.iter().filter(|k| k.contains(&"call".to_string())).count(), 10);
+    assert_eq!(seen[1], vec!["demo_request".to_string()]);
+
+    // 150 calls on another lead since: two feed pages of 100, found to fit by asking
+    // for page 3 (none), so three requests, as many as the ids would take.
+    let busy = sb.add_lead(NewLead::named("busy")).unwrap();
+    for _ in 0..150 {
+        sb.add_event(NewEvent::lead(busy, "incoming_call")).unwrap();
+    }
+    let paged = crm.fetch(&fields, &ids).await.unwrap();
+    assert_eq!(kinds(&paged), seen, "the same activities, from two feed pages");
+    assert_eq!(events(), 1 + 3, "feed pages 1, 3 (none) and 2");
+
+    // 1,000 calls: the feed takes 11 pages, the ids 3 requests.
+    for _ in 0..850 {
+        sb.add_event(NewEvent::lead(busy, "incoming_call")).unwrap();
+    }
+    let again = crm.fetch(&fields, &ids).await.unwrap();
+    assert_eq!(kinds(&again), seen, "the same activities, read per id");
+    assert_eq!(
+        events(),
+        4 + 2 + 3,
+        "page 1 and page 3 of the feed, then 3 lists of 10 ids"
+    );
+    assert_eq!(sb.count_status(429), 0);
+    sb.shutdown().await;
 }
