@@ -121,5 +121,7 @@ async fn three_hundred_leads_in_five_waves_share_their_requests() {
     for (route, n) in &routes {
         eprintln!("  {n:>4} {route}");
     }
-    assert!(per_lead <= 0.5, "{requests} requests for {LEADS} leads");
+    // 64-78 requests measured with turns of 250 and new leads' events from the feed,
+    // 95-116 before (issue 19; the target, 60, is not met: see BENCHMARKS.md).
+    assert!(per_lead <= 0.3, "{requests} requests for {LEADS} leads");
 }
