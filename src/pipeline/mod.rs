@@ -50,8 +50,9 @@ use crate::store::{
 
 use scheduler::Scheduler;
 
-/// Most leads fetched and written per worker pass: one Bitrix24 batch, one amoCRM page.
-pub const MAX_BATCH: usize = 50;
+/// Most leads fetched and written per worker turn: one amoCRM page of 250 (a
+/// Bitrix24 turn reads them in one `batch` and writes them in several).
+pub const MAX_BATCH: usize = 250;
 
 /// The longest a due part batch waits for company (the coalescing window, up to this):
 /// a portal set to coalesce for minutes still sends a part batch within seconds.
@@ -271,7 +272,16 @@ impl Pipeline {
             due.push((crate::store::pending_key(portal, s), out.due_at, hot));
         }
         self.store.flush().await?;
+        let now = now.max(self.now());
         let mut sched = self.scheduler.lock().await;
+        // The workers sleep until the earliest due time: wake them only when this moves
+        // it earlier or something is due already (a merge into a waiting entry, a hot
+        // lead, a rescore). Waking both on every webhook cost each a pass over the
+        // scheduler per request, while nothing changed for them.
+        let earliest = sched.next_due();
+        let wake = due
+            .iter()
+            .any(|(_, d, _)| *d <= now || earliest.is_none_or(|e| *d < e));
         for (k, d, hot) in due {
             if hot {
                 sched.set_hot(&k, true);
@@ -279,7 +289,9 @@ impl Pipeline {
             sched.schedule(k, d);
         }
         drop(sched);
-        self.wake.notify_waiters();
+        if wake {
+            self.wake.notify_waiters();
+        }
         Ok(())
     }
 
