@@ -50,9 +50,8 @@ use crate::store::{
 
 use scheduler::Scheduler;
 
-/// Most leads fetched and written per worker turn: one amoCRM page of 250 (a
-/// Bitrix24 turn reads them in one `batch` and writes them in several).
-pub const MAX_BATCH: usize = 250;
+/// Most leads fetched and written per worker pass: one Bitrix24 batch, one amoCRM page.
+pub const MAX_BATCH: usize = 50;
 
 /// The longest a due part batch waits for company (the coalescing window, up to this):
 /// a portal set to coalesce for minutes still sends a part batch within seconds.
