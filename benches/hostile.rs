@@ -119,7 +119,9 @@ fn parse_part(config: &Config) {
     println!();
 }
 
-/// CPU nanoseconds all of the daemon runtime's threads (named `daemon`) have run.
+/// CPU nanoseconds the daemon's threads have run: its runtime and blocking pool (named
+/// `daemon`) and the store's group-commit flusher (`leadscore-flush`). sled's own I/O
+/// threads are not counted.
 fn daemon_cpu_ns() -> u64 {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return 0;
@@ -127,7 +129,8 @@ fn daemon_cpu_ns() -> u64 {
     tasks
         .flatten()
         .filter(|t| {
-            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with("daemon"))
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.starts_with("daemon") || c.starts_with("leadscore-flush"))
         })
         .filter_map(|t| {
             std::fs::read_to_string(t.path().join("schedstat"))

@@ -125,9 +125,10 @@ pub async fn start_with_store(
     let addr = listener.local_addr()?;
     info!(%addr, portals = config.portals.len(), pending = store.pending_len(), "leadscore is listening");
 
-    let router = intake::router(AppState::new(pipeline.clone()), &config.server).layer(
-        axum::Extension(crate::dashboard::DashboardAccess::from_config(&config)),
-    );
+    let router =
+        intake::router(AppState::new(pipeline.clone()), &config.server).layer(axum::Extension(
+            Arc::new(crate::dashboard::DashboardAccess::from_config(&config)),
+        ));
     if let Some(w) = intake::serve::fd_limit_warning(config.server.max_connections) {
         warn!("{w}");
     }

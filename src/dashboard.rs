@@ -10,6 +10,7 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -24,7 +25,9 @@ use crate::config::Config;
 use crate::intake::AppState;
 use crate::status::{self, PortalSpec, StatusReport};
 
-/// What the handlers need from the config; added to the router as an `Extension`.
+/// What the handlers need from the config; added to the router as an
+/// `Extension(Arc<DashboardAccess>)`: the extension is copied into every request,
+/// webhooks included, so it is shared rather than cloned (tiers and portals each time).
 #[derive(Clone)]
 pub struct DashboardAccess {
     /// `server.dashboard_token`: required when set; else loopback clients only.
@@ -152,9 +155,9 @@ pub fn routes() -> Router<AppState> {
 
 /// Decide whether `req` may see the dashboard or the status report.
 pub fn authorize(req: &Request) -> Result<&DashboardAccess, Denied> {
-    let access = req
+    let access: &DashboardAccess = req
         .extensions()
-        .get::<DashboardAccess>()
+        .get::<Arc<DashboardAccess>>()
         .ok_or(Denied::NotConfigured)?;
     match &access.token {
         Some(expected) => {
@@ -513,11 +516,11 @@ mod tests {
             req.extensions_mut()
                 .insert(ConnectInfo(p.parse::<SocketAddr>().unwrap()));
         }
-        req.extensions_mut().insert(DashboardAccess {
+        req.extensions_mut().insert(Arc::new(DashboardAccess {
             token: token.map(|t| SecretString::from(t.to_string())),
             tiers: Vec::new(),
             portals: Vec::new(),
-        });
+        }));
         req
     }
 

@@ -301,7 +301,7 @@ async fn accept(
     if decoded.subjects.is_empty() {
         debug!(portal = %portal.id, event = %decoded.detail, "event not about leads; ignored");
         return Ok((
-            (StatusCode::OK, Json(json!({"status": "ignored"}))).into_response(),
+            json_answer(Body::from(r#"{"status":"ignored"}"#)),
             "ignored",
         ));
     }
@@ -319,14 +319,30 @@ async fn accept(
             other => IntakeError::Store(other),
         })?;
     debug!(portal = %portal.id, event = %decoded.detail, subjects = decoded.subjects.len(), "queued");
-    Ok((
-        (
-            StatusCode::OK,
-            Json(json!({"status": "queued", "subjects": decoded.subjects.len()})),
-        )
-            .into_response(),
-        "queued",
-    ))
+    Ok((queued_answer(decoded.subjects.len()), "queued"))
+}
+
+/// `{"status":"queued","subjects":N}`, written out rather than built as a JSON tree
+/// and serialized: it is on every webhook's path (issue 19's intake target).
+fn queued_answer(subjects: usize) -> Response {
+    let body = match subjects {
+        1 => Body::from(r#"{"status":"queued","subjects":1}"#),
+        n => Body::from(format!(r#"{{"status":"queued","subjects":{n}}}"#)),
+    };
+    json_answer(body)
+}
+
+/// A 200 answer with a JSON body given as text.
+fn json_answer(body: Body) -> Response {
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 #[cfg(test)]
@@ -340,6 +356,24 @@ mod tests {
         assert_eq!(log_segment(&long), format!("{}…", "x".repeat(64)));
         assert_eq!(log_segment("a\nb\"c\u{1b}[2J"), "a\\nb\\\"c\\u{1b}[2J");
         assert_eq!(log_segment(&"я".repeat(64)), "я".repeat(64));
+    }
+
+    #[tokio::test]
+    async fn the_written_out_answers_are_the_json_they_claim() {
+        for (resp, want) in [
+            (queued_answer(1), json!({"status": "queued", "subjects": 1})),
+            (queued_answer(3), json!({"status": "queued", "subjects": 3})),
+            (
+                json_answer(Body::from(r#"{"status":"ignored"}"#)),
+                json!({"status": "ignored"}),
+            ),
+        ] {
+            assert_eq!(resp.status(), StatusCode::OK);
+            assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
+            let bytes = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap();
+            let got: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(got, want);
+        }
     }
 
     #[test]

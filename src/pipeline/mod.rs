@@ -277,7 +277,16 @@ impl Pipeline {
             due.push((crate::store::pending_key(portal, s), out.due_at, hot));
         }
         self.store.flush().await?;
+        let now = now.max(self.now());
         let mut sched = self.scheduler.lock().await;
+        // The workers sleep until the earliest due time: wake them only when this moves
+        // it earlier or something is due already (a merge into a waiting entry, a hot
+        // lead, a rescore). Waking both on every webhook cost each a pass over the
+        // scheduler per request, while nothing changed for them.
+        let earliest = sched.next_due();
+        let wake = due
+            .iter()
+            .any(|(_, d, _)| *d <= now || earliest.is_none_or(|e| *d < e));
         for (k, d, hot) in due {
             if hot {
                 sched.set_hot(&k, true);
@@ -285,7 +294,9 @@ impl Pipeline {
             sched.schedule(k, d);
         }
         drop(sched);
-        self.wake.notify_waiters();
+        if wake {
+            self.wake.notify_waiters();
+        }
         Ok(())
     }
 

@@ -395,7 +395,7 @@ impl Store {
     /// Make everything written so far durable. Webhooks are acknowledged only after this.
     /// Group commit (`group`): one fsync serves every caller waiting at that instant.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.group.flush(&self.db).await
+        self.group.flush().await
     }
 
     /// fsyncs [`Store::flush`] has run since open (how many callers one served).
@@ -430,26 +430,36 @@ impl Store {
         let key = pending_key(portal, subject);
         let due = now + chrono::Duration::from_std(coalesce).unwrap_or_default();
         let full = self.pending_len() >= limit;
-        let result = self.pending.transaction(|tx| {
-            let existing: Option<PendingEntry> = tx_get(tx, "pending", &key)?;
+        // One key, so a compare-and-swap loop rather than a transaction: a sled
+        // transaction takes the store-wide write lock, which waits for a running flush
+        // (sled holds the read side through its fsync), so every webhook held a runtime
+        // thread for up to one flush and the intake stalled while sled wrote its log.
+        let mut current = self.pending.get(&key)?;
+        loop {
+            let existing: Option<PendingEntry> =
+                current.as_deref().map(|v| dec("pending", v)).transpose()?;
             let merged = existing.is_some();
             if !merged && full {
-                return Err(ConflictableTransactionError::Abort(StoreError::Full {
-                    limit,
-                }));
+                return Err(StoreError::Full { limit });
             }
             let entry = merge_into(existing, portal, subject, cause.clone(), now, due);
-            tx.insert(key.as_slice(), enc(&entry))?;
-            Ok(Enqueued {
-                due_at: entry.due_at,
-                merged,
-            })
-        });
-        let out = result.map_err(untx)?;
-        if !out.merged {
-            self.pending_count.fetch_add(1, Ordering::Relaxed);
+            match self
+                .pending
+                .compare_and_swap(&key, current.as_ref(), Some(enc(&entry)))?
+            {
+                Ok(()) => {
+                    if !merged {
+                        self.pending_count.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return Ok(Enqueued {
+                        due_at: entry.due_at,
+                        merged,
+                    });
+                }
+                // Another event for the same subject landed first: merge into it.
+                Err(raced) => current = raced.current,
+            }
         }
-        Ok(out)
     }
 
     /// All waiting entries (the scheduler loads them at start, so a restart resumes).

@@ -71,7 +71,7 @@ impl Store {
             episodes: db.open_tree("episode")?,
             pending,
             pending_count: AtomicUsize::new(count),
-            group: group::GroupFlush::default(),
+            group: group::GroupFlush::start(db.clone())?,
             db,
         })
     }

@@ -327,21 +327,55 @@ async fn concurrent_flushes_share_fsyncs_and_all_return() {
     assert_eq!(s.pending_len(), 200);
 }
 
+#[test]
+fn racing_events_for_one_lead_each_merge_once() {
+    // `enqueue` is a compare-and-swap loop, not a transaction: events racing for the
+    // same entry must each land exactly once (a lost update would lose a webhook).
+    let dir = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(Store::open(dir.path()).unwrap());
+    let threads: Vec<_> = (0..4)
+        .map(|n| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                for i in 0..250 {
+                    s.enqueue(
+                        "p",
+                        &lead("1"),
+                        cause(&format!("e{n}-{i}"), t(0)),
+                        t(0),
+                        WINDOW,
+                        1,
+                    )
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let all = s.pending_all().unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(s.pending_len(), 1, "the new entry is counted once");
+    assert_eq!(all[0].events, 1000);
+    assert_eq!(all[0].gen, 1000);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_leader_dropped_mid_flush_hands_the_lead_on() {
+async fn a_caller_dropped_mid_flush_holds_no_one_up() {
     use std::future::Future;
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path()).unwrap();
     s.enqueue("p", &lead("1"), cause("e", t(0)), t(0), WINDOW, 10)
         .unwrap();
     {
-        // Poll once: this caller takes the lead and waits on the blocking pool.
+        // Poll once: this caller takes a ticket and waits for the flusher thread.
         let mut first = Box::pin(s.flush());
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         let _ = first.as_mut().poll(&mut cx);
     }
     tokio::time::timeout(std::time::Duration::from_secs(5), s.flush())
         .await
-        .expect("the next caller is not stuck behind a dropped leader")
+        .expect("the next caller is not stuck behind a dropped one")
         .unwrap();
 }
