@@ -144,6 +144,9 @@ pub(crate) struct ActRule {
     pub(crate) half_life_days: Option<f64>,
     /// Its patterns' bits in the model's classifier (set once all rules are compiled).
     pub(crate) ids: super::classify::TextIds,
+    /// Its slot in the model's one walk over the activities (`None`: past the walk's
+    /// capacity, it walks on its own); set once all rules are compiled.
+    pub(crate) walk: Option<u8>,
 }
 
 /// Lowercase the way evaluation does (char by char, no locale), trimmed.
@@ -308,6 +311,7 @@ pub(crate) fn compile(spec: &ScoringSpec) -> Result<Model, Vec<SpecError>> {
     }
     let has_activity_rules = rules.iter().any(|r| !matches!(r.body, Body::Fit(_)));
     let classifier = super::classify::Classifier::new(&mut rules);
+    let kinds = super::walk::KindIndex::new(&mut rules);
     let timed = rules.iter().any(Rule::timed) || gate.as_ref().is_some_and(|g| g.timed);
     let fingerprint = {
         use std::hash::{Hash, Hasher};
@@ -327,6 +331,7 @@ pub(crate) fn compile(spec: &ScoringSpec) -> Result<Model, Vec<SpecError>> {
         triggers: spec.triggers.clone(),
         has_activity_rules,
         classifier,
+        kinds,
         timed,
         gate,
     })
@@ -761,5 +766,6 @@ fn compile_activity(a: &ActivitySpec, p: &str, errs: &mut Errors) -> Option<ActR
         max_count: a.max_count,
         half_life_days,
         ids: Default::default(),
+        walk: None,
     })
 }
