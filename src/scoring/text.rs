@@ -272,6 +272,10 @@ pub(crate) struct PatternSet {
     words: Vec<(Box<[u8]>, u64, bool)>,
     /// Bytes (both cases for `(?i)` words) a word starts with.
     first: [bool; 256],
+    /// The same bytes when there are at most three of them (URL patterns' words mostly
+    /// all start with `/`): the pass then jumps from one to the next with `memchr`
+    /// instead of looking at every byte.
+    starts: Option<Starts>,
     /// The words' first two bytes (both cases), by `pair_slot`; a one-byte word sets
     /// `short` instead.
     pairs: [u64; 8],
@@ -289,6 +293,7 @@ impl PatternSet {
             others: 0,
             words: Vec::new(),
             first: [false; 256],
+            starts: None,
             pairs: [0; 8],
             short: false,
             patterns,
@@ -317,6 +322,15 @@ impl PatternSet {
                 set.words.push((w.clone(), bit, ci));
             }
         }
+        let firsts: Vec<u8> = (0..=u8::MAX)
+            .filter(|&b| set.first[usize::from(b)])
+            .collect();
+        set.starts = match *firsts.as_slice() {
+            [a] => Some(Starts::One(a)),
+            [a, b] => Some(Starts::Two(a, b)),
+            [a, b, c] => Some(Starts::Three(a, b, c)),
+            _ => None,
+        };
         set
     }
 
@@ -334,34 +348,64 @@ impl PatternSet {
             return each(u64::MAX);
         }
         let mut m = each(self.others);
+        if self.words.is_empty() {
+            return m;
+        }
         let bytes = text.as_bytes();
-        for (i, &b) in bytes.iter().enumerate() {
-            if !self.first[usize::from(b)] {
-                continue;
+        match self.starts {
+            Some(Starts::One(a)) => {
+                memchr::memchr_iter(a, bytes).for_each(|i| self.try_at(bytes, i, &mut m))
             }
-            let rest = &bytes[i..];
-            if !self.short {
-                let Some(&next) = rest.get(1) else { break };
-                let s = pair_slot(b, next);
-                if self.pairs[s >> 6] & (1 << (s & 63)) == 0 {
-                    continue;
-                }
+            Some(Starts::Two(a, b)) => {
+                memchr::memchr2_iter(a, b, bytes).for_each(|i| self.try_at(bytes, i, &mut m))
             }
-            for (w, bit, ci) in &self.words {
-                if m & bit == 0
-                    && rest.len() >= w.len()
-                    && (if *ci {
-                        eq_lower(&rest[..w.len()], w)
-                    } else {
-                        rest[..w.len()] == **w
-                    })
-                {
-                    m |= bit;
+            Some(Starts::Three(a, b, c)) => {
+                memchr::memchr3_iter(a, b, c, bytes).for_each(|i| self.try_at(bytes, i, &mut m))
+            }
+            None => {
+                for (i, &b) in bytes.iter().enumerate() {
+                    if self.first[usize::from(b)] {
+                        self.try_at(bytes, i, &mut m);
+                    }
                 }
             }
         }
         m
     }
+
+    /// Try the words at `bytes[i]`, which some word starts with; set the bits of the
+    /// patterns found in `m`.
+    #[inline]
+    fn try_at(&self, bytes: &[u8], i: usize, m: &mut u64) {
+        let rest = &bytes[i..];
+        if !self.short {
+            let Some(&next) = rest.get(1) else { return };
+            let s = pair_slot(rest[0], next);
+            if self.pairs[s >> 6] & (1 << (s & 63)) == 0 {
+                return;
+            }
+        }
+        for (w, bit, ci) in &self.words {
+            if *m & bit == 0
+                && rest.len() >= w.len()
+                && (if *ci {
+                    eq_lower(&rest[..w.len()], w)
+                } else {
+                    rest[..w.len()] == **w
+                })
+            {
+                *m |= bit;
+            }
+        }
+    }
+}
+
+/// The bytes a [`PatternSet`]'s words start with, when few enough to search for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Starts {
+    One(u8),
+    Two(u8, u8),
+    Three(u8, u8, u8),
 }
 
 /// `text` equals the lowercase ASCII `word` ignoring ASCII case; inlined, and most
@@ -480,6 +524,33 @@ mod tests {
                     m | u64::from(Regex::new(p).unwrap().is_match(t)) << i
                 });
                 assert_eq!(set.matches(t), want, "{t}");
+            }
+        }
+        // Sets whose words start with one, two or three distinct bytes (searched for
+        // with memchr) and with more (every byte looked at).
+        let sets: [(&[&str], Option<Starts>); 4] = [
+            (
+                &["(?i)/careers|/jobs", "/blog", "^/blog", "(?i)/Blog|/news"],
+                Some(Starts::One(b'/')),
+            ),
+            (
+                &["price|Прайс", "(?i)/pricing|/prices|/цены"],
+                Some(Starts::Two(b'/', b'p')),
+            ),
+            (
+                &["(?i)/careers|/jobs", "Ab|x"],
+                Some(Starts::Three(b'/', b'A', b'x')),
+            ),
+            (&["(?i)k", "/blog", "Ab|x"], None),
+        ];
+        for (pats, starts) in sets {
+            let set = PatternSet::new(pats.iter().map(|p| Pattern::new(p).unwrap()).collect());
+            assert_eq!(set.starts, starts, "{pats:?}");
+            for t in texts {
+                let want = pats.iter().enumerate().fold(0u64, |m, (i, p)| {
+                    m | u64::from(Regex::new(p).unwrap().is_match(t)) << i
+                });
+                assert_eq!(set.matches(t), want, "{pats:?} on {t}");
             }
         }
         assert!(Pattern::new("^/blog").unwrap().literals.is_none());
