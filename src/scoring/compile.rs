@@ -60,6 +60,8 @@ pub(crate) enum Body {
 pub(crate) struct SpikeRule {
     /// Empty: every kind counts.
     pub(crate) kinds: Vec<ActivityKind>,
+    /// The built-in kinds among `kinds`, a bit each (see `walk::builtin`).
+    pub(crate) builtin_kinds: u16,
     pub(crate) recent: TimeDelta,
     pub(crate) baseline: TimeDelta,
     pub(crate) recent_days: f64,
@@ -412,12 +414,18 @@ fn compile_spike(s: &SpikeSpec, p: &str, errs: &mut Errors) -> Option<SpikeRule>
     }
     let days = |d: f64| TimeDelta::milliseconds((d * 86_400_000.0).round() as i64);
     let (recent_days, baseline_days) = (recent?.unwrap_or(2.0), baseline?.unwrap_or(28.0));
+    let kinds: Vec<ActivityKind> = s
+        .kinds
+        .iter()
+        .map(|k| ActivityKind::from_name(k.trim()))
+        .collect();
+    let builtin_kinds = kinds
+        .iter()
+        .filter_map(super::walk::builtin)
+        .fold(0, |m, b| m | 1 << b);
     ok.then(|| SpikeRule {
-        kinds: s
-            .kinds
-            .iter()
-            .map(|k| ActivityKind::from_name(k.trim()))
-            .collect(),
+        kinds,
+        builtin_kinds,
         recent: days(recent_days),
         baseline: days(baseline_days),
         recent_days,

@@ -11,7 +11,7 @@ use super::classify::{Classifier, Marks};
 use super::compile::{ActRule, Body, Rule, SpikeRule};
 use super::cond::{eval_cond, Outcome};
 use super::text::Pattern;
-use super::walk::Walked;
+use super::walk::{builtin, Walked};
 use super::{Company, DataGap, Entry, Evidence, GroupTotal, Model, Score};
 use crate::lead::{Activity, FieldValue, Lead};
 
@@ -249,8 +249,16 @@ pub(crate) struct SpikeSeen {
 }
 
 impl SpikeRule {
-    fn counts(&self, a: &Activity) -> bool {
-        self.kinds.is_empty() || self.kinds.contains(&a.kind)
+    /// Whether the rule counts activities of `a`'s kind: built-in kinds by a bit (no
+    /// comparison with each listed kind), custom ones by the list.
+    pub(crate) fn counts(&self, a: &Activity) -> bool {
+        if self.kinds.is_empty() {
+            return true;
+        }
+        match builtin(&a.kind) {
+            Some(b) => self.builtin_kinds & 1 << b != 0,
+            None => self.kinds.contains(&a.kind),
+        }
     }
 
     /// Recent and baseline counts at `now` (future-dated activities do not count).
@@ -396,7 +404,8 @@ impl Model {
         now: DateTime<Utc>,
     ) -> i32 {
         let order = self.order(acts);
-        let walked = self.kinds.walk(&self.rules, &order, now);
+        let mut walked = Walked::new();
+        self.kinds.walk(&self.rules, &order, now, &mut walked);
         let mut total: i64 = 0;
         for g in &self.groups {
             let sum: i64 = g
@@ -469,7 +478,8 @@ impl Model {
         now: DateTime<Utc>,
     ) -> Score {
         let order = self.order(acts);
-        let walked = self.kinds.walk(&self.rules, &order, now);
+        let mut walked = Walked::new();
+        self.kinds.walk(&self.rules, &order, now, &mut walked);
         let mut breakdown: Vec<Entry> = Vec::new();
         let mut gaps = Vec::new();
         // Index of each entry's group, parallel to `breakdown`.
@@ -718,7 +728,8 @@ impl Model {
         out: &mut Vec<Sig>,
     ) {
         out.clear();
-        let walked = self.kinds.walk(&self.rules, order, now);
+        let mut walked = Walked::new();
+        self.kinds.walk(&self.rules, order, now, &mut walked);
         for rule in self.rules.iter().filter(|r| r.timed()) {
             out.push(match eval_rule(rule, lead, order, &walked, company, now) {
                 RuleOut::Nothing => Sig::Nothing,

@@ -22,8 +22,10 @@ pub(crate) const WALKED: usize = 32;
 /// Kind slot of a built-in kind no walked rule counts.
 const UNUSED: u8 = u8::MAX;
 
-/// The position of a built-in kind in [`KindIndex::builtin`]; `None` for custom kinds.
-fn builtin(k: &ActivityKind) -> Option<usize> {
+/// The position of a built-in kind in [`KindIndex::builtin`] (and its bit in
+/// `SpikeRule::builtin_kinds`); `None` for custom kinds.
+#[inline]
+pub(crate) fn builtin(k: &ActivityKind) -> Option<usize> {
     Some(match k {
         ActivityKind::Call => 0,
         ActivityKind::Email => 1,
@@ -112,14 +114,19 @@ impl KindIndex {
         (rule, a)
     }
 
-    /// Every walked rule's tally at `now`, from one walk newest first over `order`.
-    pub(crate) fn walk(&self, rules: &[Rule], order: &Order<'_>, now: DateTime<Utc>) -> Walked {
-        let mut out = Walked {
-            tallies: [ActTally::EMPTY; WALKED],
-        };
+    /// Every walked rule's tally at `now`, from one walk newest first over `order`,
+    /// into `out` (filled in place: it is large to move).
+    pub(crate) fn walk(
+        &self,
+        rules: &[Rule],
+        order: &Order<'_>,
+        now: DateTime<Utc>,
+        out: &mut Walked,
+    ) {
         let n = self.rules.len();
+        out.tallies[..n].fill(ActTally::EMPTY);
         if n == 0 {
-            return out;
+            return;
         }
         // The rules still counting; a rule leaves where its own walk would stop.
         let mut live: u32 = u32::MAX >> (WALKED - n);
@@ -158,7 +165,6 @@ impl KindIndex {
             }
             live != 0
         });
-        out
     }
 }
 
@@ -168,6 +174,13 @@ pub(crate) struct Walked {
 }
 
 impl Walked {
+    /// Nothing walked yet.
+    pub(crate) fn new() -> Walked {
+        Walked {
+            tallies: [ActTally::EMPTY; WALKED],
+        }
+    }
+
     /// The tally of the rule in walk slot `s`.
     #[inline]
     pub(crate) fn get(&self, s: u8) -> ActTally {
@@ -314,7 +327,8 @@ mod tests {
             ];
             for at in instants {
                 let order = Order::new(&acts, &classifier);
-                let walked = index.walk(&rules, &order, at);
+                let mut walked = Walked::new();
+                index.walk(&rules, &order, at, &mut walked);
                 for (i, rule) in rules.iter().enumerate() {
                     let Body::Activity(a) = &rule.body else {
                         unreachable!()
