@@ -276,9 +276,11 @@ pub(crate) struct PatternSet {
     /// all start with `/`): the pass then jumps from one to the next with `memchr`
     /// instead of looking at every byte.
     starts: Option<Starts>,
-    /// The words' first two bytes (both cases), by `pair_slot`; a one-byte word sets
-    /// `short` instead.
-    pairs: [u64; 8],
+    /// `words` sorted by the `pair_slot` of their first two bytes lowercased, and where
+    /// each slot's words start (the next slot's start is where they end): at a position
+    /// only the words whose first two bytes can be there are compared. Empty when a
+    /// one-byte word (`short`) makes every word a candidate everywhere.
+    slot_start: Box<[u16]>,
     short: bool,
 }
 
@@ -294,7 +296,7 @@ impl PatternSet {
             words: Vec::new(),
             first: [false; 256],
             starts: None,
-            pairs: [0; 8],
+            slot_start: Box::default(),
             short: false,
             patterns,
         };
@@ -309,18 +311,22 @@ impl PatternSet {
             for w in &l.ascii_words.words {
                 for a in cases(w[0]) {
                     set.first[usize::from(a)] = true;
-                    match w.get(1) {
-                        Some(&b) => {
-                            for b in cases(b) {
-                                let s = pair_slot(a, b);
-                                set.pairs[s >> 6] |= 1 << (s & 63);
-                            }
-                        }
-                        None => set.short = true,
-                    }
                 }
+                set.short |= w.len() < 2;
                 set.words.push((w.clone(), bit, ci));
             }
+        }
+        if !set.short {
+            let key = |w: &[u8]| pair_slot(w[0].to_ascii_lowercase(), w[1].to_ascii_lowercase());
+            set.words.sort_by_key(|(w, _, _)| key(w));
+            let mut start = vec![0u16; 513];
+            for (w, _, _) in &set.words {
+                start[key(w) + 1] += 1;
+            }
+            for k in 1..start.len() {
+                start[k] += start[k - 1];
+            }
+            set.slot_start = start.into_boxed_slice();
         }
         let firsts: Vec<u8> = (0..=u8::MAX)
             .filter(|&b| set.first[usize::from(b)])
@@ -378,14 +384,14 @@ impl PatternSet {
     #[inline]
     fn try_at(&self, bytes: &[u8], i: usize, m: &mut u64) {
         let rest = &bytes[i..];
-        if !self.short {
+        let words = if self.short {
+            &self.words[..]
+        } else {
             let Some(&next) = rest.get(1) else { return };
-            let s = pair_slot(rest[0], next);
-            if self.pairs[s >> 6] & (1 << (s & 63)) == 0 {
-                return;
-            }
-        }
-        for (w, bit, ci) in &self.words {
+            let k = pair_slot(rest[0].to_ascii_lowercase(), next.to_ascii_lowercase());
+            &self.words[usize::from(self.slot_start[k])..usize::from(self.slot_start[k + 1])]
+        };
+        for (w, bit, ci) in words {
             if *m & bit == 0
                 && rest.len() >= w.len()
                 && (if *ci {
