@@ -52,6 +52,11 @@ pub(crate) struct KindIndex {
     custom: Vec<(ActivityKind, u8)>,
     /// Per kind slot, the walk slots' bits of the rules counting that kind.
     by_kind: Vec<u32>,
+    /// The distinct windows of the walked rules (the example's 8 rules have 3), so each
+    /// evaluation works out one cut-off instant per window, not per rule.
+    windows: Vec<chrono::TimeDelta>,
+    /// Each walk slot's window, as an index into `windows` (`None`: no window).
+    window_of: Vec<Option<u8>>,
 }
 
 impl KindIndex {
@@ -71,6 +76,17 @@ impl KindIndex {
             }
             let slot = index.rules.len();
             index.rules.push(ri);
+            let window = a.window.map(|w| {
+                let i = match index.windows.iter().position(|&x| x == w) {
+                    Some(i) => i,
+                    None => {
+                        index.windows.push(w);
+                        index.windows.len() - 1
+                    }
+                };
+                u8::try_from(i).expect("at most 32 windows")
+            });
+            index.window_of.push(window);
             a.walk = u8::try_from(slot).ok();
             let kind = match builtin(&a.kind) {
                 Some(b) => &mut index.builtin[b],
@@ -130,13 +146,14 @@ impl KindIndex {
         }
         // The rules still counting; a rule leaves where its own walk would stop.
         let mut live: u32 = u32::MAX >> (WALKED - n);
+        // Each window's cut-off instant (`None`: too far back to represent, no cut-off).
+        let mut cuts: [Option<DateTime<Utc>>; WALKED] = [None; WALKED];
+        for (c, &w) in cuts.iter_mut().zip(&self.windows) {
+            *c = now.checked_sub_signed(w);
+        }
         let mut cutoff: [Option<DateTime<Utc>>; WALKED] = [None; WALKED];
-        for (s, c) in cutoff.iter_mut().enumerate().take(n) {
-            *c = self
-                .rule(rules, s)
-                .1
-                .window
-                .and_then(|w| now.checked_sub_signed(w));
+        for (c, w) in cutoff.iter_mut().zip(&self.window_of) {
+            *c = w.and_then(|w| cuts[usize::from(w)]);
         }
         order.for_each(|i, a| {
             if a.at > now {
