@@ -148,6 +148,7 @@ mod tests {
                 max_count: None,
                 half_life_days: None,
                 ids: TextIds::default(),
+                walk: None,
             }),
             timed: true,
             task: None,

@@ -60,6 +60,8 @@ pub(crate) enum Body {
 pub(crate) struct SpikeRule {
     /// Empty: every kind counts.
     pub(crate) kinds: Vec<ActivityKind>,
+    /// The built-in kinds among `kinds`, a bit each (see `walk::builtin`).
+    pub(crate) builtin_kinds: u16,
     pub(crate) recent: TimeDelta,
     pub(crate) baseline: TimeDelta,
     pub(crate) recent_days: f64,
@@ -144,6 +146,9 @@ pub(crate) struct ActRule {
     pub(crate) half_life_days: Option<f64>,
     /// Its patterns' bits in the model's classifier (set once all rules are compiled).
     pub(crate) ids: super::classify::TextIds,
+    /// Its slot in the model's one walk over the activities (`None`: past the walk's
+    /// capacity, it walks on its own); set once all rules are compiled.
+    pub(crate) walk: Option<u8>,
 }
 
 /// Lowercase the way evaluation does (char by char, no locale), trimmed.
@@ -308,6 +313,7 @@ pub(crate) fn compile(spec: &ScoringSpec) -> Result<Model, Vec<SpecError>> {
     }
     let has_activity_rules = rules.iter().any(|r| !matches!(r.body, Body::Fit(_)));
     let classifier = super::classify::Classifier::new(&mut rules);
+    let kinds = super::walk::KindIndex::new(&mut rules);
     let timed = rules.iter().any(Rule::timed) || gate.as_ref().is_some_and(|g| g.timed);
     let fingerprint = {
         use std::hash::{Hash, Hasher};
@@ -327,6 +333,7 @@ pub(crate) fn compile(spec: &ScoringSpec) -> Result<Model, Vec<SpecError>> {
         triggers: spec.triggers.clone(),
         has_activity_rules,
         classifier,
+        kinds,
         timed,
         gate,
     })
@@ -407,12 +414,18 @@ fn compile_spike(s: &SpikeSpec, p: &str, errs: &mut Errors) -> Option<SpikeRule>
     }
     let days = |d: f64| TimeDelta::milliseconds((d * 86_400_000.0).round() as i64);
     let (recent_days, baseline_days) = (recent?.unwrap_or(2.0), baseline?.unwrap_or(28.0));
+    let kinds: Vec<ActivityKind> = s
+        .kinds
+        .iter()
+        .map(|k| ActivityKind::from_name(k.trim()))
+        .collect();
+    let builtin_kinds = kinds
+        .iter()
+        .filter_map(super::walk::builtin)
+        .fold(0, |m, b| m | 1 << b);
     ok.then(|| SpikeRule {
-        kinds: s
-            .kinds
-            .iter()
-            .map(|k| ActivityKind::from_name(k.trim()))
-            .collect(),
+        kinds,
+        builtin_kinds,
         recent: days(recent_days),
         baseline: days(baseline_days),
         recent_days,
@@ -761,5 +774,6 @@ fn compile_activity(a: &ActivitySpec, p: &str, errs: &mut Errors) -> Option<ActR
         max_count: a.max_count,
         half_life_days,
         ids: Default::default(),
+        walk: None,
     })
 }

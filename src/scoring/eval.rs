@@ -11,6 +11,7 @@ use super::classify::{Classifier, Marks};
 use super::compile::{ActRule, Body, Rule, SpikeRule};
 use super::cond::{eval_cond, Outcome};
 use super::text::Pattern;
+use super::walk::{builtin, Walked};
 use super::{Company, DataGap, Entry, Evidence, GroupTotal, Model, Score};
 use crate::lead::{Activity, FieldValue, Lead};
 
@@ -20,7 +21,7 @@ const MS_PER_DAY: f64 = 86_400_000.0;
 /// with the evaluation's classified activities (see [`Marks`]).
 pub(crate) struct Order<'a> {
     seq: Seq<'a>,
-    marks: Marks<'a>,
+    pub(crate) marks: Marks<'a>,
 }
 
 enum Seq<'a> {
@@ -56,7 +57,7 @@ impl<'a> Order<'a> {
 
     /// Each activity newest first with its position in [`Order::all`], until `f` says
     /// stop.
-    fn for_each(&self, mut f: impl FnMut(usize, &'a Activity) -> bool) {
+    pub(crate) fn for_each(&self, mut f: impl FnMut(usize, &'a Activity) -> bool) {
         match &self.seq {
             Seq::Desc(a) => {
                 for (i, x) in a.iter().enumerate() {
@@ -111,7 +112,7 @@ impl ActRule {
 }
 
 /// What an activity rule counted at some `now`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct ActTally {
     pub(crate) count: u32,
     /// Sum of per-occurrence points after decay, before rounding.
@@ -120,17 +121,50 @@ pub(crate) struct ActTally {
     pub(crate) oldest: Option<DateTime<Utc>>,
 }
 
-fn tally(rule: &ActRule, points: i32, order: &Order<'_>, now: DateTime<Utc>) -> ActTally {
-    let mut t = ActTally {
+impl ActTally {
+    /// Nothing counted.
+    pub(crate) const EMPTY: ActTally = ActTally {
         count: 0,
         exact: 0.0,
         newest: None,
         oldest: None,
     };
+
+    /// Count one more occurrence worth `points` (after decay); the newest comes first.
+    #[inline]
+    pub(crate) fn count_one(&mut self, points: f64, a: &Activity) {
+        self.exact += points;
+        self.count += 1;
+        self.newest = self.newest.or(Some(a.at));
+        self.oldest = Some(a.at);
+    }
+}
+
+/// What one occurrence `a` of `rule` is worth at `now`: `p`, halved every half-life.
+/// Date arithmetic is not cheap, so it is done only when points decay.
+#[inline]
+pub(crate) fn occurrence_points(rule: &ActRule, p: f64, a: &Activity, now: DateTime<Utc>) -> f64 {
+    match rule.half_life_days {
+        Some(h) => {
+            let age_days = (now - a.at).num_milliseconds() as f64 / MS_PER_DAY;
+            p * (-age_days / h).exp2()
+        }
+        None => p,
+    }
+}
+
+/// One rule's tally by its own walk over the activities (see `walk` for all at once).
+pub(crate) fn tally(
+    rule: &ActRule,
+    points: i32,
+    order: &Order<'_>,
+    now: DateTime<Utc>,
+) -> ActTally {
+    let mut t = ActTally::EMPTY;
     let limit = rule.max_count.unwrap_or(u32::MAX);
     let p = f64::from(points);
     // Comparing instants is cheap; date arithmetic is not, so it is done once per rule
-    // (the window's cutoff) and per counted occurrence only when points decay.
+    // (the window's cutoff).
     let cutoff = rule.window.and_then(|w| now.checked_sub_signed(w));
     order.for_each(|i, a| {
         if a.at > now || !rule.matches_kind(a) {
@@ -142,16 +176,7 @@ fn tally(rule: &ActRule, points: i32, order: &Order<'_>, now: DateTime<Utc>) -> 
         if !order.marks.text_matches(rule, i, a) {
             return true;
         }
-        t.exact += match rule.half_life_days {
-            Some(h) => {
-                let age_days = (now - a.at).num_milliseconds() as f64 / MS_PER_DAY;
-                p * (-age_days / h).exp2()
-            }
-            None => p,
-        };
-        t.count += 1;
-        t.newest = t.newest.or(Some(a.at));
-        t.oldest = Some(a.at);
+        t.count_one(occurrence_points(rule, p, a, now), a);
         t.count < limit
     });
     t
@@ -224,8 +249,16 @@ pub(crate) struct SpikeSeen {
 }
 
 impl SpikeRule {
-    fn counts(&self, a: &Activity) -> bool {
-        self.kinds.is_empty() || self.kinds.contains(&a.kind)
+    /// Whether the rule counts activities of `a`'s kind: built-in kinds by a bit (no
+    /// comparison with each listed kind), custom ones by the list.
+    pub(crate) fn counts(&self, a: &Activity) -> bool {
+        if self.kinds.is_empty() {
+            return true;
+        }
+        match builtin(&a.kind) {
+            Some(b) => self.builtin_kinds & 1 << b != 0,
+            None => self.kinds.contains(&a.kind),
+        }
     }
 
     /// Recent and baseline counts at `now` (future-dated activities do not count).
@@ -278,6 +311,7 @@ fn eval_rule<'a>(
     rule: &'a Rule,
     lead: &'a Lead,
     order: &Order<'_>,
+    walked: &Walked,
     company: Option<&Company>,
     now: DateTime<Utc>,
 ) -> RuleOut<'a> {
@@ -291,7 +325,10 @@ fn eval_rule<'a>(
             Outcome::Missing(f) => RuleOut::Gap(f),
         },
         Body::Activity(a) => {
-            let tally = tally(a, rule.points, order, now);
+            let tally = match a.walk {
+                Some(s) => walked.get(s),
+                None => tally(a, rule.points, order, now),
+            };
             if tally.count == 0 {
                 RuleOut::Nothing
             } else {
@@ -367,12 +404,18 @@ impl Model {
         now: DateTime<Utc>,
     ) -> i32 {
         let order = self.order(acts);
+        let mut walked = Walked::new();
+        self.kinds.walk(&self.rules, &order, now, &mut walked);
         let mut total: i64 = 0;
         for g in &self.groups {
             let sum: i64 = g
                 .rules
                 .iter()
-                .map(|&r| i64::from(eval_rule(&self.rules[r], lead, &order, company, now).points()))
+                .map(|&r| {
+                    i64::from(
+                        eval_rule(&self.rules[r], lead, &order, &walked, company, now).points(),
+                    )
+                })
                 .sum();
             total += cap(sum, g.min, g.max);
         }
@@ -435,13 +478,15 @@ impl Model {
         now: DateTime<Utc>,
     ) -> Score {
         let order = self.order(acts);
+        let mut walked = Walked::new();
+        self.kinds.walk(&self.rules, &order, now, &mut walked);
         let mut breakdown: Vec<Entry> = Vec::new();
         let mut gaps = Vec::new();
         // Index of each entry's group, parallel to `breakdown`.
         let mut entry_group: Vec<usize> = Vec::new();
         for rule in &self.rules {
-            let (points, raw, decayed, evidence) = match eval_rule(rule, lead, &order, company, now)
-            {
+            let out = eval_rule(rule, lead, &order, &walked, company, now);
+            let (points, raw, decayed, evidence) = match out {
                 RuleOut::Nothing => continue,
                 RuleOut::Gap(field) => {
                     gaps.push(DataGap {
@@ -683,8 +728,10 @@ impl Model {
         out: &mut Vec<Sig>,
     ) {
         out.clear();
+        let mut walked = Walked::new();
+        self.kinds.walk(&self.rules, order, now, &mut walked);
         for rule in self.rules.iter().filter(|r| r.timed()) {
-            out.push(match eval_rule(rule, lead, order, company, now) {
+            out.push(match eval_rule(rule, lead, order, &walked, company, now) {
                 RuleOut::Nothing => Sig::Nothing,
                 RuleOut::Gap(_) => Sig::Gap,
                 RuleOut::Field { points, .. } => Sig::Points(points),

@@ -29,6 +29,7 @@ pub mod spec;
 mod tests;
 mod text;
 mod tiers;
+mod walk;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -76,6 +77,8 @@ pub struct Model {
     pub(crate) has_activity_rules: bool,
     /// The activity rules' subject and URL patterns, matched once per activity.
     pub(crate) classifier: classify::Classifier,
+    /// The activity rules by the kind they count, for one walk over the activities.
+    pub(crate) kinds: walk::KindIndex,
     /// `true` when the clock alone can change a score (activity rules, or a
     /// `within_months` condition in a rule or a qualification criterion).
     pub(crate) timed: bool,

@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+use super::compile::Body;
 use super::spec::{Language, ScoringSpec};
 use super::*;
 use crate::config::schema::FileConfig;
@@ -1244,6 +1245,54 @@ label = "всплеск активности"
 points = 15
 spike = { kinds = ["page_view"], recent_days = 2, baseline_days = 28, factor = 3, min_count = 3 }
 "#;
+
+/// A spike rule's bits for built-in kinds give the list's answer for every kind, built
+/// in or custom, listed or not, and an empty list counts every kind.
+#[test]
+fn spike_kind_bits_agree_with_the_kind_list() {
+    let names = [
+        "call",
+        "email",
+        "email_open",
+        "meeting",
+        "form",
+        "page_view",
+        "download",
+        "demo_request",
+        "task",
+        "comment",
+        "webinar",
+        "fair",
+    ];
+    let lists: [&[&str]; 4] = [
+        &["page_view", "download", "email_open"],
+        &["webinar", "call"],
+        &[],
+        &["comment", "fair", "task", "demo_request"],
+    ];
+    for list in lists {
+        let kinds: Vec<String> = list.iter().map(|k| format!("{k:?}")).collect();
+        let m = model(&format!(
+            r#"
+[[rules]]
+id = "spike"
+group = "eng"
+label = "всплеск"
+points = 1
+spike = {{ kinds = [{}], recent_days = 2, baseline_days = 28, factor = 3, min_count = 3 }}
+"#,
+            kinds.join(", ")
+        ));
+        let Body::Spike(sp) = &m.rules[0].body else {
+            unreachable!("a spike rule")
+        };
+        for name in names {
+            let a = act(name, now());
+            let want = list.is_empty() || list.contains(&name);
+            assert_eq!(sp.counts(&a), want, "{name} against {list:?}");
+        }
+    }
+}
 
 fn visits(days_ago_list: &[f64]) -> Vec<Activity> {
     days_ago_list

@@ -272,9 +272,15 @@ pub(crate) struct PatternSet {
     words: Vec<(Box<[u8]>, u64, bool)>,
     /// Bytes (both cases for `(?i)` words) a word starts with.
     first: [bool; 256],
-    /// The words' first two bytes (both cases), by `pair_slot`; a one-byte word sets
-    /// `short` instead.
-    pairs: [u64; 8],
+    /// The same bytes when there are at most three of them (URL patterns' words mostly
+    /// all start with `/`): the pass then looks for them eight bytes at a time
+    /// (`find_bytes`) instead of looking at every byte.
+    starts: Option<Starts>,
+    /// `words` sorted by the `pair_slot` of their first two bytes lowercased, and where
+    /// each slot's words start (the next slot's start is where they end): at a position
+    /// only the words whose first two bytes can be there are compared. Empty when a
+    /// one-byte word (`short`) makes every word a candidate everywhere.
+    slot_start: Box<[u16]>,
     short: bool,
 }
 
@@ -289,7 +295,8 @@ impl PatternSet {
             others: 0,
             words: Vec::new(),
             first: [false; 256],
-            pairs: [0; 8],
+            starts: None,
+            slot_start: Box::default(),
             short: false,
             patterns,
         };
@@ -304,19 +311,32 @@ impl PatternSet {
             for w in &l.ascii_words.words {
                 for a in cases(w[0]) {
                     set.first[usize::from(a)] = true;
-                    match w.get(1) {
-                        Some(&b) => {
-                            for b in cases(b) {
-                                let s = pair_slot(a, b);
-                                set.pairs[s >> 6] |= 1 << (s & 63);
-                            }
-                        }
-                        None => set.short = true,
-                    }
                 }
+                set.short |= w.len() < 2;
                 set.words.push((w.clone(), bit, ci));
             }
         }
+        if !set.short {
+            let key = |w: &[u8]| pair_slot(w[0].to_ascii_lowercase(), w[1].to_ascii_lowercase());
+            set.words.sort_by_key(|(w, _, _)| key(w));
+            let mut start = vec![0u16; 513];
+            for (w, _, _) in &set.words {
+                start[key(w) + 1] += 1;
+            }
+            for k in 1..start.len() {
+                start[k] += start[k - 1];
+            }
+            set.slot_start = start.into_boxed_slice();
+        }
+        let firsts: Vec<u8> = (0..=u8::MAX)
+            .filter(|&b| set.first[usize::from(b)])
+            .collect();
+        set.starts = match *firsts.as_slice() {
+            [a] => Some(Starts::One(a)),
+            [a, b] => Some(Starts::Two(a, b)),
+            [a, b, c] => Some(Starts::Three(a, b, c)),
+            _ => None,
+        };
         set
     }
 
@@ -334,34 +354,91 @@ impl PatternSet {
             return each(u64::MAX);
         }
         let mut m = each(self.others);
+        if self.words.is_empty() {
+            return m;
+        }
         let bytes = text.as_bytes();
-        for (i, &b) in bytes.iter().enumerate() {
-            if !self.first[usize::from(b)] {
-                continue;
+        match self.starts {
+            Some(Starts::One(a)) => find_bytes(bytes, [a, a, a], |i| self.try_at(bytes, i, &mut m)),
+            Some(Starts::Two(a, b)) => {
+                find_bytes(bytes, [a, b, b], |i| self.try_at(bytes, i, &mut m))
             }
-            let rest = &bytes[i..];
-            if !self.short {
-                let Some(&next) = rest.get(1) else { break };
-                let s = pair_slot(b, next);
-                if self.pairs[s >> 6] & (1 << (s & 63)) == 0 {
-                    continue;
-                }
+            Some(Starts::Three(a, b, c)) => {
+                find_bytes(bytes, [a, b, c], |i| self.try_at(bytes, i, &mut m))
             }
-            for (w, bit, ci) in &self.words {
-                if m & bit == 0
-                    && rest.len() >= w.len()
-                    && (if *ci {
-                        eq_lower(&rest[..w.len()], w)
-                    } else {
-                        rest[..w.len()] == **w
-                    })
-                {
-                    m |= bit;
+            None => {
+                for (i, &b) in bytes.iter().enumerate() {
+                    if self.first[usize::from(b)] {
+                        self.try_at(bytes, i, &mut m);
+                    }
                 }
             }
         }
         m
     }
+
+    /// Try the words at `bytes[i]`, which some word starts with; set the bits of the
+    /// patterns found in `m`.
+    #[inline]
+    fn try_at(&self, bytes: &[u8], i: usize, m: &mut u64) {
+        let rest = &bytes[i..];
+        let words = if self.short {
+            &self.words[..]
+        } else {
+            let Some(&next) = rest.get(1) else { return };
+            let k = pair_slot(rest[0].to_ascii_lowercase(), next.to_ascii_lowercase());
+            &self.words[usize::from(self.slot_start[k])..usize::from(self.slot_start[k + 1])]
+        };
+        for (w, bit, ci) in words {
+            if *m & bit == 0
+                && rest.len() >= w.len()
+                && (if *ci {
+                    eq_lower(&rest[..w.len()], w)
+                } else {
+                    rest[..w.len()] == **w
+                })
+            {
+                *m |= bit;
+            }
+        }
+    }
+}
+
+/// Call `f` with each position of `bytes` holding one of `needles`, in order, testing
+/// eight bytes at a time (a URL is ~45 bytes: a library search's set-up per call costs
+/// more than the scan). A lane's high bit is set exactly when its byte equals the needle:
+/// `(v & 0x7F) + 0x7F` sets it for any non-zero low seven bits without carrying into the
+/// next lane, `| v` for a set high bit, so it stays clear only for a zero byte.
+#[inline]
+fn find_bytes(bytes: &[u8], needles: [u8; 3], mut f: impl FnMut(usize)) {
+    const LO7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let zero_lanes = |v: u64| !(((v & LO7).wrapping_add(LO7)) | v | LO7);
+    let [a, b, c] = needles.map(|n| u64::from(n) * ONES);
+    let mut chunks = bytes.chunks_exact(8);
+    let mut base = 0;
+    for chunk in &mut chunks {
+        let x = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let mut hits = zero_lanes(x ^ a) | zero_lanes(x ^ b) | zero_lanes(x ^ c);
+        while hits != 0 {
+            f(base + (hits.trailing_zeros() / 8) as usize);
+            hits &= hits - 1;
+        }
+        base += 8;
+    }
+    for (i, x) in chunks.remainder().iter().enumerate() {
+        if needles.contains(x) {
+            f(base + i);
+        }
+    }
+}
+
+/// The bytes a [`PatternSet`]'s words start with, when few enough to search for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Starts {
+    One(u8),
+    Two(u8, u8),
+    Three(u8, u8, u8),
 }
 
 /// `text` equals the lowercase ASCII `word` ignoring ASCII case; inlined, and most
@@ -404,6 +481,34 @@ mod tests {
         }
         for c in ['\u{0460}', '\u{03A3}', '\u{00C9}', '\u{212A}'] {
             assert_eq!(fold_simple(c.to_string().as_bytes(), &mut buf), None, "{c}");
+        }
+    }
+
+    /// The eight-bytes-at-a-time search finds exactly the positions a byte-by-byte one
+    /// does, for every length around the chunk size, bytes with and without the high
+    /// bit (lanes next to a hit or to 0x00/0x80/0xFF must not report one), one to three
+    /// needles.
+    #[test]
+    fn find_bytes_agrees_with_a_plain_search() {
+        let alphabet = [b'/', b'a', 0x00, 0x80, 0xFF, 0x2E, 0x7F, 0xD0, 0x01];
+        let mut state = 7u32;
+        for len in 0..40 {
+            for _ in 0..30 {
+                let bytes: Vec<u8> = (0..len)
+                    .map(|_| {
+                        state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                        alphabet[(state >> 16) as usize % alphabet.len()]
+                    })
+                    .collect();
+                for needles in [[b'/'; 3], [b'/', 0x80, 0x80], [0x00, 0xFF, 0xD0]] {
+                    let mut found = Vec::new();
+                    find_bytes(&bytes, needles, |i| found.push(i));
+                    let want: Vec<usize> = (0..bytes.len())
+                        .filter(|&i| needles.contains(&bytes[i]))
+                        .collect();
+                    assert_eq!(found, want, "{bytes:?} for {needles:?}");
+                }
+            }
         }
     }
 
@@ -480,6 +585,33 @@ mod tests {
                     m | u64::from(Regex::new(p).unwrap().is_match(t)) << i
                 });
                 assert_eq!(set.matches(t), want, "{t}");
+            }
+        }
+        // Sets whose words start with one, two or three distinct bytes (searched for
+        // eight bytes at a time) and with more (every byte looked at).
+        let sets: [(&[&str], Option<Starts>); 4] = [
+            (
+                &["(?i)/careers|/jobs", "/blog", "^/blog", "(?i)/Blog|/news"],
+                Some(Starts::One(b'/')),
+            ),
+            (
+                &["price|Прайс", "(?i)/pricing|/prices|/цены"],
+                Some(Starts::Two(b'/', b'p')),
+            ),
+            (
+                &["(?i)/careers|/jobs", "Ab|x"],
+                Some(Starts::Three(b'/', b'A', b'x')),
+            ),
+            (&["(?i)k", "/blog", "Ab|x"], None),
+        ];
+        for (pats, starts) in sets {
+            let set = PatternSet::new(pats.iter().map(|p| Pattern::new(p).unwrap()).collect());
+            assert_eq!(set.starts, starts, "{pats:?}");
+            for t in texts {
+                let want = pats.iter().enumerate().fold(0u64, |m, (i, p)| {
+                    m | u64::from(Regex::new(p).unwrap().is_match(t)) << i
+                });
+                assert_eq!(set.matches(t), want, "{pats:?} on {t}");
             }
         }
         assert!(Pattern::new("^/blog").unwrap().literals.is_none());
