@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::Utc;
 use criterion::{criterion_group, criterion_main, Criterion};
 use leadscore::crm::Subject;
-use leadscore::store::{Cause, CauseSource, Store};
+use leadscore::store::{Cause, CauseSource, Queueing, Store};
 
 fn cause() -> Cause {
     Cause {
@@ -39,8 +39,11 @@ fn bench(c: &mut Criterion) {
                 &Subject::Lead(lead),
                 cause(),
                 Utc::now(),
-                window,
-                usize::MAX,
+                Queueing {
+                    coalesce: window,
+                    limit: usize::MAX,
+                },
+                false,
             )
             .unwrap()
     };

@@ -118,6 +118,19 @@ pub struct FetchRequest {
     pub activities: ActivityRead,
 }
 
+impl FetchRequest {
+    /// Whole histories for these leads (`Crm::fetch`, backtests, the sweep).
+    pub fn full(lead_ids: &[LeadId]) -> Vec<FetchRequest> {
+        lead_ids
+            .iter()
+            .map(|id| FetchRequest {
+                id: id.clone(),
+                activities: ActivityRead::Full,
+            })
+            .collect()
+    }
+}
+
 /// What one worker turn asks the CRM to read.
 pub struct FetchBatch<'a> {
     /// Leads named by their events, each with how much activity to read.

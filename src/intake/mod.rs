@@ -57,6 +57,10 @@ pub struct Decoded {
     pub subjects: Vec<Subject>,
     /// Short description for the ledger's cause, e.g. `ONCRMLEADUPDATE`.
     pub detail: String,
+    /// Those of `subjects` whose activities the event says changed (an amoCRM note):
+    /// the others (an edit, the echo of our own write) may be scored without re-reading
+    /// activities the store read minutes ago.
+    pub activities: Vec<Subject>,
 }
 
 /// Why a webhook was refused. Each maps to one status code and one log line; none
@@ -307,9 +311,10 @@ async fn accept(
     }
     let now = Utc::now();
     pipeline
-        .enqueue(
+        .enqueue_events(
             &portal.id,
             &decoded.subjects,
+            &decoded.activities,
             webhook_cause(&decoded.detail, now),
             now,
         )

@@ -45,7 +45,8 @@ use crate::metrics::Metrics;
 use crate::scoring::spec::Language;
 use crate::scoring::Model;
 use crate::store::{
-    Cause, CauseSource, InputSnapshot, LedgerEntry, PendingEntry, Store, StoreError, Written,
+    Cause, CauseSource, InputSnapshot, LedgerEntry, PendingEntry, Queueing, Store, StoreError,
+    Written,
 };
 
 use scheduler::Scheduler;
@@ -253,6 +254,20 @@ impl Pipeline {
         cause: Cause,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        self.enqueue_events(portal, subjects, &[], cause, now).await
+    }
+
+    /// [`Pipeline::enqueue`] for a webhook that says which of its leads' activities
+    /// changed (`activities`, a subset of `subjects`): those are read again, the rest
+    /// may reuse activities read in the last minutes.
+    pub async fn enqueue_events(
+        &self,
+        portal: &str,
+        subjects: &[Subject],
+        activities: &[Subject],
+        cause: Cause,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         let mut due = Vec::with_capacity(subjects.len());
         let rt = self.live().portals.get(portal).cloned();
         // The window gathers a webhook burst; a timer or a rescore sends each lead once,
@@ -267,8 +282,11 @@ impl Pipeline {
                 s,
                 cause.clone(),
                 now,
-                coalesce,
-                self.settings.queue_limit,
+                Queueing {
+                    coalesce,
+                    limit: self.settings.queue_limit,
+                },
+                activities.contains(s),
             )?;
             let hot = match (s, &rt) {
                 (Subject::Lead(id), Some(rt)) => near_threshold(&self.store, &rt.portal, id),

@@ -105,6 +105,14 @@ impl InputSnapshot {
     }
 }
 
+/// How the queue takes a new event: the coalescing window a new entry waits for
+/// company, and how many entries it holds before it refuses new subjects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Queueing {
+    pub coalesce: Duration,
+    pub limit: usize,
+}
+
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -416,17 +424,20 @@ impl Store {
     }
 
     /// Record an event for a subject, merging with a waiting entry for the same subject.
-    /// A new entry is due after `coalesce`; a merge never delays an entry. New entries
-    /// beyond `limit` are refused with [`StoreError::Full`]; merges always succeed.
+    /// A new entry is due after `queueing.coalesce`; a merge never delays an entry. New
+    /// entries beyond `queueing.limit` are refused with [`StoreError::Full`]; merges
+    /// always succeed. `activities_changed`: the event says the lead's activities
+    /// changed (kept through merges until the entry is processed).
     pub fn enqueue(
         &self,
         portal: &str,
         subject: &Subject,
         cause: Cause,
         now: DateTime<Utc>,
-        coalesce: Duration,
-        limit: usize,
+        queueing: Queueing,
+        activities_changed: bool,
     ) -> Result<Enqueued, StoreError> {
+        let Queueing { coalesce, limit } = queueing;
         let key = pending_key(portal, subject);
         let due = now + chrono::Duration::from_std(coalesce).unwrap_or_default();
         let full = self.pending_len() >= limit;
@@ -442,7 +453,8 @@ impl Store {
             if !merged && full {
                 return Err(StoreError::Full { limit });
             }
-            let entry = merge_into(existing, portal, subject, cause.clone(), now, due);
+            let mut entry = merge_into(existing, portal, subject, cause.clone(), now, due);
+            entry.activities_changed |= activities_changed;
             match self
                 .pending
                 .compare_and_swap(&key, current.as_ref(), Some(enc(&entry)))?

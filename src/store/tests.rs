@@ -18,21 +18,29 @@ fn lead(id: &str) -> Subject {
 
 const WINDOW: Duration = Duration::from_secs(2);
 
+/// The queue with the test window and room for `limit` entries.
+fn q(limit: usize) -> Queueing {
+    Queueing {
+        coalesce: WINDOW,
+        limit,
+    }
+}
+
 #[test]
 fn events_for_one_lead_merge_into_one_entry() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path()).unwrap();
     let a = s
-        .enqueue("p", &lead("1"), cause("e1", t(0)), t(0), WINDOW, 10)
+        .enqueue("p", &lead("1"), cause("e1", t(0)), t(0), q(10), false)
         .unwrap();
     assert!(!a.merged);
     assert_eq!(a.due_at, t(2));
     let b = s
-        .enqueue("p", &lead("1"), cause("e2", t(1)), t(1), WINDOW, 10)
+        .enqueue("p", &lead("1"), cause("e2", t(1)), t(1), q(10), false)
         .unwrap();
     assert!(b.merged);
     assert_eq!(b.due_at, t(2), "a merge never delays the entry");
-    s.enqueue("p", &lead("2"), cause("e3", t(1)), t(1), WINDOW, 10)
+    s.enqueue("p", &lead("2"), cause("e3", t(1)), t(1), q(10), false)
         .unwrap();
     assert_eq!(s.pending_len(), 2);
     let all = s.pending_all().unwrap();
@@ -46,14 +54,14 @@ fn events_for_one_lead_merge_into_one_entry() {
 fn a_full_queue_refuses_new_leads_but_merges_known_ones() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path()).unwrap();
-    s.enqueue("p", &lead("1"), cause("e", t(0)), t(0), WINDOW, 1)
+    s.enqueue("p", &lead("1"), cause("e", t(0)), t(0), q(1), false)
         .unwrap();
     let err = s
-        .enqueue("p", &lead("2"), cause("e", t(0)), t(0), WINDOW, 1)
+        .enqueue("p", &lead("2"), cause("e", t(0)), t(0), q(1), false)
         .unwrap_err();
     assert!(matches!(err, StoreError::Full { limit: 1 }));
     assert!(
-        s.enqueue("p", &lead("1"), cause("e", t(0)), t(0), WINDOW, 1)
+        s.enqueue("p", &lead("1"), cause("e", t(0)), t(0), q(1), false)
             .unwrap()
             .merged
     );
@@ -63,10 +71,10 @@ fn a_full_queue_refuses_new_leads_but_merges_known_ones() {
 fn complete_keeps_an_entry_that_got_new_events_meanwhile() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path()).unwrap();
-    s.enqueue("p", &lead("1"), cause("e1", t(0)), t(0), WINDOW, 10)
+    s.enqueue("p", &lead("1"), cause("e1", t(0)), t(0), q(10), false)
         .unwrap();
     let read = s.pending_all().unwrap().remove(0);
-    s.enqueue("p", &lead("1"), cause("e2", t(1)), t(1), WINDOW, 10)
+    s.enqueue("p", &lead("1"), cause("e2", t(1)), t(1), q(10), false)
         .unwrap();
     // Finished at t(3): the newer events wait a window (no back-to-back read).
     let newer = s
@@ -90,14 +98,14 @@ fn complete_keeps_an_entry_that_got_new_events_meanwhile() {
 fn retries_then_dead_letter_then_replay() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path()).unwrap();
-    s.enqueue("p", &lead("7"), cause("e", t(0)), t(0), WINDOW, 10)
+    s.enqueue("p", &lead("7"), cause("e", t(0)), t(0), q(10), false)
         .unwrap();
     let e = s.pending_all().unwrap().remove(0);
     let e = s.retry_later(&e, "503", t(10), true).unwrap();
     assert_eq!((e.attempts, e.due_at), (1, t(10)));
     // A new event does not pull a failing entry forward (the backoff stands).
     let again = s
-        .enqueue("p", &lead("7"), cause("e", t(3)), t(3), WINDOW, 10)
+        .enqueue("p", &lead("7"), cause("e", t(3)), t(3), q(10), false)
         .unwrap();
     assert_eq!(again.due_at, t(10));
     let e = s.pending_get(&e.key()).unwrap().unwrap();
@@ -119,9 +127,9 @@ fn retarget_moves_an_activity_onto_its_lead() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path()).unwrap();
     let act = Subject::Activity("55".into());
-    s.enqueue("p", &act, cause("act", t(0)), t(0), WINDOW, 10)
+    s.enqueue("p", &act, cause("act", t(0)), t(0), q(10), false)
         .unwrap();
-    s.enqueue("p", &lead("9"), cause("lead", t(0)), t(0), WINDOW, 10)
+    s.enqueue("p", &lead("9"), cause("lead", t(0)), t(0), q(10), false)
         .unwrap();
     let a = s.pending_get(&pending_key("p", &act)).unwrap().unwrap();
     let l = s.retarget(&a, &"9".to_string(), t(1)).unwrap().unwrap();
@@ -137,7 +145,7 @@ fn state_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
         let s = Store::open(dir.path()).unwrap();
-        s.enqueue("p", &lead("1"), cause("e", t(0)), t(0), WINDOW, 10)
+        s.enqueue("p", &lead("1"), cause("e", t(0)), t(0), q(10), false)
             .unwrap();
         s.set_crossing(
             "p",
@@ -311,8 +319,8 @@ async fn concurrent_flushes_share_fsyncs_and_all_return() {
                 &lead(&i.to_string()),
                 cause("e", t(0)),
                 t(0),
-                WINDOW,
-                1000,
+                q(1000),
+                false,
             )
             .unwrap();
             s.flush().await.unwrap();
@@ -343,8 +351,8 @@ fn racing_events_for_one_lead_each_merge_once() {
                         &lead("1"),
                         cause(&format!("e{n}-{i}"), t(0)),
                         t(0),
-                        WINDOW,
-                        1,
+                        q(1),
+                        false,
                     )
                     .unwrap();
                 }
@@ -366,7 +374,7 @@ async fn a_caller_dropped_mid_flush_holds_no_one_up() {
     use std::future::Future;
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path()).unwrap();
-    s.enqueue("p", &lead("1"), cause("e", t(0)), t(0), WINDOW, 10)
+    s.enqueue("p", &lead("1"), cause("e", t(0)), t(0), q(10), false)
         .unwrap();
     {
         // Poll once: this caller takes a ticket and waits for the flusher thread.

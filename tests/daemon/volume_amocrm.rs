@@ -125,3 +125,32 @@ async fn three_hundred_leads_in_five_waves_share_their_requests() {
     // 95-116 before (issue 19; the target, 60, is not met: see BENCHMARKS.md).
     assert!(per_lead <= 0.3, "{requests} requests for {LEADS} leads");
 }
+
+/// A rep's edit (and our own write's echo) reads the lead, not its events: amoCRM's
+/// `leads[update]` says nothing of notes, and the activities were read minutes ago. A
+/// note's webhook marks its lead's activities as changed, so the note is read and
+/// scored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_reads_no_events_and_a_note_does() {
+    let d = Daemon::start(true).await;
+    let leads: Vec<u64> = (0..20).map(|n| d.add_strong_lead(n)).collect();
+    d.settle().await;
+    assert_eq!(d.score(leads[0]), Some(60));
+    let events = |d: &Daemon| d.sandbox.count_route("GET", "/api/v4/events");
+    let before = events(&d);
+    let user = d.sandbox.current_user_id();
+    for (i, &l) in leads.iter().enumerate() {
+        let rename = LeadChange::default().name(&format!("Сделка {i}: перезвонить"));
+        assert!(d.sandbox.update_lead(l, rename, user).unwrap());
+    }
+    d.settle().await;
+    assert_eq!(events(&d), before, "20 edits read no events");
+    assert_eq!(d.score(leads[0]), Some(60));
+
+    d.sandbox
+        .add_note(leads[0], "common", json!({"text": "[demo] Заявка на демо"}))
+        .unwrap();
+    d.settle().await;
+    assert!(events(&d) > before, "the note's lead had its events read");
+    assert_eq!(d.score(leads[0]), Some(80), "60 fit + 20 demo request");
+}

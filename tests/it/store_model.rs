@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use leadscore::crm::{Subject, TaskRef};
 use leadscore::scoring::Score;
 use leadscore::store::{
-    Cause, CauseSource, Crossing, LedgerEntry, PendingEntry, Store, StoreError, Written,
+    Cause, CauseSource, Crossing, LedgerEntry, PendingEntry, Queueing, Store, StoreError, Written,
 };
 use proptest::prelude::*;
 
@@ -269,8 +269,11 @@ impl Harness {
                     &key.1,
                     cause("event", now),
                     now,
-                    Duration::from_secs(window),
-                    limit,
+                    Queueing {
+                        coalesce: Duration::from_secs(window),
+                        limit,
+                    },
+                    false,
                 );
                 let len = self.model.pending.len();
                 match self.model.pending.get_mut(&key) {

@@ -242,6 +242,25 @@ impl Webhook {
         out
     }
 
+    /// The leads among [`Webhook::lead_ids`] that a note or a chat message is about:
+    /// their activities changed, while a lead's own add/update/status says nothing of
+    /// its notes (our own score write echoes as `leads[update]`).
+    pub fn activity_lead_ids(&self) -> Vec<String> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut out = Vec::new();
+        for item in &self.items {
+            let activity = item.note.is_some()
+                || item.action == Action::Note
+                || matches!(item.entity, Entity::Message | Entity::Talk);
+            if let Some(id) = item.lead_id().filter(|_| activity) {
+                if seen.insert(id.to_string()) {
+                    out.push(id.to_string());
+                }
+            }
+        }
+        out
+    }
+
     /// `leads[update]+leads[note]`-style summary for logs and the ledger.
     pub fn summary(&self) -> String {
         let mut kinds: Vec<String> = self

@@ -15,7 +15,7 @@ use crate::config::FieldsSection;
 use crate::crm::mapping::apply_map;
 use crate::crm::activity_map::{ActivityAttr, ActivityMap};
 use crate::crm::tags::{default_tags, split_tag};
-use crate::crm::{Changed, CrmError, CrmStamp, Fetched, LeadId};
+use crate::crm::{ActivityRead, Changed, CrmError, CrmStamp, FetchRequest, Fetched, LeadId};
 use crate::lead::{Activity, ActivityKind, Direction, Lead};
 
 impl AmocrmCrm {
@@ -94,10 +94,28 @@ impl AmocrmCrm {
         fields: &FieldsSection,
         lead_ids: &[LeadId],
     ) -> Result<BTreeMap<LeadId, Fetched>, CrmError> {
-        let ids: Vec<u64> = lead_ids.iter().filter_map(|s| parse_id(s)).collect();
+        self.fetch_reads(fields, &FetchRequest::full(lead_ids)).await
+    }
+
+    /// Leads with their contact and company, and their activity unless the request
+    /// says the snapshot's is current (`Skip`: an edit or our own write's echo, with
+    /// activities read minutes ago; the pipeline completes them from the snapshot). A
+    /// lead's events are otherwise read over the whole window: amoCRM has no cursor
+    /// here, and a note's webhook marks its lead for a read.
+    pub(super) async fn fetch_reads(
+        &self,
+        fields: &FieldsSection,
+        requests: &[FetchRequest],
+    ) -> Result<BTreeMap<LeadId, Fetched>, CrmError> {
+        let ids: Vec<u64> = requests.iter().filter_map(|r| parse_id(&r.id)).collect();
         if ids.is_empty() {
             return Ok(BTreeMap::new());
         }
+        let skip: BTreeSet<u64> = requests
+            .iter()
+            .filter(|r| r.activities == ActivityRead::Skip)
+            .filter_map(|r| parse_id(&r.id))
+            .collect();
         let leads = self.client.leads_by_ids(&ids).await.map_err(to_crm)?;
         let leads: Vec<AmoLead> = leads
             .into_iter()
@@ -110,7 +128,16 @@ impl AmocrmCrm {
         let since = Utc::now().timestamp() - self.event_window.as_secs() as i64;
         let types = event_types(&fields.activity_map);
         let types: Vec<&str> = types.iter().map(String::as_str).collect();
-        let events = self.lead_events_of(&leads, &types, since).await?;
+        let read: Vec<AmoLead> = leads
+            .iter()
+            .filter(|l| !skip.contains(&l.id))
+            .cloned()
+            .collect();
+        let events = if read.is_empty() {
+            Vec::new()
+        } else {
+            self.lead_events_of(&read, &types, since).await?
+        };
         let mut by_lead = self.activities(&leads, &events, fields).await?;
         let mut out = BTreeMap::new();
         for raw in &leads {
@@ -118,6 +145,7 @@ impl AmocrmCrm {
             let (lead, current_score) = self.lead_from(fields, raw, contact, company);
             let activities = by_lead.remove(&raw.id).unwrap_or_default();
             let mut f = Fetched::complete(lead, activities, current_score);
+            f.activities_complete = !skip.contains(&raw.id);
             f.closed = super::outcomes::decide(&self.outcomes, raw)
                 .map(|(outcome, at)| crate::crm::Closed { outcome, at });
             out.insert(f.lead.id.clone(), f);

@@ -74,7 +74,7 @@ pub use seed_history::{backtest_config_for, seed_history};
 
 use super::vault::TokenVault;
 use super::{
-    Changed, ClosedLeads, Crm, CrmAdmin, CrmError, Fetched, FieldSetup, LeadId, PacingState, PullProgressFn, ScoreWrite,
+    Changed, ClosedLeads, Crm, CrmAdmin, CrmError, FetchBatch, FetchOutcome, Fetched, FieldSetup, LeadId, PacingState, PullProgressFn, ScoreWrite,
     TaskRef, TaskRequest, WriteResult,
 };
 use super::registry::{Adapter, CrmEntry};
@@ -287,6 +287,18 @@ impl Crm for AmocrmCrm {
         lead_ids: &[LeadId],
     ) -> Result<BTreeMap<LeadId, Fetched>, CrmError> {
         self.fetch_full(fields, lead_ids).await
+    }
+
+    async fn fetch_batch(
+        &self,
+        fields: &FieldsSection,
+        batch: FetchBatch<'_>,
+    ) -> Result<FetchOutcome, CrmError> {
+        // amoCRM's webhooks name the lead: there are no activity subjects to resolve.
+        Ok(FetchOutcome {
+            leads: self.fetch_reads(fields, batch.leads).await?,
+            activity_leads: batch.activities.iter().map(|a| (a.clone(), None)).collect(),
+        })
     }
 
     async fn write_scores(

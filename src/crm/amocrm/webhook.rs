@@ -55,6 +55,11 @@ pub fn decode(portal: &Portal, query: Option<&str>, body: &[u8]) -> Result<Decod
     Ok(Decoded {
         subjects,
         detail: hook.summary(),
+        activities: hook
+            .activity_lead_ids()
+            .into_iter()
+            .map(Subject::Lead)
+            .collect(),
     })
 }
 
@@ -133,6 +138,9 @@ mod tests {
             ]
         );
         assert!(d.detail.contains("leads[update]") && d.detail.contains("contacts[update]"));
+        // Only the note's lead had its activities changed (11 and 12 were updated, 11's
+        // status moved: none of that says anything of their notes).
+        assert_eq!(d.activities, vec![Subject::Lead("13".into())]);
         let d = decode(
             &portal(None, None),
             Some("secret=hook-s3cret"),

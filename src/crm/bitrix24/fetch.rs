@@ -381,14 +381,7 @@ impl Bitrix24Crm {
         fields: &FieldsSection,
         lead_ids: &[LeadId],
     ) -> Result<BTreeMap<LeadId, Fetched>, CrmError> {
-        let requests: Vec<FetchRequest> = lead_ids
-            .iter()
-            .map(|id| FetchRequest {
-                id: id.clone(),
-                activities: ActivityRead::Full,
-            })
-            .collect();
-        self.fetch_requests(fields, &requests).await
+        self.fetch_requests(fields, &FetchRequest::full(lead_ids)).await
     }
 
     /// Leads with as much activity as each request asks for (the input snapshot's

@@ -69,5 +69,11 @@ pub fn decode(portal: &Portal, _query: Option<&str>, body: &[u8]) -> Result<Deco
         Some(id) => format!("{} {}", event.name, id),
         None => event.name.clone(),
     };
-    Ok(Decoded { subjects, detail })
+    // Bitrix24 names activities by their own events (activity subjects, resolved to
+    // their lead in the worker turn), so no lead event vouches for its activities.
+    Ok(Decoded {
+        subjects,
+        detail,
+        activities: Vec::new(),
+    })
 }
