@@ -674,3 +674,41 @@ async fn a_lead_under_a_stream_of_webhooks_is_read_once_per_window() {
     assert!(sent > 100, "only {sent} webhooks sent");
     assert_eq!(d.crm_score(lead), Some(60));
 }
+
+/// `leadscore setup` itself (the binary) rides out a lost answer: the portal makes the
+/// field and its nginx answers 504; setup says it tries again, lists the fields, finds
+/// the one made and ends with it exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_setup_command_retries_a_lost_answer_without_making_a_field_twice() {
+    let mut d = Daemon::start(Options {
+        bind_events: false,
+        ..Options::default()
+    })
+    .await;
+    d.stop().await;
+    let text = std::fs::read_to_string(d.config_path()).unwrap();
+    let mut doc: toml::Table = toml::from_str(&text).unwrap();
+    doc["portal"].as_array_mut().unwrap()[0]["fields"]
+        .as_table_mut()
+        .unwrap()
+        .insert("expected_value".into(), "UF_CRM_LS_EV".into());
+    let path = d.dir.path().join("setup.toml");
+    std::fs::write(&path, toml::to_string(&doc).unwrap()).unwrap();
+    d.sandbox.lose_answers("crm.lead.userfield.add", 1);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadscore"))
+        .args(["setup", "--portal", demo::PORTAL, "--config"])
+        .arg(&path)
+        .output()
+        .expect("the binary runs");
+    let (stdout, stderr) = succeeded(&out);
+    assert!(stderr.contains("trying again"), "{stderr}");
+    // The first attempt made the field; the second found it.
+    assert!(stdout.contains("nothing was created"), "{stdout}");
+    let made = d
+        .sandbox
+        .userfields()
+        .iter()
+        .filter(|f| f["FIELD_NAME"] == "UF_CRM_LS_EV")
+        .count();
+    assert_eq!(made, 1, "the field exists once");
+}
