@@ -1,8 +1,8 @@
 //! Admin commands meet the same CRM as the daemon: a 504 from the portal's proxy, a
 //! reset connection, a limit answer. They retry what the daemon retries, by the same
 //! table ([`crate::pipeline::retry::decide`]) and the same delays, but only as long as an
-//! admin waits at a terminal, and they say on stderr what failed and when they try
-//! again. Only idempotent work belongs here: `setup` lists the fields before it creates
+//! admin waits at a terminal, and they log (warn, on stderr for the admin commands)
+//! what failed and when they try again. Only idempotent work belongs here: `setup` lists the fields before it creates
 //! any, so a field whose answer was lost is found, not made twice.
 
 use std::future::Future;
@@ -52,10 +52,6 @@ where
             error = %err,
             retry_in_secs = after.as_secs_f64(),
             "the CRM failed; trying again"
-        );
-        eprintln!(
-            "{what}: {err}; trying again in {:.0} s",
-            after.as_secs_f64().ceil()
         );
         tokio::time::sleep(after).await;
         waited += after;

@@ -241,17 +241,7 @@ impl Daemon {
     /// for 100–499 staff, 8 for 500+, 7 for 20–99, and 5 for a served region).
     pub fn add_lead_of(&self, n: usize, employees: &str, region: &str) -> u64 {
         self.sandbox
-            .add_lead(json!({
-                "TITLE": format!("Lead {n}"),
-                "NAME": format!("Имя{n}"),
-                "POST": "Генеральный директор",
-                "EMAIL": [{"VALUE": format!("ceo{n}@factory{n}.ru"), "VALUE_TYPE": "WORK"}],
-                "ASSIGNED_BY_ID": "3",
-                "UF_CRM_INDUSTRY": "Производство",
-                "UF_CRM_REVENUE": "800000000",
-                "UF_CRM_EMPLOYEES": employees,
-                "UF_CRM_REGION": region,
-            }))
+            .add_lead(strong_lead_fields(n, employees, region))
             .unwrap()
     }
 
@@ -331,4 +321,20 @@ pub fn print_shapes(shapes: &BTreeMap<String, (usize, usize)>) {
     for (shape, (requests, commands)) in shapes {
         eprintln!("  {requests:>4} requests, {commands:>5} commands: {shape}");
     }
+}
+
+/// The fields of the strong lead `n` (60 points in the seed model with 240 staff and
+/// Moscow), for a test that adds fields of its own before the lead is made.
+pub fn strong_lead_fields(n: usize, employees: &str, region: &str) -> Value {
+    json!({
+        "TITLE": format!("Lead {n}"),
+        "NAME": format!("Имя{n}"),
+        "POST": "Генеральный директор",
+        "EMAIL": [{"VALUE": format!("ceo{n}@factory{n}.ru"), "VALUE_TYPE": "WORK"}],
+        "ASSIGNED_BY_ID": "3",
+        "UF_CRM_INDUSTRY": "Производство",
+        "UF_CRM_REVENUE": "800000000",
+        "UF_CRM_EMPLOYEES": employees,
+        "UF_CRM_REGION": region,
+    })
 }

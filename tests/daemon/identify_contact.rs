@@ -17,7 +17,7 @@ use leadscore_bitrix24_sandbox::{FaultConfig, FaultKind};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 
-use crate::common::{Daemon, Options};
+use crate::common::{self, Daemon, Options};
 use crate::e2e_amocrm::Daemon as AmoDaemon;
 use crate::tracking::{with_tracking, ORIGIN, SECRET, SITE_KEY};
 
@@ -111,15 +111,11 @@ async fn a_signed_email_finds_the_bitrix24_lead_and_forget_by_email_erases_it() 
     })
     .await;
     // The CRM holds the e-mail in its own spelling.
-    let lead = d
-        .sandbox
-        .add_lead(json!({
-            "TITLE": "Ромашка", "NAME": "Анна", "POST": "Генеральный директор",
-            "EMAIL": [{"VALUE": "Anna.Smirnova@Romashka-Test.RU", "VALUE_TYPE": "WORK"}],
-            "ASSIGNED_BY_ID": "3", "UF_CRM_INDUSTRY": "Производство",
-            "UF_CRM_REVENUE": "800000000", "UF_CRM_EMPLOYEES": "240", "UF_CRM_REGION": "Москва",
-        }))
-        .unwrap();
+    let mut fields = common::strong_lead_fields(1, "240", "Москва");
+    fields["TITLE"] = json!("Ромашка");
+    fields["NAME"] = json!("Анна");
+    fields["EMAIL"] = json!([{"VALUE": "Anna.Smirnova@Romashka-Test.RU", "VALUE_TYPE": "WORK"}]);
+    let lead = d.sandbox.add_lead(fields).unwrap();
     // A newer lead with the same e-mail, already converted: not the one.
     d.sandbox
         .add_lead(json!({

@@ -253,23 +253,16 @@ async fn a_visitor_id_the_crm_recorded_from_a_form_attaches_the_visitor() {
     let base = d.crm_score(plain).expect("scored");
 
     // The form's lead, as the CRM recorded it (with the hidden input's value).
-    let lead = d
-        .sandbox
-        .add_lead(json!({
-            "TITLE": "Lead 2", "NAME": "Имя2", "POST": "Генеральный директор",
-            "EMAIL": [{"VALUE": "ceo2@factory2.ru", "VALUE_TYPE": "WORK"}],
-            "ASSIGNED_BY_ID": "3", "UF_CRM_INDUSTRY": "Производство",
-            "UF_CRM_REVENUE": "800000000", "UF_CRM_EMPLOYEES": "240", "UF_CRM_REGION": "Москва",
-            "UF_CRM_LS_VISITOR": format!(" {VISITOR} "),
-        }))
-        .unwrap();
+    let mut fields = common::strong_lead_fields(2, "240", "Москва");
+    fields["UF_CRM_LS_VISITOR"] = json!(format!(" {VISITOR} "));
+    let lead = d.sandbox.add_lead(fields).unwrap();
     d.settle().await;
-    assert_eq!(
+    let linked = |d: &Daemon| {
         d.store()
             .visitor_lead(leadscore::demo::PORTAL, VISITOR)
-            .unwrap(),
-        Some(lead.to_string())
-    );
+            .unwrap()
+    };
+    assert_eq!(linked(&d), Some(lead.to_string()));
     assert_eq!(
         d.crm_score(lead),
         Some(base + 15),
@@ -286,12 +279,7 @@ async fn a_visitor_id_the_crm_recorded_from_a_form_attaches_the_visitor() {
         .add_lead(json!({"TITLE": "Lead 4", "UF_CRM_LS_VISITOR": "<script>x</script>"}))
         .unwrap();
     d.settle().await;
-    assert_eq!(
-        d.store()
-            .visitor_lead(leadscore::demo::PORTAL, VISITOR)
-            .unwrap(),
-        Some(lead.to_string())
-    );
+    assert_eq!(linked(&d), Some(lead.to_string()));
     assert!(d
         .store()
         .visitors_of_lead(leadscore::demo::PORTAL, &other.to_string())

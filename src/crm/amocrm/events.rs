@@ -36,7 +36,11 @@ const SKEW_SECS: i64 = 300;
 
 /// The leads whose events the feed can hold (created in `[now - NEW_LEAD_SECS, now +
 /// SKEW_SECS]`) with the instant to read it from (never before `since`), and the others.
-pub(super) fn split_new(leads: &[AmoLead], now: i64, since: i64) -> (Vec<u64>, i64, Vec<u64>) {
+pub(super) fn split_new<'a>(
+    leads: impl IntoIterator<Item = &'a AmoLead>,
+    now: i64,
+    since: i64,
+) -> (Vec<u64>, i64, Vec<u64>) {
     let (mut new, mut old) = (Vec::new(), Vec::new());
     let mut from = i64::MAX;
     for l in leads {
@@ -56,11 +60,12 @@ impl AmocrmCrm {
     /// account's feed when that is cheaper than 10 ids per request, the rest per id.
     pub(super) async fn lead_events_of(
         &self,
-        leads: &[AmoLead],
+        leads: &[&AmoLead],
         types: &[&str],
         since: i64,
     ) -> Result<Vec<Event>, CrmError> {
-        let (new, from, mut per_id) = split_new(leads, Utc::now().timestamp(), since);
+        let (new, from, mut per_id) =
+            split_new(leads.iter().copied(), Utc::now().timestamp(), since);
         let mut events = Vec::new();
         let per_id_cost = new.len().div_ceil(MAX_EVENT_IDS);
         let feed = if per_id_cost >= 2 {

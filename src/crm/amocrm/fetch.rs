@@ -128,11 +128,7 @@ impl AmocrmCrm {
         let since = Utc::now().timestamp() - self.event_window.as_secs() as i64;
         let types = event_types(&fields.activity_map);
         let types: Vec<&str> = types.iter().map(String::as_str).collect();
-        let read: Vec<AmoLead> = leads
-            .iter()
-            .filter(|l| !skip.contains(&l.id))
-            .cloned()
-            .collect();
+        let read: Vec<&AmoLead> = leads.iter().filter(|l| !skip.contains(&l.id)).collect();
         let events = if read.is_empty() {
             Vec::new()
         } else {
